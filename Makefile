@@ -1,0 +1,65 @@
+# xrtop — `make demo` and `make test` set up everything they need on a fresh Debian/Ubuntu.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+LAB    ?= $(abspath ../shared/lab)
+LAB_SUITES ?= bullseye trixie sid
+DEMO   := xrtop/demo/demo.R
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest r lab tools bench screenshots clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# R itself: installed with apt-get when running as root, otherwise the one command to run.
+r:
+	@if ! command -v Rscript >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "xrtop: installing R (r-base-core) with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends r-base-core >/dev/null; \
+	  else \
+	    echo "xrtop: R is not installed. Run: sudo apt-get install r-base-core"; exit 1; \
+	  fi; \
+	fi
+
+# Tools the end-to-end tests drive (tmux), when running as root.
+tools:
+	@if ! command -v tmux >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux >/dev/null; \
+	fi
+
+# Other R versions in Debian chroots (../shared/lab); idempotent, minutes the first time.
+lab:
+	@if [ "$$(id -u)" = 0 ] && [ -x "$(LAB)/rlab-setup" ]; then \
+	  "$(LAB)/rlab-setup" $(LAB_SUITES) >/dev/null 2>.lab-setup.log || { tail -n 30 .lab-setup.log; exit 1; }; \
+	else \
+	  echo "xrtop: skipping the R version lab (needs root and $(LAB))"; \
+	fi
+
+demo: $(STAMP) r
+	$(BIN)/xrtop -- Rscript $(DEMO)
+
+lint: $(STAMP)
+	$(BIN)/ruff check xrtop sampler widgets tests bench
+	$(BIN)/ruff format --check xrtop sampler widgets tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy xrtop sampler widgets
+
+pytest: $(STAMP) r tools lab
+	XRTOP_LAB=$(LAB) $(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: $(STAMP) r
+	$(BIN)/python bench/run.py
+
+screenshots: $(STAMP) r
+	$(BIN)/python -m xrtop.screenshots screenshots
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,338 @@
+"""The profile data model: interned stacks, a compact sample log, and aggregates.
+
+Pure data, no I/O. This is the only module of `sampler` that `widgets` may import.
+
+Contract:
+- `SampleLog` has exactly one writer (the sampler thread). It is append-only, so any other
+  thread may read it without a lock: read `len(log)` first, then only index below it. Under
+  CPython's GIL a list or `array` append and an indexed read are atomic.
+- `Aggregate` is built by a reader from a range of the log (`Aggregate.update` consumes the
+  samples appended since its last call). It never mutates the log.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from collections import Counter
+from collections.abc import Iterable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+
+#: A source location: (file path as R stores it, 1-based line).
+SrcLoc = tuple[str, int]
+
+GC_NAME = "<GC>"
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    """One sampled R call stack, named exactly as R's Rprof names frames.
+
+    `names` is innermost first. `sites` is empty when no line information was read;
+    otherwise it has `len(names) + 1` entries: `sites[i]` is the line executing in frame
+    `i` (for i = 0, the innermost function's current line) and the last entry is the
+    location of the outermost call in top-level code. This is the order of R's
+    line-profiling tokens. `gc` marks a sample taken while R collected garbage, `idle` one
+    taken while R's main thread waited (top-level prompt, `Sys.sleep`, a blocking call).
+    """
+
+    names: tuple[str, ...]
+    sites: tuple[SrcLoc | None, ...] = ()
+    gc: bool = False
+    idle: bool = False
+
+    def site(self, index: int) -> SrcLoc | None:
+        """The line executing in frame `index`, or None when unknown."""
+        return self.sites[index] if index < len(self.sites) else None
+
+
+EMPTY_STACK = Stack(())
+
+
+class SampleLog:
+    """Every sample, in order: a stack id and a time per sample (single writer, append-only).
+
+    Stacks are interned, so an hour at 100 Hz costs 12 bytes a sample plus one `Stack` per
+    distinct stack.
+    """
+
+    def __init__(self, interval_us: int) -> None:
+        """Create an empty log for samples taken every `interval_us` microseconds."""
+        self.interval_us = interval_us
+        self.stacks: list[Stack] = []
+        self._ids: dict[Stack, int] = {}
+        self.stack_ids = array("I")
+        #: Seconds since the first sample, per sample.
+        self.times = array("d")
+        self._t0: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.stack_ids)
+
+    def intern(self, stack: Stack) -> int:
+        """The id of `stack`, adding it to the stack table when new."""
+        sid = self._ids.get(stack)
+        if sid is None:
+            sid = len(self.stacks)
+            self.stacks.append(stack)
+            self._ids[stack] = sid
+        return sid
+
+    def add(self, stack: Stack, when: float) -> None:
+        """Append one sample taken at monotonic time `when` (seconds)."""
+        if self._t0 is None:
+            self._t0 = when
+        sid = self.intern(stack)
+        # Append the time first: a reader bounds itself by len(stack_ids).
+        self.times.append(when - self._t0)
+        self.stack_ids.append(sid)
+
+    def stack_at(self, index: int) -> Stack:
+        """The stack of sample `index`."""
+        return self.stacks[self.stack_ids[index]]
+
+    def iter_stacks(self, start: int = 0, stop: int | None = None) -> Iterator[Stack]:
+        """The stacks of samples `start` to `stop` (default: all so far), in order."""
+        end = len(self) if stop is None else min(stop, len(self))
+        stacks, ids = self.stacks, self.stack_ids
+        for i in range(start, end):
+            yield stacks[ids[i]]
+
+    def index_at_time(self, seconds: float) -> int:
+        """The index of the first sample taken at or after `seconds` since the first sample."""
+        times, lo, hi = self.times, 0, len(self)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if times[mid] < seconds:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    @classmethod
+    def from_stacks(cls, stacks: Iterable[Stack], interval_us: int) -> SampleLog:
+        """A log of `stacks` spaced `interval_us` apart (for files read back and tests)."""
+        log = cls(interval_us)
+        step = interval_us / 1e6
+        for i, stack in enumerate(stacks):
+            log.add(stack, i * step)
+        return log
+
+
+@dataclass(slots=True)
+class SamplerStats:
+    """Counters kept by the sampler thread; `copy()` gives readers a consistent view."""
+
+    requested_hz: float = 0.0
+    samples: int = 0
+    empty: int = 0
+    idle: int = 0
+    gc: int = 0
+    late: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    last_error: str = ""
+    #: Seconds the target spent stopped for sampling, summed, and the worst single stop.
+    stopped_total: float = 0.0
+    stopped_max: float = 0.0
+    started_at: float = 0.0
+    last_sample_at: float = 0.0
+    elapsed: float = 0.0
+
+    @property
+    def error_count(self) -> int:
+        """All per-sample errors, of every kind."""
+        return sum(self.errors.values())
+
+    @property
+    def achieved_hz(self) -> float:
+        """Samples attempted per second of wall time."""
+        attempts = self.samples + self.empty + self.error_count
+        return attempts / self.elapsed if self.elapsed > 0 else 0.0
+
+    def count_error(self, kind: str, message: str) -> None:
+        """Count one per-sample error of `kind`."""
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+        self.last_error = message
+
+    def copy(self) -> SamplerStats:
+        """A snapshot that later sampling does not change."""
+        return replace(self, errors=dict(self.errors))
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation: what the views show.
+
+#: A function key: the name alone, or (name, file, line) when aggregating by line.
+FunctionKey = tuple[str, str, int] | str
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionRow:
+    """One row of the flat "top" table."""
+
+    key: FunctionKey
+    name: str
+    own: int
+    total: int
+    location: SrcLoc | None
+
+
+class CallTree:
+    """An aggregated call tree, outermost call at the root's children.
+
+    Node 0 is the root (all samples). Node ids are stable for the tree's life, so a view can
+    keep them as row keys between refreshes.
+    """
+
+    ROOT = 0
+
+    def __init__(self) -> None:
+        """An empty tree with only the root."""
+        self.parent: list[int] = [-1]
+        self.key: list[FunctionKey] = [""]
+        self.children: list[dict[FunctionKey, int]] = [{}]
+        self.total: list[int] = [0]
+        self.own: list[int] = [0]
+
+    def __len__(self) -> int:
+        return len(self.parent)
+
+    def child(self, node: int, key: FunctionKey) -> int:
+        """The child of `node` for `key`, created when missing."""
+        kids = self.children[node]
+        found = kids.get(key)
+        if found is None:
+            found = len(self.parent)
+            kids[key] = found
+            self.parent.append(node)
+            self.key.append(key)
+            self.children.append({})
+            self.total.append(0)
+            self.own.append(0)
+        return found
+
+    def add_path(self, keys_outermost_first: Iterable[FunctionKey], count: int) -> None:
+        """Add `count` samples of one stack."""
+        node = self.ROOT
+        self.total[node] += count
+        for key in keys_outermost_first:
+            node = self.child(node, key)
+            self.total[node] += count
+        self.own[node] += count
+
+    def sorted_children(self, node: int) -> list[int]:
+        """The children of `node`, hottest first."""
+        return sorted(self.children[node].values(), key=lambda n: -self.total[n])
+
+    def hottest_path(self) -> list[int]:
+        """Node ids from the root down along the hottest child at each level."""
+        path = [self.ROOT]
+        while self.children[path[-1]]:
+            path.append(max(self.children[path[-1]].values(), key=self.total.__getitem__))
+        return path
+
+    def check(self) -> None:
+        """Raise AssertionError unless every node's total is its own plus its children's."""
+        for node in range(len(self)):
+            kids = sum(self.total[c] for c in self.children[node].values())
+            assert self.total[node] == self.own[node] + kids, node
+
+
+def key_name(key: FunctionKey) -> str:
+    """The R function name of a function key."""
+    return key if isinstance(key, str) else key[0]
+
+
+def frame_keys(stack: Stack, by_line: bool) -> list[FunctionKey]:
+    """The function keys of `stack`'s frames, innermost first."""
+    if not by_line:
+        return list(stack.names)
+    keys: list[FunctionKey] = []
+    for i, name in enumerate(stack.names):
+        loc = stack.site(i)
+        keys.append((name, loc[0], loc[1]) if loc else name)
+    return keys
+
+
+class Aggregate:
+    """Function totals and a call tree over a range of a `SampleLog`.
+
+    Own counts the innermost frame; total counts each distinct function once per sample, so
+    recursion never pushes a share past 100 %. `<GC>` is treated as an innermost frame, as
+    R's summaryRprof does. Idle samples are left out unless `include_idle`.
+    """
+
+    def __init__(
+        self, log: SampleLog, *, start: int = 0, by_line: bool = False, include_idle: bool = False
+    ) -> None:
+        """Aggregate samples from index `start` on; call `update()` to take in new ones."""
+        self.log = log
+        self.start = start
+        self.by_line = by_line
+        self.include_idle = include_idle
+        self.consumed = start
+        self.samples = 0
+        self.idle = 0
+        self.gc = 0
+        self.own: Counter[FunctionKey] = Counter()
+        self.total: Counter[FunctionKey] = Counter()
+        self.locations: dict[FunctionKey, Counter[SrcLoc]] = {}
+        self.tree = CallTree()
+        self.stack_counts: Counter[int] = Counter()
+
+    def update(self, stop: int | None = None) -> int:
+        """Take in the samples appended since the last update; return how many."""
+        end = len(self.log) if stop is None else min(stop, len(self.log))
+        if end <= self.consumed:
+            return 0
+        delta: Counter[int] = Counter(self.log.stack_ids[self.consumed : end])
+        taken = end - self.consumed
+        self.consumed = end
+        for sid, count in delta.items():
+            self._add(sid, count)
+        return taken
+
+    def _add(self, sid: int, count: int) -> None:
+        stack = self.log.stacks[sid]
+        if stack.idle:
+            self.idle += count
+            if not self.include_idle:
+                return
+        self.stack_counts[sid] += count
+        self.samples += count
+        keys = frame_keys(stack, self.by_line)
+        if stack.gc:
+            self.gc += count
+            keys.insert(0, GC_NAME)
+        if not keys:
+            keys = ["<idle>" if stack.idle else "<top level>"]
+        self.own[keys[0]] += count
+        for key in set(keys):
+            self.total[key] += count
+        for i, key in enumerate(keys[1:] if stack.gc else keys):
+            loc = stack.site(i)
+            if loc is not None:
+                self.locations.setdefault(key, Counter())[loc] += count
+        self.tree.add_path(reversed(keys), count)
+
+    def rows(self) -> list[FunctionRow]:
+        """One row per function, unsorted."""
+        rows = []
+        for key, total in self.total.items():
+            locs = self.locations.get(key)
+            loc: SrcLoc | None
+            if isinstance(key, tuple):
+                loc = (key[1], key[2])
+            else:
+                loc = locs.most_common(1)[0][0] if locs else None
+            rows.append(FunctionRow(key, key_name(key), self.own.get(key, 0), total, loc))
+        return rows
+
+    def top(self, limit: int, by: str = "own") -> list[FunctionRow]:
+        """The `limit` hottest rows by `own` or `total`, ties broken by the other count."""
+        if by == "own":
+            return heapq.nlargest(limit, self.rows(), key=lambda r: (r.own, r.total))
+        return heapq.nlargest(limit, self.rows(), key=lambda r: (r.total, r.own))

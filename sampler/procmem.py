@@ -1,0 +1,181 @@
+"""Reading another process's memory with `process_vm_readv`, several regions per call.
+
+`ProcessMemory` is the interface the stack reader uses; `LiveMemory` implements it for a
+real process. Failures raise the per-sample errors of `sampler.errors`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Sequence
+from typing import Protocol
+
+from sampler.errors import BadAddressError
+from sampler.errors import ReadPermissionError
+from sampler.errors import SampleError
+from sampler.errors import TargetGoneError
+
+Address = int
+
+
+class ProcessMemory(Protocol):
+    """Random access to a process's memory."""
+
+    def read(self, address: Address, size: int) -> bytes:
+        """`size` bytes at `address`, or raise a SampleError."""
+        ...
+
+    def read_upto(self, address: Address, size: int) -> bytes:
+        """Up to `size` bytes at `address`: fewer where the mapping ends; raise if none."""
+        ...
+
+    def read_many(self, regions: Sequence[tuple[Address, int]]) -> list[bytes | None]:
+        """Each region's bytes, or None for a region that could not be read."""
+        ...
+
+    def read_scatter(self, regions: Sequence[tuple[Address, int]]) -> tuple[bytes, list[int]]:
+        """All regions in one call: (blob, offset of each region in blob or -1).
+
+        The read stops at the first unreadable region; it and all later ones get -1.
+        """
+        ...
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_process_vm_readv = _libc.process_vm_readv
+_process_vm_readv.restype = ctypes.c_ssize_t
+_process_vm_readv.argtypes = (
+    ctypes.c_int,
+    ctypes.POINTER(_IoVec),
+    ctypes.c_ulong,
+    ctypes.POINTER(_IoVec),
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+)
+
+#: The kernel's limit on iovecs per call (UIO_MAXIOV).
+_MAX_IOV = 1024
+
+
+def _error_for(code: int, pid: int, address: Address) -> SampleError:
+    if code == errno.ESRCH:
+        return TargetGoneError(f"process {pid} has exited")
+    if code == errno.EPERM:
+        return ReadPermissionError(f"no permission to read process {pid}")
+    return BadAddressError(f"cannot read {pid}:{address:#x} ({os.strerror(code)})")
+
+
+class LiveMemory:
+    """`ProcessMemory` over `process_vm_readv` for process `pid`.
+
+    One scratch buffer and one pair of iovec arrays are reused for every call, so a read
+    allocates only the `bytes` it returns.
+    """
+
+    def __init__(self, pid: int, scratch_size: int = 1 << 20) -> None:
+        """Prepare to read process `pid`; nothing is read yet."""
+        self.pid = pid
+        self.calls = 0
+        self._scratch = ctypes.create_string_buffer(scratch_size)
+        self._scratch_addr = ctypes.addressof(self._scratch)
+        self._scratch_size = scratch_size
+        self._local = (_IoVec * _MAX_IOV)()
+        self._remote = (_IoVec * _MAX_IOV)()
+
+    def _readv(self, count: int) -> int:
+        self.calls += 1
+        got: int = _process_vm_readv(self.pid, self._local, count, self._remote, count, 0)
+        if got < 0:
+            code = ctypes.get_errno()
+            raise _error_for(code, self.pid, self._remote[0].base or 0)
+        return got
+
+    def read_upto(self, address: Address, size: int) -> bytes:
+        """Up to `size` bytes at `address`; fewer where the mapping ends."""
+        size = min(size, self._scratch_size)
+        self._local[0].base = self._scratch_addr
+        self._local[0].len = size
+        self._remote[0].base = address
+        self._remote[0].len = size
+        got = self._readv(1)
+        if got <= 0:
+            raise BadAddressError(f"cannot read {self.pid}:{address:#x}")
+        return ctypes.string_at(self._scratch_addr, got)
+
+    def read(self, address: Address, size: int) -> bytes:
+        """Exactly `size` bytes at `address`."""
+        data = self.read_upto(address, size)
+        if len(data) != size:
+            raise BadAddressError(f"short read at {self.pid}:{address:#x}")
+        return data
+
+    def read_scatter(self, regions: Sequence[tuple[Address, int]]) -> tuple[bytes, list[int]]:
+        """All regions (at most 1024) in one system call; see `ProcessMemory.read_scatter`."""
+        offset = 0
+        count = 0
+        offsets: list[int] = []
+        for address, size in regions[:_MAX_IOV]:
+            if offset + size > self._scratch_size:
+                break
+            self._local[count].base = self._scratch_addr + offset
+            self._local[count].len = size
+            self._remote[count].base = address
+            self._remote[count].len = size
+            offsets.append(offset)
+            offset += size
+            count += 1
+        try:
+            got = self._readv(count) if count else 0
+        except BadAddressError:
+            got = 0
+        for i in range(count):
+            if offsets[i] + regions[i][1] > got:
+                for j in range(i, count):
+                    offsets[j] = -1
+                break
+        offsets.extend([-1] * (len(regions) - count))
+        return ctypes.string_at(self._scratch_addr, got), offsets
+
+    def read_many(self, regions: Sequence[tuple[Address, int]]) -> list[bytes | None]:
+        """Every region in as few calls as possible; None where a region is unreadable."""
+        results: list[bytes | None] = []
+        index = 0
+        while index < len(regions):
+            batch = regions[index : index + _MAX_IOV]
+            offset = 0
+            count = 0
+            for address, size in batch:
+                if offset + size > self._scratch_size:
+                    break
+                self._local[count].base = self._scratch_addr + offset
+                self._local[count].len = size
+                self._remote[count].base = address
+                self._remote[count].len = size
+                offset += size
+                count += 1
+            if count == 0:
+                raise BadAddressError("read_many region larger than the scratch buffer")
+            try:
+                got = self._readv(count)
+            except BadAddressError:
+                got = 0  # the first region is bad; it is skipped below
+            # The kernel stops at the first region it cannot read; everything before is good.
+            offset = 0
+            done = 0
+            for _address, size in batch[:count]:
+                if offset + size > got:
+                    break
+                results.append(ctypes.string_at(self._scratch_addr + offset, size))
+                offset += size
+                done += 1
+            index += done
+            if done < count:
+                results.append(None)  # the region the kernel stopped at
+                index += 1
+        return results

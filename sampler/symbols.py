@@ -1,0 +1,265 @@
+"""Finding R inside a process: the mapped libR.so (or R executable), its symbols, its version.
+
+The file is opened so that it is the very file the process maps, in every setting: plain,
+chroot, or a container with its own mount namespace (where the path in /proc/PID/maps means
+a different file on the host). A candidate is accepted only when its device and inode match
+the maps line; the host's file is never opened by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.constants import P_FLAGS
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+from sampler.errors import NoSuchProcessError
+from sampler.errors import NotRProcessError
+from sampler.errors import PermissionDeniedError
+
+#: Symbols xrtop reads. The first one is required; the rest make frames and lines exact.
+WANTED_SYMBOLS = (
+    "R_GlobalContext",
+    "R_NilValue",
+    "R_DoubleColonSymbol",
+    "R_TripleColonSymbol",
+    "R_DollarSymbol",
+    "R_Bracket2Symbol",
+    "R_Srcref",
+    "R_InBCInterpreter",
+    "R_Home",
+    "R_SrcfileSymbol",
+    "R_GlobalEnv",
+    "R_BaseEnv",
+)
+_MAPS_LINE = re.compile(
+    r"^(?P<start>[0-9a-f]+)-(?P<end>[0-9a-f]+) (?P<perms>\S+) (?P<offset>[0-9a-f]+) "
+    r"(?P<major>[0-9a-f]+):(?P<minor>[0-9a-f]+) (?P<inode>\d+)\s*(?P<path>.*)$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """One line of /proc/PID/maps."""
+
+    start: int
+    end: int
+    perms: str
+    offset: int
+    device: tuple[int, int]
+    inode: int
+    path: str
+
+
+def read_maps(pid: int) -> list[Mapping]:
+    """The process's memory mappings; raise NoSuchProcessError or PermissionDeniedError."""
+    try:
+        text = Path(f"/proc/{pid}/maps").read_text(errors="surrogateescape")
+    except FileNotFoundError:
+        raise NoSuchProcessError(f"no process with PID {pid}") from None
+    except PermissionError:
+        raise PermissionDeniedError(f"cannot read /proc/{pid}/maps") from None
+    maps = []
+    for line in text.splitlines():
+        m = _MAPS_LINE.match(line)
+        if m:
+            maps.append(
+                Mapping(
+                    int(m["start"], 16),
+                    int(m["end"], 16),
+                    m["perms"],
+                    int(m["offset"], 16),
+                    (int(m["major"], 16), int(m["minor"], 16)),
+                    int(m["inode"]),
+                    m["path"],
+                )
+            )
+    return maps
+
+
+def _is_libr(path: str) -> bool:
+    return os.path.basename(path.removesuffix(" (deleted)")) == "libR.so"
+
+
+def find_libr_mapping(maps: list[Mapping]) -> Mapping | None:
+    """The offset-0 mapping of libR.so, or None when the process maps no libR.so."""
+    for mapping in maps:
+        if _is_libr(mapping.path) and mapping.offset == 0:
+            return mapping
+    return None
+
+
+def _matches(fd: int, mapping: Mapping) -> bool:
+    st = os.fstat(fd)
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_ino == mapping.inode
+        and (os.major(st.st_dev), os.minor(st.st_dev)) == mapping.device
+    )
+
+
+def open_mapped_file(pid: int, mapping: Mapping) -> tuple[BinaryIO, str]:
+    """Open the file behind `mapping` as the target sees it; return it and how it was found.
+
+    Tries /proc/PID/map_files (the mapped file itself), then the path inside the target's
+    root, then the path as the host sees it; each is accepted only if dev:inode match.
+    """
+    path = mapping.path.removesuffix(" (deleted)")
+    candidates = [
+        f"/proc/{pid}/map_files/{mapping.start:x}-{mapping.end:x}",
+        f"/proc/{pid}/root{path}",
+        path,
+    ]
+    refused = []
+    for candidate in candidates:
+        try:
+            fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as err:
+            refused.append(f"{candidate}: {err.strerror}")
+            continue
+        if _matches(fd, mapping) or candidate.startswith(f"/proc/{pid}/map_files/"):
+            # map_files is the mapping itself; on overlay filesystems its st_dev may differ
+            # from the maps line, which shows the underlying device.
+            return os.fdopen(fd, "rb"), candidate
+        os.close(fd)
+        refused.append(f"{candidate}: a different file (device or inode differ)")
+    raise PermissionDeniedError(
+        f"cannot open the {os.path.basename(path)} that process {pid} maps",
+        "Tried: " + "; ".join(refused) + ". If the process runs in a rootless container, "
+        "run xrtop inside that container (or enter its mount namespace with nsenter).",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RBinary:
+    """Where R's code is loaded in the target and the runtime addresses of its symbols."""
+
+    path: str
+    opened_as: str
+    bias: int
+    symbols: dict[str, int]
+    machine: str
+    #: The code bytes of small functions xrtop decodes (e.g. R_gc_running), by name.
+    code: dict[str, bytes]
+
+
+def _load_bias(elf: ELFFile, mapping_start: int) -> int:
+    if elf["e_type"] == "ET_EXEC":
+        return 0
+    for segment in elf.iter_segments():
+        if segment["p_type"] == "PT_LOAD" and segment["p_offset"] == 0:
+            return int(mapping_start - (segment["p_vaddr"] & ~0xFFF))
+    return mapping_start
+
+
+def _function_bytes(elf: ELFFile, value: int, size: int) -> bytes:
+    for segment in elf.iter_segments():
+        if (
+            segment["p_type"] == "PT_LOAD"
+            and segment["p_flags"] & P_FLAGS.PF_X
+            and segment["p_vaddr"] <= value < segment["p_vaddr"] + segment["p_filesz"]
+        ):
+            stream = elf.stream
+            stream.seek(segment["p_offset"] + value - segment["p_vaddr"])
+            return bytes(stream.read(size))
+    return b""
+
+
+_CODE_SYMBOLS = ("R_gc_running", "R_gc")
+
+
+def load_r_binary(pid: int, maps: list[Mapping] | None = None) -> RBinary:
+    """Locate R in process `pid`: libR.so, or the R executable of a static build."""
+    maps = read_maps(pid) if maps is None else maps
+    mapping = find_libr_mapping(maps)
+    if mapping is None:
+        # R built without a shared library: the symbols are in the executable itself.
+        try:
+            exe_stat = os.stat(f"/proc/{pid}/exe")
+        except OSError:
+            raise NotRProcessError(f"process {pid} is not an R process") from None
+        for candidate in maps:
+            if candidate.inode == exe_stat.st_ino and candidate.offset == 0:
+                mapping = candidate
+                break
+        if mapping is None:
+            raise NotRProcessError(f"process {pid} is not an R process (no libR.so, no R binary)")
+    stream, opened_as = open_mapped_file(pid, mapping)
+    with stream:
+        try:
+            elf = ELFFile(stream)
+            dynsym = elf.get_section_by_name(".dynsym")
+            found: dict[str, int] = {}
+            sizes: dict[str, int] = {}
+            if isinstance(dynsym, SymbolTableSection):
+                wanted = set(WANTED_SYMBOLS) | set(_CODE_SYMBOLS)
+                for sym in dynsym.iter_symbols():
+                    if sym.name in wanted and sym["st_shndx"] != "SHN_UNDEF":
+                        found[sym.name] = int(sym["st_value"])
+                        sizes[sym.name] = int(sym["st_size"])
+            if "R_GlobalContext" not in found:
+                raise NotRProcessError(
+                    f"process {pid} is not an R process ({mapping.path} does not define "
+                    "R_GlobalContext)"
+                )
+            bias = _load_bias(elf, mapping.start)
+            code = {
+                name: _function_bytes(elf, found[name], max(sizes[name], 64))
+                for name in _CODE_SYMBOLS
+                if name in found
+            }
+            machine = str(elf["e_machine"])
+        except (ELFError, struct.error) as err:
+            raise NotRProcessError(f"{mapping.path} is not a readable ELF file: {err}") from None
+    return RBinary(
+        path=mapping.path,
+        opened_as=opened_as,
+        bias=bias,
+        symbols={name: value + bias for name, value in found.items()},
+        machine=machine,
+        code=code,
+    )
+
+
+def resolve_in_root(pid: int, path: str, max_links: int = 40) -> str:
+    """`path` as seen by process `pid`, as a host path under /proc/PID/root.
+
+    Symbolic links are followed inside the target's root (an absolute link would otherwise
+    resolve against xrtop's own root and reach the host's file).
+    """
+    root = f"/proc/{pid}/root"
+    parts = [p for p in path.split("/") if p]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        current = root + "/" + "/".join([*resolved, part])
+        try:
+            is_link = stat.S_ISLNK(os.lstat(current).st_mode)
+        except OSError:
+            is_link = False
+        if is_link:
+            links += 1
+            if links > max_links:
+                raise OSError(f"too many symbolic links in {path}")
+            target = os.readlink(current)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        resolved.append(part)
+    return root + "/" + "/".join(resolved)

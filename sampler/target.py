@@ -1,0 +1,325 @@
+"""Attaching to an R process: checks, version detection, layout choice, and its verification.
+
+`inspect_process` answers "can this PID be profiled at all" with a precise error;
+`attach` locates R, detects its version, chooses and verifies the context layout, and
+returns a `Target` ready for sampling. Neither stops the target.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sampler.doctor import permission_error
+from sampler.errors import NoSuchProcessError
+from sampler.errors import NotRProcessError
+from sampler.errors import PermissionDeniedError
+from sampler.errors import SampleError
+from sampler.errors import UnsupportedRError
+from sampler.errors import UsageError
+from sampler.layouts import ContextLayout
+from sampler.layouts import layout_for
+from sampler.procmem import LiveMemory
+from sampler.rstack import RawSample
+from sampler.rstack import StackReader
+from sampler.symbols import RBinary
+from sampler.symbols import load_r_binary
+from sampler.symbols import read_maps
+from sampler.symbols import resolve_in_root
+
+_PF_KTHREAD = 0x00200000
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """What /proc says about a process, read once at attach."""
+
+    pid: int
+    name: str
+    cmdline: tuple[str, ...]
+    uid: int
+    start_ticks: int
+    other_mount_ns: bool
+
+    @property
+    def script(self) -> str:
+        """The R script for `Rscript file.R` (`--file=file.R`), else the command line."""
+        for arg in self.cmdline:
+            if arg.startswith("--file="):
+                return arg.removeprefix("--file=")
+        return " ".join(self.cmdline) or self.name
+
+
+def read_stat(pid: int) -> tuple[str, int, int]:
+    """(state letter, flags, start time in clock ticks) from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return fields[0].decode(), int(fields[6]), int(fields[19])
+
+
+def parse_pid(text: str) -> int:
+    """A PID from the command line; raise UsageError when it is not a positive number."""
+    try:
+        pid = int(text, 10)
+    except ValueError:
+        raise UsageError(
+            f"'{text}' is not a process ID", "Give a number, e.g. xrtop 1234."
+        ) from None
+    if pid <= 0:
+        raise UsageError(f"{pid} is not a valid process ID", "Process IDs are positive numbers.")
+    return pid
+
+
+def inspect_process(pid: int) -> ProcessInfo:
+    """Check that `pid` is a live user-space process (not a thread); describe it."""
+    try:
+        state, flags, start = read_stat(pid)
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        raise NoSuchProcessError(
+            f"no process with PID {pid}", "Check the PID with ps, or run xrtop alone to pick one."
+        ) from None
+    except PermissionError:
+        raise permission_error(pid, "cannot read /proc entries of") from None
+    tgid = int(re.search(r"^Tgid:\s*(\d+)", status, re.M)[1])  # type: ignore[index]
+    if tgid != pid:
+        raise NoSuchProcessError(
+            f"{pid} is a thread of process {tgid}, not a process",
+            f"Profile the process instead: xrtop {tgid}",
+        )
+    if flags & _PF_KTHREAD:
+        raise NotRProcessError(f"{pid} is a kernel thread, not an R process")
+    if state in ("Z", "X"):
+        raise NoSuchProcessError(f"process {pid} has exited (it is a zombie)")
+    name = re.search(r"^Name:\s*(.*)$", status, re.M)[1]  # type: ignore[index]
+    uid = int(re.search(r"^Uid:\s*\d+\s+(\d+)", status, re.M)[1])  # type: ignore[index]
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmdline = tuple(a.decode(errors="replace") for a in raw.split(b"\0") if a)
+    except OSError:
+        cmdline = ()
+    try:
+        other_ns = os.stat(f"/proc/{pid}/ns/mnt").st_ino != os.stat("/proc/self/ns/mnt").st_ino
+    except OSError:
+        other_ns = False
+    return ProcessInfo(pid, name, cmdline, uid, start, other_ns)
+
+
+_VERSION = re.compile(r"^Version:\s*(\d+)\.(\d+)(?:\.(\d+))?", re.M)
+
+
+def _read_c_string(memory: LiveMemory, address: int, limit: int = 4096) -> str:
+    data = memory.read_upto(address, limit)
+    return data.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def detect_version(
+    pid: int, memory: LiveMemory, binary: RBinary
+) -> tuple[tuple[int, int, int], str]:
+    """R's version in the target and where it was read; raise UnsupportedRError if unknown.
+
+    Reads `R_Home` from the target, then `library/base/DESCRIPTION` under the target's own
+    root; falls back to R_HOME from its environment and to the directory of libR.so.
+    """
+    homes: list[tuple[str, str]] = []
+    home_ptr = binary.symbols.get("R_Home")
+    if home_ptr:
+        try:
+            pointer = struct.unpack("<Q", memory.read(home_ptr, 8))[0]
+            if pointer:
+                homes.append((_read_c_string(memory, pointer), "R_Home"))
+        except SampleError:
+            pass
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        for entry in environ:
+            if entry.startswith(b"R_HOME="):
+                homes.append((entry[7:].decode(errors="replace"), "R_HOME in the environment"))
+    except OSError:
+        pass
+    homes.append((os.path.dirname(os.path.dirname(binary.path)), "the libR.so path"))
+    tried = []
+    for home, source in homes:
+        if not home.startswith("/"):
+            continue
+        try:
+            path = resolve_in_root(pid, home + "/library/base/DESCRIPTION")
+            text = Path(path).read_text(errors="replace")
+        except OSError:
+            tried.append(home)
+            continue
+        m = _VERSION.search(text)
+        if m:
+            return (int(m[1]), int(m[2]), int(m[3] or 0)), f"{home} (from {source})"
+    raise UnsupportedRError(
+        f"cannot tell which R version process {pid} runs (no base DESCRIPTION under "
+        f"{', '.join(tried) or 'R_HOME'})",
+        "Give it with --force-version X.Y (e.g. --force-version 4.3).",
+    )
+
+
+def decode_gc_flag(binary: RBinary) -> int | None:
+    """The address of R's `R_in_gc` flag, decoded from the exported `R_gc_running`.
+
+    Accepts the instruction shapes compilers emit for `return R_in_gc;` (x86_64:
+    `mov eax,[rip+d]` or `lea rax,[rip+d]; mov eax,[rax]`, with an optional endbr64;
+    aarch64: `adrp x0; ldr w0,[x0,#lo12]`). Returns None for anything else: no guessing.
+    """
+    code = binary.code.get("R_gc_running")
+    start = binary.symbols.get("R_gc_running")
+    if not code or start is None:
+        return None
+    if binary.machine == "EM_X86_64":
+        pos = 4 if code.startswith(b"\xf3\x0f\x1e\xfa") else 0
+        if code[pos : pos + 2] == b"\x8b\x05" and code[pos + 6] == 0xC3:
+            disp = int(struct.unpack_from("<i", code, pos + 2)[0])
+            return start + pos + 6 + disp
+        if code[pos : pos + 3] == b"\x48\x8d\x05" and code[pos + 7 : pos + 10] == b"\x8b\x00\xc3":
+            disp = int(struct.unpack_from("<i", code, pos + 3)[0])
+            return start + pos + 7 + disp
+        return None
+    if binary.machine == "EM_AARCH64" and len(code) >= 12:
+        adrp, ldr, ret = struct.unpack_from("<3I", code)
+        if adrp & 0x9F00001F == 0x90000000 and ldr & 0xFFC003FF == 0xB9400000 and ret == 0xD65F03C0:
+            immlo = (adrp >> 29) & 3
+            immhi = (adrp >> 5) & 0x7FFFF
+            imm = (immhi << 2) | immlo
+            if imm & (1 << 20):
+                imm -= 1 << 21
+            page = (start & ~0xFFF) + (imm << 12)
+            return int(page + ((ldr >> 10) & 0xFFF) * 4)
+    return None
+
+
+@dataclass(slots=True)
+class Target:
+    """An R process ready to be sampled."""
+
+    info: ProcessInfo
+    binary: RBinary
+    version: tuple[int, int, int]
+    version_source: str
+    layout: ContextLayout
+    memory: LiveMemory
+    reader: StackReader
+    gc_available: bool
+
+    @property
+    def pid(self) -> int:
+        """The target's PID (in xrtop's PID namespace)."""
+        return self.info.pid
+
+    @property
+    def version_text(self) -> str:
+        """The version as R prints it, e.g. "4.2.2"."""
+        return ".".join(map(str, self.version))
+
+    def alive(self) -> bool:
+        """Whether the same process still runs (not exited, not a zombie, PID not reused)."""
+        try:
+            state, _, start = read_stat(self.pid)
+        except OSError:
+            return False
+        return state not in ("Z", "X") and start == self.info.start_ticks
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """ "4.3" or "4.3.1" as a tuple; raise UsageError otherwise."""
+    m = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
+    if not m:
+        raise UsageError(f"--force-version wants X.Y (e.g. 4.3), not '{text}'")
+    return int(m[1]), int(m[2]), int(m[3] or 0)
+
+
+def attach(pid: int, *, force_version: str | None = None, validate_each: bool = False) -> Target:
+    """Locate R in `pid` and pick its layout; raise an XrtopError when impossible.
+
+    The layout is verified against live stacks by the sampler (`verify_layout`), which can
+    stop the target for it.
+    """
+    info = inspect_process(pid)
+    try:
+        maps = read_maps(pid)
+    except PermissionDeniedError:
+        raise permission_error(pid, "cannot read the memory map of") from None
+    binary = load_r_binary(pid, maps)
+    memory = LiveMemory(pid)
+    if force_version is not None:
+        version, source = parse_version(force_version), "--force-version"
+    else:
+        try:
+            version, source = detect_version(pid, memory, binary)
+        except UnsupportedRError:
+            raise
+        except SampleError as err:
+            if err.kind == "permission":
+                raise permission_error(pid, "cannot read the memory of") from None
+            raise
+    layout = layout_for(version[:2], binary.machine)
+    gc_flag = decode_gc_flag(binary)
+    try:
+        reader = StackReader(
+            memory, binary, layout, version[:2], gc_flag=gc_flag, validate=validate_each
+        )
+    except SampleError as err:
+        if err.kind == "permission":
+            raise permission_error(pid, "cannot read the memory of") from None
+        raise NoSuchProcessError(f"process {pid} went away while attaching ({err})") from None
+    return Target(info, binary, version, source, layout, memory, reader, gc_flag is not None)
+
+
+def verify_layout(
+    target: Target,
+    capture: Callable[[], RawSample] | None = None,
+    *,
+    attempts: int = 40,
+) -> None:
+    """Check the chosen layout against live stacks; raise UnsupportedRError if it fails.
+
+    `capture` takes one validated sample (the sampler thread passes one that stops the
+    target). Without it the target is read running, and a sample whose chain head moved
+    while it was read proves nothing either way. A few stacks must show closure frames with
+    a call, a closure and an environment where the layout says; an idle R (empty stack)
+    passes.
+    """
+    reader = target.reader
+    saved = reader.validate
+    reader.validate = True
+    good = bad = 0
+    try:
+        for _ in range(attempts):
+            try:
+                raw = capture() if capture is not None else reader.capture()
+            except SampleError as err:
+                if err.kind == "exited":
+                    raise NoSuchProcessError(
+                        f"process {target.pid} exited while attaching"
+                    ) from None
+                if err.kind == "permission":
+                    raise permission_error(target.pid, "cannot read the memory of") from None
+                if capture is not None or reader.read_globals()[0] == reader.last_head:
+                    bad += 1
+            else:
+                if raw.frames:
+                    good += 1
+                    if good >= 3:
+                        return
+            time.sleep(0.002)
+    finally:
+        reader.validate = saved
+    if bad > attempts // 2 and good == 0:
+        how = (
+            "forced"
+            if target.version_source == "--force-version"
+            else (f"detected from {target.version_source}")
+        )
+        raise UnsupportedRError(
+            f"the memory layout for R {target.version_text} ({how}) does not check out in "
+            f"process {target.pid}; xrtop will not print garbage",
+            "If the version is wrong, give the right one with --force-version X.Y.",
+        )

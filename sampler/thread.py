@@ -1,0 +1,278 @@
+"""The sampler thread: samples a `Target` at a steady rate into a `SampleLog`.
+
+A plain `threading.Thread` (no UI toolkit), used by the live view and headless alike.
+Samples follow a deadline schedule (sample k is due at start + k/rate), so the rate does not
+drift by the time each sample takes; a sample more than one interval late is counted as late
+and the schedule skips ahead rather than bursting.
+
+In blocking mode (the default) the thread seizes R's main thread with ptrace and stops it
+only while a sample is copied. Everything about ptrace happens on this thread, as Linux
+requires, and the target is detached on every way out of `run()`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from array import array
+from collections.abc import Callable
+from enum import Enum
+
+from sampler.errors import SampleError
+from sampler.errors import TargetGoneError
+from sampler.errors import TornSampleError
+from sampler.errors import XrtopError
+from sampler.model import SampleLog
+from sampler.model import SamplerStats
+from sampler.model import Stack
+from sampler.ptrace import Tracer
+from sampler.rstack import RawSample
+from sampler.target import Target
+from sampler.target import verify_layout
+
+MIN_HZ = 1.0
+MAX_HZ = 2000.0
+_LIVENESS_EVERY = 0.25  # seconds between checks that the PID is still the same process
+_PR_SET_TIMERSLACK = 29
+
+
+class State(Enum):
+    """Where the sampler is in its life."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    EXITED = "target exited"
+    DETACHED = "detached"
+    FAILED = "failed"
+
+
+def _tight_timer_slack() -> None:
+    """Ask the kernel to wake this thread on time (the default slack is 50 us)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class SamplerThread(threading.Thread):
+    """Samples one target until stopped, the target exits, or `duration` passes."""
+
+    def __init__(
+        self,
+        target: Target,
+        log: SampleLog,
+        *,
+        rate_hz: float,
+        blocking: bool = True,
+        duration: float | None = None,
+        on_sample: Callable[[Stack], None] | None = None,
+        on_end: Callable[[State], None] | None = None,
+    ) -> None:
+        """Prepare; `start()` attaches (ptrace) and begins sampling."""
+        super().__init__(name=f"xrtop-sampler-{target.pid}", daemon=True)
+        self.target = target
+        self.log = log
+        self.blocking = blocking
+        self.duration = duration
+        self.on_sample = on_sample
+        self.on_end = on_end
+        self.state = State.STARTING
+        self.attach_error: XrtopError | None = None
+        self.ready = threading.Event()
+        self._stop_event = threading.Event()
+        self._stats = SamplerStats(requested_hz=rate_hz)
+        self._lock = threading.Lock()
+        #: Seconds the target was stopped, per sample (blocking mode).
+        self.stop_times = array("f")
+        self._period = 1.0 / rate_hz
+        self._stat_fd: int | None = None
+        self.last_stack: Stack | None = None
+
+    # -- control, from any thread ---------------------------------------------------------
+
+    @property
+    def rate_hz(self) -> float:
+        """The requested sampling rate."""
+        return 1.0 / self._period
+
+    def set_rate(self, hz: float) -> None:
+        """Change the sampling rate; takes effect from the next sample."""
+        hz = min(max(hz, MIN_HZ), MAX_HZ)
+        self._period = 1.0 / hz
+        with self._lock:
+            self._stats.requested_hz = hz
+
+    def stats(self) -> SamplerStats:
+        """A consistent copy of the counters."""
+        with self._lock:
+            copy = self._stats.copy()
+        if self.state is State.RUNNING:
+            copy.elapsed = time.monotonic() - copy.started_at
+        return copy
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop sampling, detach from the target, and wait for the thread to end."""
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Block until attached; re-raise an attach error here, in the caller's thread."""
+        self.ready.wait(timeout)
+        if self.attach_error is not None:
+            raise self.attach_error
+
+    # -- the sampling loop ---------------------------------------------------------------
+
+    def _sample(self, tracer: Tracer | None) -> Stack:
+        reader = self.target.reader
+        if tracer is not None:
+            began = time.perf_counter()
+            tracer.stop()
+            try:
+                raw = reader.capture()
+                raw.idle = bool(tracer.blocked_in_syscall())
+            finally:
+                tracer.resume()
+                stopped = time.perf_counter() - began
+                self.stop_times.append(stopped)
+                with self._lock:
+                    self._stats.stopped_total += stopped
+                    self._stats.stopped_max = max(self._stats.stopped_max, stopped)
+        else:
+            raw = reader.capture()
+            # Without a stop, R runs on while the chain is read: if its head moved, the
+            # copy may mix two stacks, so it is dropped and counted.
+            if reader.read_globals()[0] != raw.head:
+                raise TornSampleError("the stack changed while it was read")
+            raw.idle = self._thread_sleeping()
+        return reader.finish(raw)
+
+    def _stopped_capture(self, tracer: Tracer | None) -> Callable[[], RawSample] | None:
+        """A capture that stops the target around the read, or None without a tracer."""
+        if tracer is None:
+            return None
+        reader = self.target.reader
+
+        def capture() -> RawSample:
+            tracer.stop()
+            try:
+                return reader.capture()
+            finally:
+                tracer.resume()
+
+        return capture
+
+    def _thread_sleeping(self) -> bool:
+        """Whether R's main thread sleeps (nonblocking mode reads /proc, not registers)."""
+        try:
+            if self._stat_fd is None:
+                self._stat_fd = os.open(
+                    f"/proc/{self.target.pid}/task/{self.target.pid}/stat", os.O_RDONLY
+                )
+            data = os.pread(self._stat_fd, 512, 0)
+            return data.rsplit(b")", 1)[1].split()[0] in (b"S", b"D")
+        except OSError:
+            return False
+
+    def run(self) -> None:
+        """Attach, sample until told to stop, detach. Never raises."""
+        tracer: Tracer | None = None
+        end_state = State.DETACHED
+        try:
+            _tight_timer_slack()
+            if self.blocking:
+                try:
+                    tracer = Tracer(self.target.pid)
+                except XrtopError as err:
+                    self.attach_error = err
+                    self.state = State.FAILED
+                    return
+            try:
+                verify_layout(self.target, self._stopped_capture(tracer))
+            except XrtopError as err:
+                self.attach_error = err
+                self.state = State.FAILED
+                return
+            self.state = State.RUNNING
+            with self._lock:
+                self._stats.started_at = time.monotonic()
+            self.ready.set()
+            end_state = self._loop(tracer)
+        except Exception as err:  # a bug must not leave the target stopped or traced
+            with self._lock:
+                self._stats.count_error("internal", f"{type(err).__name__}: {err}")
+            end_state = State.FAILED
+        finally:
+            if tracer is not None:
+                tracer.detach()
+            if self._stat_fd is not None:
+                os.close(self._stat_fd)
+            with self._lock:
+                self._stats.elapsed = time.monotonic() - self._stats.started_at
+            if self.state is not State.FAILED or end_state is State.FAILED:
+                self.state = end_state
+            self.ready.set()
+            if self.on_end is not None:
+                self.on_end(self.state)
+
+    def _loop(self, tracer: Tracer | None) -> State:
+        stats = self._stats
+        started = stats.started_at
+        deadline_end = started + self.duration if self.duration else None
+        next_due = started
+        next_liveness = started + _LIVENESS_EVERY
+        log = self.log
+        while not self._stop_event.is_set():
+            now = time.monotonic()
+            if deadline_end is not None and now >= deadline_end:
+                return State.DETACHED
+            if now >= next_liveness:
+                next_liveness = now + _LIVENESS_EVERY
+                if not self.target.alive():
+                    return State.EXITED
+            wait = next_due - now
+            if wait > 0:
+                if deadline_end is not None:
+                    wait = min(wait, deadline_end - now)
+                # Short waits sleep (precise); long ones wait on the event (stoppable).
+                if wait > 0.02:
+                    self._stop_event.wait(wait)
+                else:
+                    time.sleep(wait)
+                continue
+            period = self._period
+            if now - next_due > period:
+                with self._lock:
+                    stats.late += 1
+                next_due = now
+            next_due += period
+            try:
+                stack = self._sample(tracer)
+            except TargetGoneError:
+                return State.EXITED
+            except SampleError as err:
+                with self._lock:
+                    stats.count_error(err.kind, str(err))
+                continue
+            taken = time.monotonic()
+            with self._lock:
+                if stack.names or stack.gc:
+                    stats.samples += 1
+                    if stack.idle:
+                        stats.idle += 1
+                    if stack.gc:
+                        stats.gc += 1
+                else:
+                    stats.empty += 1
+                    if stack.idle:
+                        stats.idle += 1
+                stats.last_sample_at = taken
+            log.add(stack, taken)
+            self.last_stack = stack
+            if self.on_sample is not None:
+                self.on_sample(stack)
+        return State.DETACHED

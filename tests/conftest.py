@@ -1,0 +1,243 @@
+"""The real-R test harness.
+
+`r_launcher` starts R workloads from tests/r/ on the host's R, or through ../shared/lab on
+other R versions (plain chroot or container-like `--ns`), waits until R's interpreter runs
+the workload itself (the script writes a ready file; a shell wrapper never does), and always
+stops what it started. `r_env` parametrises a test over every R the machine offers.
+
+In CI (CI=true) nothing here may skip: a missing R or lab is a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sampler.symbols import find_libr_mapping
+from sampler.symbols import read_maps
+
+TESTS = Path(__file__).parent
+R_SCRIPTS = TESTS / "r"
+LAB = Path(os.environ.get("XRTOP_LAB", TESTS.parent.parent / "shared" / "lab")).resolve()
+RLAB_ROOT = Path(os.environ.get("RLAB_ROOT", "/opt/rlab"))
+IN_CI = os.environ.get("CI") == "true"
+
+#: Lab suites and the R (major, minor) each one has.
+LAB_SUITES = {"bullseye": (4, 0), "trixie": (4, 5), "sid": (4, 6)}
+
+
+@dataclass(frozen=True)
+class REnv:
+    """Where an R workload runs: the host's R, or a lab suite in plain or --ns mode."""
+
+    suite: str  # "host" or a lab suite
+    mode: str = "plain"  # "plain" or "ns" (container-like: own mount namespace, pivot_root)
+
+    @property
+    def id(self) -> str:
+        return "host" if self.suite == "host" else f"{self.suite}-{self.mode}"
+
+    def available(self) -> str | None:
+        """None when this environment can run here, else why not."""
+        if self.suite == "host":
+            return None if shutil.which("Rscript") else "R is not installed (make r)"
+        if os.geteuid() != 0:
+            return "the R version lab needs root (chroots and namespaces)"
+        if not (LAB / "rlab-run").exists():
+            return f"the R version lab is not at {LAB}"
+        if not (RLAB_ROOT / self.suite / "usr/lib/R/bin/exec/R").exists():
+            return f"lab suite {self.suite} is not set up (make lab)"
+        return None
+
+
+ALL_ENVS = [REnv("host")] + [REnv(s, m) for s in LAB_SUITES for m in ("plain", "ns")]
+
+
+def need(env: REnv) -> None:
+    """Skip (or, in CI, fail) when `env` cannot run here."""
+    why = env.available()
+    if why is not None:
+        if IN_CI:
+            pytest.fail(f"{env.id}: {why}")
+        pytest.skip(f"{env.id}: {why}")
+
+
+@dataclass
+class RRun:
+    """A running R workload."""
+
+    pid: int
+    env: REnv
+    handle: subprocess.Popen[bytes] | None
+
+    @property
+    def root(self) -> Path:
+        """The R's root directory as the host sees it."""
+        return Path("/") if self.env.suite == "host" else RLAB_ROOT / self.env.suite
+
+    def alive(self) -> bool:
+        try:
+            return psutil.Process(self.pid).status() not in (psutil.STATUS_ZOMBIE, "dead")
+        except psutil.NoSuchProcess:
+            return False
+
+    def state(self) -> str:
+        """The one-letter state from /proc (R running, S sleeping, t traced-stopped...)."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+
+    def tracer(self) -> int:
+        """The PID tracing this process (0: not traced)."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        return int(status.split("TracerPid:")[1].split()[0])
+
+
+def _r_descendant(root: int) -> int | None:
+    try:
+        procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+    except psutil.Error:
+        return None
+    for proc in procs:
+        try:
+            if find_libr_mapping(read_maps(proc.pid)) is not None:
+                return proc.pid
+        except Exception:
+            continue
+    return None
+
+
+class RLauncher:
+    """Starts R workloads and stops every one of them at the end of the test."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.runs: list[RRun] = []
+
+    def start(
+        self,
+        script: str,
+        *args: str,
+        env: REnv = REnv("host"),
+        extra_env: dict[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> RRun:
+        need(env)
+        token = uuid.uuid4().hex[:12]
+        source = R_SCRIPTS / script if not os.path.isabs(script) else Path(script)
+        extra = dict(extra_env or {})
+        if env.suite == "host":
+            ready = self.tmp / f"ready-{token}"
+            proc_env = {**os.environ, "XRTOP_READY": str(ready), **extra}
+            handle = subprocess.Popen(
+                ["Rscript", str(source), *args],
+                env=proc_env,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_for(lambda: ready.exists() or handle.poll() is not None, timeout, "R to start")
+            if not ready.exists():
+                raise RuntimeError(f"Rscript {script} exited with {handle.returncode}")
+            pid = wait_for(lambda: _r_descendant(handle.pid), timeout, "the R process")
+            run = RRun(pid, env, handle)
+        else:
+            inner = f"/tmp/xrtop-ready-{token}"
+            ready = RLAB_ROOT / env.suite / inner.lstrip("/")
+            lab_env = {**os.environ, "RLAB_PASS_XRTOP_READY": inner}
+            lab_env.update({f"RLAB_PASS_{k}": v for k, v in extra.items()})
+            mode = ["--ns"] if env.mode == "ns" else []
+            out = subprocess.run(
+                [str(LAB / "rlab-run"), *mode, env.suite, str(source), *args],
+                env=lab_env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+            if out.returncode != 0:
+                raise RuntimeError(f"rlab-run failed: {out.stderr[-2000:]}")
+            pid = int(out.stdout.strip().split()[-1])
+            run = RRun(pid, env, None)
+            self.runs.append(run)
+            wait_for(lambda: ready.exists() or not run.alive(), timeout, "R to start")
+            if not ready.exists():
+                raise RuntimeError(f"{script} in {env.id} exited before it was ready")
+            return run
+        self.runs.append(run)
+        return run
+
+    def stop(self, run: RRun) -> None:
+        if run.handle is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.handle.pid, signal.SIGKILL)
+            if run.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(run.pid, signal.SIGKILL)
+            run.handle.wait(10)
+        else:
+            subprocess.run([str(LAB / "rlab-stop"), str(run.pid)], capture_output=True, check=False)
+            if run.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(run.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for run in self.runs:
+            self.stop(run)
+        self.runs.clear()
+
+
+def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns a truthy value; return that value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def r_launcher(tmp_path: Path) -> Iterator[RLauncher]:
+    launcher = RLauncher(tmp_path)
+    try:
+        yield launcher
+    finally:
+        launcher.stop_all()
+
+
+@pytest.fixture(params=ALL_ENVS, ids=lambda e: e.id)
+def r_env(request: pytest.FixtureRequest) -> REnv:
+    env: REnv = request.param
+    need(env)
+    return env
+
+
+def expected_version(env: REnv) -> tuple[int, int] | None:
+    """The R (major, minor) an environment runs; None for the host (whatever is installed)."""
+    return LAB_SUITES.get(env.suite)
+
+
+def rscript(code: str, timeout: float = 120) -> str:
+    """Run R code on the host's R and return its standard output."""
+    if not shutil.which("Rscript"):
+        if IN_CI:
+            pytest.fail("R is not installed")
+        pytest.skip("R is not installed")
+    out = subprocess.run(
+        ["Rscript", "-e", code], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if out.returncode != 0:
+        raise AssertionError(f"R failed: {out.stderr[-3000:]}")
+    return out.stdout

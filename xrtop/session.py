@@ -1,0 +1,284 @@
+"""A profiling session: a target, its sampler thread, the sample log, and the streamed file.
+
+Shared by `xrtop record` and the live view, so both attach, launch, stream and summarise
+the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+from sampler.errors import NotRProcessError
+from sampler.errors import UsageError
+from sampler.errors import XrtopError
+from sampler.model import SampleLog
+from sampler.model import Stack
+from sampler.rprof import RprofOptions
+from sampler.rprof import RprofWriter
+from sampler.symbols import find_libr_mapping
+from sampler.symbols import read_maps
+from sampler.target import Target
+from sampler.target import attach
+from sampler.thread import MAX_HZ
+from sampler.thread import MIN_HZ
+from sampler.thread import SamplerThread
+from sampler.thread import State
+
+FLUSH_EVERY = 0.5  # seconds: a kill -9 of xrtop loses at most this much of the stream
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingOptions:
+    """How to sample, shared by every command that samples."""
+
+    rate_hz: float = 100.0
+    blocking: bool = True
+    force_version: str | None = None
+    options: RprofOptions = field(default_factory=RprofOptions)
+
+    def __post_init__(self) -> None:
+        """Reject rates xrtop cannot deliver."""
+        if not MIN_HZ <= self.rate_hz <= MAX_HZ:
+            raise UsageError(
+                f"sampling rate {self.rate_hz:g} Hz is out of range",
+                f"Use -F between {MIN_HZ:g} and {MAX_HZ:g} (default 100).",
+            )
+
+    @property
+    def interval_us(self) -> int:
+        """The sampling interval in microseconds, as Rprof.out's header states it."""
+        return round(1e6 / self.rate_hz)
+
+
+def check_duration(seconds: float | None) -> float | None:
+    """Validate -d; raise UsageError when it is not a positive, finite duration."""
+    if seconds is not None and not 0 < seconds < 1e7:
+        raise UsageError(f"duration {seconds:g} s is out of range", "Use -d with seconds > 0.")
+    return seconds
+
+
+def open_output(path: str) -> IO[str]:
+    """Open `path` for writing samples; raise UsageError with the reason if impossible."""
+    try:
+        return open(path, "w", encoding="utf-8", errors="surrogateescape", newline="\n")
+    except OSError as err:
+        raise UsageError(
+            f"cannot write {path}: {err.strerror}",
+            "Choose a writable path with -o.",
+        ) from None
+
+
+class StreamedFile:
+    """Samples written to a file (or stdout) as they come, flushed at least twice a second."""
+
+    def __init__(self, out: IO[str], interval_us: int, options: RprofOptions) -> None:
+        """Write the header now."""
+        self.out = out
+        self.writer = RprofWriter(out, interval_us, options)
+        self._last_flush = time.monotonic()
+        self.error: str = ""
+        self.out.flush()
+
+    def add(self, stack: Stack) -> None:
+        """Append one sample (called on the sampler thread)."""
+        if self.error:
+            return
+        try:
+            self.writer.add(stack)
+            now = time.monotonic()
+            if now - self._last_flush >= FLUSH_EVERY:
+                self.out.flush()
+                self._last_flush = now
+        except OSError as err:
+            self.error = f"writing samples failed: {err.strerror}"
+
+    def close(self) -> None:
+        """Flush and close (stdout is flushed, not closed)."""
+        with contextlib.suppress(OSError):
+            self.out.flush()
+            if self.out is not sys.stdout:
+                self.out.close()
+
+
+def find_r_descendant(root: int) -> int | None:
+    """The first process at or below `root` that maps libR.so or is R's binary."""
+    try:
+        procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+    except psutil.Error:
+        return None
+    for proc in procs:
+        try:
+            maps = read_maps(proc.pid)
+        except XrtopError:
+            continue
+        if find_libr_mapping(maps) is not None or proc.name() == "R":
+            return proc.pid
+    return None
+
+
+def r_children_hint(pid: int) -> str:
+    """A hint naming R processes below `pid`, for a PID that is R's shell front end."""
+    found = find_r_descendant(pid)
+    if found is not None and found != pid:
+        return f"Its child {found} runs R: use that PID."
+    return "Give the PID of an R process (run xrtop alone to pick one from a list)."
+
+
+class Launched:
+    """A command xrtop started itself; its R process is found as soon as it appears."""
+
+    def __init__(self, argv: list[str]) -> None:
+        """Start `argv` with xrtop's stdin, stdout and stderr."""
+        if not argv:
+            raise UsageError("nothing to launch after --", "Example: xrtop -- Rscript script.R")
+        try:
+            self.process = subprocess.Popen(argv)
+        except OSError as err:
+            raise UsageError(f"cannot start {shlex.join(argv)}: {err.strerror}") from None
+        self.argv = argv
+
+    def wait_for_r(self, timeout: float = 30.0) -> int:
+        """The PID of the launched R interpreter; raise when the command runs no R."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = find_r_descendant(self.process.pid)
+            if found is not None:
+                return found
+            if self.process.poll() is not None:
+                raise NotRProcessError(
+                    f"{shlex.join(self.argv)} exited (status {self.process.returncode}) "
+                    "before an R interpreter started"
+                )
+            time.sleep(0.002)
+        raise NotRProcessError(f"{shlex.join(self.argv)} started no R interpreter in {timeout:g} s")
+
+    def wait(self) -> int:
+        """The command's exit code (128 + N when killed by signal N, as shells report)."""
+        code = self.process.wait()
+        return 128 - code if code < 0 else code
+
+    def terminate(self) -> None:
+        """Stop the launched command (used when xrtop is interrupted)."""
+        with contextlib.suppress(OSError):
+            self.process.terminate()
+
+
+class Session:
+    """One target being sampled into a log, optionally streamed to a file."""
+
+    def __init__(
+        self,
+        target: Target,
+        sampling: SamplingOptions,
+        *,
+        duration: float | None = None,
+        stream: StreamedFile | None = None,
+    ) -> None:
+        """Prepare the sampler; `start()` attaches."""
+        self.target = target
+        self.sampling = sampling
+        self.log = SampleLog(sampling.interval_us)
+        self.stream = stream
+        self.ended = threading.Event()
+        self.thread = SamplerThread(
+            target,
+            self.log,
+            rate_hz=sampling.rate_hz,
+            blocking=sampling.blocking,
+            duration=duration,
+            on_sample=stream.add if stream is not None else None,
+            on_end=lambda _state: self.ended.set(),
+        )
+
+    def set_stream(self, stream: StreamedFile) -> None:
+        """Stream every sample to `stream` (before `start()`)."""
+        self.stream = stream
+        self.thread.on_sample = stream.add
+
+    @classmethod
+    def attach_pid(
+        cls,
+        pid: int,
+        sampling: SamplingOptions,
+        *,
+        duration: float | None = None,
+        stream: StreamedFile | None = None,
+    ) -> Session:
+        """Attach to `pid` (not started yet); raise an XrtopError with a fix when impossible."""
+        try:
+            target = attach(pid, force_version=sampling.force_version)
+        except NotRProcessError as err:
+            raise NotRProcessError(err.message, r_children_hint(pid)) from None
+        return cls(target, sampling, duration=duration, stream=stream)
+
+    def start(self) -> None:
+        """Start sampling; raise the attach error (e.g. ptrace refused) in this thread."""
+        self.thread.start()
+        self.thread.wait_ready()
+
+    def stop(self) -> None:
+        """Stop sampling and detach; close the streamed file."""
+        self.thread.stop()
+        if self.stream is not None:
+            self.stream.close()
+
+    @property
+    def state(self) -> State:
+        """The sampler's state."""
+        return self.thread.state
+
+    def summary(self) -> str:
+        """A paragraph of what was collected and what it cost the target."""
+        stats = self.thread.stats()
+        parts = [
+            f"xrtop: {stats.samples} samples of R {self.target.version_text} "
+            f"(PID {self.target.pid}) in {stats.elapsed:.2f} s",
+            f"requested {stats.requested_hz:g} Hz, achieved {stats.achieved_hz:.1f} Hz",
+            f"{stats.idle} idle, {stats.gc} in GC, {stats.late} late",
+        ]
+        if stats.errors:
+            kinds = ", ".join(f"{n} {k}" for k, n in sorted(stats.errors.items()))
+            parts.append(f"errors: {kinds}")
+        else:
+            parts.append("no errors")
+        times = self.thread.stop_times
+        if len(times):
+            ordered = sorted(times)
+            p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+            parts.append(
+                f"target stopped {statistics.fmean(times) * 1e6:.0f} us per sample on average "
+                f"(median {statistics.median(times) * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us)"
+            )
+        else:
+            parts.append("target never stopped (--nonblocking)")
+        if self.stream is not None:
+            parts.append(f"{self.stream.writer.samples_written} samples written")
+            if self.stream.error:
+                parts.append(self.stream.error)
+        state = self.thread.state
+        if state is State.EXITED:
+            parts.append("the target exited")
+        return "; ".join(parts) + "."
+
+
+def default_output_name(pid: int, suffix: str = "out") -> Path:
+    """A new file name in the current directory, named after the PID and the time."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(f"xrtop-{pid}-{stamp}.{suffix}")
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(f"xrtop-{pid}-{stamp}-{n}.{suffix}")
+    return path
