@@ -336,3 +336,30 @@ class Aggregate:
         if by == "own":
             return heapq.nlargest(limit, self.rows(), key=lambda r: (r.own, r.total))
         return heapq.nlargest(limit, self.rows(), key=lambda r: (r.total, r.own))
+
+
+# --- R processes on the machine (the process picker) -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RProcessInfo:
+    """One R process as the picker lists it (made by `sampler.discover`).
+
+    `profilable` says whether xrtop may attach right now; when it may not, `blocker` is a
+    short label for a column, `reason` one sentence saying why and `fix` what would fix it.
+    """
+
+    pid: int
+    user: str
+    cpu_percent: float
+    rss: int  # resident memory, bytes
+    elapsed: float  # seconds since the process started
+    name: str  # the executable's name (comm), e.g. "R", "r", "python3", "rsession"
+    command: str  # the R script and its arguments, else the whole command line
+    r_version: str | None  # e.g. "4.5.0"; None when it could not be read
+    container: bool  # runs in another mount namespace than xrtop (a container)
+    embedded: bool  # R embedded in another program (littler, rpy2, rsession...)
+    profilable: bool
+    blocker: str = ""
+    reason: str = ""
+    fix: str = ""
