@@ -36,6 +36,7 @@ _GROUP_STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN,
 # x86_64 `struct user_regs_struct`: 27 unsigned longs; rax is #10, orig_rax #15.
 _X86_REGS = struct.Struct("<27Q")
 _RAX, _ORIG_RAX = 10, 15
+_U64 = struct.Struct("<Q")
 # Kernel-internal restart codes a syscall returns when a stop interrupts it while it blocks.
 _RESTART_CODES = frozenset({512, 513, 514, 516, errno.EINTR})
 
@@ -102,6 +103,41 @@ class Tracer:
                     continue  # died meanwhile; waitpid reports how
                 raise
 
+    def pass_signals(self) -> None:
+        """Hand on every signal the target received since the last call, without blocking.
+
+        A traced thread that gets a signal stops (signal-delivery stop) until its tracer
+        lets it go on; between samples nobody waits for it, so without this a `system()`
+        call's SIGCHLD would hold R stopped until the next sample. Call it often between
+        samples. Raise TargetGoneError when the target has exited.
+        """
+        while self.attached:
+            try:
+                pid, status = os.waitpid(self.tid, os.WNOHANG | _WALL)
+            except ChildProcessError:
+                self.attached = False
+                raise TargetGoneError(f"process {self.tid} has exited") from None
+            if pid == 0:
+                return
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self.attached = False
+                self.exit_status = status
+                raise TargetGoneError(f"process {self.tid} has exited")
+            if not os.WIFSTOPPED(status):
+                continue
+            sig = os.WSTOPSIG(status)
+            try:
+                if status >> 16 == PTRACE_EVENT_STOP:
+                    # A group stop (the user's SIGSTOP) stays in effect; anything else here
+                    # is the trap that ends one (SIGCONT): let the target run.
+                    self._group_stopped = sig in _GROUP_STOP_SIGNALS
+                    _call(PTRACE_LISTEN if self._group_stopped else PTRACE_CONT, self.tid)
+                else:
+                    _call(PTRACE_CONT, self.tid, sig)
+            except OSError as err:
+                if err.errno != errno.ESRCH:
+                    raise
+
     def stop(self) -> None:
         """Stop the thread; raise TargetGoneError if it is gone."""
         try:
@@ -123,20 +159,32 @@ class Tracer:
                 raise TargetGoneError(f"process {self.tid} has exited") from None
             raise
 
-    def blocked_in_syscall(self) -> bool | None:
-        """Whether the stopped thread was waiting in a system call (None: cannot tell)."""
+    def save_registers(self) -> bool:
+        """Copy the stopped thread's registers (one system call); False if impossible.
+
+        Decode them with `was_in_syscall()` after resuming: the copy is ours.
+        """
         if not self._can_read_regs:
-            return None
+            return False
         try:
             _call(PTRACE_GETREGS, self.tid, ctypes.addressof(self._regs))
         except OSError:
-            return None
-        regs = _X86_REGS.unpack_from(self._regs.raw)
-        orig = regs[_ORIG_RAX]
+            return False
+        return True
+
+    def was_in_syscall(self) -> bool:
+        """Whether the thread was waiting in a system call, by the last saved registers."""
+        orig = _U64.unpack_from(self._regs, _ORIG_RAX * 8)[0]
         if orig == 0xFFFFFFFFFFFFFFFF:
             return False
-        ret = regs[_RAX]
+        ret = _U64.unpack_from(self._regs, _RAX * 8)[0]
         return (-ret) & 0xFFFFFFFFFFFFFFFF in _RESTART_CODES
+
+    def blocked_in_syscall(self) -> bool | None:
+        """Whether the stopped thread was waiting in a system call (None: cannot tell)."""
+        if not self.save_registers():
+            return None
+        return self.was_in_syscall()
 
     def detach(self) -> None:
         """Stop tracing: the target runs on as if xrtop had never been there."""
