@@ -1,0 +1,379 @@
+"""Pure formatting for the views: numbers, labels, and the rows each view lists.
+
+No Textual here. Every function maps `sampler.model` data to plain strings or row lists, so
+tests check them directly and the widgets stay thin. Contracts:
+
+- a percentage is a share of the samples on screen and never exceeds 100 % (totals count a
+  function once per sample, so recursion cannot push it past; `pct` clamps anyway);
+- sorting is deterministic: ties fall back to the function label;
+- the tree lists only what is expanded, so its cost follows what the user opened, not the
+  size of the tree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sampler.model import CallTree
+from sampler.model import FunctionKey
+from sampler.model import FunctionRow
+from sampler.model import SrcLoc
+from sampler.model import Stack
+
+# -- numbers -----------------------------------------------------------------------------------
+
+
+def pct(count: int, whole: int) -> float:
+    """`count` as a percentage of `whole`, within 0..100 (0 when `whole` is 0)."""
+    if whole <= 0 or count <= 0:
+        return 0.0
+    return min(100.0, 100.0 * count / whole)
+
+
+def fmt_pct(count: int, whole: int) -> str:
+    """A percentage with one decimal, e.g. "12.5%"."""
+    return f"{pct(count, whole):.1f}%"
+
+
+def fmt_seconds(seconds: float) -> str:
+    """A duration for a table cell: "0ms", "120ms", "1.25s", "12.5s", "3m05s", "2h01m"."""
+    seconds = max(0.0, seconds)
+    if seconds < 0.9995:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 9.995:
+        return f"{seconds:.2f}s"
+    if seconds < 59.95:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def fmt_bytes(count: int) -> str:
+    """A size such as "812 B", "12.3 KiB", "1.5 MiB"."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def fmt_hz(hz: float) -> str:
+    """A rate such as "100 Hz" or "97.3 Hz"."""
+    return f"{hz:.0f} Hz" if abs(hz - round(hz)) < 0.05 else f"{hz:.1f} Hz"
+
+
+def fmt_loc(loc: SrcLoc | None) -> str:
+    """A source location as "file.R:12" (base name only), or "" when unknown."""
+    if loc is None:
+        return ""
+    return f"{os.path.basename(loc[0]) or loc[0]}:{loc[1]}"
+
+
+def key_label(key: FunctionKey) -> str:
+    """A function key as shown: the name, and with line aggregation "name @ file.R:12"."""
+    if isinstance(key, str):
+        return key
+    return f"{key[0]} @ {fmt_loc((key[1], key[2]))}"
+
+
+# -- the Top view ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A table column: `width` 0 takes the room the fixed columns leave."""
+
+    key: str
+    label: str
+    width: int
+    right: bool = True
+
+
+TOP_COLUMNS: tuple[Column, ...] = (
+    Column("own_pct", "Own %", 8),
+    Column("total_pct", "Total %", 8),
+    Column("own_time", "Own", 7),
+    Column("total_time", "Total", 7),
+    Column("samples", "Samples", 8),
+    Column("function", "Function", 0, right=False),
+    Column("location", "Location", 18, right=False),
+)
+
+#: Columns sorted in ascending order by default (text); numbers sort hottest first.
+TEXT_COLUMNS = frozenset({"function", "location"})
+
+
+def _sort_key(column: str) -> Callable[[FunctionRow], tuple[object, ...]]:
+    if column in ("own_pct", "own_time"):
+        return lambda r: (r.own, r.total, _rev(key_label(r.key)))
+    if column in ("total_pct", "total_time", "samples"):
+        return lambda r: (r.total, r.own, _rev(key_label(r.key)))
+    if column == "function":
+        return lambda r: (key_label(r.key).lower(), key_label(r.key))
+    if column == "location":
+        return lambda r: (
+            r.location is None,
+            fmt_loc(r.location).lower(),
+            key_label(r.key).lower(),
+        )
+    raise ValueError(f"no such column: {column}")
+
+
+class _rev(str):
+    """A string that sorts in reverse, so "hottest first" ties still list names A to Z."""
+
+    __slots__ = ()
+
+    def __lt__(self, other: str) -> bool:
+        return str.__gt__(self, other)
+
+    def __gt__(self, other: str) -> bool:
+        return str.__lt__(self, other)
+
+
+def default_descending(column: str) -> bool:
+    """Whether `column` sorts hottest (largest) first when first chosen."""
+    return column not in TEXT_COLUMNS
+
+
+def sort_rows(rows: Iterable[FunctionRow], column: str, descending: bool) -> list[FunctionRow]:
+    """`rows` ordered by `column`; ties are broken by the other count, then the label."""
+    return sorted(rows, key=_sort_key(column), reverse=descending)
+
+
+def row_matches(row: FunctionRow, needle: str) -> bool:
+    """Whether the filter text `needle` (case-insensitive) occurs in the label or location."""
+    if not needle:
+        return True
+    needle = needle.lower()
+    return needle in key_label(row.key).lower() or (
+        row.location is not None and needle in fmt_loc(row.location).lower()
+    )
+
+
+def top_cells(row: FunctionRow, samples: int, seconds_per_sample: float) -> tuple[str, ...]:
+    """The cells of one Top row, in `TOP_COLUMNS` order."""
+    return (
+        fmt_pct(row.own, samples),
+        fmt_pct(row.total, samples),
+        fmt_seconds(row.own * seconds_per_sample),
+        fmt_seconds(row.total * seconds_per_sample),
+        str(row.total),
+        key_label(row.key),
+        fmt_loc(row.location),
+    )
+
+
+def header_label(column: Column, sort_column: str, descending: bool) -> str:
+    """A column heading, with ▼/▲ on the sorted column."""
+    if column.key != sort_column:
+        return column.label
+    return f"{column.label}{'▼' if descending else '▲'}"
+
+
+# -- the Tree view -----------------------------------------------------------------------------
+
+TREE_COLUMNS: tuple[Column, ...] = (
+    Column("total_pct", "Total %", 8),
+    Column("own_pct", "Own %", 8),
+    Column("samples", "Samples", 8),
+    Column("function", "Call tree", 0, right=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TreeLine:
+    """One visible line of the call tree."""
+
+    node: int
+    depth: int
+    has_children: bool
+    expanded: bool
+
+
+def flatten_tree(
+    tree: CallTree,
+    expanded: set[int],
+    root: int = CallTree.ROOT,
+    keep: Callable[[int], bool] | None = None,
+) -> list[TreeLine]:
+    """The visible lines: the children of `root` (or `root` itself when it is not the tree's
+    root, i.e. a focused subtree), each followed by its own children when expanded.
+
+    Children are listed hottest first. `keep` hides nodes (a filter); `None` keeps all.
+    """
+    lines: list[TreeLine] = []
+    children = tree.children
+    if root == CallTree.ROOT:
+        stack = [(n, 0) for n in reversed(tree.sorted_children(root))]
+    else:
+        stack = [(root, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if keep is not None and not keep(node):
+            continue
+        has = bool(children[node])
+        is_open = has and node in expanded
+        lines.append(TreeLine(node, depth, has, is_open))
+        if is_open:
+            stack.extend((c, depth + 1) for c in reversed(tree.sorted_children(node)))
+    return lines
+
+
+def tree_cells(tree: CallTree, line: TreeLine, whole: int) -> tuple[str, ...]:
+    """The cells of one tree line, in `TREE_COLUMNS` order."""
+    node = line.node
+    marker = ("▾ " if line.expanded else "▸ ") if line.has_children else "  "
+    label = key_label(tree.key[node])
+    return (
+        fmt_pct(tree.total[node], whole),
+        fmt_pct(tree.own[node], whole),
+        str(tree.total[node]),
+        "  " * line.depth + marker + label,
+    )
+
+
+def matching_nodes(tree: CallTree, needle: str) -> set[int]:
+    """Nodes whose label matches `needle`, with all their ancestors (so the path shows)."""
+    needle = needle.lower()
+    found: set[int] = set()
+    parent = tree.parent
+    for node in range(1, len(tree)):
+        if needle in key_label(tree.key[node]).lower():
+            while node > 0 and node not in found:
+                found.add(node)
+                node = parent[node]
+    return found
+
+
+def path_to(tree: CallTree, node: int) -> list[int]:
+    """Node ids from the root's child down to `node`."""
+    path: list[int] = []
+    while node > 0:
+        path.append(node)
+        node = tree.parent[node]
+    path.reverse()
+    return path
+
+
+def descendants(tree: CallTree, node: int, limit: int) -> list[int]:
+    """Up to `limit` nodes with children under `node` (itself included), hottest first."""
+    out: list[int] = []
+    todo = [node]
+    while todo and len(out) < limit:
+        n = todo.pop()
+        if tree.children[n]:
+            out.append(n)
+            todo.extend(reversed(tree.sorted_children(n)))
+    return out
+
+
+# -- the Now view ------------------------------------------------------------------------------
+
+NOW_COLUMNS: tuple[Column, ...] = (
+    Column("depth", "#", 4),
+    Column("function", "Function (innermost first)", 0, right=False),
+    Column("location", "Location", 18, right=False),
+)
+
+
+def now_rows(stack: Stack | None) -> list[tuple[str, str, str]]:
+    """The frames of `stack`, innermost first: (depth, name, location)."""
+    if stack is None:
+        return []
+    rows: list[tuple[str, str, str]] = []
+    if stack.gc:
+        rows.append(("", "<GC>", ""))
+    for i, name in enumerate(stack.names):
+        rows.append((str(i + 1), name, fmt_loc(stack.site(i))))
+    return rows
+
+
+def now_caption(stack: Stack | None) -> str:
+    """One line saying what the most recent sample was."""
+    if stack is None:
+        return "No sample yet."
+    if not stack.names and not stack.gc:
+        return (
+            "Most recent sample: R is idle at top level."
+            if stack.idle
+            else ("Most recent sample: no R function running (top level).")
+        )
+    state = " (R was waiting: idle)" if stack.idle else (" (in GC)" if stack.gc else "")
+    return f"Most recent sample: {len(stack.names)} frames{state}."
+
+
+# -- the status header -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What the header shows; built by the app once per refresh."""
+
+    title: str
+    pid: int | None
+    r_version: str
+    state: str
+    elapsed: float
+    samples: int
+    shown: int
+    requested_hz: float
+    achieved_hz: float
+    errors: int
+    late: int = 0
+    idle: int = 0
+    cpu_percent: float | None = None
+    rss_bytes: int | None = None
+    paused: bool = False
+    waiting: int = 0
+    window: float | None = None
+    by_line: bool = False
+    filter_text: str = ""
+    stream: str = ""
+    last_error: str = ""
+
+
+def status_lines(status: Status) -> tuple[str, str, str]:
+    """Three header lines: what is watched; sampling health; what the view shows."""
+    who = status.title
+    if status.pid is not None:
+        who += f"  PID {status.pid}"
+    if status.r_version:
+        who += f"  R {status.r_version}"
+    state = status.state
+    if status.paused:
+        state = f"{state}, PAUSED ({status.waiting} new samples waiting)"
+    line1 = f"{who}  [{state}]"
+    parts = [
+        f"elapsed {fmt_seconds(status.elapsed)}",
+        f"samples {status.samples}",
+        f"rate {fmt_hz(status.requested_hz)} → {fmt_hz(status.achieved_hz)}",
+        f"errors {status.errors}",
+    ]
+    if status.late:
+        parts.append(f"late {status.late}")
+    if status.cpu_percent is not None:
+        parts.append(f"CPU {status.cpu_percent:.0f}%")
+    if status.rss_bytes is not None:
+        parts.append(f"mem {fmt_bytes(status.rss_bytes)}")
+    line2 = "  ".join(parts)
+    view = [
+        "last " + fmt_seconds(status.window) if status.window else "cumulative",
+        "by line" if status.by_line else "by function",
+        f"{status.shown} samples shown",
+    ]
+    if status.idle:
+        view.append(f"{status.idle} idle hidden")
+    if status.filter_text:
+        view.append(f"filter '{status.filter_text}'")
+    if status.stream:
+        view.append(f"streaming to {status.stream}")
+    if status.last_error:
+        view.append(f"last error: {status.last_error}")
+    return line1, line2, "  ·  ".join(view)
