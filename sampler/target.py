@@ -273,19 +273,51 @@ def attach(pid: int, *, force_version: str | None = None, validate_each: bool = 
     return Target(info, binary, version, source, layout, memory, reader, gc_flag is not None)
 
 
+def layout_discriminator(target: Target, depth: int = 8) -> bool | None:
+    """Whether the 4.4 layout boundary checks out on the current stack (None: no frames).
+
+    The word after `bcpc` is `relpc` (a small byte-code offset, or -1) from R 4.4 on, and
+    `handlerstack` (a pointer to R_NilValue or a pairlist) before: a 4.4 layout on an older R,
+    or the reverse, shows here even though calls and names would read fine. Call it while
+    the target is stopped.
+    """
+    layout = target.layout
+    offset = layout.bcpc + 8
+    memory = target.memory
+    reader = target.reader
+    address = reader.read_globals()[0]
+    verdicts: list[bool] = []
+    for _ in range(depth):
+        if not address:
+            break
+        data = memory.read(address, offset + 8)
+        nxt, flag = struct.unpack_from("<Qi", data)
+        word = struct.unpack_from("<q", data, offset)[0]
+        if flag & 4:  # CTXT_FUNCTION: made by begincontext, which sets this word
+            if layout.relpc is not None:
+                verdicts.append(-1 <= word < 1 << 24)
+            else:
+                pointer = word & 0xFFFFFFFFFFFFFFFF
+                kind = memory.read_many([(pointer, 1)])[0] if pointer >= 1 << 12 else None
+                verdicts.append(kind is not None and kind[0] & 0x1F in (0, 2))
+        address = nxt
+    return all(verdicts) if verdicts else None
+
+
 def verify_layout(
     target: Target,
-    capture: Callable[[], RawSample] | None = None,
+    capture: Callable[[], tuple[RawSample, bool | None]] | None = None,
     *,
     attempts: int = 40,
 ) -> None:
     """Check the chosen layout against live stacks; raise UnsupportedRError if it fails.
 
-    `capture` takes one validated sample (the sampler thread passes one that stops the
-    target). Without it the target is read running, and a sample whose chain head moved
-    while it was read proves nothing either way. A few stacks must show closure frames with
-    a call, a closure and an environment where the layout says; an idle R (empty stack)
-    passes.
+    `capture` takes one validated sample and the `layout_discriminator` verdict while the
+    target is stopped (the sampler thread passes one that stops it). Without it the target
+    is read running, and a sample whose chain head moved while it was read proves nothing
+    either way. A few stacks must show closure frames with a call, a closure and an
+    environment where the layout says, and the 4.4 boundary must check out; an idle R
+    (empty stack) passes.
     """
     reader = target.reader
     saved = reader.validate
@@ -294,7 +326,13 @@ def verify_layout(
     try:
         for _ in range(attempts):
             try:
-                raw = capture() if capture is not None else reader.capture()
+                if capture is not None:
+                    raw, boundary_ok = capture()
+                else:
+                    raw = reader.capture()
+                    boundary_ok = layout_discriminator(target)
+                    if reader.read_globals()[0] != raw.head:
+                        continue  # moved while read: proves nothing
             except SampleError as err:
                 if err.kind == "exited":
                     raise NoSuchProcessError(
@@ -305,7 +343,9 @@ def verify_layout(
                 if capture is not None or reader.read_globals()[0] == reader.last_head:
                     bad += 1
             else:
-                if raw.frames:
+                if boundary_ok is False:
+                    bad += 1
+                elif raw.frames:
                     good += 1
                     if good >= 3:
                         return
@@ -316,7 +356,7 @@ def verify_layout(
         how = (
             "forced"
             if target.version_source == "--force-version"
-            else (f"detected from {target.version_source}")
+            else f"detected from {target.version_source}"
         )
         raise UnsupportedRError(
             f"the memory layout for R {target.version_text} ({how}) does not check out in "

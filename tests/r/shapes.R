@@ -9,11 +9,11 @@ obj <- list(method = function() spin(), other = function() deep(5))
 area <- function(shape) UseMethod("area")
 area.square <- function(shape) spin()
 setClass("Circle", representation(r = "numeric"))
-setGeneric("perimeter", function(shape) standardGeneric("perimeter"))
+invisible(setGeneric("perimeter", function(shape) standardGeneric("perimeter")))
 setMethod("perimeter", "Circle", function(shape) spin())
 circle <- new("Circle", r = 1)
 # A .Call frame: R's own C entry points behind base functions.
-call_frame <- function() for (i in 1:50) utils::strtoi(c("10", "77"), 8L)
+call_frame <- function() for (i in 1:50) stats::runif(200)
 ns_internal <- function() tools:::file_path_sans_ext(rep("a.R", 200))
 
 round_of_shapes <- function() {
@@ -33,6 +33,14 @@ round_of_shapes <- function() {
   ns_internal()
 }
 
+# With XRTOP_RPROF set, R's own profiler records the same run (ground truth for the tests).
+# Builtin frames exist only while Rprof is on, so both profilers then see the same contexts.
+rprof <- Sys.getenv("XRTOP_RPROF")
+if (nzchar(rprof)) {
+  interval <- if (getRversion() >= "4.3.0") 0.01 else 0.002
+  Rprof(rprof, interval = interval)
+}
+round_of_shapes()  # the byte-code compiler runs on first use; let it finish first
 path <- Sys.getenv("XRTOP_READY")
 deadline <- Sys.time() + seconds
 if (nzchar(path)) writeLines(as.character(Sys.getpid()), path)
@@ -40,3 +48,4 @@ repeat {
   if (Sys.time() > deadline) break
   round_of_shapes()
 }
+if (nzchar(rprof)) Rprof(NULL)
