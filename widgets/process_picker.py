@@ -121,20 +121,20 @@ class ProcessTable(DataTable[Text]):
         """A row-cursor table with the picker's columns."""
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
         self.shown: list[RProcessInfo] = []
-
-    def on_mount(self) -> None:
-        """Add the columns."""
-        for column in COLUMNS:
-            self.add_column(column.label, key=column.key)
+        self._sorted_by: tuple[str, bool] | None = None
 
     def show(self, rows: list[RProcessInfo], sort_key: str, reverse: bool) -> None:
         """Replace the rows, keeping the cursor on the same process when it is still shown."""
         current = self.highlighted()
-        for column in COLUMNS:
-            arrow = ""
-            if column.key == sort_key:
-                arrow = " ▲" if column.descending == reverse else " ▼"
-            self.columns[column.key].label = Text(column.label + arrow)  # type: ignore[index]
+        if (sort_key, reverse) != self._sorted_by:
+            # Headers are re-made (not relabelled) so that their widths follow the arrow.
+            self.clear(columns=True)
+            for column in COLUMNS:
+                arrow = ""
+                if column.key == sort_key:
+                    arrow = " ▼" if column.descending != reverse else " ▲"
+                self.add_column(column.label + arrow, key=column.key)
+            self._sorted_by = (sort_key, reverse)
         self.clear()
         self.shown = rows
         for info in rows:
@@ -173,6 +173,11 @@ class ProcessTable(DataTable[Text]):
         ]
 
 
+def _modified(key: str) -> bool:
+    # alt+x arrives as Escape followed by x; it must not type an odd character
+    return any(key.startswith(m) for m in ("alt+", "ctrl+", "super+", "meta+"))
+
+
 class ProcessPicker(Vertical):
     """A filter line, the process table, and a message when nothing is shown."""
 
@@ -181,7 +186,7 @@ class ProcessPicker(Vertical):
     ProcessPicker > #filter { height: 1; padding: 0 1; background: $boost; }
     ProcessPicker > #empty { height: auto; padding: 1 2; display: none; }
     ProcessPicker.-empty > #empty { display: block; }
-    ProcessPicker.-empty > ProcessTable { display: none; }
+    ProcessPicker.-empty > ProcessTable { height: 1; overflow: hidden hidden; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -284,7 +289,7 @@ class ProcessPicker(Vertical):
         elif event.key == "escape" and self.filter_text:
             self.set_filter("")
             event.stop()
-        elif event.is_printable and event.character:
+        elif event.is_printable and event.character and not _modified(event.key):
             self.set_filter(self.filter_text + event.character)
             event.stop()
 
