@@ -26,10 +26,13 @@ r:
 	  fi; \
 	fi
 
-# Tools the end-to-end tests drive (tmux), when running as root.
-tools:
-	@if ! command -v tmux >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux >/dev/null; \
+# Programs the tests drive: tmux (end-to-end), littler (embedded R), when running as root.
+tools: r
+	@missing=""; command -v tmux >/dev/null 2>&1 || missing="$$missing tmux"; \
+	command -v r >/dev/null 2>&1 || missing="$$missing r-cran-littler"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+	  echo "xrtop: installing$$missing with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 # Other R versions in Debian chroots (../shared/lab); idempotent, minutes the first time.

@@ -1,0 +1,56 @@
+"""Embedded R: R running inside another program that loads libR.so (littler's `r`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import IN_CI
+from conftest import wait_for
+
+from sampler.model import SampleLog
+from sampler.target import attach
+from sampler.thread import SamplerThread
+
+CODE = (
+    "fib <- function(n) if (n < 2) n else fib(n - 1) + fib(n - 2); "
+    "embedded_work <- function() fib(14); "
+    'writeLines(as.character(Sys.getpid()), Sys.getenv("XRTOP_READY")); '
+    "repeat embedded_work()"
+)
+
+
+def test_littler_embedded_r_is_profiled(tmp_path: Path) -> None:
+    if shutil.which("r") is None:
+        if IN_CI:
+            pytest.fail("littler (r-cran-littler) is not installed: make tools installs it")
+        pytest.skip("littler (r-cran-littler) is not installed")
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen(
+        ["r", "-e", CODE],
+        env={**os.environ, "XRTOP_READY": str(ready)},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(ready.exists, 30, "littler to start")
+        # GIVEN a process whose executable is not R's, but which maps libR.so
+        assert Path(f"/proc/{proc.pid}/exe").resolve().name == "r"
+        target = attach(proc.pid)
+        log = SampleLog(5000)
+        thread = SamplerThread(target, log, rate_hz=200)
+        thread.start()
+        thread.wait_ready()
+        time.sleep(1)
+        thread.stop()
+        stacks = [s.names for s in log.iter_stacks() if s.names]
+        assert len(stacks) > 50
+        assert sum(s[-1] == "embedded_work" for s in stacks) > 0.9 * len(stacks)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
