@@ -24,8 +24,11 @@ from widgets.process_picker import format_bytes
 from widgets.process_picker import format_elapsed
 from widgets.process_picker import matches
 from widgets.process_picker import order
+from xrtop.app import LiveSource
+from xrtop.app import XrtopApp
 from xrtop.picker import PickerScreen
 from xrtop.picker import ProblemScreen
+from xrtop.session import SamplingOptions
 
 ROOT = Path(__file__).parent.parent
 
@@ -155,6 +158,49 @@ async def test_enter_on_traced_process_explains_and_stays(
         other.send_signal(signal.SIGKILL)
         other.wait()
     assert app.return_value is None
+
+
+async def test_app_without_pid_picks_attaches_and_returns_to_picker(
+    r_launcher: RLauncher,
+) -> None:
+    # GIVEN an R workload and xrtop started without a PID
+    run = r_launcher.start("busy.R", "60")
+    app = XrtopApp(None, sampling=SamplingOptions(), refresh_s=0.2)
+    async with app.run_test(size=(140, 35)) as pilot:
+        # THEN the picker opens and lists it
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), "the picker")
+        await wait_until(pilot, lambda: run.pid in shown_pids(app), "busy.R in the list")
+        # WHEN the user types part of its script name (letters that are keys of the live
+        # view too: the filter takes them) and presses Enter
+        await pilot.press(*"busy", "space", *str(run.pid))
+        await wait_until(pilot, lambda: shown_pids(app)[:1] == [run.pid], "it alone on top")
+        await pilot.press("enter")
+        # THEN the live view attaches to it and shows its hot functions
+        await wait_until(
+            pilot,
+            lambda: isinstance(app.source, LiveSource) and app.source.pid == run.pid,
+            "the live view to attach",
+        )
+        assert not isinstance(app.screen, PickerScreen)
+        await wait_until(
+            pilot, lambda: "fib" in {r.name for r in app.current().rows()}, "fib in the profile"
+        )
+        assert run.tracer() != 0
+        source = app.source
+        # WHEN the user presses p in the live view
+        await pilot.press("p")
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), "the picker again")
+        # THEN the target was detached first, and left running
+        assert app.source is None
+        assert source is not None and source.state() == "detached"
+        assert run.tracer() == 0
+        assert run.state() in ("R", "S")
+        await wait_until(pilot, lambda: run.pid in shown_pids(app), "busy.R listed again")
+        # AND Escape in the picker (no filter, nothing attached) quits xrtop
+        await pilot.press("escape")
+        await pilot.pause()
+    assert run.tracer() == 0
+    assert run.alive()
 
 
 async def test_no_r_processes_says_how_to_start_one(tmp_path: Path) -> None:

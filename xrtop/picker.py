@@ -151,5 +151,6 @@ class PickerScreen(Screen[int]):
             self.app.push_screen(ProblemScreen(info))
 
     def action_quit(self) -> None:
-        """Escape with an empty filter: leave xrtop."""
-        self.app.exit()
+        """Escape with an empty filter: dismiss without a PID (the app then quits, unless
+        it has something else to show)."""
+        self.dismiss(None)
