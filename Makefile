@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' 2>&1 | grep -v -e '^ *$$' -e 'WARNING' -e '\*\*\*' -e '!!' -e 'Please be careful' -e 'name as your package' -e 'WheelFile' || true
 	touch $(STAMP)
 
 # R itself: installed with apt-get when running as root, otherwise the one command to run.
@@ -46,9 +46,11 @@ lab:
 demo: $(STAMP) r
 	$(BIN)/xrtop -- Rscript $(DEMO)
 
+SOURCES := $(wildcard xrtop sampler widgets tests bench)
+
 lint: $(STAMP)
-	$(BIN)/ruff check xrtop sampler widgets tests bench
-	$(BIN)/ruff format --check xrtop sampler widgets tests bench
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy xrtop sampler widgets
