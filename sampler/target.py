@@ -13,8 +13,11 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 
+from sampler.decode import HiddenGlobals
+from sampler.decode import find_hidden_globals
 from sampler.doctor import permission_error
 from sampler.errors import NoSuchProcessError
 from sampler.errors import NotRProcessError
@@ -27,6 +30,7 @@ from sampler.layouts import layout_for
 from sampler.procmem import LiveMemory
 from sampler.rstack import RawSample
 from sampler.rstack import StackReader
+from sampler.srcref import SrcrefReader
 from sampler.symbols import RBinary
 from sampler.symbols import load_r_binary
 from sampler.symbols import read_maps
@@ -208,6 +212,33 @@ class Target:
     memory: LiveMemory
     reader: StackReader
     gc_available: bool
+    #: Hidden globals decoded from R's code (R_BCbody/R_BCpc for lines, R_in_gc on 4.5+).
+    hidden: HiddenGlobals = field(default_factory=HiddenGlobals)
+
+    def set_lines(self, on: bool) -> SrcrefReader | None:
+        """Start or stop reading source lines with each sample; returns the line reader.
+
+        Off by default: without lines a sample costs no extra reads.
+        """
+        reader = self.reader
+        if not on:
+            reader.lines = None
+            return None
+        if reader.lines is None:
+            reader.lines = SrcrefReader(
+                self.memory,
+                self.binary,
+                self.layout,
+                nil=reader.nil,
+                bc_globals=self.hidden.bc_globals,
+                symbol_name=reader._symbol_name,
+            )
+        return reader.lines
+
+    @property
+    def keeps_source(self) -> bool | None:
+        """Whether R's code carries source references (None: unknown, or lines are off)."""
+        return self.reader.lines.keeps_source if self.reader.lines is not None else None
 
     @property
     def pid(self) -> int:
@@ -262,6 +293,18 @@ def attach(pid: int, *, force_version: str | None = None, validate_each: bool = 
             raise
     layout = layout_for(version[:2], binary.machine)
     gc_flag = decode_gc_flag(binary)
+
+    def read_pointer(address: int) -> int | None:
+        try:
+            return int(struct.unpack("<Q", memory.read(address, 8))[0])
+        except SampleError:
+            return None
+
+    hidden = find_hidden_globals(
+        binary, layout.bcbody, layout.bcpc, read_pointer, want_gc=gc_flag is None
+    )
+    if gc_flag is None:
+        gc_flag = hidden.gc_flag  # R >= 4.5 hides R_gc_running: found through R_gc instead
     try:
         reader = StackReader(
             memory, binary, layout, version[:2], gc_flag=gc_flag, validate=validate_each
@@ -270,7 +313,9 @@ def attach(pid: int, *, force_version: str | None = None, validate_each: bool = 
         if err.kind == "permission":
             raise permission_error(pid, "cannot read the memory of") from None
         raise NoSuchProcessError(f"process {pid} went away while attaching ({err})") from None
-    return Target(info, binary, version, source, layout, memory, reader, gc_flag is not None)
+    return Target(
+        info, binary, version, source, layout, memory, reader, gc_flag is not None, hidden
+    )
 
 
 def layout_discriminator(target: Target, depth: int = 8) -> bool | None:

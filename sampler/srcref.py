@@ -1,0 +1,435 @@
+"""Source lines of R frames, as R's line profiling (`Rprof(line.profiling = TRUE)`) reports them.
+
+R's `doprof` writes, per sample, the line executing in the innermost function
+(`R_getCurrentSrcref()`) and, after each frame's name, the srcref stored in that frame's
+context: the place in the caller from which the function was called. A srcref becomes
+`file#line` as in eval.c `lineprof()`: line = its first integer; file = the `filename`
+variable of the environment in its `srcfile` attribute.
+
+Where the srcref is:
+- AST code: `cptr->srcref` (contexts) or the global `R_Srcref` (current) is the srcref.
+- Byte code: both are the sentinel `R_InBCInterpreter`. The srcref is then entry
+  `ltable[relpc]` of the constant pool of the body being run, where `ltable` is the INTSXP
+  of class "srcrefsIndex" at the end of the pool and `relpc` is the interpreter's pc
+  offset: the context's `relpc` (R >= 4.4, when > 0), or `*bcpc - codebase`. For the
+  current line this needs the hidden globals `R_BCbody`/`R_BCpc` (sampler.decode); without
+  them only the call sites are known.
+
+The work is split as the stack reader splits it. `capture()` runs while the target is
+stopped and reads what changes as R runs: three globals, and in one batched read the srcref
+nodes, the bodies' cells and the pc words. `finish()` runs after the target was resumed and
+reads what cannot change while the frame lives (constant pools, location tables, srcfile
+environments), with caches keyed so that a freed and reused address is not mistaken for the
+old object: a body by (address, code, constants), a srcref by (address, attributes, line).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from array import array
+from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+
+from sampler.errors import SampleError
+from sampler.layouts import ALTREP_BIT
+from sampler.layouts import BCODESXP
+from sampler.layouts import CELL_SIZE
+from sampler.layouts import ENVSXP
+from sampler.layouts import INTSXP
+from sampler.layouts import STRSXP
+from sampler.layouts import TYPE_MASK
+from sampler.layouts import VECSXP
+from sampler.layouts import VECTOR_DATA
+from sampler.layouts import VECTOR_LENGTH
+from sampler.layouts import ContextLayout
+from sampler.model import SrcLoc
+from sampler.procmem import Address
+from sampler.procmem import ProcessMemory
+from sampler.symbols import RBinary
+
+#: Bytes a context was copied into (the stack reader's snapshot buffer or a bytes).
+Blob = bytes | bytearray | memoryview | ctypes.Array[ctypes.c_char]
+
+_U64 = struct.Struct("<Q")
+_I64 = struct.Struct("<q")
+_I32 = struct.Struct("<i")
+_CELL = struct.Struct("<QQ16xQQQ")  # sxpinfo, attrib, (gc links), CAR, CDR, TAG
+_NODE = VECTOR_DATA + 8  # a srcref's header and its first two integers
+_BCODE_SIZE = 8  # sizeof(BCODE) with threaded code (a union of a pointer and an int)
+_MAX_POOL = 1 << 20  # constant pools and location tables longer than this are corrupt
+_MAX_CHAIN = 256  # bindings walked in one environment frame or hash bucket
+_MAX_FILENAME = 4096
+_ACTIVE_BINDING = 1 << (8 + 15)  # gp bit 15 of sxpinfo
+_EXTRA_SHIFT = 48  # sxpinfo.extra: nonzero marks an unboxed value in a binding cell
+
+# Kinds of a frame's srcref.
+_NONE, _AST, _BC = 0, 1, 2
+
+
+@dataclass(slots=True)
+class _Site:
+    """One location to resolve, as captured while the target was stopped."""
+
+    kind: int = _NONE
+    srcref: Address = 0  # AST: the srcref
+    node: bytes | None = None  # AST: its header and first integers
+    body: Address = 0  # BC: the body being run
+    cell: bytes | None = None  # BC: the body's cell (type, code, constants)
+    relpc: int = -1  # BC: the pc offset, when the context stores it
+    pc: int = 0  # BC: *bcpc, when relpc is not stored
+
+
+@dataclass(slots=True)
+class RawLines:
+    """What `capture()` copied: the current location, then each frame's call site."""
+
+    sites: list[_Site] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Body:
+    """A byte-code body's location table and constant pool (immutable while it lives)."""
+
+    codebase: Address
+    table: array[int]
+    consts: array[int]
+    resolved: dict[int, SrcLoc | None] = field(default_factory=dict)
+
+
+def hashpjw(name: str) -> int:
+    """R's `R_Newhashpjw`: the hash R files a symbol under in a hashed environment."""
+    h = 0
+    for byte in name.encode():
+        signed = byte - 256 if byte >= 128 else byte  # C `char` is signed on x86_64
+        h = ((h << 4) + signed) & 0xFFFFFFFF
+        g = h & 0xF0000000
+        if g:
+            h ^= g >> 24
+            h ^= g
+    return h
+
+
+class SrcrefReader:
+    """Reads the source locations of sampled frames in one target process."""
+
+    def __init__(
+        self,
+        memory: ProcessMemory,
+        binary: RBinary,
+        layout: ContextLayout,
+        *,
+        nil: Address,
+        bc_globals: tuple[Address, Address] | None,
+        symbol_name: Callable[[Address], str],
+    ) -> None:
+        """Read the constant globals (`R_InBCInterpreter`, the `srcfile` symbol) once."""
+        self.memory = memory
+        self.layout = layout
+        self.nil = nil
+        self.symbol_name = symbol_name
+        syms = binary.symbols
+        self.srcref_global: Address = syms.get("R_Srcref", 0)
+        in_bc = syms.get("R_InBCInterpreter", 0)
+        srcfile = syms.get("R_SrcfileSymbol", 0)
+        self.in_bc = _U64.unpack(memory.read(in_bc, 8))[0] if in_bc else 0
+        self.srcfile_symbol = _U64.unpack(memory.read(srcfile, 8))[0] if srcfile else 0
+        #: Addresses of R_BCbody and R_BCpc; None when they could not be found in this build.
+        self.bc_globals = bc_globals
+        self.relpc_offset = layout.relpc
+        globals_ = [self.srcref_global, *(bc_globals or ())]
+        self._globals = [g for g in globals_ if g]
+        self._bodies: dict[tuple[Address, Address, Address], _Body | None] = {}
+        self._srcrefs: dict[tuple[Address, Address, int], SrcLoc | None] = {}
+        self._filenames: dict[tuple[Address, Address, Address], str | None] = {}
+        #: Frame sites looked up, and how many of them had a source location.
+        self.sites_tried = 0
+        self.sites_found = 0
+        self.errors = 0
+
+    @property
+    def current_line_available(self) -> bool:
+        """Whether the innermost line of byte-compiled code can be read in this build."""
+        return self.bc_globals is not None
+
+    @property
+    def keeps_source(self) -> bool | None:
+        """Whether the target's code carries source references (None: not seen enough yet).
+
+        R keeps them only with `options(keep.source = TRUE)` (interactive R's default; not
+        Rscript's) or, for packages, R_KEEP_PKG_SOURCE=yes.
+        """
+        if self.sites_found:
+            return True
+        return None if self.sites_tried < 200 else False
+
+    # -- stopped half --------------------------------------------------------------------
+
+    def _classify(self, srcref: Address, body: Address, relpc: int, bcpc: Address) -> _Site:
+        if srcref == 0 or srcref == self.nil:
+            return _Site()
+        if srcref != self.in_bc:
+            return _Site(_AST, srcref=srcref)
+        if body == 0:
+            return _Site()
+        return _Site(_BC, body=body, relpc=relpc if relpc > 0 else -1, pc=bcpc)
+
+    def capture(self, contexts: Sequence[tuple[Blob, int]]) -> RawLines:
+        """Copy the volatile parts of the current location and of each frame's call site.
+
+        `contexts` are the frames' context bytes (blob, offset), innermost first. Call while
+        the target is stopped.
+        """
+        layout = self.layout
+        sites: list[_Site] = []
+        # The current location: R_Srcref, or R_BCbody/R_BCpc inside byte code.
+        regions = [(g, 8) for g in self._globals]
+        values = self.memory.read_many(regions)
+        current = [_U64.unpack(v)[0] if v is not None else 0 for v in values]
+        srcref = current[0] if self.srcref_global else 0
+        if srcref == self.in_bc and self.bc_globals is None:
+            sites.append(_Site())
+        else:
+            body, pc_at = (current[1], current[2]) if self.bc_globals else (0, 0)
+            sites.append(self._classify(srcref, body, -1, pc_at))
+        relpc_at = self.relpc_offset
+        for blob, offset in contexts:
+            srcref = _U64.unpack_from(blob, offset + layout.srcref)[0]
+            body = _U64.unpack_from(blob, offset + layout.bcbody)[0]
+            bcpc = _U64.unpack_from(blob, offset + layout.bcpc)[0]
+            relpc = -1 if relpc_at is None else _I64.unpack_from(blob, offset + relpc_at)[0]
+            sites.append(self._classify(srcref, body, relpc, bcpc))
+        # One batched read of everything the sites point at.
+        wanted: list[tuple[Address, int]] = []
+        for site in sites:
+            if site.kind == _AST:
+                wanted.append((site.srcref, _NODE))
+            elif site.kind == _BC:
+                wanted.append((site.body, CELL_SIZE))
+                if site.relpc < 0:
+                    wanted.append((site.pc, 8) if site.pc else (site.body, 8))
+        if wanted:
+            got = iter(self.memory.read_many(wanted))
+            for site in sites:
+                if site.kind == _AST:
+                    site.node = next(got)
+                elif site.kind == _BC:
+                    site.cell = next(got)
+                    if site.relpc < 0:
+                        word = next(got)
+                        site.pc = _U64.unpack(word)[0] if word is not None and site.pc else 0
+        return RawLines(sites)
+
+    # -- running half --------------------------------------------------------------------
+
+    def finish(self, raw: RawLines) -> tuple[SrcLoc | None, ...]:
+        """The source location of each captured site (None where R would write none)."""
+        locs: list[SrcLoc | None] = []
+        for i, site in enumerate(raw.sites):
+            try:
+                loc = self._resolve(site)
+            except SampleError:
+                self.errors += 1
+                loc = None
+            if i:
+                self.sites_tried += 1
+                if loc is not None:
+                    self.sites_found += 1
+            locs.append(loc)
+        return tuple(locs)
+
+    def _resolve(self, site: _Site) -> SrcLoc | None:
+        if site.kind == _AST:
+            return self._srcref_loc(site.srcref, site.node)
+        if site.kind != _BC or site.cell is None:
+            return None
+        info, _, code, consts, _ = _CELL.unpack(site.cell)
+        if info & TYPE_MASK != BCODESXP:
+            return None
+        body = self._body(site.body, code, consts)
+        if body is None:
+            return None
+        if site.relpc >= 0:
+            relpc = site.relpc
+        else:
+            if not site.pc:
+                return None
+            delta = site.pc - body.codebase
+            if delta % _BCODE_SIZE:
+                return None
+            relpc = delta // _BCODE_SIZE
+        if not 0 <= relpc < len(body.table):
+            return None
+        index = body.table[relpc]
+        if not 0 <= index < len(body.consts):
+            return None
+        if index not in body.resolved:
+            srcref = body.consts[index]
+            loc = None
+            if srcref != self.nil:
+                loc = self._srcref_loc(srcref, self.memory.read(srcref, _NODE))
+            body.resolved[index] = loc
+        return body.resolved[index]
+
+    def _srcref_loc(self, address: Address, node: bytes | None) -> SrcLoc | None:
+        """`file#line` of the srcref at `address` whose header bytes are `node`."""
+        if node is None or len(node) < _NODE:
+            return None
+        info = node[0]
+        if info & TYPE_MASK != INTSXP or info & ALTREP_BIT:
+            return None
+        if _U64.unpack_from(node, VECTOR_LENGTH)[0] < 1:
+            return None
+        attrib = _U64.unpack_from(node, 8)[0]
+        line = _I32.unpack_from(node, VECTOR_DATA)[0]
+        key = (address, attrib, line)
+        if key in self._srcrefs:
+            return self._srcrefs[key]
+        filename = self._filename(attrib)
+        loc = None if filename is None else (filename, line)
+        self._srcrefs[key] = loc
+        return loc
+
+    def _cell(self, address: Address) -> tuple[int, int, int, int, int]:
+        """(sxpinfo, attrib, CAR, CDR, TAG) of the node at `address`."""
+        info, attrib, car, cdr, tag = _CELL.unpack(self.memory.read(address, CELL_SIZE))
+        return info, attrib, car, cdr, tag
+
+    def _filename(self, attrib: Address) -> str | None:
+        """The `filename` in the srcfile environment among the attributes `attrib`."""
+        env = 0
+        node = attrib
+        for _ in range(8):
+            if not node or node == self.nil:
+                break
+            _, _, car, cdr, tag = self._cell(node)
+            if tag == self.srcfile_symbol:
+                env = car
+                break
+            node = cdr
+        if not env:
+            return None
+        info, _, frame, _, hashtab = self._cell(env)
+        if info & TYPE_MASK != ENVSXP:
+            return None
+        key = (env, frame, hashtab)
+        if key not in self._filenames:
+            self._filenames[key] = self._lookup_filename(frame, hashtab)
+        return self._filenames[key]
+
+    def _lookup_filename(self, frame: Address, hashtab: Address) -> str | None:
+        if hashtab and hashtab != self.nil:
+            header = self.memory.read(hashtab, VECTOR_DATA)
+            size = _U64.unpack_from(header, VECTOR_LENGTH)[0]
+            if header[0] & TYPE_MASK != VECSXP or not 0 < size <= _MAX_POOL:
+                return None
+            buckets = array("Q", self.memory.read(hashtab + VECTOR_DATA, 8 * size))
+            first = hashpjw("filename") % size
+            # The bucket R files it under first; then every bucket, in case of doubt.
+            for chain in (buckets[first], *buckets):
+                found = self._find_in_chain(chain)
+                if found is not None:
+                    return found[0]
+            return None
+        found = self._find_in_chain(frame)
+        return found[0] if found is not None else None
+
+    def _find_in_chain(self, node: Address) -> tuple[str | None] | None:
+        """(value,) of the `filename` binding in the pairlist at `node`; None if absent."""
+        for _ in range(_MAX_CHAIN):
+            if not node or node == self.nil:
+                return None
+            info, _, value, cdr, tag = self._cell(node)
+            if tag and tag != self.nil and self.symbol_name(tag) == "filename":
+                if info >> _EXTRA_SHIFT or info & _ACTIVE_BINDING:
+                    return (None,)
+                return (self._first_string(value),)
+            node = cdr
+        return None
+
+    def _first_string(self, value: Address) -> str | None:
+        header = self.memory.read(value, VECTOR_DATA + 8)
+        if header[0] & TYPE_MASK != STRSXP or header[0] & ALTREP_BIT:
+            return None
+        if _U64.unpack_from(header, VECTOR_LENGTH)[0] < 1:
+            return None
+        charsxp = _U64.unpack_from(header, VECTOR_DATA)[0]
+        data = self.memory.read_upto(charsxp, VECTOR_DATA + 256)
+        length = _U64.unpack_from(data, VECTOR_LENGTH)[0]
+        if length > _MAX_FILENAME:
+            return None
+        if VECTOR_DATA + length > len(data):
+            data = self.memory.read(charsxp, VECTOR_DATA + length)
+        return data[VECTOR_DATA : VECTOR_DATA + length].decode("utf-8", "surrogateescape")
+
+    def _body(self, body: Address, code: Address, consts: Address) -> _Body | None:
+        """The location table and constants of a byte-code body (cached; read once)."""
+        key = (body, code, consts)
+        if key in self._bodies:
+            return self._bodies[key]
+        info = self._read_body(code, consts)
+        # The body was live when captured; if it changed since, what was read is not its.
+        _, _, code_now, consts_now, _ = self._cell(body)
+        if (code_now, consts_now) != (code, consts):
+            return None
+        self._bodies[key] = info
+        return info
+
+    def _vector(self, address: Address, kind: int, item: int) -> bytes | None:
+        header = self.memory.read(address, VECTOR_DATA)
+        if header[0] & TYPE_MASK != kind or header[0] & ALTREP_BIT:
+            return None
+        length = _U64.unpack_from(header, VECTOR_LENGTH)[0]
+        if length > _MAX_POOL:
+            return None
+        return self.memory.read(address + VECTOR_DATA, length * item) if length else b""
+
+    def _read_body(self, code: Address, consts: Address) -> _Body | None:
+        pool_bytes = self._vector(consts, VECSXP, 8)
+        if pool_bytes is None:
+            return None
+        pool = array("Q", pool_bytes)
+        table = self._find_table(pool)
+        if table is None:
+            return None
+        table_bytes = self._vector(table, INTSXP, 4)
+        if table_bytes is None:
+            return None
+        return _Body(code + VECTOR_DATA, array("i", table_bytes), pool)
+
+    def _find_table(self, pool: array[int]) -> Address | None:
+        """The last INTSXP of class "srcrefsIndex" in a constant pool (eval.c findLocTable)."""
+        end = len(pool)
+        while end > 0:
+            start = max(0, end - 16)
+            candidates = list(reversed(pool[start:end]))
+            heads = self.memory.read_many([(c, 16) for c in candidates])
+            for candidate, head in zip(candidates, heads, strict=True):
+                if head is None or head[0] & TYPE_MASK != INTSXP:
+                    continue
+                attrib = _U64.unpack_from(head, 8)[0]
+                if attrib and attrib != self.nil and self._has_class(attrib, "srcrefsIndex"):
+                    return candidate
+            end = start
+        return None
+
+    def _has_class(self, attrib: Address, wanted: str) -> bool:
+        node = attrib
+        for _ in range(8):
+            if not node or node == self.nil:
+                return False
+            _, _, car, cdr, tag = self._cell(node)
+            if tag and tag != self.nil and self.symbol_name(tag) == "class":
+                classes = self._vector(car, STRSXP, 8)
+                if classes is None:
+                    return False
+                return any(self._charsxp(c) == wanted for c in array("Q", classes)[:8])
+            node = cdr
+        return False
+
+    def _charsxp(self, address: Address) -> str:
+        data = self.memory.read_upto(address, VECTOR_DATA + 64)
+        length = min(_U64.unpack_from(data, VECTOR_LENGTH)[0], len(data) - VECTOR_DATA)
+        return data[VECTOR_DATA : VECTOR_DATA + length].decode("utf-8", "replace")
