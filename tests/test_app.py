@@ -1,0 +1,340 @@
+"""The live view's keys and views, driven with Textual's Pilot.
+
+A recorded file (`xrtop view`) and a fake live source (a `SampleLog` the test appends to)
+stand in for the sampler: what is tested here is the UI's logic and layout. The real
+sampler under the real UI is tests/test_e2e_tmux.py.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sampler.errors import XrtopError
+from sampler.model import SampleLog
+from sampler.model import SamplerStats
+from sampler.model import Stack
+from sampler.rprof import RprofOptions
+from sampler.rprof import read_rprof
+from widgets.call_tree import CallTreeView
+from widgets.hot_table import HotTable
+from xrtop.app import ChoiceScreen
+from xrtop.app import FileSource
+from xrtop.app import HelpScreen
+from xrtop.app import XrtopApp
+from xrtop.app import run_live
+
+DATA = Path(__file__).parent / "data"
+DEMO_LINES = DATA / "demo-rprof-lines.out"  # R's own Rprof, line and GC profiling
+DEMO_XRTOP = DATA / "demo-xrtop.out"  # xrtop record of xrtop/demo/demo.R
+
+FIB = Stack(("fib", "fib", "middle", "outer"))
+LOOP = Stack(("loop", "outer"))
+
+
+class FakeLive:
+    """A live source whose samples the test appends."""
+
+    live = True
+
+    def __init__(self) -> None:
+        self.log = SampleLog(10_000)
+        self.options = RprofOptions()
+        self.title = "fake.R"
+        self.pid: int | None = 4242
+        self.r_version = "4.2.2"
+        self.stream_path = ""
+        self.rate = 100.0
+        self.stopped = False
+        self._t = 0.0
+
+    def add(self, stack: Stack, count: int = 1) -> None:
+        for _ in range(count):
+            self.log.add(stack, self._t)
+            self._t += 0.01
+
+    def state(self) -> str:
+        return "running"
+
+    def stats(self) -> SamplerStats:
+        n = len(self.log)
+        return SamplerStats(requested_hz=self.rate, samples=n, elapsed=n / 100)
+
+    def last_stack(self) -> Stack | None:
+        return self.log.stack_at(len(self.log) - 1) if len(self.log) else None
+
+    def rate_hz(self) -> float:
+        return self.rate
+
+    def set_rate(self, hz: float) -> None:
+        self.rate = hz
+
+    def usage(self) -> tuple[float | None, int | None]:
+        return 50.0, 1 << 20
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def file_app() -> XrtopApp:
+    return XrtopApp(FileSource(DEMO_LINES, read_rprof(DEMO_LINES)), refresh_s=60)
+
+
+def live_app(source: FakeLive) -> XrtopApp:
+    return XrtopApp(source, refresh_s=60)
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# -- views -------------------------------------------------------------------------------------
+
+
+async def test_file_view_shows_rprof_totals_like_summaryrprof() -> None:
+    profile = read_rprof(DEMO_LINES)
+    app = file_app()
+    async with app.run_test(size=(120, 40)):
+        table = app.query_one(HotTable)
+        # Every sample of R's own file is shown, and each function's total counts each
+        # sample once, as summaryRprof's by.total does.
+        assert table.samples == len(profile.stacks)
+        totals = {r.key: r.total for r in table.rows}
+        expected_fib = sum(1 for s in profile.stacks if "fib" in s.names)
+        assert totals["fib"] == expected_fib
+        assert table.keys[0] == max(table.rows, key=lambda r: (r.own, r.total)).key
+
+
+async def test_views_switch_with_digits_and_tab() -> None:
+    app = file_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert app.active_view == "top"
+        await pilot.press("2")
+        assert app.active_view == "tree"
+        assert app.focused is app.query_one(CallTreeView)
+        assert app.tree_view.keys, "the tree lists the hottest path"
+        await pilot.press("3")
+        assert app.active_view == "now"
+        assert app.now_view.table.keys
+        await pilot.press("tab")
+        assert app.active_view == "top"
+
+
+async def test_file_view_is_read_only() -> None:
+    app = file_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        before = app.reset_at
+        await pilot.press("r", "plus")
+        assert app.reset_at == before
+        assert app.check_action("reset", ()) is False
+        assert app.check_action("rate", ()) is False
+        footer_keys = {k for k, b in app.active_bindings.items() if b.binding.show}
+        assert "r" not in footer_keys
+
+
+async def test_by_line_splits_functions_by_line() -> None:
+    app = file_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("l")
+        keys = app.query_one(HotTable).keys
+        assert any(isinstance(k, tuple) and k[0] == "fib" for k in keys)
+        await pilot.press("l")
+        assert "fib" in app.query_one(HotTable).keys
+
+
+async def test_filter_as_you_type_and_escape_clears() -> None:
+    app = file_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("slash", "f", "i", "b")
+        table = app.query_one(HotTable)
+        assert table.keys and all("fib" in str(k) for k in table.keys)
+        await pilot.press("enter")
+        assert app.focused is table
+        assert app.view_state.needle == "fib"
+        await pilot.press("2")  # the tree shows only paths to matches
+        labels = {app.tree_view.calltree.key[n] for n in app.tree_view.keys}  # type: ignore[union-attr]
+        assert "fib" in labels and "simulate" not in labels
+        await pilot.press("1", "escape")
+        assert app.view_state.needle == ""
+        assert len(table.keys) > 5
+
+
+async def test_help_screen_lists_every_key() -> None:
+    app = file_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_tiny_terminals_and_resizes_never_crash() -> None:
+    app = file_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        for view in ("1", "2", "3"):
+            await pilot.press(view)
+            for size in ((20, 5), (1, 1), (200, 60), (40, 10)):
+                await pilot.resize_terminal(*size)
+                await pilot.pause()
+        assert app.is_running
+
+
+# -- live keys ---------------------------------------------------------------------------------
+
+
+async def test_pause_freezes_the_display_while_samples_arrive() -> None:
+    source = FakeLive()
+    source.add(FIB, 30)
+    app = live_app(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.query_one(HotTable)
+        assert table.samples == 30
+        await pilot.press("space")
+        source.add(LOOP, 20)
+        app.refresh_data()
+        assert table.samples == 30 and "loop" not in table.keys
+        status = app.status()
+        assert status.paused and status.waiting == 20
+        await pilot.press("space")
+        assert table.samples == 50 and "loop" in table.keys
+
+
+async def test_reset_counts_from_now_and_saves_from_now(in_tmp: Path) -> None:
+    source = FakeLive()
+    source.add(FIB, 30)
+    app = live_app(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("r")
+        assert app.query_one(HotTable).samples == 0
+        source.add(LOOP, 5)
+        app.refresh_data()
+        assert app.query_one(HotTable).keys == ["loop", "outer"]
+        path, samples, _ = app.save_rprof()
+        assert samples == 5
+        assert [s.names for s in read_rprof(path).stacks] == [LOOP.names] * 5
+
+
+async def test_rate_keys_step_the_sampling_rate() -> None:
+    source = FakeLive()
+    app = live_app(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("plus")
+        assert source.rate == 200
+        await pilot.press("minus", "minus")
+        assert source.rate == 50
+
+
+async def test_save_writes_rprof_and_notifies(in_tmp: Path) -> None:
+    source = FakeLive()
+    source.add(FIB, 12)
+    source.add(Stack(("idle_fn",), idle=True), 3)
+    app = live_app(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("s")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        files = list(in_tmp.glob("xrtop-4242-*.out"))
+        assert len(files) == 1
+        profile = read_rprof(files[0])
+        assert len(profile.stacks) == 12  # idle samples are left out, as Rprof does
+        texts = [n.message for n in app._notifications]
+        assert any(f"Saved 12 samples" in t and files[0].name in t for t in texts), texts
+
+
+async def test_export_collapsed_and_speedscope(in_tmp: Path) -> None:
+    source = FakeLive()
+    source.add(FIB, 4)
+    app = live_app(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("e")
+        assert isinstance(app.screen, ChoiceScreen)
+        await pilot.press("c")
+        await app.workers.wait_for_complete()
+        await pilot.press("e", "j")
+        await app.workers.wait_for_complete()
+    (collapsed,) = in_tmp.glob("*.collapsed.txt")
+    assert collapsed.read_text() == "outer;middle;fib;fib 4\n"
+    (speedscope,) = in_tmp.glob("*.speedscope.json")
+    assert '"samples"' in speedscope.read_text()
+
+
+async def test_quit_offers_to_save_unsaved_samples(in_tmp: Path) -> None:
+    source = FakeLive()
+    source.add(FIB, 7)
+    app = live_app(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("q")
+        assert isinstance(app.screen, ChoiceScreen)
+        await pilot.press("escape")  # cancel: still running
+        assert app.is_running and not isinstance(app.screen, ChoiceScreen)
+        await pilot.press("q", "s")
+    (saved,) = in_tmp.glob("xrtop-4242-*.out")
+    assert len(read_rprof(saved).stacks) == 7
+    assert app.return_code == 0
+
+
+async def test_quit_without_prompt_when_streaming_or_saved(in_tmp: Path) -> None:
+    source = FakeLive()
+    source.add(FIB, 3)
+    source.stream_path = "stream.out"
+    app = live_app(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("q")
+        await pilot.pause()
+    assert not app.is_running
+    assert list(in_tmp.iterdir()) == []
+
+
+async def test_window_shows_only_recent_samples() -> None:
+    source = FakeLive()
+    source.add(FIB, 2000)  # 20 s at 100 Hz
+    source.add(LOOP, 500)  # then 5 s of loop
+    app = live_app(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("w")  # last 10 s
+        agg = app.current()
+        assert agg.total["loop"] == 500
+        assert agg.total["fib"] == 500  # the 5 s of fib inside the last 10 s
+        assert app.query_one(HotTable).samples == agg.samples
+        await pilot.press("w", "w")  # 60 s, then cumulative
+        assert app.current().total["fib"] == 2000
+
+
+async def test_start_session_failure_stays_in_the_app() -> None:
+    app = XrtopApp(None, refresh_s=60)
+    async with app.run_test(size=(100, 30)) as pilot:
+        # The picker opens by itself with no source; leave it, then attach to a non-R PID.
+        await pilot.pause()
+        if app.screen is not app.screen_stack[0]:
+            app.pop_screen()
+        app.start_session(os.getpid())
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.is_running and app.source is None
+        message = str(app.query_one("#message").render())
+        assert f"Cannot profile PID {os.getpid()}" in message
+
+
+async def test_show_picker_pushes_the_picker_screen() -> None:
+    from xrtop.picker import PickerScreen
+
+    source = FakeLive()
+    app = live_app(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("p")
+        await pilot.pause()
+        assert isinstance(app.screen, PickerScreen)
+        assert source.stopped, "the current target is detached before picking another"
+
+
+def test_run_live_attach_error_is_raised_before_the_ui(tmp_path: Path) -> None:
+    # A PID that is not R: the error comes back as an exception (cli prints it), and no
+    # -o file is left behind.
+    out = tmp_path / "x.out"
+    with pytest.raises(XrtopError):
+        run_live(os.getpid(), None, __import__("xrtop.session").session.SamplingOptions(), str(out))
+    assert not out.exists()
