@@ -242,7 +242,7 @@ async def test_save_writes_rprof_and_notifies(in_tmp: Path) -> None:
         profile = read_rprof(files[0])
         assert len(profile.stacks) == 12  # idle samples are left out, as Rprof does
         texts = [n.message for n in app._notifications]
-        assert any(f"Saved 12 samples" in t and files[0].name in t for t in texts), texts
+        assert any("Saved 12 samples" in t and files[0].name in t for t in texts), texts
 
 
 async def test_export_collapsed_and_speedscope(in_tmp: Path) -> None:
