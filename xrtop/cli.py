@@ -385,13 +385,15 @@ def cmd_live(args: argparse.Namespace, command: list[str] | None) -> int:
 
 def cmd_view(args: argparse.Namespace) -> int:
     """`xrtop view FILE`: browse a recorded profile."""
-    from xrtop.app import run_view
-
     path = Path(args.file)
     try:
         profile = read_rprof(path)
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror}") from None
+    # Textual loads only once the file is known to be good: a bad file gets its one-line
+    # answer even where the live view cannot start.
+    from xrtop.app import run_view
+
     return run_view(path, profile)
 
 

@@ -1,0 +1,325 @@
+"""Every user mistake gets one clear answer: the real CLI, run as a user would run it.
+
+Each case checks the exit code (sampler.errors documents them), that standard error says
+what happened in its first line, and that no traceback ever shows.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import R_SCRIPTS
+from conftest import REnv
+from conftest import RLauncher
+from conftest import wait_for
+
+from sampler.errors import EXIT_FILE
+from sampler.errors import EXIT_NO_PROCESS
+from sampler.errors import EXIT_NOT_R
+from sampler.errors import EXIT_UNSUPPORTED
+from sampler.errors import EXIT_USAGE
+
+XRTOP = str(Path(sys.executable).with_name("xrtop"))
+
+
+def xrtop(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the installed `xrtop` command; never a traceback, whatever happens."""
+    result = subprocess.run(
+        [XRTOP, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "internal error" not in result.stderr, result.stderr
+    return result
+
+
+def first_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.splitlines()
+    assert lines, "nothing on standard error"
+    assert lines[0].startswith("xrtop: "), lines[0]
+    return lines[0]
+
+
+def free_pid() -> int:
+    """A PID no process has right now."""
+    limit = int(Path("/proc/sys/kernel/pid_max").read_text())
+    for pid in range(limit - 1, 1, -1):
+        if not Path(f"/proc/{pid}").exists():
+            return pid
+    raise AssertionError("no free PID")
+
+
+@pytest.fixture
+def sleeper() -> Iterator[int]:
+    """A process that is not R."""
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# -- PIDs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["record", "dump"])
+def test_pid_that_does_not_exist(command: str, tmp_path: Path) -> None:
+    pid = str(free_pid())
+    args = (
+        ["record", "-p", pid, "-o", str(tmp_path / "x.out")]
+        if command == "record"
+        else [
+            "dump",
+            pid,
+        ]
+    )
+    result = xrtop(*args)
+    assert result.returncode == EXIT_NO_PROCESS
+    assert f"no process with PID {pid}" in first_line(result)
+    assert not (tmp_path / "x.out").exists()  # no file left for a wrong PID
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("abc", "is not a process ID"),
+        ("12x", "is not a process ID"),
+        ("0", "not a valid"),
+        ("-5", "not a valid"),
+    ],
+)
+def test_pid_that_is_not_a_positive_number(text: str, says: str) -> None:
+    for args in (["record", f"--pid={text}"], ["dump", text], [text]):
+        result = xrtop(*args)
+        assert result.returncode == EXIT_USAGE, (args, result.stderr)
+        assert says in first_line(result), (args, result.stderr)
+
+
+def test_pid_of_a_thread_names_its_process() -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import threading, time\n"
+            "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+            "print('ok', flush=True)\ntime.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ok"
+        tids = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid]
+        assert tids
+        result = xrtop("record", "-p", str(tids[0]))
+        assert result.returncode == EXIT_NO_PROCESS
+        assert f"{tids[0]} is a thread of process {proc.pid}" in first_line(result)
+        assert f"xrtop {proc.pid}" in result.stderr  # what to do instead
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_pid_of_a_kernel_thread() -> None:
+    # kthreadd is PID 2 wherever the kernel's threads are visible (not in a PID namespace)
+    try:
+        comm = Path("/proc/2/comm").read_text().strip()
+    except OSError:
+        pytest.skip("PID 2 is not visible here")
+    if comm != "kthreadd":
+        pytest.skip(f"PID 2 is {comm}, not kthreadd")
+    result = xrtop("record", "-p", "2")
+    assert result.returncode == EXIT_NOT_R
+    assert "2 is a kernel thread" in first_line(result)
+
+
+def test_pid_that_is_not_r(sleeper: int, tmp_path: Path) -> None:
+    result = xrtop("record", "-p", str(sleeper), "-o", str(tmp_path / "x.out"))
+    assert result.returncode == EXIT_NOT_R
+    assert f"process {sleeper} is not an R process" in first_line(result)
+    assert not (tmp_path / "x.out").exists()
+
+
+def test_pid_of_rs_shell_front_end_names_the_child(tmp_path: Path) -> None:
+    # GIVEN a shell that runs R as its child (as R's front-end scripts and wrappers do)
+    ready = tmp_path / "ready"
+    shell = subprocess.Popen(
+        ["sh", "-c", f"Rscript {R_SCRIPTS / 'busy.R'} 60; true"],
+        env={**os.environ, "XRTOP_READY": str(ready)},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(ready.exists, 60, "R to start")
+        r_pid = int(ready.read_text())
+        # WHEN the user gives the shell's PID
+        result = xrtop("record", "-p", str(shell.pid))
+        # THEN xrtop says it is not R, and which child is
+        assert result.returncode == EXIT_NOT_R
+        assert "is not an R process" in first_line(result)
+        assert f"Its child {r_pid} runs R" in result.stderr
+    finally:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
+
+
+def test_zombie_pid(tmp_path: Path) -> None:
+    child = subprocess.Popen(["true"])
+    wait_for(
+        lambda: Path(f"/proc/{child.pid}/stat").read_text().split(")")[1].split()[0] == "Z",
+        10,
+        "a zombie",
+    )
+    try:
+        result = xrtop("record", "-p", str(child.pid))
+        assert result.returncode == EXIT_NO_PROCESS
+        assert "has exited (it is a zombie)" in first_line(result)
+    finally:
+        child.wait()
+
+
+# -- flags ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["-F", "0"], "sampling rate 0 Hz is out of range"),
+        (["-F", "5000"], "sampling rate 5000 Hz is out of range"),
+        (["-F", "-3"], "out of range"),
+        (["-F", "nan"], "out of range"),
+        (["-F", "fast"], "'fast' is not a number"),
+        (["-d", "0"], "duration 0 s is out of range"),
+        (["-d", "-2"], "out of range"),
+        (["-d", "inf"], "out of range"),
+        (["--bogus"], "unrecognized arguments"),
+        ([], "record needs -p PID or a command"),
+        (["--force-version", "four"], "--force-version wants X.Y"),
+    ],
+)
+def test_flags_out_of_range(flags: list[str], says: str, sleeper: int) -> None:
+    pid_flags = [] if not flags else ["-p", str(sleeper)]
+    result = xrtop("record", *pid_flags, *flags)
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert says in first_line(result) or says in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("output", "says"),
+    [
+        ("/nonexistent-dir/x.out", "No such file or directory"),
+        ("/dev/full", "No space left on device"),  # a full disk: not even the header fits
+        ("DIR", "Is a directory"),
+    ],
+    ids=["no-dir", "disk-full", "dir"],
+)
+def test_unwritable_output(output: str, says: str, tmp_path: Path, r_launcher: RLauncher) -> None:
+    run = r_launcher.start("busy.R", "60")
+    path = str(tmp_path) if output == "DIR" else output
+    result = xrtop("record", "-p", str(run.pid), "-d", "5", "-o", path)
+    assert result.returncode == EXIT_USAGE
+    assert first_line(result) == f"xrtop: cannot write {path}: {says}"
+    assert run.tracer() == 0
+    assert Path(path).exists() == (output != "/nonexistent-dir/x.out")  # nothing removed
+
+
+def test_failed_start_never_removes_a_file_xrtop_did_not_create(
+    tmp_path: Path, r_launcher: RLauncher
+) -> None:
+    # GIVEN an output that existed before xrtop ran: a private copy of /dev/null, and a file
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    existing = tmp_path / "existing.out"
+    existing.write_text("x")
+    fresh = tmp_path / "fresh.out"
+    run = r_launcher.start("busy.R", "60", env=REnv("trixie", "plain"))
+    # WHEN sampling cannot start (here: a layout that does not check out)
+    for path in (null, existing, fresh):
+        result = xrtop("record", "-p", str(run.pid), "-o", str(path), "--force-version", "3.6")
+        assert result.returncode == EXIT_UNSUPPORTED, result.stderr
+    # THEN what existed is still there, and only xrtop's own new file is gone
+    assert stat.S_ISCHR(null.lstat().st_mode)
+    assert existing.exists()
+    assert not fresh.exists()
+
+
+# -- files for view and convert --------------------------------------------------------------
+
+GOOD = 'sample.interval=20000\n"f" "g" \n"g" \n'
+
+
+@pytest.mark.parametrize("command", ["view", "convert"])
+@pytest.mark.parametrize(
+    ("content", "code", "says"),
+    [
+        (None, EXIT_USAGE, "No such file or directory"),
+        (b"", EXIT_FILE, ":1: not a valid Rprof.out file: the file is empty"),
+        (b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)), EXIT_FILE, ":1: not a valid Rprof.out"),
+        (GOOD.encode() + b'"f" "g', EXIT_FILE, ":4: not a valid Rprof.out file: a quoted"),
+        (b"library(stats)\nx <- 1\n", EXIT_FILE, ":1: not a valid Rprof.out file"),
+        (GOOD.encode() + b'"f" \n\n"g" \n', EXIT_FILE, ":5: not a valid Rprof.out file: a blank"),
+        (GOOD.encode() + b'"f" 12 \n', EXIT_FILE, ":4: not a valid Rprof.out file: unexpected"),
+        ("DIR", EXIT_USAGE, "Is a directory"),
+    ],
+    ids=["missing", "empty", "binary", "truncated", "not-rprof", "blank-line", "bad-token", "dir"],
+)
+def test_bad_profile_files(
+    command: str, content: bytes | str | None, code: int, says: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "profile.out"
+    if content == "DIR":
+        path = tmp_path
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    args = [command, str(path)] + (["--format", "collapsed"] if command == "convert" else [])
+    result = xrtop(*args)
+    assert result.returncode == code, result.stderr
+    line = first_line(result)
+    assert says in line, line
+    assert str(path) in line
+
+
+def test_good_file_converts(tmp_path: Path) -> None:
+    # The control for the cases above: the same reader accepts a well-formed file.
+    path = tmp_path / "good.out"
+    path.write_text(GOOD)
+    result = xrtop("convert", str(path), "--format", "collapsed")
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == ["g 1", "g;f 1"]
+
+
+# -- an R whose layout does not check out ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "wrong"),
+    [(REnv("trixie", "plain"), "3.6"), (REnv("host"), "4.5"), (REnv("sid", "ns"), "4.0")],
+    ids=["4.5-as-3.6", "host-as-4.5", "4.6-as-4.0"],
+)
+def test_wrong_forced_version_is_refused(
+    env: REnv, wrong: str, r_launcher: RLauncher, tmp_path: Path
+) -> None:
+    run = r_launcher.start("busy.R", "60", env=env)
+    out = tmp_path / "x.out"
+    for args in (
+        ["record", "-p", str(run.pid), "-d", "1", "-o", str(out), "--force-version", wrong],
+        ["dump", str(run.pid), "--force-version", wrong],
+    ):
+        result = xrtop(*args)
+        assert result.returncode == EXIT_UNSUPPORTED, result.stderr
+        assert f"the memory layout for R {wrong}" in first_line(result)
+        assert "does not check out" in first_line(result)
+        assert result.stdout == ""  # no garbage printed
+    assert not out.exists()
+    time.sleep(0.05)
+    assert run.tracer() == 0
+    assert run.state() not in ("t", "T")
