@@ -93,6 +93,9 @@ class SamplerThread(threading.Thread):
         self._period = 1.0 / rate_hz
         self._stat_fd: int | None = None
         self.last_stack: Stack | None = None
+        #: The target's wait status when this thread reaped its exit (the tracer's waitpid
+        #: takes it even from the real parent when xrtop launched the target itself).
+        self.exit_status: int | None = None
 
     # -- control, from any thread ---------------------------------------------------------
 
@@ -190,6 +193,9 @@ class SamplerThread(threading.Thread):
             if self.blocking:
                 try:
                     tracer = Tracer(self.target.pid)
+                except TargetGoneError:
+                    end_state = State.EXITED  # exited before the first sample: not an error
+                    return
                 except XrtopError as err:
                     self.attach_error = err
                     self.state = State.FAILED
@@ -212,10 +218,12 @@ class SamplerThread(threading.Thread):
         finally:
             if tracer is not None:
                 tracer.detach()
+                self.exit_status = tracer.exit_status
             if self._stat_fd is not None:
                 os.close(self._stat_fd)
             with self._lock:
-                self._stats.elapsed = time.monotonic() - self._stats.started_at
+                if self._stats.started_at:  # zero when it never got to sample
+                    self._stats.elapsed = time.monotonic() - self._stats.started_at
             if self.state is not State.FAILED or end_state is State.FAILED:
                 self.state = end_state
             self.ready.set()

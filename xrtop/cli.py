@@ -10,13 +10,17 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 from typing import NoReturn
+
+import psutil
 
 from sampler.errors import EXIT_INTERNAL
 from sampler.errors import UsageError
@@ -27,6 +31,7 @@ from sampler.export import write_speedscope
 from sampler.model import Stack
 from sampler.ptrace import Tracer
 from sampler.rprof import RprofOptions
+from sampler.rprof import RprofWriter
 from sampler.rprof import read_rprof
 from sampler.rprof import write_rprof
 from sampler.rstack import RawSample
@@ -154,11 +159,17 @@ def _sampling(args: argparse.Namespace) -> SamplingOptions:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Turn SIGINT, SIGTERM and SIGHUP into `stop` so that the output is finished cleanly."""
+def _stop_on_signals(stop: threading.Event, received: list[int] | None = None) -> Iterator[None]:
+    """Turn SIGINT, SIGTERM and SIGHUP into `stop` so that the output is finished cleanly.
 
-    def handler(_signum: int, _frame: object) -> None:
+    Each signal number is also appended to `received` (when given), so that a launched
+    command can be handed the same signals.
+    """
+
+    def handler(signum: int, _frame: object) -> None:
         stop.set()
+        if received is not None:
+            received.append(signum)
 
     wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     old = {sig: signal.signal(sig, handler) for sig in wanted}
@@ -169,12 +180,101 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, previous)
 
 
+#: The default file name's suffix per format (launch mode without -o).
+_SUFFIXES = {"rprof": "out", "collapsed": "collapsed.txt", "speedscope": "speedscope.json"}
+
+
 def _write_format(
-    out: IO[str], fmt: str, stacks: list[Stack], interval_us: int, name: str, idle: bool
+    out: IO[str],
+    fmt: str,
+    stacks: list[Stack],
+    interval_us: int,
+    name: str,
+    idle: bool,
+    lines: bool = False,
 ) -> int:
     if fmt == "collapsed":
-        return write_collapsed(out, stacks, idle=idle)
-    return write_speedscope(out, stacks, interval_us, name=name, idle=idle)
+        return write_collapsed(out, stacks, idle=idle, lines=lines)
+    return write_speedscope(out, stacks, interval_us, name=name, idle=idle, lines=lines)
+
+
+def _write_whole(
+    out: IO[str], fmt: str, stacks: list[Stack], sampling: SamplingOptions, name: str
+) -> int:
+    """Write `stacks` in `fmt` in one go; return the number of samples written."""
+    if fmt == "rprof":
+        writer = RprofWriter(out, sampling.interval_us, sampling.options)
+        writer.add_all(stacks)
+        return writer.samples_written
+    options = sampling.options
+    return _write_format(out, fmt, stacks, sampling.interval_us, name, options.idle, options.lines)
+
+
+def _gone(pid: int) -> bool:
+    """Whether `pid` has exited (a zombie counts as exited)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def _sample_into(
+    args: argparse.Namespace,
+    sampling: SamplingOptions,
+    session: Session,
+    out: IO[str],
+    stop: threading.Event,
+) -> bool:
+    """Sample until -d ends, the target exits or `stop` is set; leave `out` complete and closed.
+
+    Rprof.out streams as samples come (a kill -9 of xrtop loses at most about a second);
+    the other formats need every sample and are written at the end. Prints the summary.
+    Returns False when writing the output failed. Raises the attach error when sampling
+    could not start.
+    """
+    stream: StreamedFile | None = None
+    try:
+        if args.format == "rprof":
+            stream = StreamedFile(out, sampling.interval_us, sampling.options)
+            session.set_stream(stream)
+        session.start()
+        if args.verbose:
+            target = session.target
+            print(
+                f"xrtop: sampling R {target.version_text} in PID {target.pid} at "
+                f"{sampling.rate_hz:g} Hz ({target.binary.opened_as})",
+                file=sys.stderr,
+            )
+        while not stop.is_set() and not session.ended.wait(0.1):
+            if stream is not None:
+                stream.tick()
+                if stream.error:  # e.g. the reader of a pipe went away: nobody gets more
+                    break
+    finally:
+        # Detaches (the target runs on untraced) and finishes the streamed file.
+        session.stop()
+    ok = True
+    if stream is None:
+        try:
+            _write_whole(
+                out,
+                args.format,
+                list(session.log.iter_stacks()),
+                sampling,
+                f"xrtop: R PID {session.target.pid}",
+            )
+            out.flush()
+        except OSError as err:
+            print(f"xrtop: writing the profile failed: {err.strerror}", file=sys.stderr)
+            ok = False
+        finally:
+            if out is not sys.stdout:
+                with contextlib.suppress(OSError):
+                    out.close()
+    elif stream.error:
+        ok = False
+    print(session.summary(), file=sys.stderr)
+    return ok
 
 
 def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
@@ -188,71 +288,96 @@ def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
             "record needs -p PID or a command after --",
             "Example: xrtop record -p 1234 -o Rprof.out",
         )
-    pid = parse_pid(args.pid) if args.pid else None
-    path = args.output
-    if command is not None and path is None:
-        path = str(default_output_name(pid or 0))
-    out: IO[str] = open_output(path) if path else sys.stdout
-    launched = Launched(command) if command is not None else None
+    if command is not None:
+        return _record_launched(args, command, sampling, duration)
+    pid = parse_pid(args.pid)
+    # Attach before touching the output: a wrong PID leaves no file behind.
+    session = Session.attach_pid(pid, sampling, duration=duration)
+    out: IO[str] = open_output(args.output) if args.output else sys.stdout
     stop = threading.Event()
-    stream: StreamedFile | None = None
-    session: Session | None = None
     try:
         with _stop_on_signals(stop):
-            if launched is not None:
-                pid = launched.wait_for_r()
-            assert pid is not None
-            session = Session.attach_pid(pid, sampling, duration=duration)
-            if args.format == "rprof":
-                # The header goes out only once attaching worked: no file for a wrong PID.
-                stream = StreamedFile(out, sampling.interval_us, sampling.options)
-                session.set_stream(stream)
-            session.start()
-            if args.verbose:
-                target = session.target
-                print(
-                    f"xrtop: sampling R {target.version_text} in PID {pid} at "
-                    f"{sampling.rate_hz:g} Hz ({target.binary.opened_as})",
-                    file=sys.stderr,
-                )
-            while not stop.is_set() and not session.ended.wait(0.1):
-                pass
-            session.stop()
-            if stream is None:
-                stacks = list(session.log.iter_stacks())
-                _write_format(
-                    out,
-                    args.format,
-                    stacks,
-                    sampling.interval_us,
-                    f"xrtop PID {pid}",
-                    sampling.options.idle,
-                )
-                if out is not sys.stdout:
-                    out.close()
-            print(session.summary(), file=sys.stderr)
-            if stream is not None and stream.error:
-                return 1
-    except BaseException:
-        if session is not None:
-            session.stop()
-        elif stream is not None:
-            stream.close()
-        if launched is not None and launched.process.poll() is None and stop.is_set():
-            launched.terminate()
-        raise
-    finally:
-        if out is not sys.stdout:
+            ok = _sample_into(args, sampling, session, out, stop)
+    except XrtopError:
+        if args.output:  # sampling never started: no half-made file
             with contextlib.suppress(OSError):
                 out.close()
-    if launched is not None:
-        if stop.is_set():
+                os.unlink(args.output)
+        raise
+    return 0 if ok else 1
+
+
+def _record_launched(
+    args: argparse.Namespace,
+    command: list[str],
+    sampling: SamplingOptions,
+    duration: float | None,
+) -> int:
+    """`xrtop record -- cmd`: start cmd, record its R from startup to exit, return its code.
+
+    The command keeps xrtop's stdin, stdout and stderr; the profile goes to -o or a new
+    file in the current directory. Signals xrtop receives are passed on to the command.
+    """
+    # Open -o before starting anything, so that a bad path starts nothing.
+    out: IO[str] | None = open_output(args.output) if args.output else None
+    path = args.output
+    stop = threading.Event()
+    received: list[int] = []
+    with _stop_on_signals(stop, received):
+        launched = Launched(command)
+        session: Session | None = None
+        try:
+            r_pid = launched.wait_for_r(cancel=stop)
+            if r_pid is not None:
+                try:
+                    session = Session.attach_pid(r_pid, sampling, duration=duration)
+                except XrtopError:
+                    if not _gone(r_pid):
+                        raise
+            if out is None:
+                path = str(default_output_name(launched.process.pid, _SUFFIXES[args.format]))
+                out = open_output(path)
+            if session is not None:
+                try:
+                    ok = _sample_into(args, sampling, session, out, stop)
+                except XrtopError:
+                    if not _gone(session.target.pid):
+                        raise
+                    session = None
+                    out = open_output(path)
+            if session is None:
+                # R ended (or never started) before it could be sampled: an empty profile.
+                _write_whole(out, args.format, [], sampling, shlex.join(command))
+                out.close()
+                print(
+                    f"xrtop: {shlex.join(command)} ended before its R could be sampled: "
+                    "the profile has no samples.",
+                    file=sys.stderr,
+                )
+                ok = True
+            else:
+                launched.adopt_status(session.target.pid, session.thread.exit_status)
+        except BaseException:
+            # xrtop cannot record it: do not leave the command running on its own.
             launched.terminate()
-        code = launched.wait()
-        if path:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                launched.process.wait(5)
+            raise
+        if ok:
             print(f"xrtop: profile written to {path}", file=sys.stderr)
-        return code
-    return 0
+        # The command ends on its own; until then, signals xrtop gets go on to it.
+        forwarded = 0
+        while True:
+            while forwarded < len(received):
+                launched.send(received[forwarded])
+                forwarded += 1
+            try:
+                launched.process.wait(0.1)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    code = launched.wait()
+    return code if ok or code else 1
 
 
 def cmd_dump(args: argparse.Namespace) -> int:

@@ -7,7 +7,10 @@ the same way.
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +39,7 @@ from sampler.thread import MIN_HZ
 from sampler.thread import SamplerThread
 from sampler.thread import State
 
-FLUSH_EVERY = 0.5  # seconds: a kill -9 of xrtop loses at most this much of the stream
+FLUSH_EVERY = 0.5  # seconds: a kill -9 of xrtop loses at most about this much of the stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,39 +84,72 @@ def open_output(path: str) -> IO[str]:
 
 
 class StreamedFile:
-    """Samples written to a file (or stdout) as they come, flushed at least twice a second."""
+    """Samples written to a file (or stdout) as they come, flushed at least once a second.
+
+    Samples collect in memory and go out in whole lines: a flush writes everything pending
+    and nothing else, so a `kill -9` of xrtop leaves a file that ends after a complete
+    sample (R's readers accept it) and loses at most the last `FLUSH_EVERY` seconds. The
+    sampler thread calls `add()`; any thread may call `tick()` so that samples still go out
+    when the sampler has nothing new to write (an idle target, a late sample).
+    """
 
     def __init__(self, out: IO[str], interval_us: int, options: RprofOptions) -> None:
         """Write the header now."""
         self.out = out
-        self.writer = RprofWriter(out, interval_us, options)
+        self._pending = io.StringIO()
+        self._lock = threading.Lock()
+        self.writer = RprofWriter(self._pending, interval_us, options)
         self._last_flush = time.monotonic()
         self.error: str = ""
-        self.out.flush()
+        self.closed = False
+        self.flush()
 
     def add(self, stack: Stack) -> None:
         """Append one sample (called on the sampler thread)."""
-        if self.error:
-            return
-        try:
+        with self._lock:
+            if self.error or self.closed:
+                return
             self.writer.add(stack)
-            now = time.monotonic()
-            if now - self._last_flush >= FLUSH_EVERY:
+        self.tick()
+
+    def tick(self) -> None:
+        """Flush when the last flush is `FLUSH_EVERY` seconds old."""
+        if time.monotonic() - self._last_flush >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write out every pending sample now; remember the first write error."""
+        with self._lock:
+            self._last_flush = time.monotonic()
+            text = self._pending.getvalue()
+            if self.error or self.closed:
+                return
+            self._pending.seek(0)
+            self._pending.truncate()
+            try:
+                if text:
+                    self.out.write(text)
                 self.out.flush()
-                self._last_flush = now
-        except OSError as err:
-            self.error = f"writing samples failed: {err.strerror}"
+            except (OSError, ValueError) as err:
+                reason = err.strerror if isinstance(err, OSError) else str(err)
+                self.error = f"writing samples failed: {reason}"
 
     def close(self) -> None:
-        """Flush and close (stdout is flushed, not closed)."""
-        with contextlib.suppress(OSError):
-            self.out.flush()
+        """Flush and close (stdout is flushed, not closed); later samples are ignored."""
+        self.flush()
+        with self._lock:
+            self.closed = True
             if self.out is not sys.stdout:
-                self.out.close()
+                with contextlib.suppress(OSError):
+                    self.out.close()
 
 
 def find_r_descendant(root: int) -> int | None:
-    """The first process at or below `root` that maps libR.so or is R's binary."""
+    """The first process at or below `root` that maps libR.so or runs a (static) R binary.
+
+    The executable counts, not the process name: R's shell front end `bin/R` is also
+    named "R" while the shell runs it, just before it execs the real interpreter.
+    """
     try:
         procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
     except psutil.Error:
@@ -121,10 +157,10 @@ def find_r_descendant(root: int) -> int | None:
     for proc in procs:
         try:
             maps = read_maps(proc.pid)
-        except XrtopError:
+            if find_libr_mapping(maps) is not None or os.path.basename(proc.exe()) == "R":
+                return proc.pid
+        except (XrtopError, psutil.Error, OSError):
             continue
-        if find_libr_mapping(maps) is not None or proc.name() == "R":
-            return proc.pid
     return None
 
 
@@ -149,10 +185,15 @@ class Launched:
             raise UsageError(f"cannot start {shlex.join(argv)}: {err.strerror}") from None
         self.argv = argv
 
-    def wait_for_r(self, timeout: float = 30.0) -> int:
-        """The PID of the launched R interpreter; raise when the command runs no R."""
+    def wait_for_r(
+        self, timeout: float = 30.0, cancel: threading.Event | None = None
+    ) -> int | None:
+        """The PID of the launched R interpreter as soon as it maps R (None when `cancel` is
+        set first); raise NotRProcessError when the command runs no R."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if cancel is not None and cancel.is_set():
+                return None
             found = find_r_descendant(self.process.pid)
             if found is not None:
                 return found
@@ -164,15 +205,33 @@ class Launched:
             time.sleep(0.002)
         raise NotRProcessError(f"{shlex.join(self.argv)} started no R interpreter in {timeout:g} s")
 
+    def adopt_status(self, pid: int, status: int | None) -> None:
+        """Take the wait status the sampler's tracer reaped for `pid`.
+
+        When the launched command is itself the traced R (Rscript execs R in place), the
+        tracer's waitpid consumes its exit status, and `Popen` then reports 0 (ECHILD).
+        """
+        if status is not None and pid == self.process.pid:
+            self.process.returncode = os.waitstatus_to_exitcode(status)
+
     def wait(self) -> int:
         """The command's exit code (128 + N when killed by signal N, as shells report)."""
         code = self.process.wait()
         return 128 - code if code < 0 else code
 
-    def terminate(self) -> None:
-        """Stop the launched command (used when xrtop is interrupted)."""
+    def exited(self) -> bool:
+        """Whether the command has ended."""
+        return self.process.returncode is not None or self.process.poll() is not None
+
+    def send(self, signum: int) -> None:
+        """Pass a signal xrtop received on to the command."""
         with contextlib.suppress(OSError):
-            self.process.terminate()
+            if self.process.returncode is None:
+                self.process.send_signal(signum)
+
+    def terminate(self) -> None:
+        """Stop the launched command (used when xrtop gives up on it)."""
+        self.send(signal.SIGTERM)
 
 
 class Session:
