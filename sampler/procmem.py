@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from array import array
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -42,6 +43,35 @@ class ProcessMemory(Protocol):
         """
         ...
 
+    def plan(
+        self,
+        regions: Sequence[tuple[Address, int]],
+        speculative: Sequence[tuple[Address, int]] = (),
+    ) -> ScatterPlan:
+        """Regions to read again and again, each time in one call; guesses last."""
+        ...
+
+
+class ScatterPlan(Protocol):
+    """Regions fixed in advance, read in one call into a buffer of the plan's own.
+
+    After `read()` the bytes stay in `buffer` until the next `read()`, so they can be
+    decoded later (after the target was resumed) without copying them out first.
+    """
+
+    #: Where each region's bytes start in `buffer`, by the region's address.
+    offsets: dict[Address, int]
+    #: The bytes of the last `read()`; valid up to the count it returned.
+    buffer: ctypes.Array[ctypes.c_char]
+
+    def read(self) -> int:
+        """Read every region now; return how many bytes of `buffer` are valid.
+
+        The kernel stops at the first unreadable region, so a region is valid exactly when
+        `offsets[address] + size <= read()`.
+        """
+        ...
+
 
 class _IoVec(ctypes.Structure):
     _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
@@ -61,6 +91,9 @@ _process_vm_readv.argtypes = (
 
 #: The kernel's limit on iovecs per call (UIO_MAXIOV).
 _MAX_IOV = 1024
+#: Regions this close are read as one: copying a few hundred bytes more costs less than
+#: the kernel's work per iovec (and a gap under a page cannot hide an unmapped page).
+_MERGE_GAP = 512
 
 
 def _error_for(code: int, pid: int, address: Address) -> SampleError:
@@ -142,6 +175,14 @@ class LiveMemory:
         offsets.extend([-1] * (len(regions) - count))
         return ctypes.string_at(self._scratch_addr, got), offsets
 
+    def plan(
+        self,
+        regions: Sequence[tuple[Address, int]],
+        speculative: Sequence[tuple[Address, int]] = (),
+    ) -> LivePlan:
+        """A `ScatterPlan` of what fits 1024 iovecs and the scratch size (see `LivePlan`)."""
+        return LivePlan(self, regions, speculative)
+
     def read_many(self, regions: Sequence[tuple[Address, int]]) -> list[bytes | None]:
         """Every region in as few calls as possible; None where a region is unreadable."""
         results: list[bytes | None] = []
@@ -179,3 +220,75 @@ class LiveMemory:
                 results.append(None)  # the region the kernel stopped at
                 index += 1
         return results
+
+
+class LivePlan:
+    """`ScatterPlan` for `LiveMemory`: iovec arrays built once, so `read()` is one C call.
+
+    Building the plan is the slow part (Python per region) and happens while the target
+    runs; `read()` runs while it is stopped and does no per-region Python work at all.
+    The kernel's cost grows with the number of remote iovecs (each one pins its pages on
+    its own), so regions less than `_MERGE_GAP` apart are read as one, and the local side
+    is a single iovec: the kernel fills it region after region.
+    """
+
+    def __init__(
+        self,
+        memory: LiveMemory,
+        regions: Sequence[tuple[Address, int]],
+        speculative: Sequence[tuple[Address, int]] = (),
+    ) -> None:
+        """Plan to read `regions`, then `speculative` (which may be unmapped) last."""
+        self._memory = memory
+        self.offsets: dict[Address, int] = {}
+        # Merged spans of the known regions, in address order: [start, end, members].
+        spans: list[tuple[int, int, list[Address]]] = []
+        for address, size in sorted({r for r in regions if r[0]}):
+            end = address + size
+            if spans and address - spans[-1][1] <= _MERGE_GAP:
+                start, last_end, members = spans[-1]
+                spans[-1] = (start, max(last_end, end), members)
+                members.append(address)
+            else:
+                spans.append((address, end, [address]))
+        # Guesses go last, unmerged: a read stops at the first unmapped byte, and merging
+        # a guess into a known span could cut the known part off.
+        known = {address for address, _ in regions}
+        for address, size in speculative:
+            if address and address not in known:
+                known.add(address)
+                spans.append((address, address + size, [address]))
+        # Remote iovecs as a flat array of (base, len) pairs, copied into the ctypes array
+        # with one memmove instead of two attribute stores per iovec.
+        remote = array("Q")
+        offset = 0
+        for start, end, members in spans[:_MAX_IOV]:
+            if offset + end - start > memory._scratch_size:
+                break
+            for address in members:
+                self.offsets.setdefault(address, offset + address - start)
+            remote.extend((start, end - start))
+            offset += end - start
+        self.count = len(remote) // 2
+        self.size = offset
+        self.buffer = ctypes.create_string_buffer(max(offset, 1))
+        self._local = _IoVec(ctypes.addressof(self.buffer), offset)
+        self._remote = (_IoVec * max(self.count, 1))()
+        if self.count:
+            ctypes.memmove(self._remote, remote.buffer_info()[0], len(remote) * 8)
+
+    def read(self) -> int:
+        """Read every region in one `process_vm_readv`; return the valid byte count."""
+        if not self.count:
+            return 0
+        memory = self._memory
+        memory.calls += 1
+        got: int = _process_vm_readv(
+            memory.pid, ctypes.byref(self._local), 1, self._remote, self.count, 0
+        )
+        if got < 0:
+            code = ctypes.get_errno()
+            if code in (errno.ESRCH, errno.EPERM):
+                raise _error_for(code, memory.pid, self._remote[0].base or 0)
+            return 0  # the first region is unreadable: nothing valid
+        return got

@@ -18,9 +18,12 @@ symbol, string or number; everything else `<Anonymous>`.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import math
 import struct
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -43,6 +46,9 @@ from sampler.layouts import ContextLayout
 from sampler.model import Stack
 from sampler.procmem import Address
 from sampler.procmem import ProcessMemory
+from sampler.procmem import ScatterPlan
+from sampler.srcref import RawLines
+from sampler.srcref import SrcrefReader
 from sampler.symbols import RBinary
 
 ANONYMOUS = "<Anonymous>"
@@ -55,6 +61,15 @@ _I32 = struct.Struct("<i")
 _F64 = struct.Struct("<d")
 _CELL = struct.Struct("<Q8x16x3Q")  # sxpinfo, (attrib), (gc links), CAR, CDR, TAG
 _HEAD = struct.Struct("<Q24xQ")  # sxpinfo and CAR
+_CALLABLE = (CLOSXP, 7, 8)  # a closure, SPECIALSXP or BUILTINSXP
+#: How many addresses beyond the current sample's the snapshot plan keeps, per kind.
+_RECENT = 64
+
+_Bytes = bytes | bytearray | memoryview | ctypes.Array[ctypes.c_char]
+
+
+class _SnapshotMiss(Exception):
+    """The snapshot lacks memory this sample needs, and the target may be running."""
 
 
 @dataclass(slots=True)
@@ -74,6 +89,8 @@ class RawSample:
     idle: bool = False
     contexts: int = 0
     head: Address = 0
+    #: Source locations to resolve (only when the reader reads lines).
+    lines: RawLines | None = None
 
 
 def _cell(data: bytes) -> tuple[int, int, int, int]:
@@ -135,9 +152,17 @@ class StackReader:
         )
         assert layout.cloenv == layout.call + 8 and layout.callflag == 8
         self._prev_chain: list[Address] = []
-        self._prev_calls: dict[Address, Address] = {}
+        self._prev_cells: list[Address] = []
         self._stride = 0
+        # Addresses of the last samples' contexts and cells (calls, non-symbol heads), least
+        # recently seen first: the regions of the next snapshot (see `_make_plan`).
+        self._recent_contexts: OrderedDict[Address, None] = OrderedDict()
+        self._recent_cells: OrderedDict[Address, None] = OrderedDict()
+        self._plan: ScatterPlan | None = None
         self.last_head: Address = 0
+        #: Reads source lines when set (`sampler.target.Target.set_lines`); None: no lines.
+        self.lines: SrcrefReader | None = None
+        self._captured: RawSample | None = None
 
     def _read_pointers(self, addresses: list[Address]) -> list[Address]:
         result = []
@@ -157,6 +182,15 @@ class StackReader:
         return min(present), max(present) - min(present) + 8
 
     # -- stopped half --------------------------------------------------------------------
+    #
+    # A sample is decoded from one *snapshot*: a single process_vm_readv of every region
+    # the previous samples suggest this one needs (`_plan`). The decoder follows the real
+    # chain through those bytes. Guessed bytes are used only where the real chain points,
+    # and all of them come from the same stop, so a wrong guess costs a wasted read, never
+    # a wrong frame. What the snapshot lacks is either read on the spot (`capture()`, the
+    # target still stopped) or reported as a miss (`decode_snapshot()`, the target already
+    # running again: memory that can change must not be read then, so the caller samples
+    # again the slow way).
 
     def read_globals(self) -> tuple[Address, bool]:
         """(R_GlobalContext, in GC) now."""
@@ -172,39 +206,91 @@ class StackReader:
         in_gc = bool(self.gc_flag) and _I32.unpack(self.memory.read(self.gc_flag or 0, 4))[0] != 0
         return context, in_gc
 
-    def _predicted_regions(self) -> tuple[list[Address], list[Address]]:
-        """Context and call addresses likely in this sample, from the previous one.
+    def _make_plan(self) -> ScatterPlan:
+        """The regions the next sample likely needs, read by `snapshot()` in one call.
 
-        Between two samples the outer part of the stack rarely changes, so its contexts
-        sit at the same addresses; and in recursion the new innermost contexts sit a fixed
-        stride from the old ones. Guessed bytes are used only where the real chain points,
-        and they come from the same stop as everything else, so a wrong guess costs a
-        wasted read, never a wrong frame. Known addresses come first: a read stops at the
-        first unmapped region, so pure guesses go last.
+        Contexts: the last samples' chains (the outer part of a stack rarely moves, and a
+        context at the same depth of the same path sits at the same C-stack address), and,
+        when the stack grows by recursion, addresses a fixed stride below the innermost.
+        Calls and non-symbol heads: those of the last few samples (a call object is part of
+        its function's body, so every call of `f(x)` in one body is the same object).
+        Regions known to have been readable come first and guesses last, because a read
+        stops at the first unmapped region.
         """
+        size = self.layout.size
+        span = self._globals_span or (self.global_context, 8)
+        regions = [span]
+        # Most recently seen first: a plan holds at most 1024 regions.
+        regions += [(a, size) for a in reversed(self._recent_contexts)]
+        regions += [(c, CELL_SIZE) for c in reversed(self._recent_cells)]
+        guesses = []
         chain = self._prev_chain
-        known = sorted(set(chain))
-        guesses: list[Address] = []
-        if chain and self._stride:
-            seen = set(known)
+        if chain and self._stride >= size:
             head = chain[0]
-            for k in (*range(1, 9), *range(-1, -9, -1)):
-                guess = head + k * self._stride
-                if guess not in seen:
-                    seen.add(guess)
-                    guesses.append(guess)
-        return known + guesses, sorted(set(self._prev_calls.values()))
+            guesses += [(head - k * self._stride, size) for k in range(1, 9)]
+            guesses += [(head + k * self._stride, size) for k in range(1, 9)]
+        return self.memory.plan(regions, guesses)
 
-    def _learn(self, chain: list[Address], calls: dict[Address, Address]) -> None:
-        """Remember this sample's addresses to predict the next one."""
+    def snapshot(self) -> int:
+        """Copy what the next sample likely needs, in one read. Call while stopped.
+
+        Returns the byte count to pass to `decode_snapshot()` once the target runs again.
+        """
+        if self.lines is not None:
+            # Lines need reads that follow the decoded chain: decode now, while stopped.
+            self._captured = self._decode(self._read_plan(), live=True)
+            return 0
+        return self._read_plan()
+
+    def _read_plan(self) -> int:
+        if self._plan is None:
+            self._plan = self._make_plan()
+        return self._plan.read()
+
+    def decode_snapshot(self, got: int) -> RawSample | None:
+        """Decode the last `snapshot()`; None when it lacks something (sample again).
+
+        Safe while the target runs: it reads only the snapshot, plus symbol names, which
+        never change (see `finish()`).
+        """
+        captured, self._captured = self._captured, None
+        if captured is not None:
+            return captured
+        if self.validate or self._plan is None or self.lines is not None:
+            return None
+        try:
+            return self._decode(got, live=False)
+        except _SnapshotMiss:
+            return None
+
+    def capture(self) -> RawSample:
+        """Copy the current stack's volatile parts. Call while the target is stopped."""
+        return self._decode(self._read_plan(), live=True)
+
+    def _remember(self, chain: list[Address], cells: list[Address]) -> None:
+        """Remember this sample's addresses to predict the next one (rebuilds the plan)."""
+        if chain == self._prev_chain and cells == self._prev_cells and self._plan is not None:
+            return  # the same stack as last time (list equality runs in C): nothing to learn
         self._prev_chain = chain
-        self._prev_calls = calls
+        self._prev_cells = cells
         deltas = [b - a for a, b in itertools.pairwise(chain) if 0 < b - a < 1 << 20]
         if deltas:
             self._stride = max(set(deltas), key=deltas.count)
+        changed = False
+        for recent, addresses in ((self._recent_contexts, chain), (self._recent_cells, cells)):
+            for address in addresses:
+                if address not in recent:
+                    changed = True
+                recent[address] = None
+                recent.move_to_end(address)  # most recently seen last
+            while len(recent) > len(addresses) + _RECENT:
+                recent.popitem(last=False)
+                changed = True
+        if changed or self._plan is None:
+            self._plan = self._make_plan()
 
     def _read_speculatively(
-        self, address: Address, found: dict[Address, tuple[bytes, int]]
+        self, address: Address, found: dict[Address, tuple[_Bytes, int]]
     ) -> None:
         """Read the context at `address` and the ones a stride above it, into `found`."""
         size = self.layout.size
@@ -217,16 +303,50 @@ class StackReader:
             if offset >= 0:
                 found.setdefault(where, (blob, offset))
 
-    def read_contexts(
-        self, first: Address, found: dict[Address, tuple[bytes, int]]
-    ) -> tuple[list[tuple[int, Address, Address, Address]], list[Address]]:
-        """(callflag, call, callfun, cloenv) of each context from `first` to the chain's end.
+    def _decode(self, got: int, *, live: bool) -> RawSample:
+        """Decode the snapshot of `got` bytes; with `live`, read what it lacks now.
 
-        `found` holds bytes already read in this stop, by context address; it is extended.
-        Also returns the chain's addresses.
+        Without `live` (the target may be running) a missing region raises _SnapshotMiss.
         """
+        plan = self._plan
+        assert plan is not None
+        buf = plan.buffer
+        offsets = plan.offsets
+        # Bytes read in this stop beyond the snapshot (live only), by address.
+        extra: dict[Address, tuple[_Bytes, int]] = {}
+
+        def at(address: Address, size: int) -> tuple[_Bytes, int] | None:
+            offset = offsets.get(address)
+            if offset is not None and offset + size <= got:
+                return buf, offset
+            return extra.get(address)
+
+        span = self._globals_span or (self.global_context, 8)
+        hit = at(span[0], span[1])
+        if hit is None:
+            if not live:
+                raise _SnapshotMiss
+            first, in_gc = self.read_globals()
+        else:
+            first = _U64.unpack_from(hit[0], hit[1] + self.global_context - span[0])[0]
+            in_gc = False
+            if self.gc_flag and self._globals_span:
+                in_gc = _I32.unpack_from(hit[0], hit[1] + self.gc_flag - span[0])[0] != 0
+            elif self.gc_flag:
+                if not live:
+                    raise _SnapshotMiss
+                in_gc = _I32.unpack(self.memory.read(self.gc_flag, 4))[0] != 0
+        self.last_head = first
+        sample = RawSample(gc=in_gc, head=first)
+        if not first:
+            self._remember([], [])
+            return sample
+
+        # The context chain, innermost first.
+        size = self.layout.size
         unpack = self._context_struct.unpack_from
-        contexts: list[tuple[int, Address, Address, Address]] = []
+        frame_calls: list[Address] = []
+        frame_contexts: list[tuple[int, Address, Address, Address]] = []
         chain: list[Address] = []
         seen: set[Address] = set()
         address = first
@@ -235,81 +355,94 @@ class StackReader:
                 raise TornSampleError("the context chain loops or is implausibly deep")
             seen.add(address)
             chain.append(address)
-            hit = found.get(address)
+            hit = at(address, size)
             if hit is None:
-                self._read_speculatively(address, found)
-                hit = found[address]
+                if not live:
+                    raise _SnapshotMiss
+                self._read_speculatively(address, extra)
+                hit = extra[address]
             address, flag, callfun, call, cloenv = unpack(hit[0], hit[1])
-            contexts.append((flag, call, callfun, cloenv))
-        return contexts, chain
+            if flag & (CTXT_FUNCTION | CTXT_BUILTIN):
+                frame_contexts.append((flag, call, callfun, cloenv))
+                frame_calls.append(call)
+        sample.contexts = len(chain)
+        if not frame_calls:
+            self._remember(chain, [])
+            return sample
 
-    def capture(self) -> RawSample:
-        """Copy the current stack's volatile parts. Call while the target is stopped."""
-        size = self.layout.size
-        predicted, predicted_calls = self._predicted_regions()
-        span = self._globals_span or (self.global_context, 8)
-        regions = [
-            span,
-            *((a, size) for a in predicted),
-            *((c, CELL_SIZE) for c in predicted_calls),
-        ]
-        blob, offsets = self.memory.read_scatter(regions)
-        if offsets[0] < 0:
-            first, in_gc = self.read_globals()
-        else:
-            first = _U64.unpack_from(blob, offsets[0] + self.global_context - span[0])[0]
-            in_gc = False
-            if self.gc_flag and self._globals_span:
-                in_gc = _I32.unpack_from(blob, offsets[0] + self.gc_flag - span[0])[0] != 0
-            elif self.gc_flag:
-                in_gc = _I32.unpack(self.memory.read(self.gc_flag, 4))[0] != 0
-        self.last_head = first
-        sample = RawSample(gc=in_gc, head=first)
-        if not first:
-            self._learn([], {})
-            return sample
-        n = len(predicted)
-        found = {a: (blob, o) for a, o in zip(predicted, offsets[1 : 1 + n], strict=True) if o >= 0}
-        cells_found = {
-            c: (blob, o) for c, o in zip(predicted_calls, offsets[1 + n :], strict=True) if o >= 0
-        }
-        contexts, chain = self.read_contexts(first, found)
-        sample.contexts = len(contexts)
-        frame_contexts = [
-            (address, c)
-            for address, c in zip(chain, contexts, strict=True)
-            if c[0] & (CTXT_FUNCTION | CTXT_BUILTIN)
-        ]
-        self._learn(chain, {address: c[1] for address, c in frame_contexts})
-        if not frame_contexts:
-            return sample
-        missing = sorted({c[1] for _, c in frame_contexts if c[1] not in cells_found})
+        # The call objects of frame contexts (they die with their frame: read while stopped).
+        missing = sorted({c for c in frame_calls if at(c, CELL_SIZE) is None})
         if missing:
+            if not live:
+                raise _SnapshotMiss
             more_blob, more_offsets = self.memory.read_scatter([(c, CELL_SIZE) for c in missing])
             for call, offset in zip(missing, more_offsets, strict=True):
                 if offset >= 0:
-                    cells_found[call] = (more_blob, offset)
+                    extra[call] = (more_blob, offset)
         if self.validate:
-            self._validate([c for _, c in frame_contexts])
+            self._validate(frame_contexts)
         frames = sample.frames
+        names = self.names
+        cells = list(frame_calls)
         unknown: list[tuple[RawFrame, Address]] = []
-        for _, ctx in frame_contexts:
-            hit = cells_found.get(ctx[1])
+        for call in frame_calls:
+            hit = at(call, CELL_SIZE)
             if hit is None:
-                raise BadAddressError(f"cannot read call object at {ctx[1]:#x}")
+                raise BadAddressError(f"cannot read call object at {call:#x}")
             info, head = _HEAD.unpack_from(hit[0], hit[1])
             if info & TYPE_MASK != LANGSXP:
                 continue  # R writes no frame for a context whose call is not a call
             frame = RawFrame()
             frames.append(frame)
-            name = self.names.get(head)
+            name = names.get(head)  # a symbol's address names it for good
             if name is not None:
                 frame.name = name
-            else:
+                continue
+            cells.append(head)
+            hit = at(head, CELL_SIZE)
+            if hit is None:
+                if not live:
+                    raise _SnapshotMiss
                 unknown.append((frame, head))
+                continue
+            info, car, cdr, _ = _CELL.unpack_from(hit[0], hit[1])
+            kind = info & TYPE_MASK
+            if kind == SYMSXP:
+                frame.symbol = head  # named after resume: symbols are immortal
+            elif kind == LANGSXP:
+                compound = self.compound_names.get((head, car, cdr))
+                if compound is None:
+                    if not live:
+                        raise _SnapshotMiss
+                    unknown.append((frame, head))
+                else:
+                    frame.name = compound
+            else:
+                frame.name = ANONYMOUS
         if unknown:
             self._classify_heads(unknown)
+        if self.lines is not None and live:
+            sample.lines = self._capture_lines(chain, at)
+        self._remember(chain, cells)
         return sample
+
+    def _capture_lines(
+        self, chain: list[Address], at: Callable[[Address, int], tuple[_Bytes, int] | None]
+    ) -> RawLines | None:
+        """The source locations of this sample's frames (see sampler.srcref); stopped only."""
+        assert self.lines is not None
+        size, call_at = self.layout.size, self.layout.call
+        contexts: list[tuple[_Bytes, int]] = []
+        for address in chain:
+            hit = at(address, size)
+            if hit is None:
+                return None
+            if _I32.unpack_from(hit[0], hit[1] + 8)[0] & (CTXT_FUNCTION | CTXT_BUILTIN):
+                cell = at(_U64.unpack_from(hit[0], hit[1] + call_at)[0], CELL_SIZE)
+                kind = _U64.unpack_from(cell[0], cell[1])[0] & TYPE_MASK if cell else -1
+                if kind == LANGSXP:
+                    contexts.append(hit)
+        return self.lines.capture(contexts)
 
     def _validate(self, frame_contexts: list[tuple[int, Address, Address, Address]]) -> None:
         """Check the types R guarantees for closure frames; raise TornSampleError if not."""
@@ -321,7 +454,8 @@ class StackReader:
             fun, env = infos[i], infos[n + i]
             if fun is None or env is None:
                 raise TornSampleError("a closure context points at unreadable memory")
-            if fun[0] & TYPE_MASK != CLOSXP or env[0] & TYPE_MASK != ENVSXP:
+            # do_eval runs its code in a CTXT_RETURN context whose callfun is `eval` itself.
+            if fun[0] & TYPE_MASK not in _CALLABLE or env[0] & TYPE_MASK != ENVSXP:
                 raise TornSampleError("a closure context does not hold a closure and environment")
 
     def _classify_heads(self, unknown: list[tuple[RawFrame, Address]]) -> None:
@@ -426,4 +560,8 @@ class StackReader:
             frame.name if frame.name is not None else self._symbol_name(frame.symbol)
             for frame in raw.frames
         )
+        if raw.lines is not None and self.lines is not None and names:
+            sites = self.lines.finish(raw.lines)
+            if len(sites) == len(names) + 1:
+                return Stack(names, sites, gc=raw.gc, idle=raw.idle)
         return Stack(names, gc=raw.gc, idle=raw.idle)

@@ -151,6 +151,37 @@ class RBinary:
     code: dict[str, bytes]
 
 
+_ELF64_SYM = struct.Struct("<IBBHQQ")  # st_name, st_info, st_other, st_shndx, st_value, st_size
+
+
+def defined_symbols(elf: ELFFile, section_name: str = ".dynsym") -> dict[str, tuple[int, int]]:
+    """Every defined symbol of a symbol table: name -> (st_value, st_size).
+
+    Parsed with `struct` from the section's bytes: pyelftools parses each of libR.so's
+    thousands of symbols through `construct`, which takes most of a second, and attaching
+    (and `xrtop dump`) should take well under one.
+    """
+    section = elf.get_section_by_name(section_name)
+    if not isinstance(section, SymbolTableSection):
+        return {}
+    found: dict[str, tuple[int, int]] = {}
+    if elf.elfclass != 64 or not elf.little_endian:
+        for sym in section.iter_symbols():
+            if sym["st_shndx"] != "SHN_UNDEF":
+                found[sym.name] = (int(sym["st_value"]), int(sym["st_size"]))
+        return found
+    strtab = elf.get_section(section["sh_link"]).data()
+    data = section.data()
+    entsize = section["sh_entsize"] or _ELF64_SYM.size
+    for offset in range(0, len(data) - _ELF64_SYM.size + 1, entsize):
+        name_at, _, _, shndx, value, size = _ELF64_SYM.unpack_from(data, offset)
+        if shndx == 0 or not name_at:  # SHN_UNDEF, or no name
+            continue
+        name = strtab[name_at : strtab.find(b"\0", name_at)].decode("utf-8", "replace")
+        found.setdefault(name, (value, size))
+    return found
+
+
 def _load_bias(elf: ELFFile, mapping_start: int) -> int:
     if elf["e_type"] == "ET_EXEC":
         return 0
@@ -196,15 +227,12 @@ def load_r_binary(pid: int, maps: list[Mapping] | None = None) -> RBinary:
     with stream:
         try:
             elf = ELFFile(stream)
-            dynsym = elf.get_section_by_name(".dynsym")
+            table = defined_symbols(elf)
             found: dict[str, int] = {}
             sizes: dict[str, int] = {}
-            if isinstance(dynsym, SymbolTableSection):
-                wanted = set(WANTED_SYMBOLS) | set(_CODE_SYMBOLS)
-                for sym in dynsym.iter_symbols():
-                    if sym.name in wanted and sym["st_shndx"] != "SHN_UNDEF":
-                        found[sym.name] = int(sym["st_value"])
-                        sizes[sym.name] = int(sym["st_size"])
+            for name in (*WANTED_SYMBOLS, *_CODE_SYMBOLS):
+                if name in table:
+                    found[name], sizes[name] = table[name]
             if "R_GlobalContext" not in found:
                 raise NotRProcessError(
                     f"process {pid} is not an R process ({mapping.path} does not define "

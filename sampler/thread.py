@@ -30,6 +30,7 @@ from sampler.model import Stack
 from sampler.ptrace import Tracer
 from sampler.rstack import RawSample
 from sampler.target import Target
+from sampler.target import layout_discriminator
 from sampler.target import verify_layout
 
 MIN_HZ = 1.0
@@ -136,18 +137,34 @@ class SamplerThread(threading.Thread):
     def _sample(self, tracer: Tracer | None) -> Stack:
         reader = self.target.reader
         if tracer is not None:
+            # Fast path: while stopped, only copy memory (one process_vm_readv of what the
+            # last samples needed) and registers; decode after resuming. The copies are
+            # ours, so decoding them later sees the stack exactly as it was at the stop.
             began = time.perf_counter()
             tracer.stop()
             try:
-                raw = reader.capture()
-                raw.idle = bool(tracer.blocked_in_syscall())
+                got = reader.snapshot()
+                have_regs = tracer.save_registers()
             finally:
                 tracer.resume()
                 stopped = time.perf_counter() - began
-                self.stop_times.append(stopped)
-                with self._lock:
-                    self._stats.stopped_total += stopped
-                    self._stats.stopped_max = max(self._stats.stopped_max, stopped)
+            raw = reader.decode_snapshot(got)
+            if raw is None:
+                # The copy lacked something (a new function, a deeper stack): sample again,
+                # reading what is missing while stopped. Both stops count for this sample.
+                began = time.perf_counter()
+                tracer.stop()
+                try:
+                    raw = reader.capture()
+                    have_regs = tracer.save_registers()
+                finally:
+                    tracer.resume()
+                    stopped += time.perf_counter() - began
+            raw.idle = have_regs and tracer.was_in_syscall()
+            self.stop_times.append(stopped)
+            with self._lock:
+                self._stats.stopped_total += stopped
+                self._stats.stopped_max = max(self._stats.stopped_max, stopped)
         else:
             raw = reader.capture()
             # Without a stop, R runs on while the chain is read: if its head moved, the
@@ -157,16 +174,18 @@ class SamplerThread(threading.Thread):
             raw.idle = self._thread_sleeping()
         return reader.finish(raw)
 
-    def _stopped_capture(self, tracer: Tracer | None) -> Callable[[], RawSample] | None:
-        """A capture that stops the target around the read, or None without a tracer."""
+    def _stopped_capture(
+        self, tracer: Tracer | None
+    ) -> Callable[[], tuple[RawSample, bool | None]] | None:
+        """A layout-checking capture that stops the target around the reads."""
         if tracer is None:
             return None
-        reader = self.target.reader
+        target = self.target
 
-        def capture() -> RawSample:
+        def capture() -> tuple[RawSample, bool | None]:
             tracer.stop()
             try:
-                return reader.capture()
+                return target.reader.capture(), layout_discriminator(target)
             finally:
                 tracer.resume()
 

@@ -1,0 +1,556 @@
+"""xrtop's performance benchmark: what sampling costs an R process, next to R's own Rprof.
+
+Run it with `make bench` (or `.venv/bin/python bench/run.py --quick` for a 1-minute check).
+
+The target is bench/workload.R: a deterministic R loop that splits its time 70/30 between
+`work_a` and `work_b` at a chosen stack depth, and measures from inside R both its own
+split (Sys.time() around every call) and its throughput (loop units per second). Each
+configuration runs in a fresh R process, with an unprofiled run before and after it, so a
+slowdown is always a ratio of runs made minutes apart on the same machine:
+
+- alone: no profiler (the baseline the slowdown is relative to);
+- Rprof: R's own profiler, started by the workload itself;
+- xrtop (blocking, the default) and xrtop --nonblocking, through `xrtop record -p PID`;
+- any other profiler given as a command template (`--other 'xrprof -p {pid} -F {hz} -o {out}'`,
+  skipped with a note when its program is not installed).
+
+Per configuration it reports: slowdown (unprofiled throughput / profiled throughput, in the
+same window of the run), achieved vs requested rate, profiler CPU (% of one core, from the
+profiler process's /proc times over the window), the error of the measured work_a share
+against R's own measurement (with the binomial standard error of that many samples, the
+noise floor), and for xrtop the time the target was stopped per sample (median and p99, from
+xrtop's own accounting, which brackets the stop from before PTRACE_INTERRUPT to after
+PTRACE_CONT) and the share of samples discarded as torn (--nonblocking). Finally, the time
+`xrtop dump PID` takes from start to printed stack.
+
+Timing-sensitive: run it on an otherwise idle machine; it prints the load average it saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sampler.rprof import read_rprof  # noqa: E402
+
+WORKLOAD = ROOT / "bench" / "workload.R"
+SETTLE = 0.8  # seconds after the workload is ready (or the profiler attached) before measuring
+GOALS = {  # issue #9: what xrtop must do on a quiet 2-core machine
+    "stop_median_us": {13: 60.0, 37: 150.0},
+    "rate_min_hz": 990.0,
+    "slowdown_100": 1.01,
+    "slowdown_1000": 1.08,
+    "slowdown_nonblocking_1000": 1.03,
+    "torn_pct": 1.0,
+    "cpu_100_pct": 3.0,
+    "cpu_1000_pct": 20.0,
+    "share_error_pp": 0.5,
+    "dump_s": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way of running the workload."""
+
+    label: str
+    kind: str  # "alone", "rprof", "xrtop", "other"
+    hz: float = 0.0
+    nonblocking: bool = False
+    template: str = ""
+
+
+@dataclass
+class Run:
+    """What one run of the workload measured."""
+
+    config: Config
+    depth: int
+    throughput: float = math.nan  # work units per second in the window
+    true_share: float = math.nan  # work_a's share of work_a + work_b time, per R
+    samples_a: int = 0
+    samples_b: int = 0
+    achieved_hz: float = math.nan
+    cpu_pct: float = math.nan
+    stop_us: list[float] = field(default_factory=list)
+    torn: int = 0
+    attempts: int = 0
+    note: str = ""
+
+    @property
+    def measured_share(self) -> float:
+        n = self.samples_a + self.samples_b
+        return self.samples_a / n if n else math.nan
+
+    @property
+    def share_se(self) -> float:
+        """Binomial standard error of the measured share (the sampling noise floor)."""
+        n = self.samples_a + self.samples_b
+        p = self.true_share
+        return math.sqrt(p * (1 - p) / n) if n else math.nan
+
+
+def xrtop_command() -> list[str]:
+    """How to run the xrtop under test (this checkout's, with this interpreter)."""
+    return [sys.executable, "-m", "xrtop"]
+
+
+def wait_for_file(path: Path, timeout: float, proc: subprocess.Popen[bytes]) -> str:
+    """The contents of `path` once it is non-empty; raise if `proc` dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            text = path.read_text().strip()
+            if text:
+                return text
+        if proc.poll() is not None:
+            raise RuntimeError(f"{shlex.join(map(str, proc.args))} exited early")
+        time.sleep(0.01)
+    raise RuntimeError(f"timed out waiting for {path}")
+
+
+def read_rounds(path: Path) -> list[tuple[float, int, float, float]]:
+    """(end time, units, seconds in work_a, seconds in work_b) of each round."""
+    rounds = []
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        end, units, ta, tb = line.split()
+        rounds.append((float(end), int(units), float(ta), float(tb)))
+    return rounds
+
+
+def window_stats(
+    rounds: list[tuple[float, int, float, float]], start: float, stop: float
+) -> tuple[float, float]:
+    """(units per second, work_a's share of time) over the rounds ending in [start, stop]."""
+    inside = [r for r in rounds if start <= r[0] <= stop]
+    if len(inside) < 3:
+        return math.nan, math.nan
+    work = sum(r[1] for r in inside[1:])
+    seconds = inside[-1][0] - inside[0][0]
+    ta = sum(r[2] for r in inside)
+    tb = sum(r[3] for r in inside)
+    return work / seconds, ta / (ta + tb)
+
+
+def count_shares(path: Path) -> tuple[int, int, int]:
+    """(samples in work_a, samples in work_b, all samples) of an Rprof.out file."""
+    profile = read_rprof(path)
+    a = b = 0
+    for stack in profile.stacks:
+        names = set(stack.names)
+        if "work_a" in names:
+            a += 1
+        elif "work_b" in names:
+            b += 1
+    return a, b, len(profile.stacks)
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU seconds of `proc` and its children so far."""
+    try:
+        times = proc.cpu_times()
+        return times.user + times.system + times.children_user + times.children_system
+    except psutil.Error:
+        return math.nan
+
+
+def run_once(config: Config, depth: int, seconds: float, tmp: Path, index: int) -> Run:
+    """Run the workload once under `config`; measure over `seconds` of steady state."""
+    run = Run(config, depth)
+    base = tmp / f"run{index:03d}"
+    ready, result, stop_file = (base.with_suffix(s) for s in (".ready", ".result", ".stop"))
+    out, stats_file = base.with_suffix(".out"), base.with_suffix(".stats.json")
+    argv = ["Rscript", str(WORKLOAD), str(depth), str(seconds + 60), str(result), str(stop_file)]
+    if config.kind == "rprof":
+        argv += [str(out), f"{1.0 / config.hz:g}"]
+    env = {**os.environ, "XRTOP_READY": str(ready)}
+    target = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    profiler: subprocess.Popen[bytes] | None = None
+    try:
+        pid = int(wait_for_file(ready, 60, target))
+        start = time.time() + SETTLE
+        if config.kind == "xrtop":
+            cmd = [*xrtop_command(), "record", "-p", str(pid), "-F", f"{config.hz:g}"]
+            cmd += ["-d", f"{seconds + 1.0:g}", "-o", str(out), "-v"]
+            if config.nonblocking:
+                cmd.append("--nonblocking")
+            profiler = subprocess.Popen(
+                cmd,
+                env={**os.environ, "XRTOP_BENCH_STATS": str(stats_file)},
+                stderr=subprocess.PIPE,
+            )
+            assert profiler.stderr is not None
+            line = profiler.stderr.readline().decode(errors="replace")  # "sampling R ..."
+            if "sampling" not in line:
+                rest = profiler.stderr.read().decode(errors="replace")
+                raise RuntimeError(f"xrtop record did not start: {line}{rest}")
+            start = max(start, time.time() + 0.2)
+        elif config.kind == "other":
+            cmd = shlex.split(
+                config.template.format(pid=pid, hz=f"{config.hz:g}", out=out, seconds=seconds + 1)
+            )
+            profiler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            start = max(start, time.time() + 0.5)
+        ps = psutil.Process(profiler.pid) if profiler is not None else None
+        time.sleep(max(0.0, start - time.time()))
+        cpu0 = cpu_seconds(ps) if ps else math.nan
+        time.sleep(seconds)
+        stop = time.time()
+        cpu1 = cpu_seconds(ps) if ps else math.nan
+        run.cpu_pct = (cpu1 - cpu0) / (stop - start) * 100
+        if profiler is not None:
+            if config.kind == "other":
+                profiler.terminate()
+            _, err = profiler.communicate(timeout=60)
+            if profiler.returncode not in (0, -15) and config.kind == "xrtop":
+                raise RuntimeError(f"xrtop record failed: {err.decode(errors='replace')}")
+    finally:
+        stop_file.touch()
+        try:
+            target.wait(60)
+        except subprocess.TimeoutExpired:
+            target.kill()
+            target.wait()
+        if profiler is not None and profiler.poll() is None:
+            profiler.kill()
+            profiler.wait()
+    rounds = read_rounds(result)
+    run.throughput, run.true_share = window_stats(rounds, start, stop)
+    if config.kind != "alone" and out.exists() and out.stat().st_size:
+        try:
+            run.samples_a, run.samples_b, total = count_shares(out)
+        except Exception as err:  # another profiler's output may not be Rprof's format
+            run.note = f"cannot read its output: {err}"
+            total = 0
+        if config.kind == "rprof":
+            header = result.read_text().splitlines()[0].split()
+            started, stopped = float(header[4]), float(header[6])
+            run.achieved_hz = total / (stopped - started)
+        elif config.kind == "other":
+            run.achieved_hz = total / (seconds + 1)
+    if stats_file.exists():
+        stats = json.loads(stats_file.read_text())
+        run.achieved_hz = stats["achieved_hz"]
+        run.stop_us = [t * 1e6 for t in stats["stop_times"]]
+        run.torn = stats["errors"].get("torn", 0)
+        run.attempts = stats["samples"] + stats["empty"] + sum(stats["errors"].values())
+    return run
+
+
+def dump_latency(tmp: Path, repeats: int) -> list[float]:
+    """Seconds from starting `xrtop dump PID` to its exit with the stack printed."""
+    ready, result, stop_file = tmp / "dump.ready", tmp / "dump.result", tmp / "dump.stop"
+    argv = ["Rscript", str(WORKLOAD), "13", "120", str(result), str(stop_file)]
+    target = subprocess.Popen(argv, env={**os.environ, "XRTOP_READY": str(ready)})
+    times = []
+    try:
+        pid = wait_for_file(ready, 60, target)
+        time.sleep(SETTLE)
+        for _ in range(repeats):
+            began = time.perf_counter()
+            done = subprocess.run(
+                [*xrtop_command(), "dump", pid], capture_output=True, text=True, check=False
+            )
+            times.append(time.perf_counter() - began)
+            if done.returncode != 0 or "run" not in done.stdout.split():
+                raise RuntimeError(f"xrtop dump failed: {done.stderr.strip()}")
+    finally:
+        stop_file.touch()
+        try:
+            target.wait(60)
+        except subprocess.TimeoutExpired:
+            target.kill()
+    return times
+
+
+# -- reporting ---------------------------------------------------------------------------
+
+
+def fmt(value: float, spec: str, missing: str = "-") -> str:
+    return missing if value is None or math.isnan(value) else format(value, spec)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def summarise(runs: list[Run], schedule: list[Config]) -> list[dict[str, object]]:
+    """One row per profiled run: ratios against the unprofiled runs on either side."""
+    rows = []
+    for i, run in enumerate(runs):
+        if run.config.kind == "alone":
+            continue
+        neighbours = [
+            r.throughput
+            for r in (runs[i - 1] if i else None, runs[i + 1] if i + 1 < len(runs) else None)
+            if r is not None and r.config.kind == "alone" and r.depth == run.depth
+        ]
+        neighbours = [t for t in neighbours if not math.isnan(t)]
+        baseline = statistics.fmean(neighbours) if neighbours else math.nan
+        error_pp = abs(run.measured_share - run.true_share) * 100
+        rows.append(
+            {
+                "depth": run.depth,
+                "config": run.config.label,
+                "kind": run.config.kind,
+                "nonblocking": run.config.nonblocking,
+                "requested_hz": run.config.hz,
+                "achieved_hz": run.achieved_hz,
+                "slowdown": baseline / run.throughput,
+                "cpu_pct": run.cpu_pct,
+                "true_share_pct": run.true_share * 100,
+                "measured_share_pct": run.measured_share * 100,
+                "share_error_pp": error_pp,
+                "share_se_pp": run.share_se * 100,
+                "samples": run.samples_a + run.samples_b,
+                "stop_median_us": statistics.median(run.stop_us) if run.stop_us else math.nan,
+                "stop_p99_us": percentile(run.stop_us, 0.99),
+                "torn_pct": run.torn / run.attempts * 100 if run.attempts else math.nan,
+                "note": run.note,
+            }
+        )
+    return rows
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    head = (
+        f"{'depth':>5} {'profiler':<24} {'slowdown':>8} {'req Hz':>6} {'got Hz':>7} "
+        f"{'CPU %':>6} {'share % (R / prof)':>18} {'err pp':>6} {'±SE':>5} "
+        f"{'stop med':>8} {'p99 us':>7} {'torn %':>6}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        share = f"{fmt(r['true_share_pct'], '.1f')} / {fmt(r['measured_share_pct'], '.1f')}"
+        print(
+            f"{r['depth']:>5} {r['config']:<24} {fmt(r['slowdown'], '.3f'):>8} "
+            f"{r['requested_hz']:>6g} {fmt(r['achieved_hz'], '.0f'):>7} "
+            f"{fmt(r['cpu_pct'], '.1f', 'in R'):>6} {share:>18} "
+            f"{fmt(r['share_error_pp'], '.2f'):>6} {fmt(r['share_se_pp'], '.2f'):>5} "
+            f"{fmt(r['stop_median_us'], '.0f'):>8} {fmt(r['stop_p99_us'], '.0f'):>7} "
+            f"{fmt(r['torn_pct'], '.2f'):>6}" + (f"  {r['note']}" if r["note"] else "")
+        )
+
+
+def check_goals(rows: list[dict[str, object]], dump: list[float]) -> list[tuple[str, str, bool]]:
+    """(goal, measured, met) for each goal of issue #9 this run measured."""
+    out: list[tuple[str, str, bool]] = []
+
+    def pick(**want: object) -> list[dict[str, object]]:
+        return [r for r in rows if all(r[k] == v for k, v in want.items())]
+
+    for depth, limit in GOALS["stop_median_us"].items():
+        for r in pick(kind="xrtop", nonblocking=False, depth=depth):
+            value = float(r["stop_median_us"])
+            out.append(
+                (
+                    f"stop median at {depth} frames, {r['requested_hz']:g} Hz <= {limit:g} us",
+                    f"{value:.0f} us",
+                    value <= limit,
+                )
+            )
+    for r in pick(kind="xrtop", requested_hz=1000.0):
+        value = float(r["achieved_hz"])
+        out.append(
+            (
+                f"{r['config']} at {r['depth']} frames achieves >= {GOALS['rate_min_hz']:g} Hz",
+                f"{value:.0f} Hz",
+                value >= GOALS["rate_min_hz"],
+            )
+        )
+    for r in pick(kind="xrtop"):
+        hz = int(r["requested_hz"])
+        key = f"slowdown_{hz}" if not r["nonblocking"] else f"slowdown_nonblocking_{hz}"
+        if key in GOALS:
+            value = float(r["slowdown"])
+            out.append(
+                (
+                    f"{r['config']} slowdown at {r['depth']} frames <= {GOALS[key]:g}",
+                    f"{value:.3f}",
+                    value <= GOALS[key],
+                )
+            )
+        cpu_key = f"cpu_{hz}_pct"
+        if not r["nonblocking"] and cpu_key in GOALS:
+            value = float(r["cpu_pct"])
+            out.append(
+                (
+                    f"{r['config']} CPU at {r['depth']} frames <= {GOALS[cpu_key]:g} % of a core",
+                    f"{value:.1f} %",
+                    value <= GOALS[cpu_key],
+                )
+            )
+        if r["nonblocking"] and hz == 1000:
+            value = float(r["torn_pct"])
+            out.append(
+                (
+                    f"{r['config']} torn at {r['depth']} frames <= {GOALS['torn_pct']:g} %",
+                    f"{value:.2f} %",
+                    value <= GOALS["torn_pct"],
+                )
+            )
+        value = float(r["share_error_pp"])
+        se = float(r["share_se_pp"])
+        out.append(
+            (
+                f"{r['config']} share error at {r['depth']} frames <= "
+                f"{GOALS['share_error_pp']:g} pp (or within 2 SE = {2 * se:.2f} pp)",
+                f"{value:.2f} pp",
+                value <= max(GOALS["share_error_pp"], 2 * se),
+            )
+        )
+    if dump:
+        value = statistics.median(dump)
+        out.append(
+            (
+                f"xrtop dump latency <= {GOALS['dump_s']:g} s",
+                f"{value:.2f} s",
+                value <= GOALS["dump_s"],
+            )
+        )
+    return out
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def build_schedule(args: argparse.Namespace) -> list[Config]:
+    """The profiled configurations, in the order they run (each between two unprofiled runs)."""
+    configs = [Config("Rprof 100 Hz", "rprof", 100.0)]
+    if not args.quick:
+        configs.append(Config("Rprof 1000 Hz (asked)", "rprof", 1000.0))
+    for hz in (100.0, 1000.0):
+        configs.append(Config(f"xrtop {hz:g} Hz", "xrtop", hz))
+    for hz in (100.0, 1000.0):
+        configs.append(Config(f"xrtop --nonblocking {hz:g} Hz", "xrtop", hz, nonblocking=True))
+    for template in args.other:
+        program = shlex.split(template)[0]
+        name = Path(program).name
+        if shutil.which(program) is None:
+            print(f"bench: skipping {name}: `{program}` is not installed", file=sys.stderr)
+            continue
+        for hz in (100.0, 1000.0):
+            configs.append(Config(f"{name} {hz:g} Hz", "other", hz, template=template))
+    return configs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="13 frames only, short runs (~1 min)")
+    parser.add_argument("--depths", default=None, help="stack depths, e.g. 7,13,37")
+    parser.add_argument("--seconds", type=float, default=None, help="measured seconds per run")
+    parser.add_argument(
+        "--other",
+        action="append",
+        default=[],
+        metavar="TEMPLATE",
+        help="another profiler's command; {pid} {hz} {out} {seconds} are filled in, "
+        "e.g. 'xrprof -p {pid} -F {hz} -o {out}'",
+    )
+    parser.add_argument("--dump-repeats", type=int, default=None)
+    parser.add_argument("--json", metavar="FILE", help="also write every number as JSON")
+    args = parser.parse_args(argv)
+    if shutil.which("Rscript") is None:
+        print("bench: Rscript is not installed (make r installs it)", file=sys.stderr)
+        return 1
+    depths = [int(d) for d in (args.depths or ("13" if args.quick else "7,13,37")).split(",")]
+    seconds = args.seconds or (3.0 if args.quick else 8.0)
+    repeats = args.dump_repeats or (3 if args.quick else 7)
+    configs = build_schedule(args)
+    n_runs = len(depths) * (2 * len(configs) + 1)
+    print(
+        f"bench: {n_runs} runs of {seconds:g} s measured (+ ~3 s each to start and settle), "
+        f"depths {depths}, {os.cpu_count()} CPUs, load average before: "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        file=sys.stderr,
+    )
+    began = time.monotonic()
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="xrtop-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        index = 0
+        for depth in depths:
+            schedule = [Config("alone", "alone")]
+            for config in configs:
+                schedule += [config, Config("alone", "alone")]
+            for config in schedule:
+                index += 1
+                print(f"bench: [{index}/{n_runs}] {depth} frames, {config.label}", file=sys.stderr)
+                try:
+                    runs.append(run_once(config, depth, seconds, tmp, index))
+                except (RuntimeError, subprocess.TimeoutExpired) as err:
+                    print(f"bench:   failed: {err}", file=sys.stderr)
+                    failed = Run(config, depth)
+                    failed.note = f"failed: {str(err).splitlines()[0][:80]}"
+                    runs.append(failed)
+        print("bench: xrtop dump latency", file=sys.stderr)
+        try:
+            dump = dump_latency(tmp, repeats)
+        except RuntimeError as err:
+            print(f"bench:   failed: {err}", file=sys.stderr)
+            dump = []
+    rows = summarise(runs, configs)
+    load = os.getloadavg()
+    version = subprocess.run(["Rscript", "--version"], capture_output=True, text=True)
+    r_version = (version.stderr or version.stdout).strip().splitlines()[0]
+    print()
+    print(
+        f"xrtop benchmark: {sys.platform}, {os.cpu_count()} CPUs, "
+        f"{r_version}; "
+        f"{seconds:g} s measured per run; load average after: "
+        f"{' '.join(f'{x:.2f}' for x in load)}; took {time.monotonic() - began:.0f} s"
+    )
+    print(
+        "slowdown = unprofiled throughput (runs just before and after) / profiled throughput; "
+        "CPU = profiler process, % of one core;\n"
+        "share = work_a's % of work_a+work_b time: R's own measurement / the profiler's "
+        "samples; ±SE = binomial noise of that many samples;\n"
+        "stop = microseconds the target was stopped per sample (xrtop's own accounting)."
+    )
+    print()
+    print_table(rows)
+    if dump:
+        print(
+            f"\nxrtop dump PID: median {statistics.median(dump):.2f} s, "
+            f"max {max(dump):.2f} s over {len(dump)} runs (start to stack printed)"
+        )
+    goals = check_goals(rows, dump)
+    print("\nGoals of issue #9:")
+    for goal, value, met in goals:
+        print(f"  [{'ok' if met else 'MISSED'}] {goal}: {value}")
+    if load[0] > 1.0:
+        print(
+            f"\nnote: the load average was {load[0]:.2f} (above 1 on this machine means other "
+            "work competed for the CPUs): treat rates, stops and slowdowns as upper bounds."
+        )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"rows": rows, "dump_s": dump, "goals": goals}, indent=1, default=str)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+# Benchmark workload: a deterministic 70/30 split of time between work_a and work_b, at a
+# chosen stack depth, that measures its own split and throughput from inside R.
+#
+# Usage: Rscript workload.R DEPTH SECONDS RESULT [STOP_FILE [RPROF_FILE RPROF_INTERVAL]]
+#
+# It runs for SECONDS, or until STOP_FILE exists (checked once a round, a few ms apart).
+#
+# Each round calls work_a(7 * u) then work_b(3 * u) at the bottom of a chain of `descend`
+# calls, so R's stack (as Rprof counts frames) is exactly DEPTH frames deep while either
+# works: run -> descend x (DEPTH - 2) -> work_a/work_b. The unit count `u` varies from round
+# to round by a fixed pseudo-random sequence, so a sampler ticking at a fixed rate cannot
+# alias with the rounds. Both work functions run the same byte-compiled loop, so time is
+# split 70/30 up to noise; the script measures the real split with Sys.time() around each
+# call and writes, per round: end time (seconds since the epoch), units done, seconds in
+# work_a, seconds in work_b. The harness turns that into throughput and the true share in
+# exactly the window a profiler was attached.
+#
+# The PID is written to the file named by XRTOP_READY right before the measured loop, after
+# a warm-up that byte-compiles everything (the JIT compiles a closure on its second call).
+args <- commandArgs(trailingOnly = TRUE)
+depth <- as.integer(args[[1]])
+seconds <- as.numeric(args[[2]])
+result <- args[[3]]
+stop_file <- if (length(args) >= 4) args[[4]] else ""
+rprof_file <- if (length(args) >= 5) args[[5]] else ""
+rprof_interval <- if (length(args) >= 6) as.numeric(args[[6]]) else 0.01
+stopifnot(depth >= 4)
+
+UNIT <- 2000L # loop iterations per unit; a round is ~100 units, a few ms
+
+# Two identical byte-compiled loops under different names (same speed per unit).
+work_a <- function(n) {
+  x <- 0
+  for (i in seq_len(n)) x <- x + i * 1e-9
+  x
+}
+work_b <- function(n) {
+  x <- 0
+  for (i in seq_len(n)) x <- x + i * 1e-9
+  x
+}
+# The work functions are called by name: Rprof names a frame by its call's head.
+descend <- function(k, a, n) {
+  if (k > 0L) descend(k - 1L, a, n) else if (a) work_a(n) else work_b(n)
+}
+timed <- function(a, n) {
+  t0 <- as.numeric(Sys.time())
+  descend(depth - 4L, a, n)
+  as.numeric(Sys.time()) - t0
+}
+run <- function(units) {
+  ta <- timed(TRUE, 7L * units * UNIT)
+  tb <- timed(FALSE, 3L * units * UNIT)
+  c(ta, tb)
+}
+# Frames while a work function loops: run, timed, descend x (depth - 3), work_x = depth.
+
+# A small linear congruential generator: the same unit sequence in every run.
+state <- 12345
+next_units <- function() {
+  state <<- (state * 1103515245 + 12345) %% 2147483648
+  5L + as.integer(state %% 11) # 5..15 units: rounds of varying length
+}
+
+for (i in 1:5) run(1L) # warm-up: byte-compile every closure
+max_rounds <- 200000L
+ends <- numeric(max_rounds)
+units <- integer(max_rounds)
+ta <- numeric(max_rounds)
+tb <- numeric(max_rounds)
+
+if (nzchar(rprof_file)) Rprof(rprof_file, interval = rprof_interval)
+ready <- Sys.getenv("XRTOP_READY")
+if (nzchar(ready)) writeLines(as.character(Sys.getpid()), ready)
+started <- as.numeric(Sys.time())
+deadline <- started + seconds
+k <- 0L
+repeat {
+  u <- next_units()
+  t <- run(u)
+  now <- as.numeric(Sys.time())
+  k <- k + 1L
+  ends[k] <- now
+  units[k] <- u
+  ta[k] <- t[[1]]
+  tb[k] <- t[[2]]
+  if (now >= deadline || k >= max_rounds) break
+  if (nzchar(stop_file) && file.exists(stop_file)) break
+}
+if (nzchar(rprof_file)) Rprof(NULL)
+stopped <- as.numeric(Sys.time())
+out <- file(result, "w")
+writeLines(sprintf("# depth %d started %.6f stopped %.6f", depth, started, stopped), out)
+writeLines(sprintf("%.6f %d %.7f %.7f", ends[1:k], units[1:k], ta[1:k], tb[1:k]), out)
+close(out)
