@@ -298,6 +298,7 @@ def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
     try:
         with _stop_on_signals(stop):
             ok = _sample_into(args, sampling, session, out, stop)
+        _write_bench_stats(session)
     except XrtopError:
         if args.output:  # sampling never started: no half-made file
             with contextlib.suppress(OSError):
@@ -305,6 +306,27 @@ def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
                 os.unlink(args.output)
         raise
     return 0 if ok else 1
+
+
+def _write_bench_stats(session: Session) -> None:
+    """For bench/run.py only: the sampler's own accounting as JSON, when XRTOP_BENCH_STATS
+    names a file (undocumented on purpose: its fields may change with the benchmark)."""
+    path = os.environ.get("XRTOP_BENCH_STATS")
+    if not path:
+        return
+    stats = session.thread.stats()
+    data = {
+        "samples": stats.samples,
+        "empty": stats.empty,
+        "late": stats.late,
+        "errors": dict(stats.errors),
+        "elapsed": stats.elapsed,
+        "requested_hz": stats.requested_hz,
+        "achieved_hz": stats.achieved_hz,
+        "stop_times": list(session.thread.stop_times),
+    }
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f)
 
 
 def _record_launched(
