@@ -158,14 +158,14 @@ def row_matches(row: FunctionRow, needle: str) -> bool:
 
 
 def top_cells(row: FunctionRow, samples: int, seconds_per_sample: float) -> tuple[str, ...]:
-    """The cells of one Top row, in `TOP_COLUMNS` order."""
+    """The cells of one Top row, in `TOP_COLUMNS` order (the line is in Location)."""
     return (
         fmt_pct(row.own, samples),
         fmt_pct(row.total, samples),
         fmt_seconds(row.own * seconds_per_sample),
         fmt_seconds(row.total * seconds_per_sample),
         str(row.total),
-        key_label(row.key),
+        row.name,
         fmt_loc(row.location),
     )
 

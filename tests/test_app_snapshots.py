@@ -1,0 +1,40 @@
+"""Snapshots of the live view at 80x24 and 120x40, from a fixed Rprof.out (R's own, with
+line and GC profiling), built the way `xrtop view` builds it.
+
+Nothing on these screens depends on the clock or on the machine: a file source reports its
+own duration (samples x interval) and has no CPU or memory readings. Regenerate after an
+intended change with `pytest tests/test_app_snapshots.py --snapshot-update`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sampler.rprof import read_rprof
+from xrtop.app import FileSource
+from xrtop.app import XrtopApp
+
+DEMO_LINES = Path(__file__).parent / "data" / "demo-rprof-lines.out"
+SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
+PRESSES = {
+    "top": [],
+    "tree": ["2"],
+    "now": ["3"],
+    "top-by-line": ["l"],
+    "tree-filtered": ["2", "slash", "f", "i", "b", "enter"],
+    "help": ["question_mark"],
+}
+
+
+def app() -> XrtopApp:
+    # The refresh timer never fires during a snapshot: the first refresh is on mount.
+    return XrtopApp(FileSource(DEMO_LINES, read_rprof(DEMO_LINES)), refresh_s=3600)
+
+
+@pytest.mark.parametrize("size", list(SIZES.values()), ids=list(SIZES))
+@pytest.mark.parametrize("screen", list(PRESSES))
+def test_screens(snap_compare: Any, screen: str, size: tuple[int, int]) -> None:
+    assert snap_compare(app(), press=PRESSES[screen], terminal_size=size)
