@@ -1,0 +1,177 @@
+"""Line numbers on real R processes of every version: xrtop's line tokens against R's own
+`Rprof(line.profiling = TRUE)` of the same sourced script, byte-compiled and not."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import REnv
+from conftest import RLauncher
+from conftest import RRun
+from conftest import rscript
+from conftest import wait_for
+
+from sampler.model import SampleLog
+from sampler.model import Stack
+from sampler.rprof import RprofOptions
+from sampler.rprof import read_rprof
+from sampler.rprof import write_rprof
+from sampler.target import Target
+from sampler.target import attach
+from sampler.thread import SamplerThread
+
+#: The functions of tests/r/lines.R whose lines are compared.
+FUNCTIONS = ("inner", "middle", "outer")
+
+
+def sample_lines(target: Target, seconds: float, rate: float = 200) -> SampleLog:
+    target.set_lines(True)
+    log = SampleLog(round(1e6 / rate))
+    thread = SamplerThread(target, log, rate_hz=rate)
+    thread.start()
+    thread.wait_ready()
+    time.sleep(seconds)
+    thread.stop()
+    return log
+
+
+def line_counts(stacks: list[Stack]) -> Counter[tuple[str, int]]:
+    """(function, line executing in it) over the frames of FUNCTIONS, from lines.R only.
+
+    This is what both profiles agree on even though R's own also shows builtin frames
+    (Rprof makes contexts for them): the token before a name is the line running in it.
+    """
+    counts: Counter[tuple[str, int]] = Counter()
+    for stack in stacks:
+        for i, name in enumerate(stack.names):
+            loc = stack.site(i)
+            if name in FUNCTIONS and loc is not None and loc[0].endswith("lines.R"):
+                counts[(name, loc[1])] += 1
+    return counts
+
+
+def shares(counts: Counter[tuple[str, int]]) -> dict[tuple[str, int], float]:
+    per_function = Counter[str]()
+    for (name, _), n in counts.items():
+        per_function[name] += n
+    return {key: n / per_function[key[0]] for key, n in counts.items()}
+
+
+def r_own_profile(
+    launcher: RLauncher, env: REnv, extra: dict[str, str], seconds: float = 3.0
+) -> Path:
+    """Run lines.R under R's own line profiling; return the Rprof.out it wrote."""
+    name = f"xrtop-rprof-{uuid.uuid4().hex[:10]}.out"
+    if env.suite == "host":
+        inside = outside = launcher.tmp / name
+    else:
+        inside = Path("/tmp") / name
+        outside = Path(os.environ.get("RLAB_ROOT", "/opt/rlab")) / env.suite / "tmp" / name
+    run = launcher.start(
+        "lines.R", str(seconds), env=env, extra_env={**extra, "XRTOP_RPROF": str(inside)}
+    )
+    wait_for(lambda: not run.alive(), 60, "R's own profile to finish")
+    if run.handle is not None:
+        run.handle.wait(10)
+    wait_for(outside.exists, 10, "R's Rprof.out")
+    return outside
+
+
+def script_path(run: RRun) -> str:
+    """The path R was given for the script (what its srcfile `filename` holds)."""
+    args = Path(f"/proc/{run.pid}/cmdline").read_bytes().split(b"\0")
+    for arg in args:
+        if arg.startswith(b"--file="):
+            return arg[7:].decode()
+    raise AssertionError(f"no --file= in {args}")
+
+
+@pytest.mark.parametrize("jit", ["jit", "nojit"])
+def test_line_tokens_match_r_line_profiling(
+    r_env: REnv, r_launcher: RLauncher, tmp_path: Path, jit: str
+) -> None:
+    extra = {"R_ENABLE_JIT": "0"} if jit == "nojit" else {}
+    # GIVEN R's own line profile of the sourced script (the ground truth)
+    reference_path = r_own_profile(r_launcher, r_env, extra)
+    reference = read_rprof(reference_path)
+    assert reference.options.lines
+    expected = shares(line_counts(reference.stacks))
+    assert {name for name, _ in expected} == set(FUNCTIONS), expected
+    # WHEN xrtop samples the same script with lines on
+    run = r_launcher.start("lines.R", "60", env=r_env, extra_env=extra)
+    target = attach(run.pid)
+    # Every build here (Debian's R 4.0 to 4.6) decodes R_BCbody/R_BCpc: the current line
+    # inside byte code is known.
+    assert target.hidden.bc_globals is not None
+    log = sample_lines(target, 2.0)
+    stacks = list(log.iter_stacks())
+    ours = line_counts(stacks)
+    got = shares(ours)
+    # THEN every stack carries a token per frame plus the current line
+    for stack in stacks:
+        assert len(stack.sites) == len(stack.names) + 1, stack
+    # AND the files are the script as R names it
+    path = script_path(run)
+    assert {loc[0] for s in stacks for loc in s.sites if loc} == {path}
+    # AND the lines agree with R's: every line xrtop reports often, R reports too; every
+    # line R reports often, xrtop reports too; and the hottest line of each function is
+    # the same.
+    assert {k for k, v in got.items() if v >= 0.03} <= set(expected), (got, expected)
+    assert {k for k, v in expected.items() if v >= 0.15} <= set(got), (got, expected)
+    for name in FUNCTIONS:
+        ours_top = max((k for k in got if k[0] == name), key=got.__getitem__)
+        theirs_top = max((k for k in expected if k[0] == name), key=expected.__getitem__)
+        assert ours_top == theirs_top, (name, got, expected)
+    # AND the innermost token (line running in `inner`) is there in most samples
+    innermost = [s for s in stacks if s.names and s.names[0] == "inner"]
+    assert sum(1 for s in innermost if s.sites[0] is not None) > 0.9 * len(innermost)
+    assert target.keeps_source is True
+    # AND R's summaryRprof reads xrtop's file and finds the same hottest line as in R's
+    out = tmp_path / "xrtop.out"
+    write_rprof(out, log, RprofOptions(lines=True))
+    code = (
+        f"for (f in c('{out}', '{reference_path}')) {{ "
+        "s <- summaryRprof(f, lines = 'show')$by.self; "
+        "b <- summaryRprof(f, lines = 'both')$by.total; "
+        "cat(sub('.*/', '', rownames(s)[1]), any(grepl('^.inner.$', rownames(b))), '\\n') }"
+    )
+    mine, theirs = rscript(code).splitlines()
+    assert mine.split()[0].endswith("lines.R#18"), mine
+    assert mine.split()[0].split("lines.R")[-1] == theirs.split()[0].split("lines.R")[-1]
+    assert mine.split()[1] == "TRUE"
+
+
+def test_no_source_references_is_reported(r_env: REnv, r_launcher: RLauncher) -> None:
+    # GIVEN Rscript running a script as is (keep.source is FALSE outside interactive R)
+    run = r_launcher.start("busy.R", "60", env=r_env)
+    target = attach(run.pid)
+    assert target.keeps_source is None  # lines off: unknown
+    # WHEN xrtop reads lines
+    log = sample_lines(target, 1.0)
+    # THEN no frame has a location, and the target says it keeps no source references
+    stacks = [s for s in log.iter_stacks() if s.names]
+    assert stacks
+    assert all(loc is None for s in stacks for loc in s.sites)
+    assert target.keeps_source is False
+
+
+def test_lines_off_reads_no_lines(r_launcher: RLauncher) -> None:
+    run = r_launcher.start("lines.R", "60")
+    target = attach(run.pid)
+    # Lines on, then off again: the samples taken with lines off carry none.
+    target.set_lines(True)
+    target.set_lines(False)
+    assert target.reader.lines is None
+    log = SampleLog(5000)
+    thread = SamplerThread(target, log, rate_hz=200)
+    thread.start()
+    thread.wait_ready()
+    time.sleep(0.5)
+    thread.stop()
+    stacks = list(log.iter_stacks())
+    assert stacks and all(s.sites == () for s in stacks)
