@@ -78,7 +78,7 @@ async def test_filter_as_you_type_and_enter_returns_the_pid(r_launcher: RLaunche
         assert shapes.pid in pids
         assert busy.pid not in pids
         assert all("shap" in r.command.lower() for r in picker_of(app).shown)
-        filter_line = str(app.screen.query_one("#filter", Static).render())
+        filter_line = str(app.screen.query_one("#picker-filter", Static).render())
         assert "shap" in filter_line
         # AND the filter survives a refresh
         scans = app.screen.scans  # type: ignore[attr-defined]
@@ -209,7 +209,7 @@ async def test_no_r_processes_says_how_to_start_one(tmp_path: Path) -> None:
     async with app.run_test(size=(120, 30)) as pilot:
         await wait_until(pilot, lambda: app.screen.scans > 0, "a scan")  # type: ignore[attr-defined]
         await pilot.pause()
-        empty = app.screen.query_one("#empty", Static)
+        empty = app.screen.query_one("#picker-empty", Static)
         assert empty.display
         text = str(empty.render())
         assert "No R processes" in text

@@ -57,16 +57,26 @@ COLUMNS: tuple[Column, ...] = (
 )
 _BY_KEY = {c.key: c for c in COLUMNS}
 DEFAULT_SORT = "cpu"
+_KEY_CHARACTERS = {
+    "slash": "/",
+    "backslash": "\\",
+    "at": "@",
+    "minus": "-",
+    "plus": "+",
+    "underscore": "_",
+    "space": " ",
+}
 
 
 def format_bytes(n: int) -> str:
     """Resident memory the way top prints it: 812K, 81.5M, 2.1G."""
     value = float(n)
+    unit = "B"
     for unit in ("B", "K", "M", "G", "T"):
         if value < 1024 or unit == "T":
-            return f"{value:.0f}{unit}" if unit in ("B", "K") else f"{value:.1f}{unit}"
+            break
         value /= 1024
-    return f"{n}B"  # unreachable
+    return f"{value:.0f}{unit}" if unit in ("B", "K") else f"{value:.1f}{unit}"
 
 
 def format_elapsed(seconds: float) -> str:
@@ -156,6 +166,14 @@ class ProcessTable(DataTable[Text]):
             return self.shown[row]
         return None
 
+    def check_consume_key(self, key: str, character: str | None) -> bool:
+        """Printable keys type into the picker's filter, so no key binding (e.g. the live
+        view's q or s) may take them, and the footer does not offer them."""
+        if character is None:
+            # Textual gives no character for some key names (e.g. "slash"): look them up.
+            character = _KEY_CHARACTERS.get(key)
+        return character is not None and character.isprintable() and not _modified(key)
+
     @staticmethod
     def _cells(info: RProcessInfo) -> list[Text]:
         style = "" if info.profilable else "dim"
@@ -183,9 +201,9 @@ class ProcessPicker(Vertical):
 
     DEFAULT_CSS = """
     ProcessPicker { height: 1fr; }
-    ProcessPicker > #filter { height: 1; padding: 0 1; background: $boost; }
-    ProcessPicker > #empty { height: auto; padding: 1 2; display: none; }
-    ProcessPicker.-empty > #empty { display: block; }
+    ProcessPicker > #picker-filter { height: 1; padding: 0 1; background: $boost; }
+    ProcessPicker > #picker-empty { height: auto; padding: 1 2; display: none; }
+    ProcessPicker.-empty > #picker-empty { display: block; }
     ProcessPicker.-empty > ProcessTable { height: 1; overflow: hidden hidden; }
     """
 
@@ -214,9 +232,9 @@ class ProcessPicker(Vertical):
 
     def compose(self) -> ComposeResult:
         """Filter line, table, empty message."""
-        yield Static(id="filter")
-        yield ProcessTable(id="table")
-        yield Static(id="empty")
+        yield Static(id="picker-filter")
+        yield ProcessTable(id="picker-table")
+        yield Static(id="picker-empty")
 
     @property
     def table(self) -> ProcessTable:
@@ -266,10 +284,10 @@ class ProcessPicker(Vertical):
             line = f"Filter: {self.filter_text}█   ({len(rows)} of {len(self.processes)})"
         else:
             line = "Type to filter"
-        self.query_one("#filter", Static).update(
+        self.query_one("#picker-filter", Static).update(
             Text(f"{line}    sort: {label}{' (reversed)' if self.reverse else ''}")
         )
-        empty = self.query_one("#empty", Static)
+        empty = self.query_one("#picker-empty", Static)
         if not rows and self.loaded:
             if self.processes:
                 empty.update(

@@ -41,9 +41,9 @@ class ProblemScreen(ModalScreen[None]):
         width: 90%; max-width: 100; height: auto; max-height: 90%;
         border: thick $error; background: $surface; padding: 1 2;
     }
-    ProblemScreen #title { text-style: bold; margin-bottom: 1; }
-    ProblemScreen #fix { margin-top: 1; }
-    ProblemScreen #close { margin-top: 1; color: $text-muted; }
+    ProblemScreen #problem-title { text-style: bold; margin-bottom: 1; }
+    ProblemScreen #problem-fix { margin-top: 1; }
+    ProblemScreen #problem-close { margin-top: 1; color: $text-muted; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -62,12 +62,15 @@ class ProblemScreen(ModalScreen[None]):
         info = self.info
         with Vertical():
             yield Static(
-                f"xrtop cannot profile process {info.pid} ({escape(info.command)})", id="title"
+                f"xrtop cannot profile process {info.pid} ({escape(info.command)})",
+                id="problem-title",
             )
-            yield Static(escape(info.reason[:1].upper() + info.reason[1:] + "."), id="reason")
+            yield Static(
+                escape(info.reason[:1].upper() + info.reason[1:] + "."), id="problem-reason"
+            )
             if info.fix:
-                yield Static("[b]To fix it:[/b]\n" + escape(info.fix), id="fix")
-            yield Static("Escape or Enter: back to the list", id="close")
+                yield Static("[b]To fix it:[/b]\n" + escape(info.fix), id="problem-fix")
+            yield Static("Escape or Enter: back to the list", id="problem-close")
 
     def action_close(self) -> None:
         """Back to the list."""
@@ -78,7 +81,7 @@ class PickerScreen(Screen[int]):
     """Lists R processes, refreshed about every second; dismisses with the chosen PID."""
 
     DEFAULT_CSS = """
-    PickerScreen #title { height: 1; padding: 0 1; background: $primary; color: $text; }
+    PickerScreen #picker-title { height: 1; padding: 0 1; background: $primary; color: $text; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "quit", "Quit")]
@@ -99,8 +102,10 @@ class PickerScreen(Screen[int]):
 
     def compose(self) -> ComposeResult:
         """Title, the picker, the key help."""
-        yield Static("xrtop: pick an R process (type to filter, Enter to profile)", id="title")
-        yield ProcessPicker(empty_help=EMPTY_HELP, id="picker")
+        yield Static(
+            "xrtop: pick an R process (type to filter, Enter to profile)", id="picker-title"
+        )
+        yield ProcessPicker(empty_help=EMPTY_HELP, id="process-picker")
         yield Footer()
 
     @property
