@@ -1,0 +1,146 @@
+"""End to end: the real `xrtop PID` and `xrtop -- Rscript ...` in a real terminal (tmux),
+against real R processes.
+
+Each test runs its own tmux server (`-L` with a unique name), reads the screen with
+`capture-pane`, types keys with `send-keys`, and checks what R itself says about the saved
+file (summaryRprof) and that the target is left running and untraced.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import IN_CI
+from conftest import R_SCRIPTS
+from conftest import RLauncher
+from conftest import rscript
+from conftest import wait_for
+
+pytestmark = pytest.mark.live
+
+
+class Tmux:
+    """One private tmux server with one window running a command."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.socket = f"xrtop-e2e-{uuid.uuid4().hex[:8]}"
+        self.cwd = cwd
+
+    def run(self, *args: str) -> str:
+        out = subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=False
+        )
+        return out.stdout
+
+    def start(self, argv: list[str], size: tuple[int, int] = (120, 40)) -> None:
+        # The shell line keeps the pane open after xrtop exits, so its exit code and final
+        # messages can be read.
+        line = f"{shlex.join(argv)}; echo XRTOP-EXIT=$?; sleep 600"
+        self.run(
+            "new-session", "-d", "-s", "e2e", "-x", str(size[0]), "-y", str(size[1]),
+            "-c", str(self.cwd), line,
+        )  # fmt: skip
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-J", "-t", "e2e")
+
+    def keys(self, *keys: str) -> None:
+        self.run("send-keys", "-t", "e2e", *keys)
+
+    def wait_screen(self, text: str, timeout: float = 30.0) -> str:
+        try:
+            return str(wait_for(lambda: text in (s := self.screen()) and s, timeout, text))
+        except TimeoutError:
+            raise AssertionError(f"{text!r} never appeared; screen:\n{self.screen()}") from None
+
+    def kill(self) -> None:
+        self.run("kill-server")
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    if shutil.which("tmux") is None:
+        if IN_CI:
+            pytest.fail("tmux is not installed (make tools)")
+        pytest.skip("tmux is not installed (make tools)")
+    term = Tmux(tmp_path)
+    try:
+        yield term
+    finally:
+        term.kill()
+
+
+def xrtop(*args: str) -> list[str]:
+    return [sys.executable, "-m", "xrtop", *args]
+
+
+def summary_rprof(path: Path) -> dict[str, str]:
+    """What R's summaryRprof says about a file: the top self function and the names."""
+    out = rscript(
+        f'x <- summaryRprof("{path}"); '
+        'cat("self=", rownames(x$by.self)[1], "\\n", sep=""); '
+        'cat("total=", paste(rownames(x$by.total), collapse=","), "\\n", sep=""); '
+        'cat("time=", x$sampling.time, "\\n", sep="")'
+    )
+    # summaryRprof keeps R's quotes around function names ("fib").
+    return dict(line.replace('"', "").split("=", 1) for line in out.strip().splitlines())
+
+
+def test_live_view_of_a_running_r_saves_and_detaches(
+    r_launcher: RLauncher, tmux: Tmux, tmp_path: Path
+) -> None:
+    # GIVEN an R process busy in fib() under middle() under outer()
+    run = r_launcher.start("busy.R", "300")
+    # WHEN xrtop watches it in a terminal
+    tmux.start(xrtop(str(run.pid)))
+    # THEN the hot function shows up, with the target's PID and state in the header
+    screen = tmux.wait_screen(" fib")
+    assert f"PID {run.pid}" in screen and "[running]" in screen
+    # WHEN the user presses s
+    tmux.keys("s")
+    tmux.wait_screen("Saved")
+    files = wait_for(lambda: list(tmp_path.glob(f"xrtop-{run.pid}-*.out")), 10, "the file")
+    assert len(files) == 1
+    # THEN R's own summaryRprof reads it and finds fib as the hottest function
+    summary = summary_rprof(files[0])
+    assert summary["self"] == "fib"
+    assert {"fib", "middle", "outer"} <= set(summary["total"].split(","))
+    assert float(summary["time"]) > 0
+    # WHEN the user quits (after saving, no question is asked)
+    tmux.keys("q")
+    screen = tmux.wait_screen("XRTOP-EXIT=0")
+    assert f"wrote xrtop-{run.pid}-" in screen
+    # THEN the target runs on, untraced
+    assert run.alive()
+    assert run.tracer() == 0
+    assert run.state() in ("R", "S")
+
+
+def test_launched_program_stays_browsable_after_it_exits(tmux: Tmux, tmp_path: Path) -> None:
+    if shutil.which("Rscript") is None:
+        pytest.skip("R is not installed")
+    # GIVEN xrtop launching a 3-second R script, streaming to -o
+    stream = tmp_path / "stream.out"
+    tmux.start(xrtop("-o", str(stream), "--", "Rscript", str(R_SCRIPTS / "busy.R"), "3"))
+    tmux.wait_screen(" fib")
+    # WHEN the program ends, the view stays, marked as exited
+    tmux.wait_screen("[target exited]", timeout=60)
+    # AND it is still browsable (tree view) and saveable
+    tmux.keys("2")
+    tmux.wait_screen("Call tree")
+    tmux.keys("s")
+    tmux.wait_screen("Saved")
+    tmux.keys("q")
+    screen = tmux.wait_screen("XRTOP-EXIT=")
+    assert "XRTOP-EXIT=0" in screen
+    # The streamed file and the saved one are both whole profiles R reads.
+    (saved,) = tmp_path.glob("xrtop-*.out")
+    for path in (stream, saved):
+        assert summary_rprof(path)["self"] == "fib"
