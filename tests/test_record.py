@@ -299,6 +299,34 @@ def test_launch_without_o_writes_a_new_file_and_keeps_stdout_clean(tmp_path: Pat
     assert made[0].read_text().startswith("sample.interval=10000\n")
 
 
+def test_a_signal_to_xrtop_goes_on_to_the_launched_program(tmp_path: Path) -> None:
+    # GIVEN xrtop recording a program it launched, which would run for a minute
+    need(REnv("host"))
+    out = tmp_path / "launched.out"
+    proc = subprocess.Popen(
+        [*XRTOP, "record", "-F", "200", "-o", str(out), "--", "Rscript",
+         str(R_SCRIPTS / "busy.R"), "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: out.exists() and out.read_text().count("\n") > 50, 60, "samples")
+        # WHEN only xrtop is sent SIGTERM (as a job scheduler would)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # THEN the program got it too and xrtop reports how it ended, as a shell would
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    # AND the profile is complete (R's startup included: launching records from the start)
+    summary = summary_rprof(out)
+    assert summary.total["fib"] > 0.8 * summary.total["outer"] > 0
+    assert summary_numbers(stderr)["written"] == len(sample_lines(out))
+
+
 def test_launch_of_a_program_that_is_not_r_is_refused(tmp_path: Path) -> None:
     done = xrtop("record", "-o", str(tmp_path / "x.out"), "--", "false")
     assert done.returncode == 4
@@ -373,8 +401,17 @@ def test_a_process_that_is_not_r_is_refused(tmp_path: Path) -> None:
         ["record", "-p", "1", "-d", "-1"],
         ["record", "-p", "1", "--format", "pprof"],
         ["record", "-p", "one"],
+        ["record", "-m", "-p", "1"],
     ],
-    ids=["nothing", "pid-and-command", "rate-0", "negative-duration", "format", "pid-text"],
+    ids=[
+        "nothing",
+        "pid-and-command",
+        "rate-0",
+        "negative-duration",
+        "format",
+        "pid-text",
+        "xrprof-mixed-mode",
+    ],
 )
 def test_usage_mistakes_are_one_message_and_exit_2(args: list[str]) -> None:
     done = xrtop(*args)

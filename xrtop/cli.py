@@ -124,6 +124,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         "-o", "--output", metavar="FILE", help="write to FILE (default: standard output)"
     )
     record.add_argument("-v", "--verbose", action="store_true", help="say what happens")
+    # xrprof's -m (mixed R + native stacks) has no xrtop equivalent: refuse it by name.
+    record.add_argument("-m", dest="mixed", action="store_true", help=argparse.SUPPRESS)
     record.add_argument(
         "--format",
         choices=FORMATS,
@@ -279,6 +281,11 @@ def _sample_into(
 
 def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
     """`xrtop record`: sample until the duration ends, the target exits, or a signal."""
+    if args.mixed:
+        raise UsageError(
+            "-m (xrprof's mixed R + native stacks) is not supported by xrtop record",
+            "Drop -m: xrtop records R-level stacks, as R's own Rprof does.",
+        )
     sampling = _sampling(args)
     duration = check_duration(args.duration)
     if command is not None and args.pid:
