@@ -79,9 +79,11 @@ def command_label(pid: int, name: str, cmdline: list[str]) -> str:
     """The R script and its arguments (`Rscript f.R a` runs `R --file=f.R --args a`), or
     the command line with the program's directory dropped, or the process name."""
     script = ProcessInfo(pid, name, tuple(cmdline), 0, 0, False).script
+    args = cmdline[cmdline.index("--args") + 1 :] if "--args" in cmdline else []
     if any(arg.startswith("--file=") for arg in cmdline):
-        args = cmdline[cmdline.index("--args") + 1 :] if "--args" in cmdline else []
         return " ".join([script, *args])
+    if "-f" in cmdline[:-1] and name == "R":  # R -f file.R, as R CMD BATCH runs it
+        return " ".join([cmdline[cmdline.index("-f") + 1], *args])
     if cmdline:
         return " ".join([os.path.basename(cmdline[0]), *cmdline[1:]])
     return script

@@ -283,3 +283,4 @@ def test_command_label() -> None:
     assert command_label(1, "R", [r, "--no-echo", "--file=a.R"]) == "a.R"
     assert command_label(1, "r", ["/usr/bin/r", "-e", "1"]) == "r -e 1"
     assert command_label(1, "R", []) == "R"
+    assert command_label(1, "R", [r, "--restore", "-f", "job.R"]) == "job.R"

@@ -7,6 +7,7 @@ be profiled opens `ProblemScreen`, which says why and what would fix it; the pic
 
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 from rich.markup import escape
@@ -128,23 +129,25 @@ class PickerScreen(Screen[int]):
             self._scanning = True
             self._scan()
 
-    @work(thread=True, group="discover")
+    @work(thread=True, group="discover", exit_on_error=False)
     def _scan(self) -> None:
+        rows: list[RProcessInfo] | None = None
+        error = ""
         try:
             rows = self.discovery.scan()
         except Exception as err:  # never kill the UI over /proc trouble; say it instead
-            self.app.call_from_thread(
-                self.notify, f"listing processes failed: {err}", severity="error"
-            )
-            rows = None
+            error = f"Listing processes failed: {err}"
         finally:
             self._scanning = False
-        if rows is not None:
-            self.app.call_from_thread(self._show, rows)
+        # The app may be closing (or the screen gone) by now; then there is nobody to tell.
+        with contextlib.suppress(RuntimeError):
+            self.app.call_from_thread(self._show, rows, error)
 
-    def _show(self, rows: list[RProcessInfo]) -> None:
+    def _show(self, rows: list[RProcessInfo] | None, error: str) -> None:
         self.scans += 1
-        if self.is_attached:
+        if error:
+            self.notify(error, severity="error")
+        if rows is not None and self.is_attached:
             self.picker.set_processes(rows)
 
     def on_process_picker_chosen(self, message: ProcessPicker.Chosen) -> None:
