@@ -191,6 +191,30 @@ def test_process_that_loads_r_later_is_found(tmp_path: Path) -> None:
         proc.wait()
 
 
+def test_process_that_execs_r_is_found_at_once(tmp_path: Path) -> None:
+    # GIVEN a shell (not R) that will exec Rscript in place: same PID, same start time
+    go, ready = tmp_path / "go", tmp_path / "ready"
+    busy = Path(__file__).parent / "r" / "busy.R"
+    proc = subprocess.Popen(
+        ["sh", "-c", f"while [ ! -e {go} ]; do sleep 0.05; done; exec Rscript {busy} 60"],
+        env={**os.environ, "XRTOP_READY": str(ready)},
+    )
+    try:
+        discovery = Discovery()  # a negative result is normally kept for 10 s
+        wait_for(lambda: Path(f"/proc/{proc.pid}/exe").exists(), 10, "the shell")
+        assert proc.pid not in by_pid(discovery.scan())
+        # WHEN it execs R
+        go.write_text("go")
+        wait_for(ready.exists, 30, "R to run busy.R")
+        # THEN the next scan lists it (the executable changed, so the cache does not apply)
+        row = by_pid(discovery.scan()).get(proc.pid)
+        assert row is not None
+        assert "busy.R" in row.command
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_negative_results_are_cached(sleeper: subprocess.Popen[bytes]) -> None:
     discovery = Discovery()
     discovery.scan()
