@@ -1,0 +1,96 @@
+"""Render the README's screenshots: `python -m xrtop.screenshots DIR` (`make screenshots`).
+
+The screens come from a recorded profile of the demo workload (`xrtop record` of
+xrtop/demo/demo.R, stored as tests/data/demo-xrtop.out), replayed as if it were live, with
+fixed header values, so the SVGs are identical from run to run and machine to machine.
+Re-record the profile with:
+
+    xrtop record -F 100 -d 4 -o tests/data/demo-xrtop.out -- Rscript xrtop/demo/demo.R 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from sampler.rprof import RprofFile
+from sampler.rprof import read_rprof
+from xrtop.app import FileSource
+from xrtop.app import XrtopApp
+
+DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "tests" / "data" / "demo-xrtop.out"
+SIZE = (120, 36)
+
+#: file name -> (keys pressed before the shot, title)
+SHOTS: dict[str, tuple[list[str], str]] = {
+    "top.svg": ([], "xrtop: Top view"),
+    "tree.svg": (["2"], "xrtop: Tree view"),
+    "now.svg": (["3"], "xrtop: Now view"),
+    "help.svg": (["question_mark"], "xrtop: keys"),
+}
+
+
+class ReplaySource(FileSource):
+    """A recorded profile shown as the live view shows a running target (fixed values)."""
+
+    live = True
+
+    def __init__(self, path: Path, profile: RprofFile) -> None:
+        """Replay `profile` as PID 4242 running xrtop/demo/demo.R on R 4.2.2."""
+        super().__init__(path, profile)
+        self.title = "xrtop/demo/demo.R"
+        self.pid = 4242
+        self.r_version = "4.2.2"
+        self.options = profile.options
+
+    def state(self) -> str:
+        return "running"
+
+    def rate_hz(self) -> float:
+        return self.stats().requested_hz
+
+    def set_rate(self, hz: float) -> None:
+        pass
+
+    def usage(self) -> tuple[float | None, int | None]:
+        return 100.0, 71 << 20
+
+
+async def render(profile_path: Path, out_dir: Path) -> list[Path]:
+    """Write one SVG per entry of SHOTS into `out_dir`; return their paths."""
+    profile = read_rprof(profile_path)
+    written = []
+    for name, (keys, title) in SHOTS.items():
+        source = ReplaySource(profile_path, profile)
+        app = XrtopApp(source, refresh_s=3600)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            if keys:
+                await pilot.press(*keys)
+            await pilot.pause()
+            svg = app.export_screenshot(title=title)
+        path = out_dir / name
+        path.write_text(svg, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Render the screenshots into the directory given."""
+    parser = argparse.ArgumentParser(prog="python -m xrtop.screenshots", description=__doc__)
+    parser.add_argument("out_dir", type=Path, help="where to write the SVGs")
+    parser.add_argument("--profile", type=Path, default=DEFAULT_PROFILE, help="an Rprof.out")
+    args = parser.parse_args(argv)
+    if not args.profile.exists():
+        print(f"xrtop: {args.profile} does not exist; record it first (see --help).")
+        return 2
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for path in asyncio.run(render(args.profile, args.out_dir)):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
