@@ -268,11 +268,12 @@ class Discovery:
                 return None, (None if self.forced else problem)
             except (XrtopError, SampleError) as err:
                 return None, Problem("not R?", str(err).split("\n")[0], "")
+        checked = self.forced or version
         try:
             machine = _ELF_MACHINE.get(platform.machine(), "EM_" + platform.machine().upper())
-            layout_for((self.forced or version)[:2], machine)
+            layout_for(checked[:2], machine)
         except UnsupportedRError as err:
-            label = f"R {version[0]}.{version[1]}?"
+            label = f"R {checked[0]}.{checked[1]}?"
             return version, Problem(label, err.message, err.hint)
         return version, None
 

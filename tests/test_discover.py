@@ -267,6 +267,18 @@ def test_traced_r_is_not_profilable_and_says_why(r_launcher: RLauncher, tmp_path
     assert by_pid(Discovery().scan())[run.pid].profilable
 
 
+def test_unsupported_forced_version_is_explained(r_launcher: RLauncher) -> None:
+    # GIVEN xrtop told to read R processes as R 3.4 (older than any layout it knows)
+    run = r_launcher.start("busy.R", "60")
+    row = by_pid(Discovery(force_version="3.4").scan())[run.pid]
+    # THEN the process is listed with its real version but cannot be profiled, and says why
+    assert row.r_version is not None and not row.r_version.startswith("3.4")
+    assert not row.profilable
+    assert row.blocker == "R 3.4?"
+    assert "3.4 is not supported" in row.reason
+    assert "--force-version" in row.fix
+
+
 def test_other_users_r_seen_by_non_root_says_why(r_launcher: RLauncher) -> None:
     # GIVEN root's R process and a discovery run as user nobody
     if os.geteuid() != 0:

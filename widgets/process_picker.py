@@ -283,7 +283,8 @@ class ProcessPicker(Vertical):
         if self.filter_text:
             line = f"Filter: {self.filter_text}█   ({len(rows)} of {len(self.processes)})"
         else:
-            line = "Type to filter"
+            count = len(self.processes)
+            line = f"{count} R process{'es' if count != 1 else ''}; type to filter"
         self.query_one("#picker-filter", Static).update(
             Text(f"{line}    sort: {label}{' (reversed)' if self.reverse else ''}")
         )

@@ -22,6 +22,7 @@ from textual.widgets import Footer
 from textual.widgets import Static
 
 from sampler.discover import Discovery
+from sampler.errors import UsageError
 from sampler.model import RProcessInfo
 from widgets.process_picker import ProcessPicker
 
@@ -96,7 +97,15 @@ class PickerScreen(Screen[int]):
     ) -> None:
         """`discovery` is made here unless given (tests pass one)."""
         super().__init__()
-        self.discovery = discovery or Discovery(force_version=force_version)
+        self.startup_error = ""
+        if discovery is None:
+            try:
+                discovery = Discovery(force_version=force_version)
+            except UsageError as err:
+                # A bad --force-version must not end the app: list without it, and say so.
+                self.startup_error = f"{err.message}. {err.hint}".strip()
+                discovery = Discovery()
+        self.discovery = discovery
         self.interval = interval
         self._scanning = False
         self.scans = 0
@@ -116,6 +125,8 @@ class PickerScreen(Screen[int]):
 
     def on_mount(self) -> None:
         """Scan now, then about every second."""
+        if self.startup_error:
+            self.notify(self.startup_error, severity="error", timeout=10)
         self.refresh_processes()
         self.set_interval(self.interval, self.refresh_processes)
 
