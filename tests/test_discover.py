@@ -110,8 +110,8 @@ def test_busy_r_shows_cpu_use(r_launcher: RLauncher) -> None:
     discovery.scan()
     time.sleep(0.5)
     row = by_pid(discovery.scan())[run.pid]
-    # busy.R spins a core; with other tests running it still gets a good share of one
-    assert row.cpu_percent > 20
+    # busy.R spins a core; however loaded the machine, it gets far more than an idle R's 0
+    assert row.cpu_percent > 5
 
 
 def test_container_r_is_marked_and_its_version_read(r_launcher: RLauncher) -> None:
