@@ -5,8 +5,8 @@
 - speedscope: a "sampled" profile with a shared frame table
   (https://www.speedscope.app/file-format-schema.json).
 
-With line information a frame is named `name (file:line)`, so the flame graph splits a
-function by the line it was executing.
+With line information a function is split by the line it was executing: a collapsed frame
+is named `name (file:line)`; a speedscope frame keeps the name and gets `file` and `line`.
 """
 
 from __future__ import annotations
@@ -17,22 +17,31 @@ from collections.abc import Iterable
 from typing import IO
 
 from sampler.model import GC_NAME
+from sampler.model import SrcLoc
 from sampler.model import Stack
 
 SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 FORMATS = ("rprof", "collapsed", "speedscope")
 
 
-def frame_labels(stack: Stack, lines: bool = False) -> list[str]:
-    """The frames of `stack`, outermost first, `<GC>` innermost when set."""
-    labels = []
-    for i, name in enumerate(stack.names):
-        loc = stack.site(i) if lines else None
-        labels.append(f"{name} ({loc[0]}:{loc[1]})" if loc else name)
-    labels.reverse()
+def frames_of(stack: Stack, lines: bool = False) -> list[tuple[str, SrcLoc | None]]:
+    """(name, line executing in it) per frame of `stack`, outermost first, `<GC>` innermost
+    when set; locations only with `lines`."""
+    frames = [(name, stack.site(i) if lines else None) for i, name in enumerate(stack.names)]
+    frames.reverse()
     if stack.gc:
-        labels.append(GC_NAME)
-    return labels
+        frames.append((GC_NAME, None))
+    return frames
+
+
+def _label(name: str, loc: SrcLoc | None) -> str:
+    return f"{name} ({loc[0]}:{loc[1]})" if loc else name
+
+
+def frame_labels(stack: Stack, lines: bool = False) -> list[str]:
+    """The frames of `stack`, outermost first, `<GC>` innermost when set; with `lines`, a
+    frame is `name (file:line)`."""
+    return [_label(name, loc) for name, loc in frames_of(stack, lines)]
 
 
 def _wanted(stack: Stack, idle: bool) -> bool:
@@ -69,11 +78,16 @@ def speedscope_document(
         if not _wanted(stack, idle):
             continue
         row = []
-        for label in frame_labels(stack, lines):
+        for name, loc in frames_of(stack, lines):
+            label = _label(name, loc)
             index = frame_index.get(label)
             if index is None:
                 index = frame_index[label] = len(frames)
-                frames.append({"name": label})
+                # speedscope shows file and line itself, beside the name.
+                frame: dict[str, object] = {"name": name}
+                if loc is not None:
+                    frame["file"], frame["line"] = loc
+                frames.append(frame)
             row.append(index)
         samples.append(row)
     step = interval_us / 1e6

@@ -279,3 +279,21 @@ def test_rprof_writer_writes_no_line_for_an_empty_sample() -> None:
     assert not writer.add(Stack(("sleep",), idle=True))
     assert writer.add(Stack(("f", "g")))
     assert out.getvalue() == 'sample.interval=10000\n"f" "g" \n'
+
+
+def test_speedscope_with_lines_gives_file_and_line_per_frame() -> None:
+    # g called f at a.R:8; f was running a.R:3; g's own caller is top level (no site)
+    stack = Stack(("f", "g"), sites=(("a.R", 3), ("a.R", 8), None))
+    out = io.StringIO()
+    write_speedscope(out, [stack, stack], 10000, name="t", lines=True)
+    document = json.loads(out.getvalue())
+    speedscope_validator().validate(document)
+    frames = document["shared"]["frames"]
+    assert frames == [
+        {"name": "g", "file": "a.R", "line": 8},
+        {"name": "f", "file": "a.R", "line": 3},
+    ]
+    assert document["profiles"][0]["samples"] == [[0, 1], [0, 1]]
+    collapsed = io.StringIO()
+    write_collapsed(collapsed, [stack], lines=True)
+    assert collapsed.getvalue() == "g (a.R:8);f (a.R:3) 1\n"
