@@ -43,10 +43,12 @@ from xrtop.session import Launched
 from xrtop.session import SamplingOptions
 from xrtop.session import Session
 from xrtop.session import StreamedFile
+from xrtop.session import capability_notes
 from xrtop.session import check_duration
 from xrtop.session import default_output_name
 from xrtop.session import open_output
 from xrtop.session import r_children_hint
+from xrtop.session import source_note
 
 COMMANDS = ("record", "dump", "view", "convert")
 
@@ -90,6 +92,11 @@ def _sampling_flags(parser: argparse.ArgumentParser) -> None:
 def _file_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gc", action="store_true", help='mark samples taken in GC "<GC>"')
     parser.add_argument("--idle", action="store_true", help="keep samples where R waits")
+    parser.add_argument(
+        "--lines",
+        action="store_true",
+        help="record source lines (file#line) as Rprof(line.profiling = TRUE) does",
+    )
 
 
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
@@ -156,7 +163,11 @@ def _sampling(args: argparse.Namespace) -> SamplingOptions:
         rate_hz=args.rate,
         blocking=not args.nonblocking,
         force_version=args.force_version,
-        options=RprofOptions(gc=getattr(args, "gc", False), idle=getattr(args, "idle", False)),
+        options=RprofOptions(
+            lines=getattr(args, "lines", False),
+            gc=getattr(args, "gc", False),
+            idle=getattr(args, "idle", False),
+        ),
     )
 
 
@@ -247,6 +258,8 @@ def _sample_into(
                 f"{sampling.rate_hz:g} Hz ({target.binary.opened_as})",
                 file=sys.stderr,
             )
+        for note in capability_notes(session.target, sampling.options):
+            print(f"xrtop: {note}", file=sys.stderr)
         while not stop.is_set() and not session.ended.wait(0.1):
             if stream is not None:
                 stream.tick()
@@ -276,6 +289,8 @@ def _sample_into(
     elif stream.error:
         ok = False
     print(session.summary(), file=sys.stderr)
+    if sampling.options.lines and (hint := source_note(session.target)) is not None:
+        print(f"xrtop: {hint}", file=sys.stderr)
     return ok
 
 

@@ -234,6 +234,35 @@ class Launched:
         self.send(signal.SIGTERM)
 
 
+#: What to tell a user whose R keeps no source references (Rscript's default).
+NO_SOURCE_HINT = (
+    "R keeps no source references in this process, so there are no line numbers: "
+    "run the code with options(keep.source = TRUE) (e.g. source() it after setting that), "
+    "and set R_KEEP_PKG_SOURCE=yes for package code."
+)
+
+
+def capability_notes(target: Target, options: RprofOptions) -> list[str]:
+    """One line per thing asked for in `options` that this R build cannot give."""
+    notes = []
+    if options.gc and not target.gc_available:
+        notes.append(
+            f"GC marker unavailable for this R build (R {target.version_text}): "
+            "no sample is marked <GC>."
+        )
+    if options.lines and target.hidden.bc_globals is None:
+        notes.append(
+            f"the line running inside byte-compiled functions is unavailable for this R build "
+            f"(R {target.version_text}): call sites only."
+        )
+    return notes
+
+
+def source_note(target: Target) -> str | None:
+    """NO_SOURCE_HINT once lines were read long enough to know R keeps no srcrefs."""
+    return NO_SOURCE_HINT if target.keeps_source is False else None
+
+
 class Session:
     """One target being sampled into a log, optionally streamed to a file."""
 
@@ -251,6 +280,8 @@ class Session:
         self.log = SampleLog(sampling.interval_us)
         self.stream = stream
         self.ended = threading.Event()
+        # Lines cost reads per sample: read them only when the output wants them.
+        target.set_lines(sampling.options.lines)
         self.thread = SamplerThread(
             target,
             self.log,
