@@ -513,7 +513,7 @@ class XrtopApp(App[int]):
             r_version=source.r_version,
             state="file (read-only)" if source.state() == "file" else source.state(),
             elapsed=stats.elapsed,
-            samples=stats.samples,
+            samples=len(source.log),
             shown=agg.samples,
             requested_hz=stats.requested_hz,
             achieved_hz=stats.achieved_hz,
@@ -997,7 +997,11 @@ def run_live(
         else:
             code = launched.wait()
         log_file.close()
-        print(f"xrtop: the program's output is in {launched.output_path}", file=sys.stderr)
+        if os.path.getsize(launched.output_path):
+            print(f"xrtop: the program's output is in {launched.output_path}", file=sys.stderr)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(launched.output_path)
     return code
 
 
