@@ -20,6 +20,7 @@ from textual.widgets import Static
 from sampler.discover import Discovery
 from sampler.model import RProcessInfo
 from widgets.process_picker import ProcessPicker
+from widgets.process_picker import fit_command
 from widgets.process_picker import format_bytes
 from widgets.process_picker import format_elapsed
 from widgets.process_picker import matches
@@ -261,3 +262,16 @@ def test_formats() -> None:
     assert format_elapsed(7.9) == "0:07"
     assert format_elapsed(3723) == "1:02:03"
     assert format_elapsed(3 * 86400 + 4 * 3600) == "3d04h"
+
+
+def test_fit_command_keeps_the_script_name() -> None:
+    cmd = "/home/ann/projects/models/fit.R --fast"
+    assert fit_command(cmd, 80) == cmd
+    short = fit_command(cmd, 20)
+    assert short == "…models/fit.R --fast"
+    assert len(short) == 20
+    # the script's own name survives even when it does not fit
+    assert fit_command(cmd, 10).startswith("…/fit.R")
+    # commands that are not a path, and tiny widths, are left to the table to crop
+    assert fit_command("python3 -c 'import rpy2'", 10) == "python3 -c 'import rpy2'"
+    assert fit_command(cmd, 5) == cmd

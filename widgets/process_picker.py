@@ -1,9 +1,10 @@
 """The process picker widget: a sortable, filter-as-you-type table of R processes.
 
 It shows `RProcessInfo` rows it is given (`set_processes`); it never looks at the system.
-Typing filters (every word must match the PID, user, command, R version or "container"),
-Backspace edits the filter, Escape clears it; F6 cycles the sort column, ctrl+r reverses
-it, and clicking a header sorts by that column. Enter posts `ProcessPicker.Chosen`.
+The R column reads e.g. "4.5.0 ctr" for a process in a container. Typing filters (every
+word must match the PID, user, command, R version or "container"), Backspace edits the
+filter, Escape clears it; F6 cycles the sort column, ctrl+r reverses it, and clicking a
+header sorts by that column. Enter posts `ProcessPicker.Chosen`.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ COLUMNS: tuple[Column, ...] = (
     Column("mem", "MEM", lambda r: r.rss, True),
     Column("time", "TIME", lambda r: r.elapsed, True),
     Column("r", "R", _version_key, True),
-    Column("where", "WHERE", lambda r: "container" if r.container else "", True),
     Column("status", "STATUS", lambda r: r.blocker, False),
     Column("command", "SCRIPT / COMMAND", lambda r: r.command.lower(), False),
 )
@@ -105,7 +105,7 @@ def matches(info: RProcessInfo, text: str) -> bool:
             info.command,
             f"r{info.r_version}" if info.r_version else "",
             info.r_version or "",
-            "container" if info.container else "",
+            "container ctr" if info.container else "",
             info.blocker,
         ]
     ).lower()
@@ -147,8 +147,11 @@ class ProcessTable(DataTable[Text]):
             self._sorted_by = (sort_key, reverse)
         self.clear()
         self.shown = rows
-        for info in rows:
-            self.add_row(*self._cells(info), key=str(info.pid))
+        cells = [self._cells(info) for info in rows]
+        room = self._command_room(cells)
+        for info, row in zip(rows, cells, strict=True):
+            row[-1] = Text(fit_command(info.command, room), style=row[-1].style)
+            self.add_row(*row, key=str(info.pid))
         if rows:
             index = 0
             if current is not None:
@@ -158,6 +161,19 @@ class ProcessTable(DataTable[Text]):
                         break
             self.move_cursor(row=index, animate=False)
         self.refresh()
+
+    def _command_room(self, cells: list[list[Text]]) -> int:
+        """The cells left for the last column (scripts) once the others have theirs."""
+        used = 0
+        for i, column in enumerate(self.ordered_columns[:-1]):
+            width = max([column.label.cell_len, *(row[i].cell_len for row in cells)])
+            used += width + 2 * self.cell_padding
+        return self.size.width - used - 2 * self.cell_padding - 1  # 1: the scroll bar
+
+    def on_resize(self) -> None:
+        """Fit the scripts to the new width."""
+        if self._sorted_by is not None:
+            self.show(self.shown, *self._sorted_by)
 
     def highlighted(self) -> RProcessInfo | None:
         """The process under the cursor, if any."""
@@ -184,11 +200,25 @@ class ProcessTable(DataTable[Text]):
             Text(f"{info.cpu_percent:.1f}", style=style, justify="right"),
             Text(format_bytes(info.rss), style=style, justify="right"),
             Text(format_elapsed(info.elapsed), style=style, justify="right"),
-            Text(info.r_version or "?", style=style),
-            Text("container" if info.container else "", style=style or "cyan"),
+            Text.assemble(
+                (info.r_version or "?", style),
+                (" ctr" if info.container else "", style or "cyan"),
+            ),
             status,
             Text(info.command, style=style),
         ]
+
+
+def fit_command(command: str, width: int) -> str:
+    """`command` in about `width` cells: a long script path loses leading directories
+    first ("…/r/busy.R 60"), as the script's own name is what tells processes apart."""
+    if len(command) <= width or width < 8:
+        return command
+    head, sep, rest = command.partition(" ")
+    if "/" not in head:
+        return command
+    keep = max(width - len(sep + rest) - 1, len(head.rsplit("/", 1)[1]) + 1)
+    return "…" + head[-keep:] + sep + rest if keep < len(head) else command
 
 
 def _modified(key: str) -> bool:
