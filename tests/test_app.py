@@ -48,6 +48,7 @@ class FakeLive:
         self.stream_path = ""
         self.rate = 100.0
         self.stopped = False
+        self.state_value = "running"
         self._t = 0.0
 
     def add(self, stack: Stack, count: int = 1) -> None:
@@ -56,7 +57,7 @@ class FakeLive:
             self._t += 0.01
 
     def state(self) -> str:
-        return "running"
+        return self.state_value
 
     def stats(self) -> SamplerStats:
         n = len(self.log)
@@ -287,6 +288,21 @@ async def test_quit_without_prompt_when_streaming_or_saved(in_tmp: Path) -> None
         await pilot.pause()
     assert not app.is_running
     assert list(in_tmp.iterdir()) == []
+
+
+async def test_target_exit_keeps_the_view_and_says_so() -> None:
+    source = FakeLive()
+    source.add(FIB, 5)
+    app = live_app(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        source.state_value = "target exited"
+        app.refresh_data()
+        await pilot.pause()
+        header = app.query_one("#status")
+        assert header.has_class("-exited")
+        assert "[target exited]" in str(header.render())
+        assert any("target exited" in n.message for n in app._notifications)
+        assert app.query_one(HotTable).samples == 5  # still browsable
 
 
 async def test_window_shows_only_recent_samples() -> None:

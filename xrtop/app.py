@@ -369,6 +369,7 @@ class XrtopApp(App[int]):
         self._dirty = True
         self._tree_reset = True
         self._message = ""
+        self._last_state = ""
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -472,6 +473,13 @@ class XrtopApp(App[int]):
         self._show_status()
         if self._dirty:
             self._show_view()
+        state = source.state()
+        if state != self._last_state:
+            if state == "target exited":
+                self.notify("The target exited. The view stays: browse it, s saves it.")
+            elif state == "failed":
+                self.notify("Sampling failed; see the header.", severity="error")
+            self._last_state = state
 
     def _seconds_per_sample(self, agg: Aggregate) -> float:
         """Wall seconds one sample stands for, from the sample times (rates may change)."""
