@@ -24,8 +24,14 @@ middle <- function() {
   b <- inner(10000)
   a + b
 }
+# A function whose srcfile is an unhashed environment (srcfile(), not srcfilecopy()).
+helper <- eval(parse(
+  text = c("function() {", "  z <- 0", "  for (j in 1:3000) z <- z + sqrt(j)", "  z", "}"),
+  srcfile = srcfile("virtual.R"), keep.source = TRUE
+)[[1]])
 outer <- function() {
   x <- middle()
+  helper()
   x
 }
 
