@@ -8,6 +8,7 @@ file (summaryRprof) and that the target is left running and untraced.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -144,3 +145,28 @@ def test_launched_program_stays_browsable_after_it_exits(tmux: Tmux, tmp_path: P
     (saved,) = tmp_path.glob("xrtop-*.out")
     for path in (stream, saved):
         assert summary_rprof(path)["self"] == "fib"
+
+
+def test_view_file_opens_and_quits(tmux: Tmux) -> None:
+    data = Path(__file__).parent / "data" / "demo-rprof-lines.out"
+    tmux.start(xrtop("view", str(data)), size=(80, 24))
+    screen = tmux.wait_screen("[file (read-only)]")
+    assert " fib " in screen and "demo.R:6" in screen
+    tmux.keys("q")  # a file has nothing unsaved: no question
+    tmux.wait_screen("XRTOP-EXIT=0")
+
+
+def test_attach_error_is_one_line_before_the_ui(tmp_path: Path) -> None:
+    # GIVEN a PID that is not an R process (this test's own Python)
+    out = subprocess.run(
+        xrtop(str(os.getpid())),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    # THEN xrtop says so on stderr with a hint, never drew a screen, and exits with 4
+    assert out.returncode == 4, out.stderr
+    assert out.stderr.startswith("xrtop: ") and "Traceback" not in out.stderr
+    assert "\x1b[" not in out.stdout + out.stderr
