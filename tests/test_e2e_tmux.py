@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import IN_CI
 from conftest import R_SCRIPTS
@@ -170,3 +172,19 @@ def test_attach_error_is_one_line_before_the_ui(tmp_path: Path) -> None:
     assert out.returncode == 4, out.stderr
     assert out.stderr.startswith("xrtop: ") and "Traceback" not in out.stderr
     assert "\x1b[" not in out.stdout + out.stderr
+
+
+def test_sigterm_detaches_and_restores_the_terminal(
+    r_launcher: RLauncher, tmux: Tmux, tmp_path: Path
+) -> None:
+    run = r_launcher.start("busy.R", "300")
+    tmux.start(xrtop(str(run.pid)))
+    tmux.wait_screen(" fib")
+    shell = int(tmux.run("display-message", "-p", "-t", "e2e", "#{pane_pid}").strip())
+    (viewer,) = [p for p in psutil.Process(shell).children() if "xrtop" in " ".join(p.cmdline())]
+    viewer.send_signal(signal.SIGTERM)
+    screen = tmux.wait_screen("XRTOP-EXIT=")
+    # The summary is printed on the normal screen after the UI left it.
+    assert f"(PID {run.pid})" in screen
+    assert run.alive() and run.tracer() == 0
+    assert run.state() in ("R", "S")
