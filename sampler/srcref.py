@@ -400,10 +400,16 @@ class SrcrefReader:
         return _Body(code + VECTOR_DATA, array("i", table_bytes), pool)
 
     def _find_table(self, pool: array[int]) -> Address | None:
-        """The last INTSXP of class "srcrefsIndex" in a constant pool (eval.c findLocTable)."""
+        """The last INTSXP of class "srcrefsIndex" in a constant pool (eval.c findLocTable).
+
+        R searches the whole pool from its end; the compiler always appends its location
+        tables last, so the search stops after the last 32 constants (a pool without one,
+        from code compiled without srcrefs, is then rejected cheaply).
+        """
         end = len(pool)
-        while end > 0:
-            start = max(0, end - 16)
+        floor = max(0, end - 32)
+        while end > floor:
+            start = max(floor, end - 16)
             candidates = list(reversed(pool[start:end]))
             heads = self.memory.read_many([(c, 16) for c in candidates])
             for candidate, head in zip(candidates, heads, strict=True):

@@ -433,6 +433,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
         if type(err).__name__ == "NotRProcessError":
             err.hint = r_children_hint(pid)
         raise
+    target.set_lines(True)  # one sample: where each frame is, when R keeps source references
     reader = target.reader
     result: dict[str, object] = {}
     done = threading.Event()
