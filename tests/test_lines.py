@@ -16,6 +16,9 @@ from conftest import RRun
 from conftest import rscript
 from conftest import wait_for
 
+from sampler.decode import HiddenGlobals
+from sampler.decode import find_bc_globals
+from sampler.decode import find_gc_flag
 from sampler.model import SampleLog
 from sampler.model import Stack
 from sampler.rprof import RprofOptions
@@ -24,6 +27,7 @@ from sampler.rprof import write_rprof
 from sampler.target import Target
 from sampler.target import attach
 from sampler.thread import SamplerThread
+from xrtop.session import capability_notes
 
 #: The functions of tests/r/lines.R whose lines are compared, and the file each is in:
 #: `helper`'s srcfile is an unhashed environment, the others' a hashed one (srcfilecopy).
@@ -176,3 +180,39 @@ def test_lines_off_reads_no_lines(r_launcher: RLauncher) -> None:
     thread.stop()
     stacks = list(log.iter_stacks())
     assert stacks and all(s.sites == () for s in stacks)
+
+
+def test_without_bc_globals_lines_fall_back_to_call_sites(r_launcher: RLauncher) -> None:
+    # GIVEN a build whose Rf_begincontext could not be decoded (simulated: no R_BCbody/pc)
+    run = r_launcher.start("lines.R", "60")
+    target = attach(run.pid)
+    target.hidden = HiddenGlobals(gc_flag=target.hidden.gc_flag)
+    assert any("call sites only" in n for n in capability_notes(target, RprofOptions(lines=True)))
+    stacks = [s for s in sample_lines(target, 1.0).iter_stacks() if s.names]
+    in_inner = [s for s in stacks if s.names[0] == "inner"]
+    assert len(in_inner) > 0.5 * len(stacks)
+    # THEN byte code's current line is unknown, but every call site is still there
+    for stack in in_inner:
+        assert stack.sites[0] is None
+        assert [loc[1] if loc else None for loc in stack.sites[1:4]] in ([23, 33, 43], [24, 33, 43])
+
+
+def test_decoder_guesses_nothing_on_unknown_code() -> None:
+    # Pure logic: the instruction matcher on code it does not know.
+    lea_load_store = (
+        b"\x48\x8d\x05\x10\x00\x00\x00"  # lea 0x10(%rip),%rax
+        b"\x48\x8b\x00"  # mov (%rax),%rax
+        b"\x48\x89\x87\x38\x01\x00\x00"  # mov %rax,0x138(%rdi)
+        b"\x48\x8d\x05\x20\x00\x00\x00"  # lea 0x20(%rip),%rax
+        b"\x48\x8b\x00"  # mov (%rax),%rax
+        b"\x48\x89\x87\x40\x01\x00\x00"  # mov %rax,0x140(%rdi)
+        b"\xc3"
+    )
+    found = find_bc_globals(lea_load_store, 0x1000, 312, 320)
+    assert found == (0x1000 + 7 + 0x10, 0x1000 + 24 + 0x20)
+    # An unknown instruction (here `xchg`) before the stores: no answer rather than a guess.
+    assert find_bc_globals(b"\x48\x87\xc8" + lea_load_store, 0x1000, 312, 320) is None
+    # A context register that was overwritten no longer names the context.
+    clobbered = b"\x48\x8d\x3d\x00\x00\x00\x00" + lea_load_store  # lea 0(%rip),%rdi
+    assert find_bc_globals(clobbered, 0x1000, 312, 320) is None
+    assert find_gc_flag(b"\x90" * 64, 0x1000, lambda _slot: True) is None
