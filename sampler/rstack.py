@@ -430,7 +430,9 @@ class StackReader:
         self, chain: list[Address], at: Callable[[Address, int], tuple[_Bytes, int] | None]
     ) -> RawLines | None:
         """The source locations of this sample's frames (see sampler.srcref); stopped only."""
-        assert self.lines is not None
+        lines = self.lines  # once: another thread may turn lines off meanwhile
+        if lines is None:
+            return None
         size, call_at = self.layout.size, self.layout.call
         contexts: list[tuple[_Bytes, int]] = []
         for address in chain:
@@ -442,7 +444,7 @@ class StackReader:
                 kind = _U64.unpack_from(cell[0], cell[1])[0] & TYPE_MASK if cell else -1
                 if kind == LANGSXP:
                     contexts.append(hit)
-        return self.lines.capture(contexts)
+        return lines.capture(contexts)
 
     def _validate(self, frame_contexts: list[tuple[int, Address, Address, Address]]) -> None:
         """Check the types R guarantees for closure frames; raise TornSampleError if not."""
@@ -560,8 +562,9 @@ class StackReader:
             frame.name if frame.name is not None else self._symbol_name(frame.symbol)
             for frame in raw.frames
         )
-        if raw.lines is not None and self.lines is not None and names:
-            sites = self.lines.finish(raw.lines)
+        lines = self.lines
+        if raw.lines is not None and lines is not None and names:
+            sites = lines.finish(raw.lines)
             if len(sites) == len(names) + 1:
                 return Stack(names, sites, gc=raw.gc, idle=raw.idle)
         return Stack(names, gc=raw.gc, idle=raw.idle)

@@ -124,8 +124,13 @@ class SrcrefReader:
         nil: Address,
         bc_globals: tuple[Address, Address] | None,
         symbol_name: Callable[[Address], str],
+        setup_memory: ProcessMemory | None = None,
     ) -> None:
-        """Read the constant globals (`R_InBCInterpreter`, the `srcfile` symbol) once."""
+        """Read the constant globals (`R_InBCInterpreter`, the `srcfile` symbol) once.
+
+        They are read through `setup_memory` when given: the sampler's `memory` is not safe
+        to use from another thread while it samples.
+        """
         self.memory = memory
         self.layout = layout
         self.nil = nil
@@ -134,8 +139,9 @@ class SrcrefReader:
         self.srcref_global: Address = syms.get("R_Srcref", 0)
         in_bc = syms.get("R_InBCInterpreter", 0)
         srcfile = syms.get("R_SrcfileSymbol", 0)
-        self.in_bc = _U64.unpack(memory.read(in_bc, 8))[0] if in_bc else 0
-        self.srcfile_symbol = _U64.unpack(memory.read(srcfile, 8))[0] if srcfile else 0
+        setup = setup_memory or memory
+        self.in_bc = _U64.unpack(setup.read(in_bc, 8))[0] if in_bc else 0
+        self.srcfile_symbol = _U64.unpack(setup.read(srcfile, 8))[0] if srcfile else 0
         #: Addresses of R_BCbody and R_BCpc; None when they could not be found in this build.
         self.bc_globals = bc_globals
         self.relpc_offset = layout.relpc

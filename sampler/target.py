@@ -218,7 +218,8 @@ class Target:
     def set_lines(self, on: bool) -> SrcrefReader | None:
         """Start or stop reading source lines with each sample; returns the line reader.
 
-        Off by default: without lines a sample costs no extra reads.
+        Off by default: without lines a sample costs no extra reads. Safe to call from any
+        thread, also while the sampler thread runs (it picks the change up next sample).
         """
         reader = self.reader
         if not on:
@@ -232,6 +233,7 @@ class Target:
                 nil=reader.nil,
                 bc_globals=self.hidden.bc_globals,
                 symbol_name=reader._symbol_name,
+                setup_memory=LiveMemory(self.pid, scratch_size=64),
             )
         return reader.lines
 
