@@ -339,8 +339,12 @@ async def test_show_picker_pushes_the_picker_screen() -> None:
     from xrtop.picker import PickerScreen
 
     source = FakeLive()
+    source.add(FIB, 3)
     app = live_app(source)
     async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("p")
+        assert isinstance(app.screen, ChoiceScreen)  # 3 samples were never saved
+        assert not source.stopped
         await pilot.press("p")
         await pilot.pause()
         assert isinstance(app.screen, PickerScreen)

@@ -61,7 +61,7 @@ class CallTreeView(RowTable):
 
     def __init__(self, *, id: str | None = None) -> None:
         """An empty tree view."""
-        super().__init__(TREE_COLUMNS, self._cells, empty_text="  (no samples yet)", id=id)
+        super().__init__(TREE_COLUMNS, self._cells, empty_text="  (nothing to show yet)", id=id)
         self.calltree: CallTree | None = None
         self.whole = 0
         self.expanded: set[int] = set()

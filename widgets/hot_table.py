@@ -38,7 +38,7 @@ class HotTable(RowTable):
 
     def __init__(self, *, id: str | None = None) -> None:
         """An empty table sorted by own time, hottest first."""
-        super().__init__(TOP_COLUMNS, self._cells, empty_text="  (no samples yet)", id=id)
+        super().__init__(TOP_COLUMNS, self._cells, empty_text="  (nothing to show yet)", id=id)
         self.rows: Sequence[FunctionRow] = ()
         self.samples = 0
         self.seconds_per_sample = 0.0

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -595,10 +596,14 @@ class XrtopApp(App[int]):
         self.notify(err.message, title=f"PID {pid}", severity="error", timeout=8)
 
     def action_show_picker(self) -> None:
-        """Detach from the current target and open the process picker (if installed)."""
+        """Detach from the current target and open the process picker (if installed);
+        asks first when the current samples were never saved."""
         if importlib.util.find_spec("xrtop.picker") is None:
             self.notify("The process picker is not available.", severity="error")
             return
+        self.unless_unsaved("Leave this process without saving?", "pick", self._open_picker)
+
+    def _open_picker(self) -> None:
         from xrtop import picker
 
         if self.source is not None and self.source.live:
@@ -847,8 +852,16 @@ class XrtopApp(App[int]):
 
     def action_quit_app(self) -> None:
         """Quit (detaching); offer to save first when samples would be lost."""
-        if not self.unsaved() or isinstance(self.screen, ChoiceScreen):
+        if isinstance(self.screen, ChoiceScreen):  # a second ctrl+c: no more questions
             self.exit(0)
+            return
+        self.unless_unsaved("Quit without saving the samples?", "quit", lambda: self.exit(0))
+
+    def unless_unsaved(self, question: str, verb: str, then: Callable[[], None]) -> None:
+        """Run `then` now, or, when samples would be lost, after asking (save first, go on
+        without saving, or stay)."""
+        if not self.unsaved():
+            then()
             return
 
         def chosen(value: str | None) -> None:
@@ -859,15 +872,13 @@ class XrtopApp(App[int]):
                     reason = err.strerror if isinstance(err, OSError) else err.message
                     self.notify(f"Saving failed: {reason}", severity="error")
                     return
-                self.exit(0)
-            elif value == "quit":
-                self.exit(0)
+                then()
+            elif value == "go":
+                then()
 
+        key = verb[0]
         self.push_screen(
-            ChoiceScreen(
-                "Quit without saving the samples?",
-                [("s", "save and quit", "save"), ("q", "quit", "quit")],
-            ),
+            ChoiceScreen(question, [("s", f"save and {verb}", "save"), (key, verb, "go")]),
             chosen,
         )
 
