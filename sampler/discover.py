@@ -174,17 +174,10 @@ class Discovery:
             if st is None or st.flags & _PF_KTHREAD or st.state in ("Z", "X"):
                 continue
             seen.add(pid)
-            identity = self._identity(pid, st.comm)
-            known = self._r.get(pid)
-            if known is not None and (known.start, known.identity) != (st.start, identity):
-                del self._r[pid]
-                known = None
-            if known is None:
-                known = self._classify(pid, st, identity, now)
-                if known is None:
-                    continue
-                self._r[pid] = known
-            row = self._row(pid, known)
+            try:
+                row = self._look_at(pid, st, now)
+            except OSError:
+                continue  # it exited while we looked (ESRCH from a /proc read)
             if row is not None:
                 rows.append(row)
         for cache in (self._r, self._not_r):
@@ -192,6 +185,19 @@ class Discovery:
                 del cache[pid]
         rows.sort(key=lambda r: r.pid)
         return rows
+
+    def _look_at(self, pid: int, st: _Stat, now: float) -> RProcessInfo | None:
+        identity = self._identity(pid, st.comm)
+        known = self._r.get(pid)
+        if known is not None and (known.start, known.identity) != (st.start, identity):
+            del self._r[pid]
+            known = None
+        if known is None:
+            known = self._classify(pid, st, identity, now)
+            if known is None:
+                return None
+            self._r[pid] = known
+        return self._row(pid, known)
 
     def _identity(self, pid: int, comm: str) -> str:
         # The executable changes on exec (Rscript -> sh -> R keep PID and start time).
@@ -222,7 +228,8 @@ class Discovery:
         except OSError:
             return None  # gone
         if b"libR.so" in raw:
-            with contextlib.suppress(XrtopError):
+            # OSError: the process may exit between the two reads (ESRCH).
+            with contextlib.suppress(XrtopError, OSError):
                 mapping = find_libr_mapping(read_maps(pid))
                 libr_path = mapping.path if mapping is not None else None
         is_r = libr_path is not None or exe_is_r or (not readable and st.comm in _R_NAMES)
@@ -266,7 +273,7 @@ class Discovery:
             except UnsupportedRError as err:
                 problem = Problem("version?", err.message, err.hint)
                 return None, (None if self.forced else problem)
-            except (XrtopError, SampleError) as err:
+            except (XrtopError, SampleError, OSError) as err:
                 return None, Problem("not R?", str(err).split("\n")[0], "")
         checked = self.forced or version
         try:
