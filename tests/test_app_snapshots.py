@@ -16,6 +16,7 @@ import pytest
 from sampler.rprof import read_rprof
 from xrtop.app import FileSource
 from xrtop.app import XrtopApp
+from xrtop.screenshots import ReplaySource
 
 DEMO_LINES = Path(__file__).parent / "data" / "demo-rprof-lines.out"
 SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
@@ -38,3 +39,22 @@ def app() -> XrtopApp:
 @pytest.mark.parametrize("screen", list(PRESSES))
 def test_screens(snap_compare: Any, screen: str, size: tuple[int, int]) -> None:
     assert snap_compare(app(), press=PRESSES[screen], terminal_size=size)
+
+
+@pytest.mark.parametrize("size", list(SIZES.values()), ids=list(SIZES))
+def test_live_paused_with_samples_waiting(snap_compare: Any, size: tuple[int, int]) -> None:
+    # The recorded demo replayed as a running target (fixed PID, R version, CPU and memory),
+    # paused while 25 more samples arrive.
+    path = Path(__file__).parent / "data" / "demo-xrtop.out"
+    source = ReplaySource(path, read_rprof(path))
+    app = XrtopApp(source, refresh_s=3600)
+
+    async def arrive(pilot: Any) -> None:
+        await pilot.press("space")
+        last = source.log.stack_at(len(source.log) - 1)
+        for i in range(25):
+            source.log.add(last, 100.0 + i / 100)
+        app.refresh_data()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=arrive)

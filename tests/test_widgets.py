@@ -229,10 +229,8 @@ def test_status_lines_show_state_rates_and_pause() -> None:
         filter_text="fib",
     )
     one, two, three = status_lines(status)
-    assert one == "script.R  PID 42  R 4.2.2  [running, PAUSED (120 new samples waiting)]"
-    assert two == (
-        "elapsed 1m05s  samples 6400  rate 100 Hz → 98.4 Hz  errors 3  CPU 99%  mem 64.0 MiB"
-    )
+    assert one == "script.R  PID 42  R 4.2.2  [running · PAUSED: 120 new samples]"
+    assert two == ("elapsed 1m05s  samples 6400  rate 100→98.4 Hz  errors 3  CPU 99%  mem 64.0 MiB")
     assert three.startswith("last 10.0s  ·  by function  ·  6000 samples shown")
     assert "filter 'fib'" in three
 

@@ -344,12 +344,12 @@ def status_lines(status: Status) -> tuple[str, str, str]:
         who += f"  R {status.r_version}"
     state = status.state
     if status.paused:
-        state = f"{state}, PAUSED ({status.waiting} new samples waiting)"
+        state = f"{state} · PAUSED: {status.waiting} new samples"
     line1 = f"{who}  [{state}]"
     parts = [
         f"elapsed {fmt_seconds(status.elapsed)}",
         f"samples {status.samples}",
-        f"rate {fmt_hz(status.requested_hz)} → {fmt_hz(status.achieved_hz)}",
+        f"rate {fmt_hz(status.requested_hz).removesuffix(' Hz')}→{fmt_hz(status.achieved_hz)}",
         f"errors {status.errors}",
     ]
     if status.late:
