@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import rscript
 
 from sampler.errors import XrtopError
 from sampler.model import SampleLog
@@ -358,3 +359,37 @@ def test_run_live_attach_error_is_raised_before_the_ui(tmp_path: Path) -> None:
     with pytest.raises(XrtopError):
         run_live(os.getpid(), None, __import__("xrtop.session").session.SamplingOptions(), str(out))
     assert not out.exists()
+
+
+async def test_top_view_matches_summaryrprof_on_rs_own_file(tmp_path: Path) -> None:
+    # GIVEN a profile written by R's own Rprof (no line profiling) and R's summary of it
+    out = tmp_path / "r.out"
+    csv = tmp_path / "summary.csv"
+    rscript(
+        f'Rprof("{out}", interval = 0.005)\n'
+        "f <- function(n) if (n < 2) n else f(n - 1) + f(n - 2)\n"
+        "g <- function() for (i in 1:40) f(16)\n"
+        "h <- function() { x <- 0; for (i in 1:300000) x <- x + sqrt(i); x }\n"
+        "g(); h()\n"
+        "Rprof(NULL)\n"
+        f's <- summaryRprof("{out}")\n'
+        "t <- s$by.total; t$self <- s$by.self[rownames(t), 'self.time']\n"
+        "t$self[is.na(t$self)] <- 0\n"
+        f'write.csv(t[, c("total.time", "self")], "{csv}")\n'
+    )
+    expected = {}
+    for line in csv.read_text().splitlines()[1:]:
+        name, total, own = line.rsplit(",", 2)
+        expected[name.strip('"').replace('""', '"').strip('"')] = (float(total), float(own))
+    # WHEN xrtop views the file
+    app = XrtopApp(FileSource(out, read_rprof(out)), refresh_s=60)
+    async with app.run_test(size=(120, 40)):
+        table = app.query_one(HotTable)
+        step = table.seconds_per_sample
+        shown = {r.name: (r.total * step, r.own * step) for r in table.rows}
+    # THEN every function's total and own time is what summaryRprof says
+    assert step == pytest.approx(0.005)
+    assert set(shown) == set(expected)
+    for name, (total, own) in expected.items():
+        assert shown[name][0] == pytest.approx(total, abs=1e-6), name
+        assert shown[name][1] == pytest.approx(own, abs=1e-6), name
