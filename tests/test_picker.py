@@ -25,6 +25,7 @@ from widgets.process_picker import format_bytes
 from widgets.process_picker import format_elapsed
 from widgets.process_picker import matches
 from widgets.process_picker import order
+from xrtop.app import ChoiceScreen
 from xrtop.app import LiveSource
 from xrtop.app import XrtopApp
 from xrtop.picker import PickerScreen
@@ -188,8 +189,16 @@ async def test_app_without_pid_picks_attaches_and_returns_to_picker(
         )
         assert run.tracer() != 0
         source = app.source
-        # WHEN the user presses p in the live view
+        # WHEN the user presses p in the live view (and, asked about the unsaved samples,
+        # p again: pick without saving)
         await pilot.press("p")
+        await wait_until(
+            pilot,
+            lambda: isinstance(app.screen, PickerScreen | ChoiceScreen),
+            "the picker or the question",
+        )
+        if isinstance(app.screen, ChoiceScreen):
+            await pilot.press("p")
         await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), "the picker again")
         # THEN the target was detached first, and left running
         assert app.source is None
