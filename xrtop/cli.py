@@ -42,6 +42,7 @@ from xrtop import __version__
 from xrtop.session import Launched
 from xrtop.session import SamplingOptions
 from xrtop.session import Session
+from xrtop.session import StartupHold
 from xrtop.session import StreamedFile
 from xrtop.session import capability_notes
 from xrtop.session import check_duration
@@ -373,11 +374,18 @@ def _record_launched(
         try:
             r_pid = launched.wait_for_r(cancel=stop)
             if r_pid is not None:
+                # Keep R from running its first statements while xrtop attaches (blocking
+                # mode only: --nonblocking promises never to stop the target).
+                hold = StartupHold(r_pid) if sampling.blocking else None
                 try:
                     session = Session.attach_pid(r_pid, sampling, duration=duration)
                 except XrtopError:
                     if not _gone(r_pid):
                         raise
+                finally:
+                    if hold is not None:
+                        hold.release()
+                        launched.adopt_status(r_pid, hold.exit_status)
             if out is None:
                 path = str(default_output_name(launched.process.pid, _SUFFIXES[args.format]))
                 out = open_output(path)

@@ -24,10 +24,12 @@ from typing import IO
 import psutil
 
 from sampler.errors import NotRProcessError
+from sampler.errors import SampleError
 from sampler.errors import UsageError
 from sampler.errors import XrtopError
 from sampler.model import SampleLog
 from sampler.model import Stack
+from sampler.ptrace import Tracer
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
 from sampler.symbols import find_libr_mapping
@@ -261,6 +263,50 @@ def capability_notes(target: Target, options: RprofOptions) -> list[str]:
 def source_note(target: Target) -> str | None:
     """NO_SOURCE_HINT once lines were read long enough to know R keeps no srcrefs."""
     return NO_SOURCE_HINT if target.keeps_source is False else None
+
+
+class StartupHold:
+    """Holds a just-launched R in a ptrace stop while xrtop reads its binary and attaches.
+
+    Attaching takes longer than R needs to start up, so without this the first statements
+    of a short script would run unsampled. A ptrace stop (not SIGSTOP) is used because the
+    kernel ends it by itself if xrtop dies, and it is never held longer than `limit`.
+    `release()` resumes and detaches, so that the sampler thread can trace R in turn.
+    """
+
+    def __init__(self, pid: int, limit: float = 30.0) -> None:
+        """Stop `pid` now (returns once it is stopped, or holding turned out impossible)."""
+        self.pid = pid
+        self.limit = limit
+        self.exit_status: int | None = None
+        self._held = threading.Event()
+        self._release = threading.Event()
+        # ptrace binds a tracee to one thread: this one seizes, stops, resumes and detaches.
+        self._thread = threading.Thread(target=self._hold, name=f"xrtop-hold-{pid}", daemon=True)
+        self._thread.start()
+        self._held.wait(5.0)
+
+    def _hold(self) -> None:
+        try:
+            tracer = Tracer(self.pid)
+        except (XrtopError, SampleError):
+            self._held.set()  # cannot hold it: attaching just races R's startup
+            return
+        try:
+            with contextlib.suppress(SampleError, OSError):
+                tracer.stop()
+                self._held.set()
+                self._release.wait(self.limit)
+                tracer.resume()
+        finally:
+            tracer.detach()
+            self.exit_status = tracer.exit_status
+            self._held.set()
+
+    def release(self) -> None:
+        """Let R run on, untraced (waits until it is detached)."""
+        self._release.set()
+        self._thread.join(10.0)
 
 
 class Session:
