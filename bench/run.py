@@ -89,6 +89,7 @@ class Run:
     samples_b: int = 0
     achieved_hz: float = math.nan
     cpu_pct: float = math.nan
+    target_cpu_pct: float = math.nan  # R's own CPU over the window: < ~95 % alone = contended
     stop_us: list[float] = field(default_factory=list)
     torn: int = 0
     attempts: int = 0
@@ -211,12 +212,16 @@ def run_once(config: Config, depth: int, seconds: float, tmp: Path, index: int) 
             profiler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             start = max(start, time.time() + 0.5)
         ps = psutil.Process(profiler.pid) if profiler is not None else None
+        r_process = psutil.Process(pid)
         time.sleep(max(0.0, start - time.time()))
         cpu0 = cpu_seconds(ps) if ps else math.nan
+        r_cpu0 = cpu_seconds(r_process)
         time.sleep(seconds)
         stop = time.time()
         cpu1 = cpu_seconds(ps) if ps else math.nan
+        r_cpu1 = cpu_seconds(r_process)
         run.cpu_pct = (cpu1 - cpu0) / (stop - start) * 100
+        run.target_cpu_pct = (r_cpu1 - r_cpu0) / (stop - start) * 100
         if profiler is not None:
             if config.kind == "other":
                 profiler.terminate()
@@ -302,13 +307,14 @@ def summarise(runs: list[Run], schedule: list[Config]) -> list[dict[str, object]
     for i, run in enumerate(runs):
         if run.config.kind == "alone":
             continue
-        neighbours = [
-            r.throughput
+        around = [
+            r
             for r in (runs[i - 1] if i else None, runs[i + 1] if i + 1 < len(runs) else None)
             if r is not None and r.config.kind == "alone" and r.depth == run.depth
         ]
-        neighbours = [t for t in neighbours if not math.isnan(t)]
+        neighbours = [r.throughput for r in around if not math.isnan(r.throughput)]
         baseline = statistics.fmean(neighbours) if neighbours else math.nan
+        base_cpu = [r.target_cpu_pct for r in around if not math.isnan(r.target_cpu_pct)]
         error_pp = abs(run.measured_share - run.true_share) * 100
         rows.append(
             {
@@ -320,6 +326,8 @@ def summarise(runs: list[Run], schedule: list[Config]) -> list[dict[str, object]
                 "achieved_hz": run.achieved_hz,
                 "slowdown": baseline / run.throughput,
                 "cpu_pct": run.cpu_pct,
+                "r_cpu_pct": run.target_cpu_pct,
+                "r_cpu_alone_pct": min(base_cpu) if base_cpu else math.nan,
                 "true_share_pct": run.true_share * 100,
                 "measured_share_pct": run.measured_share * 100,
                 "share_error_pp": error_pp,
@@ -336,27 +344,40 @@ def summarise(runs: list[Run], schedule: list[Config]) -> list[dict[str, object]
 
 def print_table(rows: list[dict[str, object]]) -> None:
     head = (
-        f"{'depth':>5} {'profiler':<24} {'slowdown':>8} {'req Hz':>6} {'got Hz':>7} "
-        f"{'CPU %':>6} {'share % (R / prof)':>18} {'err pp':>6} {'±SE':>5} "
+        f"{'depth':>5} {'profiler':<27} {'slowdown':>8} {'req Hz':>6} {'got Hz':>7} "
+        f"{'CPU %':>6} {'R CPU %':>8} {'share % (R / prof)':>18} {'err pp':>6} {'±SE':>5} "
         f"{'stop med':>8} {'p99 us':>7} {'torn %':>6}"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
         share = f"{fmt(r['true_share_pct'], '.1f')} / {fmt(r['measured_share_pct'], '.1f')}"
+        r_cpu = f"{fmt(r['r_cpu_pct'], '.0f')}/{fmt(r['r_cpu_alone_pct'], '.0f')}"
         print(
-            f"{r['depth']:>5} {r['config']:<24} {fmt(r['slowdown'], '.3f'):>8} "
+            f"{r['depth']:>5} {r['config']:<27} {fmt(r['slowdown'], '.3f'):>8} "
             f"{r['requested_hz']:>6g} {fmt(r['achieved_hz'], '.0f'):>7} "
-            f"{fmt(r['cpu_pct'], '.1f', 'in R'):>6} {share:>18} "
+            f"{fmt(r['cpu_pct'], '.1f', 'in R'):>6} {r_cpu:>8} {share:>18} "
             f"{fmt(r['share_error_pp'], '.2f'):>6} {fmt(r['share_se_pp'], '.2f'):>5} "
             f"{fmt(r['stop_median_us'], '.0f'):>8} {fmt(r['stop_p99_us'], '.0f'):>7} "
-            f"{fmt(r['torn_pct'], '.2f'):>6}" + (f"  {r['note']}" if r["note"] else "")
+            f"{fmt(r['torn_pct'], '.2f'):>6}"
+            + (" !" if contended(r) else "")
+            + (f"  {r['note']}" if r["note"] else "")
         )
+
+
+def contended(row: dict[str, object]) -> bool:
+    """Whether R got less than 95 % of a core in the unprofiled runs around this one: then
+    other work competed for the CPUs, and wall-clock ratios mostly measure that."""
+    alone = float(row["r_cpu_alone_pct"])  # type: ignore[arg-type]
+    return math.isnan(alone) or alone < 95.0
 
 
 def check_goals(rows: list[dict[str, object]], dump: list[float]) -> list[tuple[str, str, bool]]:
     """(goal, measured, met) for each goal of issue #9 this run measured."""
     out: list[tuple[str, str, bool]] = []
+
+    def mark(row: dict[str, object]) -> str:
+        return " !" if contended(row) else ""
 
     def pick(**want: object) -> list[dict[str, object]]:
         return [r for r in rows if all(r[k] == v for k, v in want.items())]
@@ -367,7 +388,7 @@ def check_goals(rows: list[dict[str, object]], dump: list[float]) -> list[tuple[
             out.append(
                 (
                     f"stop median at {depth} frames, {r['requested_hz']:g} Hz <= {limit:g} us",
-                    f"{value:.0f} us",
+                    f"{value:.0f} us" + mark(r),
                     value <= limit,
                 )
             )
@@ -376,7 +397,7 @@ def check_goals(rows: list[dict[str, object]], dump: list[float]) -> list[tuple[
         out.append(
             (
                 f"{r['config']} at {r['depth']} frames achieves >= {GOALS['rate_min_hz']:g} Hz",
-                f"{value:.0f} Hz",
+                f"{value:.0f} Hz" + mark(r),
                 value >= GOALS["rate_min_hz"],
             )
         )
@@ -388,7 +409,7 @@ def check_goals(rows: list[dict[str, object]], dump: list[float]) -> list[tuple[
             out.append(
                 (
                     f"{r['config']} slowdown at {r['depth']} frames <= {GOALS[key]:g}",
-                    f"{value:.3f}",
+                    f"{value:.3f}" + mark(r),
                     value <= GOALS[key],
                 )
             )
@@ -398,7 +419,7 @@ def check_goals(rows: list[dict[str, object]], dump: list[float]) -> list[tuple[
             out.append(
                 (
                     f"{r['config']} CPU at {r['depth']} frames <= {GOALS[cpu_key]:g} % of a core",
-                    f"{value:.1f} %",
+                    f"{value:.1f} %" + mark(r),
                     value <= GOALS[cpu_key],
                 )
             )
@@ -407,7 +428,7 @@ def check_goals(rows: list[dict[str, object]], dump: list[float]) -> list[tuple[
             out.append(
                 (
                     f"{r['config']} torn at {r['depth']} frames <= {GOALS['torn_pct']:g} %",
-                    f"{value:.2f} %",
+                    f"{value:.2f} %" + mark(r),
                     value <= GOALS["torn_pct"],
                 )
             )
@@ -417,7 +438,7 @@ def check_goals(rows: list[dict[str, object]], dump: list[float]) -> list[tuple[
             (
                 f"{r['config']} share error at {r['depth']} frames <= "
                 f"{GOALS['share_error_pp']:g} pp (or within 2 SE = {2 * se:.2f} pp)",
-                f"{value:.2f} pp",
+                f"{value:.2f} pp" + mark(r),
                 value <= max(GOALS["share_error_pp"], 2 * se),
             )
         )
@@ -527,7 +548,10 @@ def main(argv: list[str] | None = None) -> int:
         "CPU = profiler process, % of one core;\n"
         "share = work_a's % of work_a+work_b time: R's own measurement / the profiler's "
         "samples; ±SE = binomial noise of that many samples;\n"
-        "stop = microseconds the target was stopped per sample (xrtop's own accounting)."
+        "stop = microseconds the target was stopped per sample (xrtop's own accounting);\n"
+        "R CPU % = the target's CPU over the window, in this run / in the unprofiled runs "
+        "around it;\n! = R got < 95 % of a core even unprofiled: the machine was busy, and "
+        "slowdowns, rates and stops of that row measure the contention."
     )
     print()
     print_table(rows)
@@ -537,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             f"max {max(dump):.2f} s over {len(dump)} runs (start to stack printed)"
         )
     goals = check_goals(rows, dump)
-    print("\nGoals of issue #9:")
+    print("\nGoals of issue #9 (! = measured while other work competed for the CPUs):")
     for goal, value, met in goals:
         print(f"  [{'ok' if met else 'MISSED'}] {goal}: {value}")
     if load[0] > 1.0:

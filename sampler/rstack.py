@@ -64,6 +64,8 @@ _HEAD = struct.Struct("<Q24xQ")  # sxpinfo and CAR
 _CALLABLE = (CLOSXP, 7, 8)  # a closure, SPECIALSXP or BUILTINSXP
 #: How many addresses beyond the current sample's the snapshot plan keeps, per kind.
 _RECENT = 64
+#: For how many samples after the stack reached a new address the plan guesses deeper ones.
+_GUESS_FOR = 64
 
 _Bytes = bytes | bytearray | memoryview | ctypes.Array[ctypes.c_char]
 
@@ -159,6 +161,9 @@ class StackReader:
         self._recent_contexts: OrderedDict[Address, None] = OrderedDict()
         self._recent_cells: OrderedDict[Address, None] = OrderedDict()
         self._plan: ScatterPlan | None = None
+        self._plan_guesses = False  # whether the plan holds guessed context addresses
+        self._samples = 0  # samples decoded, as a clock for `_last_new_context`
+        self._last_new_context = 0  # when a context address not seen recently last appeared
         self.last_head: Address = 0
         #: Reads source lines when set (`sampler.target.Target.set_lines`); None: no lines.
         self.lines: SrcrefReader | None = None
@@ -225,7 +230,12 @@ class StackReader:
         regions += [(c, CELL_SIZE) for c in reversed(self._recent_cells)]
         guesses = []
         chain = self._prev_chain
-        if chain and self._stride >= size:
+        # Guesses cost the kernel one iovec each (~0.4 us), so they are made only while the
+        # stack is still reaching new addresses; a stack that stays within known ones (any
+        # loop below a fixed call chain) gets none.
+        growing = self._samples - self._last_new_context < _GUESS_FOR
+        self._plan_guesses = growing
+        if chain and self._stride >= size and growing:
             head = chain[0]
             guesses += [(head - k * self._stride, size) for k in range(1, 9)]
             guesses += [(head + k * self._stride, size) for k in range(1, 9)]
@@ -269,8 +279,13 @@ class StackReader:
 
     def _remember(self, chain: list[Address], cells: list[Address]) -> None:
         """Remember this sample's addresses to predict the next one (rebuilds the plan)."""
+        self._samples += 1
         if chain == self._prev_chain and cells == self._prev_cells and self._plan is not None:
-            return  # the same stack as last time (list equality runs in C): nothing to learn
+            # The same stack as last time (list equality runs in C): nothing to learn, but
+            # stop guessing once the stack has stayed within known addresses for a while.
+            if self._plan_guesses and self._samples - self._last_new_context >= _GUESS_FOR:
+                self._plan = self._make_plan()
+            return
         self._prev_chain = chain
         self._prev_cells = cells
         deltas = [b - a for a, b in itertools.pairwise(chain) if 0 < b - a < 1 << 20]
@@ -281,12 +296,15 @@ class StackReader:
             for address in addresses:
                 if address not in recent:
                     changed = True
+                    if recent is self._recent_contexts:
+                        self._last_new_context = self._samples
                 recent[address] = None
                 recent.move_to_end(address)  # most recently seen last
             while len(recent) > len(addresses) + _RECENT:
                 recent.popitem(last=False)
                 changed = True
-        if changed or self._plan is None:
+        expired = self._plan_guesses and self._samples - self._last_new_context >= _GUESS_FOR
+        if changed or expired or self._plan is None:
             self._plan = self._make_plan()
 
     def _read_speculatively(

@@ -166,10 +166,19 @@ class SamplerThread(threading.Thread):
                 self._stats.stopped_total += stopped
                 self._stats.stopped_max = max(self._stats.stopped_max, stopped)
         else:
-            raw = reader.capture()
             # Without a stop, R runs on while the chain is read: if its head moved, the
-            # copy may mix two stacks, so it is dropped and counted.
-            if reader.read_globals()[0] != raw.head:
+            # copy may mix two stacks, so it is dropped and counted. The copy is one read
+            # (the snapshot) when it has everything, and is checked right after that read:
+            # decoding it later cannot tear it.
+            got = reader.snapshot()
+            head_now = reader.read_globals()[0]
+            snapshot = reader.decode_snapshot(got)
+            if snapshot is None:
+                raw = reader.capture()
+                head_now = reader.read_globals()[0]
+            else:
+                raw = snapshot
+            if head_now != raw.head:
                 raise TornSampleError("the stack changed while it was read")
             raw.idle = self._thread_sleeping()
         return reader.finish(raw)
