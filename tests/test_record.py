@@ -275,8 +275,11 @@ def test_launch_records_from_the_first_statement_and_passes_the_exit_code(
     theirs = [line for line in done.stderr.splitlines() if not line.startswith("xrtop: ")]
     assert theirs == plain.stderr.splitlines()
     assert "profile written to" in done.stderr
-    # AND the profile covers the program from its first statement to its end
+    # AND the profile covers the program from its first statement to its end: sampling
+    # began during R's startup (R is held while xrtop attaches), before first() ran
     stacks = read_rprof(out).stacks
+    starts = next(i for i, s in enumerate(stacks) if "first" in s.names)
+    assert starts > 0 and ".First.sys" in {n for s in stacks[:starts] for n in s.names}
     first = sum(s.names[-1:] == ("first",) for s in stacks)
     second = sum(s.names[-1:] == ("second",) for s in stacks)
     assert first >= 0.6 * 0.5 * 200, first
