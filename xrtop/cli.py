@@ -395,6 +395,7 @@ def _record_launched(
                 except XrtopError:
                     if not _gone(session.target.pid):
                         raise
+                    launched.adopt_status(session.target.pid, session.thread.exit_status)
                     session = None
                     out = open_output(path)
             if session is None:
