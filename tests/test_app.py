@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import rscript
 
-from sampler.errors import XrtopError
+from sampler.errors import NotRProcessError
+from sampler.errors import UsageError
 from sampler.model import SampleLog
 from sampler.model import SamplerStats
 from sampler.model import Stack
@@ -26,6 +27,7 @@ from xrtop.app import FileSource
 from xrtop.app import HelpScreen
 from xrtop.app import XrtopApp
 from xrtop.app import run_live
+from xrtop.session import SamplingOptions
 
 DATA = Path(__file__).parent / "data"
 DEMO_LINES = DATA / "demo-rprof-lines.out"  # R's own Rprof, line and GC profiling
@@ -352,13 +354,22 @@ async def test_show_picker_pushes_the_picker_screen() -> None:
         assert source.stopped, "the current target is detached before picking another"
 
 
-def test_run_live_attach_error_is_raised_before_the_ui(tmp_path: Path) -> None:
+def test_run_live_attach_error_is_raised_before_the_ui(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A PID that is not R: the error comes back as an exception (cli prints it), and no
     # -o file is left behind.
+    monkeypatch.setattr("xrtop.app.require_terminal", lambda: None)
     out = tmp_path / "x.out"
-    with pytest.raises(XrtopError):
-        run_live(os.getpid(), None, __import__("xrtop.session").session.SamplingOptions(), str(out))
+    with pytest.raises(NotRProcessError):
+        run_live(os.getpid(), None, SamplingOptions(), str(out))
     assert not out.exists()
+
+
+def test_run_live_without_a_terminal_is_a_usage_error() -> None:
+    # Under pytest standard output is captured, so it is not a terminal.
+    with pytest.raises(UsageError, match="needs a terminal"):
+        run_live(os.getpid(), None, SamplingOptions(), None)
 
 
 async def test_top_view_matches_summaryrprof_on_rs_own_file(tmp_path: Path) -> None:

@@ -158,19 +158,22 @@ def test_view_file_opens_and_quits(tmux: Tmux) -> None:
     tmux.wait_screen("XRTOP-EXIT=0")
 
 
-def test_attach_error_is_one_line_before_the_ui(tmp_path: Path) -> None:
+def test_attach_error_is_printed_before_the_ui(tmux: Tmux) -> None:
     # GIVEN a PID that is not an R process (this test's own Python)
+    tmux.start(xrtop(str(os.getpid())), size=(100, 20))
+    # THEN xrtop says so on the normal screen with a hint and exits with 4 (not an R process)
+    screen = tmux.wait_screen("XRTOP-EXIT=")
+    assert "XRTOP-EXIT=4" in screen
+    assert f"xrtop: process {os.getpid()} is not an R process" in screen
+    assert "Traceback" not in screen
+
+
+def test_no_terminal_is_one_line_and_a_usage_error(tmp_path: Path) -> None:
     out = subprocess.run(
-        xrtop(str(os.getpid())),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
+        xrtop(str(os.getpid())), capture_output=True, text=True, timeout=60, check=False
     )
-    # THEN xrtop says so on stderr with a hint, never drew a screen, and exits with 4
-    assert out.returncode == 4, out.stderr
-    assert out.stderr.startswith("xrtop: ") and "Traceback" not in out.stderr
+    assert out.returncode == 2
+    assert out.stderr.startswith("xrtop: the live view needs a terminal")
     assert "\x1b[" not in out.stdout + out.stderr
 
 

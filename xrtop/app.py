@@ -927,6 +927,15 @@ class _QuietLaunched(Launched):
         self.output_path = output_path
 
 
+def require_terminal() -> None:
+    """Raise UsageError unless standard input and output are a terminal (the UI needs one)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError(
+            "the live view needs a terminal (standard input and output are not one)",
+            "To record without a terminal use: xrtop record -p PID -o FILE",
+        )
+
+
 def _picker_available() -> bool:
     return importlib.util.find_spec("xrtop.picker") is not None
 
@@ -938,6 +947,7 @@ def run_live(
     output: str | None,
 ) -> int:
     """`xrtop PID`, `xrtop -- cmd` or `xrtop` (picker); attach errors raise before the UI."""
+    require_terminal()
     if pid is None and command is None:
         if not _picker_available():
             print(
@@ -1026,6 +1036,7 @@ def run_live(
 
 def run_view(path: Path, profile: RprofFile) -> int:
     """`xrtop view FILE`: browse a recorded profile (read-only)."""
+    require_terminal()
     app = XrtopApp(FileSource(path, profile), handle_signals=True)
     app.run()
     for saved in app.saved_files:
