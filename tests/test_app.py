@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import rscript
+from textual.command import CommandList
 
 from sampler.errors import NotRProcessError
 from sampler.errors import UsageError
@@ -404,3 +405,24 @@ async def test_top_view_matches_summaryrprof_on_rs_own_file(tmp_path: Path) -> N
     for name, (total, own) in expected.items():
         assert shown[name][0] == pytest.approx(total, abs=1e-6), name
         assert shown[name][1] == pytest.approx(own, abs=1e-6), name
+
+
+async def test_command_palette_saves(in_tmp: Path) -> None:
+    source = FakeLive()
+    source.add(FIB, 4)
+    app = live_app(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Save Rprof")
+        # The palette searches asynchronously: wait (up to 10 s) until it lists a match.
+        for _ in range(200):
+            found = app.screen.query(CommandList)
+            if found and found.first().option_count:
+                break
+            await pilot.pause(0.05)
+        await pilot.press("enter")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+    (saved,) = in_tmp.glob("xrtop-4242-*.out")
+    assert len(read_rprof(saved).stacks) == 4
