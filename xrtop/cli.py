@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -352,6 +353,33 @@ def _write_bench_stats(session: Session) -> None:
         json.dump(data, f)
 
 
+def _attach_launched(
+    launched: Launched, pid: int, sampling: SamplingOptions, duration: float | None
+) -> Session | None:
+    """Attach to the R that `launched` just started; None when R ended first.
+
+    R is held while xrtop attaches so that its first statements do not run unsampled
+    (blocking mode only: --nonblocking promises never to stop the target). R is found as
+    soon as the dynamic loader maps libR.so, so a hold can catch the loader midway; a
+    failed attach is therefore retried twice, with R running in between.
+    """
+    for attempt in range(3):
+        hold = StartupHold(pid) if sampling.blocking else None
+        try:
+            return Session.attach_pid(pid, sampling, duration=duration)
+        except XrtopError:
+            if _gone(pid):
+                return None
+            if attempt == 2:
+                raise
+        finally:
+            if hold is not None:
+                hold.release()
+                launched.adopt_status(pid, hold.exit_status)
+        time.sleep(0.02)
+    return None
+
+
 def _record_launched(
     args: argparse.Namespace,
     command: list[str],
@@ -374,18 +402,7 @@ def _record_launched(
         try:
             r_pid = launched.wait_for_r(cancel=stop)
             if r_pid is not None:
-                # Keep R from running its first statements while xrtop attaches (blocking
-                # mode only: --nonblocking promises never to stop the target).
-                hold = StartupHold(r_pid) if sampling.blocking else None
-                try:
-                    session = Session.attach_pid(r_pid, sampling, duration=duration)
-                except XrtopError:
-                    if not _gone(r_pid):
-                        raise
-                finally:
-                    if hold is not None:
-                        hold.release()
-                        launched.adopt_status(r_pid, hold.exit_status)
+                session = _attach_launched(launched, r_pid, sampling, duration)
             if out is None:
                 path = str(default_output_name(launched.process.pid, _SUFFIXES[args.format]))
                 out = open_output(path)

@@ -150,7 +150,9 @@ def find_r_descendant(root: int) -> int | None:
     """The first process at or below `root` that maps libR.so or runs a (static) R binary.
 
     The executable counts, not the process name: R's shell front end `bin/R` is also
-    named "R" while the shell runs it, just before it execs the real interpreter.
+    named "R" while the shell runs it, just before it execs the real interpreter. Right
+    after that exec the dynamic loader has not mapped libR.so yet; R's binary needs libR
+    before libc, so an R binary with libc mapped but no libR is a static R.
     """
     try:
         procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
@@ -159,7 +161,11 @@ def find_r_descendant(root: int) -> int | None:
     for proc in procs:
         try:
             maps = read_maps(proc.pid)
-            if find_libr_mapping(maps) is not None or os.path.basename(proc.exe()) == "R":
+            if find_libr_mapping(maps) is not None:
+                return proc.pid
+            if os.path.basename(proc.exe()) == "R" and any(
+                os.path.basename(m.path).startswith(("libc.so", "libc-")) for m in maps
+            ):
                 return proc.pid
         except (XrtopError, psutil.Error, OSError):
             continue
