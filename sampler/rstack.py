@@ -161,6 +161,7 @@ class StackReader:
         self._recent_contexts: OrderedDict[Address, None] = OrderedDict()
         self._recent_cells: OrderedDict[Address, None] = OrderedDict()
         self._plan: ScatterPlan | None = None
+        self._snapped: ScatterPlan | None = None  # the plan the last snapshot was read with
         self._plan_guesses = False  # whether the plan holds guessed context addresses
         self._samples = 0  # samples decoded, as a clock for `_last_new_context`
         self._last_new_context = 0  # when a context address not seen recently last appeared
@@ -255,6 +256,8 @@ class StackReader:
     def _read_plan(self) -> int:
         if self._plan is None:
             self._plan = self._make_plan()
+        # Decoding may make a new plan for the next sample; the bytes stay in this one.
+        self._snapped = self._plan
         return self._plan.read()
 
     def decode_snapshot(self, got: int) -> RawSample | None:
@@ -266,7 +269,7 @@ class StackReader:
         captured, self._captured = self._captured, None
         if captured is not None:
             return captured
-        if self.validate or self._plan is None or self.lines is not None:
+        if self.validate or self._snapped is None or self.lines is not None:
             return None
         try:
             return self._decode(got, live=False)
@@ -326,7 +329,7 @@ class StackReader:
 
         Without `live` (the target may be running) a missing region raises _SnapshotMiss.
         """
-        plan = self._plan
+        plan = self._snapped
         assert plan is not None
         buf = plan.buffer
         offsets = plan.offsets
@@ -360,9 +363,11 @@ class StackReader:
             self._remember([], [])
             return sample
 
-        # The context chain, innermost first.
+        # The context chain, innermost first. (The lookups below are `at()` written out:
+        # this loop and the next run once per frame of every sample.)
         size = self.layout.size
         unpack = self._context_struct.unpack_from
+        offset_of = offsets.get
         frame_calls: list[Address] = []
         frame_contexts: list[tuple[int, Address, Address, Address]] = []
         chain: list[Address] = []
@@ -373,13 +378,16 @@ class StackReader:
                 raise TornSampleError("the context chain loops or is implausibly deep")
             seen.add(address)
             chain.append(address)
-            hit = at(address, size)
-            if hit is None:
+            offset = offset_of(address)
+            if offset is not None and offset + size <= got:
+                address, flag, callfun, call, cloenv = unpack(buf, offset)
+            else:
                 if not live:
                     raise _SnapshotMiss
-                self._read_speculatively(address, extra)
-                hit = extra[address]
-            address, flag, callfun, call, cloenv = unpack(hit[0], hit[1])
+                if address not in extra:
+                    self._read_speculatively(address, extra)
+                data, offset = extra[address]
+                address, flag, callfun, call, cloenv = unpack(data, offset)
             if flag & (CTXT_FUNCTION | CTXT_BUILTIN):
                 frame_contexts.append((flag, call, callfun, cloenv))
                 frame_calls.append(call)
@@ -389,10 +397,8 @@ class StackReader:
             return sample
 
         # The call objects of frame contexts (they die with their frame: read while stopped).
-        missing = sorted({c for c in frame_calls if at(c, CELL_SIZE) is None})
+        missing = sorted({c for c in frame_calls if at(c, CELL_SIZE) is None}) if live else []
         if missing:
-            if not live:
-                raise _SnapshotMiss
             more_blob, more_offsets = self.memory.read_scatter([(c, CELL_SIZE) for c in missing])
             for call, offset in zip(missing, more_offsets, strict=True):
                 if offset >= 0:
@@ -403,11 +409,18 @@ class StackReader:
         names = self.names
         cells = list(frame_calls)
         unknown: list[tuple[RawFrame, Address]] = []
+        head_of = _HEAD.unpack_from
         for call in frame_calls:
-            hit = at(call, CELL_SIZE)
-            if hit is None:
-                raise BadAddressError(f"cannot read call object at {call:#x}")
-            info, head = _HEAD.unpack_from(hit[0], hit[1])
+            offset = offset_of(call)
+            if offset is not None and offset + CELL_SIZE <= got:
+                info, head = head_of(buf, offset)
+            else:
+                hit = extra.get(call)
+                if hit is None:
+                    if not live:
+                        raise _SnapshotMiss
+                    raise BadAddressError(f"cannot read call object at {call:#x}")
+                info, head = head_of(hit[0], hit[1])
             if info & TYPE_MASK != LANGSXP:
                 continue  # R writes no frame for a context whose call is not a call
             frame = RawFrame()
