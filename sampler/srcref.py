@@ -64,6 +64,7 @@ _MAX_CHAIN = 256  # bindings walked in one environment frame or hash bucket
 _MAX_FILENAME = 4096
 _ACTIVE_BINDING = 1 << (8 + 15)  # gp bit 15 of sxpinfo
 _EXTRA_SHIFT = 48  # sxpinfo.extra: nonzero marks an unboxed value in a binding cell
+_TRIES_TO_DECIDE = 50  # lines in user functions without a location before saying "none"
 
 # Kinds of a frame's srcref.
 _NONE, _AST, _BC = 0, 1, 2
@@ -87,6 +88,9 @@ class RawLines:
     """What `capture()` copied: the current location, then each frame's call site."""
 
     sites: list[_Site] = field(default_factory=list)
+    #: Per frame: whether its function was defined in the global environment (read only
+    #: until `SrcrefReader.keeps_source` is known); empty when not read.
+    user: list[bool] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -137,11 +141,15 @@ class SrcrefReader:
         self.symbol_name = symbol_name
         syms = binary.symbols
         self.srcref_global: Address = syms.get("R_Srcref", 0)
-        in_bc = syms.get("R_InBCInterpreter", 0)
-        srcfile = syms.get("R_SrcfileSymbol", 0)
-        setup = setup_memory or memory
-        self.in_bc = _U64.unpack(setup.read(in_bc, 8))[0] if in_bc else 0
-        self.srcfile_symbol = _U64.unpack(setup.read(srcfile, 8))[0] if srcfile else 0
+        # R sets these up while it starts: a process attached that early still has zeros
+        # there, so they are read again until all are set (see `_read_constants`).
+        self._constant_addresses = [
+            syms.get(name, 0)
+            for name in ("R_NilValue", "R_InBCInterpreter", "R_SrcfileSymbol", "R_GlobalEnv")
+        ]
+        self.in_bc = self.srcfile_symbol = self.global_env = 0
+        self._constants_ready = False
+        self._read_constants(setup_memory or memory)
         #: Addresses of R_BCbody and R_BCpc; None when they could not be found in this build.
         self.bc_globals = bc_globals
         self.relpc_offset = layout.relpc
@@ -150,10 +158,18 @@ class SrcrefReader:
         self._bodies: dict[tuple[Address, Address, Address], _Body | None] = {}
         self._srcrefs: dict[tuple[Address, Address, int], SrcLoc | None] = {}
         self._filenames: dict[tuple[Address, Address, Address], str | None] = {}
-        #: Frame sites looked up, and how many of them had a source location.
+        #: Lines looked up in functions defined in the global environment (user code, not
+        #: packages), and how many of them had a source location.
         self.sites_tried = 0
         self.sites_found = 0
         self.errors = 0
+
+    def _read_constants(self, memory: ProcessMemory) -> None:
+        values = [_U64.unpack(memory.read(a, 8))[0] if a else 0 for a in self._constant_addresses]
+        nil, self.in_bc, self.srcfile_symbol, self.global_env = values
+        if nil:
+            self.nil = nil
+        self._constants_ready = all(values)
 
     @property
     def current_line_available(self) -> bool:
@@ -165,11 +181,13 @@ class SrcrefReader:
         """Whether the target's code carries source references (None: not seen enough yet).
 
         R keeps them only with `options(keep.source = TRUE)` (interactive R's default; not
-        Rscript's) or, for packages, R_KEEP_PKG_SOURCE=yes.
+        Rscript's) or, for packages, R_KEEP_PKG_SOURCE=yes. Judged from the lines running
+        in functions defined in the global environment: installed packages never carry
+        source references by default, so their frames say nothing about the user's code.
         """
         if self.sites_found:
             return True
-        return None if self.sites_tried < 200 else False
+        return None if self.sites_tried < _TRIES_TO_DECIDE else False
 
     # -- stopped half --------------------------------------------------------------------
 
@@ -188,6 +206,10 @@ class SrcrefReader:
         `contexts` are the frames' context bytes (blob, offset), innermost first. Call while
         the target is stopped.
         """
+        if not self._constants_ready:
+            self._read_constants(self.memory)
+            if not self._constants_ready:
+                return RawLines([_Site() for _ in range(len(contexts) + 1)])
         layout = self.layout
         sites: list[_Site] = []
         # The current location: R_Srcref, or R_BCbody/R_BCpc inside byte code.
@@ -201,7 +223,12 @@ class SrcrefReader:
             body, pc_at = (current[1], current[2]) if self.bc_globals else (0, 0)
             sites.append(self._classify(srcref, body, -1, pc_at))
         relpc_at = self.relpc_offset
+        # Until a user function shows a location, keep checking which frames are user code.
+        deciding = self.sites_found == 0 and self.global_env != 0
+        funs: list[Address] = []
         for blob, offset in contexts:
+            if deciding:
+                funs.append(_U64.unpack_from(blob, offset + layout.callfun)[0])
             srcref = _U64.unpack_from(blob, offset + layout.srcref)[0]
             body = _U64.unpack_from(blob, offset + layout.bcbody)[0]
             bcpc = _U64.unpack_from(blob, offset + layout.bcpc)[0]
@@ -216,6 +243,8 @@ class SrcrefReader:
                 wanted.append((site.body, CELL_SIZE))
                 if site.relpc < 0:
                     wanted.append((site.pc, 8) if site.pc else (site.body, 8))
+        # Whether each frame's function lives in the global environment (its CLOENV, TAG).
+        wanted += [(fun, CELL_SIZE) for fun in funs]
         if wanted:
             got = iter(self.memory.read_many(wanted))
             for site in sites:
@@ -226,7 +255,11 @@ class SrcrefReader:
                     if site.relpc < 0:
                         word = next(got)
                         site.pc = _U64.unpack(word)[0] if word is not None and site.pc else 0
-        return RawLines(sites)
+        user = []
+        for _ in funs:
+            cell = next(got)
+            user.append(cell is not None and _CELL.unpack(cell)[4] == self.global_env)
+        return RawLines(sites, user)
 
     # -- running half --------------------------------------------------------------------
 
@@ -239,7 +272,9 @@ class SrcrefReader:
             except SampleError:
                 self.errors += 1
                 loc = None
-            if i:
+            # sites[i] is the line running in frame i; the current line (i = 0) of byte
+            # code is knowable only with R_BCbody/R_BCpc.
+            if i < len(raw.user) and raw.user[i] and (i or self.bc_globals or site.kind):
                 self.sites_tried += 1
                 if loc is not None:
                     self.sites_found += 1
