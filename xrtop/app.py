@@ -481,6 +481,7 @@ class XrtopApp(App[int]):
             elif state == "failed":
                 self.notify("Sampling failed; see the header.", severity="error")
             self._last_state = state
+            self.refresh_bindings()
 
     def _seconds_per_sample(self, agg: Aggregate) -> float:
         """Wall seconds one sample stands for, from the sample times (rates may change)."""
@@ -564,6 +565,7 @@ class XrtopApp(App[int]):
         if source is not None:
             self.say("")
             self.refresh_data()
+        self.refresh_bindings()
 
     def start_session(self, pid: int) -> None:
         """Attach to `pid` in a thread worker; show it, or show why not (staying in the app)."""
@@ -622,8 +624,10 @@ class XrtopApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Live-only keys are hidden for a file; the picker key only when it exists."""
         live = self.source is not None and self.source.live
-        if action in ("reset", "rate"):
+        if action == "reset":
             return live
+        if action == "rate":  # only while there is something to sample
+            return live and self.source is not None and self.source.state() == "running"
         if action in ("save", "export", "pause", "by_line", "window"):
             return self.source is not None
         if action == "show_picker":
