@@ -966,6 +966,10 @@ def run_live(
         finally:
             if app.source is not None:
                 app.source.stop()
+        if isinstance(app.source, LiveSource):
+            print(app.source.session.summary(), file=sys.stderr)
+        for path in app.saved_files:
+            print(f"xrtop: wrote {path}", file=sys.stderr)
         return app.return_code or 0
 
     launched: _QuietLaunched | None = None
