@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import SymbolTableSection
 
 from sampler.symbols import RBinary
 
@@ -370,16 +369,8 @@ def _decode_elf(
     read_pointer: Callable[[int], int | None],
     want_gc: bool,
 ) -> HiddenGlobals:
-    dynsym = elf.get_section_by_name(".dynsym")
-    if not isinstance(dynsym, SymbolTableSection):
-        return HiddenGlobals()
-
-    def symbol(name: str) -> int | None:
-        found = dynsym.get_symbol_by_name(name)
-        if not found or found[0]["st_shndx"] == "SHN_UNDEF":
-            return None
-        return int(found[0]["st_value"])
-
+    # Symbols and small functions' code come from the attach-time pass over .dynsym
+    # (sampler.symbols); only R_gc_internal, a local function, is read from the file here.
     writable = [
         (int(s["p_vaddr"]) + binary.bias, int(s["p_vaddr"] + s["p_memsz"]) + binary.bias)
         for s in elf.iter_segments()
@@ -390,26 +381,24 @@ def _decode_elf(
         return address is not None and any(lo <= address < hi for lo, hi in writable)
 
     bc_body = bc_pc = gc_flag = None
-    begin = symbol("Rf_begincontext")
-    if begin is not None:
-        found_bc = find_bc_globals(
-            _segment_bytes(elf, begin, 1024), begin + binary.bias, bcbody_offset, bcpc_offset
-        )
+    begin = binary.symbols.get("Rf_begincontext")
+    begin_code = binary.code.get("Rf_begincontext")
+    if begin is not None and begin_code:
+        found_bc = find_bc_globals(begin_code, begin, bcbody_offset, bcpc_offset)
         if found_bc is not None and all(plausible(a) for a in found_bc):
             bc_body, bc_pc = found_bc
-    gc_entry = symbol("R_gc")
-    suspended = symbol("R_interrupts_suspended")
-    if want_gc and gc_entry is not None and suspended is not None:
-        runtime = gc_entry + binary.bias
-        internal = first_call_target(_segment_bytes(elf, gc_entry, 64), runtime)
+    gc_entry = binary.symbols.get("R_gc")
+    gc_code = binary.code.get("R_gc")
+    suspended = binary.symbols.get("R_interrupts_suspended")
+    if want_gc and gc_entry is not None and gc_code and suspended is not None:
+        internal = first_call_target(gc_code, gc_entry)
         if internal is not None:
-            target = suspended + binary.bias
 
             def got_holds_suspended(slot: int) -> bool:
-                return plausible(slot) and read_pointer(slot) == target
+                return plausible(slot) and read_pointer(slot) == suspended
 
             code = _segment_bytes(elf, internal - binary.bias, 16384)
             flag = find_gc_flag(code, internal, got_holds_suspended)
-            if plausible(flag) and flag != target:
+            if plausible(flag) and flag != suspended:
                 gc_flag = flag
     return HiddenGlobals(bc_body, bc_pc, gc_flag)

@@ -39,6 +39,7 @@ WANTED_SYMBOLS = (
     "R_SrcfileSymbol",
     "R_GlobalEnv",
     "R_BaseEnv",
+    "R_interrupts_suspended",
 )
 _MAPS_LINE = re.compile(
     r"^(?P<start>[0-9a-f]+)-(?P<end>[0-9a-f]+) (?P<perms>\S+) (?P<offset>[0-9a-f]+) "
@@ -204,7 +205,7 @@ def _function_bytes(elf: ELFFile, value: int, size: int) -> bytes:
     return b""
 
 
-_CODE_SYMBOLS = ("R_gc_running", "R_gc")
+_CODE_SYMBOLS = ("R_gc_running", "R_gc", "Rf_begincontext")
 
 
 def load_r_binary(pid: int, maps: list[Mapping] | None = None) -> RBinary:
