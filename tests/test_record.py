@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import LAB_SUITES
 from conftest import R_SCRIPTS
 from conftest import REnv
 from conftest import RLauncher
@@ -177,13 +178,18 @@ def test_nonblocking_never_stops_the_target(r_launcher: RLauncher, tmp_path: Pat
     assert_left_alone(run)
 
 
-def test_record_in_a_container_like_namespace(r_launcher: RLauncher, tmp_path: Path) -> None:
-    # GIVEN R 4.6 running in its own mount namespace and root (the lab's --ns mode)
-    run = r_launcher.start("busy.R", "60", env=REnv("sid", "ns"))
+@pytest.mark.parametrize("suite", ["sid", "bullseye"])  # the newest and oldest R layouts
+def test_record_in_a_container_like_namespace(
+    suite: str, r_launcher: RLauncher, tmp_path: Path
+) -> None:
+    # GIVEN R running in its own mount namespace and root (the lab's --ns mode)
+    env = REnv(suite, "ns")
+    run = r_launcher.start("busy.R", "60", env=env)
     out = tmp_path / "ns.out"
     done = xrtop("record", "-p", str(run.pid), "-F", "200", "-d", "1.5", "-o", str(out), "-v")
     assert done.returncode == 0, done.stderr
-    assert "sampling R 4.6" in done.stderr
+    major, minor = LAB_SUITES[suite]
+    assert f"sampling R {major}.{minor}." in done.stderr
     # THEN the host's R reads the profile and sees the same call chain
     summary = summary_rprof(out)
     assert summary.total["fib"] > 0.8 * summary.sampling_time
