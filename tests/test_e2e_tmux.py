@@ -22,6 +22,7 @@ import psutil
 import pytest
 from conftest import IN_CI
 from conftest import R_SCRIPTS
+from conftest import REnv
 from conftest import RLauncher
 from conftest import rscript
 from conftest import wait_for
@@ -97,10 +98,11 @@ def summary_rprof(path: Path) -> dict[str, str]:
 
 
 def test_live_view_of_a_running_r_saves_and_detaches(
-    r_launcher: RLauncher, tmux: Tmux, tmp_path: Path
+    r_env: REnv, r_launcher: RLauncher, tmux: Tmux, tmp_path: Path
 ) -> None:
-    # GIVEN an R process busy in fib() under middle() under outer()
-    run = r_launcher.start("busy.R", "300")
+    # GIVEN an R process busy in fib() under middle() under outer(), on every R version
+    # the machine has, plain and in a container-like mount namespace
+    run = r_launcher.start("busy.R", "300", env=r_env)
     # WHEN xrtop watches it in a terminal
     tmux.start(xrtop(str(run.pid)))
     # THEN the hot function shows up, with the target's PID and state in the header
