@@ -209,7 +209,11 @@ def parse_rprof(text: str, path: str = "<text>") -> RprofFile:
                 files[int(file_match[1])] = file_match[2]
                 continue
         if memory:
-            line = _MEMORY_PREFIX.sub("", line, count=1)
+            line, prefixed = _MEMORY_PREFIX.subn("", line, count=1)
+            if prefixed and not line.strip():
+                # R writes the memory counters even when no function runs (top level).
+                stacks.append(Stack(()))
+                continue
         if not line.strip():
             raise RprofFormatError(path, number, "a blank line (R never writes one)")
         names: list[str] = []

@@ -190,12 +190,16 @@ outer(1); Rprof(NULL)
 Rprof(file.path(dir, "all.out"), interval = 0.01, memory.profiling = TRUE,
       gc.profiling = TRUE, line.profiling = TRUE)
 outer(1); Rprof(NULL)
+Rprof(file.path(dir, "toplevel.out"), interval = 0.01, memory.profiling = TRUE)
+x <- 0; t <- proc.time()[[3]]; while (proc.time()[[3]] - t < 0.5) x <- x + 1
+outer(0.5); Rprof(NULL)
 """
 
 
 @pytest.fixture(scope="module")
 def r_own_profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three files written by R's own Rprof: plain; GC + lines; memory + GC + lines."""
+    """Files written by R's own Rprof: plain; GC + lines; memory + GC + lines; memory with
+    time at top level (lines that carry only the memory counters)."""
     where = tmp_path_factory.mktemp("rprof")
     rscript(R_PROFILES.format(dir=where))
     return where
@@ -213,9 +217,11 @@ def test_rprof_writer_reproduces_rs_own_files_byte_for_byte(r_own_profiles: Path
     assert gcline.startswith("GC profiling: line profiling: ") and "#File 1: " in gcline
 
 
-@pytest.mark.parametrize("name", ["plain.out", "gcline.out", "all.out"])
+@pytest.mark.parametrize("name", ["plain.out", "gcline.out", "all.out", "toplevel.out"])
 def test_convert_reads_rs_own_files(name: str, r_own_profiles: Path, tmp_path: Path) -> None:
     path = r_own_profiles / name
+    if name == "toplevel.out":  # the case is really there: a line with counters only
+        assert any(re.fullmatch(r"(:\d+){4}:", line) for line in path.read_text().split("\n"))
     expected = r_totals_in_samples(path, 0.01)
     assert expected["work"] > 0
     # collapsed, to a file
