@@ -1,5 +1,11 @@
 """The permission doctor: why the kernel refused to let xrtop read a process, and the fix.
 
+`diagnose(pid)` looks at what decides ptrace access on Linux, most specific first: a tracer
+already attached, Yama's ptrace_scope, the target's owner, a target that made itself
+non-dumpable, a container without CAP_SYS_PTRACE, and a target whose files xrtop cannot
+see (another user namespace, e.g. a rootless container). Each reason says what is wrong
+and what to run instead.
+
 It never runs sudo and never suggests giving capabilities to the Python interpreter (that
 would give every Python program on the machine ptrace rights).
 """
@@ -7,6 +13,7 @@ would give every Python program on the machine ptrace rights).
 from __future__ import annotations
 
 import os
+import pwd
 import re
 from pathlib import Path
 
@@ -29,6 +36,21 @@ def _status_field(pid: int | str, name: str) -> str | None:
         return None
     m = re.search(rf"^{name}:\s*(.*)$", text, re.M)
     return m[1] if m else None
+
+
+def _user(uid: int) -> str:
+    """A user's name and uid, e.g. "alice (uid 1000)"."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() or "?"
+    except OSError:
+        return "?"
 
 
 def has_ptrace_capability() -> bool:
@@ -55,6 +77,47 @@ def in_container() -> bool:
         return False
 
 
+def tracer_of(pid: int) -> int:
+    """The PID tracing `pid` (0: none or unknown)."""
+    field = _status_field(pid, "TracerPid")
+    try:
+        return int(field or 0)
+    except ValueError:
+        return 0
+
+
+def _non_dumpable(pid: int, owner: int | None, me: int) -> bool:
+    """Whether `pid` is ours yet the kernel hides it like another user's process.
+
+    A process that is not dumpable (a setuid program, or one that called
+    prctl(PR_SET_DUMPABLE, 0)) has its /proc files owned by root.
+    """
+    if owner is None or owner != me or me == 0:
+        return False
+    try:
+        return os.stat(f"/proc/{pid}").st_uid == 0
+    except OSError:
+        return False
+
+
+def _root_unreadable(pid: int) -> bool:
+    """Whether xrtop cannot see the target's files through /proc/PID/root."""
+    try:
+        os.listdir(f"/proc/{pid}/root/")
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _other_user_namespace(pid: int) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino
+    except OSError:
+        return False
+
+
 def diagnose(pid: int) -> list[str]:
     """Reasons, with fixes, why xrtop may not trace `pid`; most likely first."""
     reasons: list[str] = []
@@ -63,6 +126,13 @@ def diagnose(pid: int) -> list[str]:
     owner = int(uid_field.split()[1]) if uid_field else None
     privileged = has_ptrace_capability()
     scope = yama_scope()
+    tracer = tracer_of(pid)
+    if tracer and tracer != os.getpid():
+        reasons.append(
+            f"Process {pid} is already traced by {_process_name(tracer)} (PID {tracer}), a "
+            "debugger, strace or another profiler; a process can have only one tracer. "
+            f"Stop that tool, or read without stopping R: xrtop --nonblocking {pid}"
+        )
     if scope == 3:
         reasons.append(
             "The kernel forbids all tracing: /proc/sys/kernel/yama/ptrace_scope is 3 "
@@ -70,19 +140,38 @@ def diagnose(pid: int) -> list[str]:
         )
     if owner is not None and owner != me and not privileged:
         reasons.append(
-            f"Process {pid} belongs to another user (uid {owner}; you are uid {me}). Run xrtop "
-            f"as that user, or as root: sudo xrtop {pid}"
+            f"Process {pid} belongs to another user, {_user(owner)}; you are {_user(me)}. "
+            f"Run xrtop as that user, or as root: sudo xrtop {pid}"
         )
-    if scope in (1, 2) and not privileged:
+    if scope == 1 and not privileged:
         reasons.append(
-            f"The kernel's Yama ptrace_scope is {scope} ({_YAMA_MEANING[scope]}). Run xrtop as "
-            "root (sudo), or allow tracing of your own processes with: "
+            f"The kernel's Yama ptrace_scope is 1 ({_YAMA_MEANING[1]}). Let xrtop start R "
+            "itself (xrtop -- Rscript script.R), run it as root (sudo xrtop "
+            f"{pid}), or allow tracing your own processes until reboot: "
             "sudo sysctl kernel.yama.ptrace_scope=0"
+        )
+    if scope == 2 and not privileged:
+        reasons.append(
+            f"The kernel's Yama ptrace_scope is 2 ({_YAMA_MEANING[2]}). Run xrtop as root: "
+            f"sudo xrtop {pid}"
+        )
+    if _non_dumpable(pid, owner, me) and not privileged:
+        reasons.append(
+            f"Process {pid} made itself non-dumpable (a setuid or setgid program, or "
+            "prctl(PR_SET_DUMPABLE, 0)), so only root may read it: sudo xrtop " + str(pid)
         )
     if in_container() and not privileged:
         reasons.append(
             "xrtop runs in a container without CAP_SYS_PTRACE. Start the container with "
-            "--cap-add SYS_PTRACE (and --pid=host to see processes outside it)."
+            "--cap-add SYS_PTRACE (Kubernetes: securityContext.capabilities.add: "
+            '["SYS_PTRACE"]), and with --pid=host to see processes outside it.'
+        )
+    if _root_unreadable(pid) and (_other_user_namespace(pid) or not reasons):
+        reasons.append(
+            f"xrtop cannot see the files of process {pid} (/proc/{pid}/root is unreadable): "
+            "it runs in another user namespace, as in a rootless container. Run xrtop "
+            "inside that container, or join its user namespace as its owner: "
+            f"nsenter --target {pid} --user --preserve-credentials xrtop {pid}"
         )
     if not reasons:
         reasons.append(

@@ -17,9 +17,13 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
+from types import MappingProxyType
+from typing import overload
 
 #: A source location: (file path as R stores it, 1-based line).
 SrcLoc = tuple[str, int]
@@ -64,6 +68,9 @@ class SampleLog:
         self.interval_us = interval_us
         self.stacks: list[Stack] = []
         self._ids: dict[Stack, int] = {}
+        # One copy of each function name and source location, shared by all stacks.
+        self._names: dict[str, str] = {}
+        self._places: dict[SrcLoc, SrcLoc] = {}
         self.stack_ids = array("I")
         #: Seconds since the first sample, per sample.
         self.times = array("d")
@@ -76,10 +83,19 @@ class SampleLog:
         """The id of `stack`, adding it to the stack table when new."""
         sid = self._ids.get(stack)
         if sid is None:
+            stack = self._shared(stack)
             sid = len(self.stacks)
             self.stacks.append(stack)
             self._ids[stack] = sid
         return sid
+
+    def _shared(self, stack: Stack) -> Stack:
+        """`stack` rebuilt from names and locations the log already holds (memory: an
+        hour of deep stacks repeats the same few thousand of each in every new stack)."""
+        names = tuple([self._names.setdefault(n, n) for n in stack.names])
+        places = self._places
+        sites = tuple([None if s is None else places.setdefault(s, s) for s in stack.sites])
+        return Stack(names, sites, stack.gc, stack.idle)
 
     def add(self, stack: Stack, when: float) -> None:
         """Append one sample taken at monotonic time `when` (seconds)."""
@@ -180,38 +196,123 @@ class FunctionRow:
     location: SrcLoc | None
 
 
+class _OneChild(Mapping[FunctionKey, int]):
+    """A read-only mapping of one key to one node, made on demand by `_Children`."""
+
+    __slots__ = ("_key", "_node")
+
+    def __init__(self, key: FunctionKey, node: int) -> None:
+        self._key = key
+        self._node = node
+
+    def __getitem__(self, key: FunctionKey) -> int:
+        if key == self._key:
+            return self._node
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[FunctionKey]:
+        yield self._key
+
+    def __len__(self) -> int:
+        return 1
+
+
+_NO_CHILDREN: Mapping[FunctionKey, int] = MappingProxyType({})
+
+
+class _Children(Sequence[Mapping[FunctionKey, int]]):
+    """`CallTree.children`: node id -> read-only mapping of child key to child node id."""
+
+    __slots__ = ("_tree",)
+
+    def __init__(self, tree: CallTree) -> None:
+        self._tree = tree
+
+    def __len__(self) -> int:
+        return len(self._tree.parent)
+
+    @overload
+    def __getitem__(self, node: int) -> Mapping[FunctionKey, int]: ...
+
+    @overload
+    def __getitem__(self, node: slice) -> Sequence[Mapping[FunctionKey, int]]: ...
+
+    def __getitem__(
+        self, node: int | slice
+    ) -> Mapping[FunctionKey, int] | Sequence[Mapping[FunctionKey, int]]:
+        if isinstance(node, slice):
+            return [self[i] for i in range(len(self))[node]]
+        tree = self._tree
+        many = tree._many.get(node)
+        if many is not None:
+            return MappingProxyType(many)
+        only = tree._only[node]
+        if only < 0:
+            return _NO_CHILDREN
+        key = tree._only_key[node]
+        assert key is not None
+        return _OneChild(key, only)
+
+
 class CallTree:
     """An aggregated call tree, outermost call at the root's children.
 
     Node 0 is the root (all samples). Node ids are stable for the tree's life, so a view can
-    keep them as row keys between refreshes.
+    keep them as row keys between refreshes. Per node: `parent`, `key`, `total`, `own` and
+    `children[node]`, a read-only mapping from child key to child node id.
+
+    Storage is flat because trees get big: an hour of deep stacks makes close to a million
+    nodes, nearly all with one child or none. A node's only child lives in two arrays;
+    only nodes with several children get a dict. That is about 50 bytes a node, where a
+    dict per node would cost hundreds of megabytes.
     """
 
     ROOT = 0
 
     def __init__(self) -> None:
         """An empty tree with only the root."""
-        self.parent: list[int] = [-1]
+        self.parent = array("q", [-1])
         self.key: list[FunctionKey] = [""]
-        self.children: list[dict[FunctionKey, int]] = [{}]
-        self.total: list[int] = [0]
-        self.own: list[int] = [0]
+        self.total = array("q", [0])
+        self.own = array("q", [0])
+        # The only child (-1: none) and its key, or all children in `_many`.
+        self._only = array("q", [-1])
+        self._only_key: list[FunctionKey | None] = [None]
+        self._many: dict[int, dict[FunctionKey, int]] = {}
+        self.children = _Children(self)
 
     def __len__(self) -> int:
         return len(self.parent)
 
     def child(self, node: int, key: FunctionKey) -> int:
         """The child of `node` for `key`, created when missing."""
-        kids = self.children[node]
-        found = kids.get(key)
-        if found is None:
-            found = len(self.parent)
-            kids[key] = found
-            self.parent.append(node)
-            self.key.append(key)
-            self.children.append({})
-            self.total.append(0)
-            self.own.append(0)
+        many = self._many.get(node)
+        if many is not None:
+            found = many.get(key)
+            if found is not None:
+                return found
+        else:
+            only = self._only[node]
+            if only >= 0 and self._only_key[node] == key:
+                return only
+        found = len(self.parent)
+        if many is not None:
+            many[key] = found
+        elif self._only[node] < 0:
+            self._only[node] = found
+            self._only_key[node] = key
+        else:
+            old_key = self._only_key[node]
+            assert old_key is not None
+            self._many[node] = {old_key: self._only[node], key: found}
+            self._only[node] = -1
+            self._only_key[node] = None
+        self.parent.append(node)
+        self.key.append(key)
+        self.total.append(0)
+        self.own.append(0)
+        self._only.append(-1)
+        self._only_key.append(None)
         return found
 
     def add_path(self, keys_outermost_first: Iterable[FunctionKey], count: int) -> None:
@@ -282,6 +383,7 @@ class Aggregate:
         self.locations: dict[FunctionKey, Counter[SrcLoc]] = {}
         self.tree = CallTree()
         self.stack_counts: Counter[int] = Counter()
+        self._keys: dict[FunctionKey, FunctionKey] = {}
 
     def update(self, stop: int | None = None) -> int:
         """Take in the samples appended since the last update; return how many."""
@@ -304,6 +406,10 @@ class Aggregate:
         self.stack_counts[sid] += count
         self.samples += count
         keys = frame_keys(stack, self.by_line)
+        if self.by_line:
+            # One key object per function and line, however many tree nodes hold it.
+            shared = self._keys
+            keys = [shared.setdefault(k, k) for k in keys]
         if stack.gc:
             self.gc += count
             keys.insert(0, GC_NAME)
@@ -312,10 +418,11 @@ class Aggregate:
         self.own[keys[0]] += count
         for key in set(keys):
             self.total[key] += count
-        for i, key in enumerate(keys[1:] if stack.gc else keys):
-            loc = stack.site(i)
-            if loc is not None:
-                self.locations.setdefault(key, Counter())[loc] += count
+        if not self.by_line:  # by line, the key holds its location already
+            for i, key in enumerate(keys[1:] if stack.gc else keys):
+                loc = stack.site(i)
+                if loc is not None:
+                    self.locations.setdefault(key, Counter())[loc] += count
         self.tree.add_path(reversed(keys), count)
 
     def rows(self) -> list[FunctionRow]:

@@ -19,6 +19,7 @@ import signal
 import struct
 import time
 
+from sampler.doctor import permission_error
 from sampler.errors import PermissionDeniedError
 from sampler.errors import ReadPermissionError
 from sampler.errors import TargetGoneError
@@ -71,6 +72,9 @@ class Tracer:
         except OSError as err:
             if err.errno == errno.ESRCH:
                 raise TargetGoneError(f"process {tid} has exited") from None
+            if err.errno == errno.EPERM:
+                # Another tracer, Yama, another user...: the doctor says which, and the fix.
+                raise permission_error(tid, "may not trace") from None
             raise PermissionDeniedError(f"cannot trace process {tid}: {err.strerror}") from None
         self.attached = True
 

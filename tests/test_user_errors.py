@@ -7,10 +7,13 @@ what happened in its first line, and that no traceback ever shows.
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +24,14 @@ from conftest import REnv
 from conftest import RLauncher
 from conftest import wait_for
 
+from sampler import doctor
 from sampler.errors import EXIT_FILE
 from sampler.errors import EXIT_NO_PROCESS
 from sampler.errors import EXIT_NOT_R
+from sampler.errors import EXIT_PERMISSION
 from sampler.errors import EXIT_UNSUPPORTED
 from sampler.errors import EXIT_USAGE
+from sampler.rprof import parse_rprof
 
 XRTOP = str(Path(sys.executable).with_name("xrtop"))
 
@@ -323,3 +329,166 @@ def test_wrong_forced_version_is_refused(
     time.sleep(0.05)
     assert run.tracer() == 0
     assert run.state() not in ("t", "T")
+
+
+# -- the permission doctor ---------------------------------------------------------------------
+
+TEST_USER = "xrtop-test"
+
+
+def _python_for_others() -> list[str]:
+    """A Python command line an unprivileged user can run xrtop with."""
+    real = Path(sys.executable).resolve()
+    if all(os.stat(p).st_mode & 0o001 for p in real.parents):
+        return [sys.executable, "-m", "xrtop"]
+    system = Path("/usr/bin/python3")
+    if system.exists():
+        version = subprocess.run(
+            [system, "-c", "import sys; print(sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        if version == str(sys.version_info[:2]):
+            return [str(system), "-m", "xrtop"]
+    pytest.skip("no Python an unprivileged user may run (the venv's lives under /root)")
+
+
+@pytest.fixture
+def unprivileged() -> tuple[int, int]:
+    """The uid and gid of an unprivileged test user (created once, idempotently)."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a test user needs root")
+    try:
+        entry = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
+            check=False,
+            capture_output=True,
+        )
+        entry = pwd.getpwnam(TEST_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory both root and the test user may write."""
+    path = Path(tempfile.mkdtemp(prefix="xrtop-shared-"))
+    path.chmod(0o777)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def as_user(ids: tuple[int, int], argv: list[str]) -> list[str]:
+    """`argv` run as the unprivileged user, with no supplementary groups."""
+    return ["setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", *argv]
+
+
+def user_env(home: Path) -> dict[str, str]:
+    root = Path(__file__).resolve().parent.parent
+    site = next((root / ".venv" / "lib").glob("python3*/site-packages"))
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "PYTHONPATH": f"{root}:{site}",
+        "LANG": "C.UTF-8",
+    }
+
+
+def test_another_users_process_gets_the_doctors_paragraph(
+    unprivileged: tuple[int, int], shared_dir: Path, r_launcher: RLauncher
+) -> None:
+    # GIVEN an R process of root's, and xrtop run by an unprivileged user
+    run = r_launcher.start("busy.R", "60")
+    out = shared_dir / "x.out"
+    argv = [*_python_for_others(), "record", "-p", str(run.pid), "-d", "1", "-o", str(out)]
+    result = subprocess.run(
+        as_user(unprivileged, argv),
+        env=user_env(shared_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # THEN it is refused with the permission exit code and a diagnosis naming the owner
+    assert "Traceback" not in result.stderr
+    assert result.returncode == EXIT_PERMISSION, result.stderr
+    lines = result.stderr.splitlines()
+    assert (
+        lines[0]
+        == f"xrtop: permission denied: xrtop cannot read the memory map of process {run.pid}"
+    )
+    assert f"Process {run.pid} belongs to another user, root (uid 0); you are {TEST_USER}" in (
+        result.stderr
+    )
+    assert f"sudo xrtop {run.pid}" in result.stderr
+    assert "setcap" not in result.stderr
+    assert not out.exists()
+    assert run.tracer() == 0
+
+
+def test_a_users_own_r_process_can_be_profiled(
+    unprivileged: tuple[int, int], shared_dir: Path
+) -> None:
+    # GIVEN an R process the unprivileged user runs (no Yama here: same-user tracing is
+    # allowed without any capability)
+    ready = shared_dir / "ready"
+    env = {**user_env(shared_dir), "XRTOP_READY": str(ready)}
+    r = subprocess.Popen(
+        as_user(unprivileged, ["Rscript", str(R_SCRIPTS / "busy.R"), "60"]),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: ready.exists() or r.poll() is not None, 60, "R to start")
+        pid = int(ready.read_text())
+        out = shared_dir / "own.out"
+        argv = [*_python_for_others(), "record", "-p", str(pid), "-d", "1", "-o", str(out)]
+        # WHEN the same user records it
+        result = subprocess.run(
+            as_user(unprivileged, argv), env=env, capture_output=True, text=True, timeout=60
+        )
+        # THEN it works, and R's own reader takes the profile
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        samples = len(parse_rprof(out.read_text()).stacks)
+        assert samples > 20
+        assert "fib" in out.read_text()
+    finally:
+        os.killpg(r.pid, signal.SIGKILL)
+        r.wait()
+
+
+@pytest.mark.parametrize(
+    ("scope", "says"),
+    [
+        (1, "Yama ptrace_scope is 1 (restricted: only a parent may trace its children"),
+        (2, "Yama ptrace_scope is 2 (admin-only"),
+        (3, "ptrace_scope is 3 (no attach"),
+    ],
+)
+def test_doctor_explains_yama(scope: int, says: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pure logic: the kernel here has no Yama, so its setting is faked.
+    monkeypatch.setattr(doctor, "yama_scope", lambda: scope)
+    monkeypatch.setattr(doctor, "has_ptrace_capability", lambda: False)
+    reasons = " ".join(doctor.diagnose(os.getpid()))
+    assert says in reasons
+    if scope == 1:
+        assert "sudo sysctl kernel.yama.ptrace_scope=0" in reasons
+        assert "xrtop -- Rscript script.R" in reasons
+    assert "setcap" not in reasons
+
+
+def test_doctor_explains_a_container_without_cap_sys_ptrace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(doctor, "in_container", lambda: True)
+    monkeypatch.setattr(doctor, "has_ptrace_capability", lambda: False)
+    reasons = " ".join(doctor.diagnose(os.getpid()))
+    assert "--cap-add SYS_PTRACE" in reasons
+    assert "--pid=host" in reasons

@@ -38,6 +38,7 @@ from sampler.rprof import write_rprof
 from sampler.rstack import RawSample
 from sampler.target import attach
 from sampler.target import parse_pid
+from sampler.target import parse_version
 from sampler.target import verify_layout
 from xrtop import __version__
 from xrtop.session import Launched
@@ -161,6 +162,8 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def _sampling(args: argparse.Namespace) -> SamplingOptions:
+    if args.force_version is not None:
+        parse_version(args.force_version)  # a malformed X.Y is a usage error, found first
     return SamplingOptions(
         rate_hz=args.rate,
         blocking=not args.nonblocking,
@@ -251,6 +254,12 @@ def _sample_into(
     try:
         if args.format == "rprof":
             stream = StreamedFile(out, sampling.interval_us, sampling.options)
+            if stream.error:  # not even the header went out: say so before sampling
+                reason = stream.error.removeprefix("writing samples failed: ")
+                raise UsageError(
+                    f"cannot write {args.output or 'standard output'}: {reason}",
+                    "Choose a writable path with -o.",
+                )
             session.set_stream(stream)
         session.start()
         if args.verbose:
@@ -317,6 +326,9 @@ def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
     pid = parse_pid(args.pid)
     # Attach before touching the output: a wrong PID leaves no file behind.
     session = Session.attach_pid(pid, sampling, duration=duration)
+    # Only a file xrtop creates may be removed again: -o /dev/null or an existing file
+    # the user named must survive a failed start.
+    created = bool(args.output) and not os.path.lexists(args.output)
     out: IO[str] = open_output(args.output) if args.output else sys.stdout
     stop = threading.Event()
     try:
@@ -327,7 +339,9 @@ def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
         if args.output:  # sampling never started: no half-made file
             with contextlib.suppress(OSError):
                 out.close()
-                os.unlink(args.output)
+            if created:
+                with contextlib.suppress(OSError):
+                    os.unlink(args.output)
         raise
     return 0 if ok else 1
 
@@ -453,6 +467,8 @@ def _record_launched(
 def cmd_dump(args: argparse.Namespace) -> int:
     """`xrtop dump PID`: R's stack right now, innermost first."""
     pid = parse_pid(args.pid)
+    if args.force_version is not None:
+        parse_version(args.force_version)
     try:
         target = attach(pid, force_version=args.force_version)
     except XrtopError as err:
