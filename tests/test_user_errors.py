@@ -492,3 +492,37 @@ def test_doctor_explains_a_container_without_cap_sys_ptrace(
     reasons = " ".join(doctor.diagnose(os.getpid()))
     assert "--cap-add SYS_PTRACE" in reasons
     assert "--pid=host" in reasons
+
+
+def test_an_already_traced_process_names_its_tracer(r_launcher: RLauncher) -> None:
+    # GIVEN an R process that another tool (here a tiny seizing tracer) already traces
+    run = r_launcher.start("busy.R", "60")
+    code = (
+        "import ctypes, sys, time\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"assert libc.ptrace(0x4206, {run.pid}, 0, 0) == 0\n"
+        "print('seized', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "seized"
+        # WHEN xrtop is pointed at it
+        result = xrtop("record", "-p", str(run.pid), "-d", "1")
+        # THEN the doctor names the tracer and the way around it
+        assert result.returncode == EXIT_PERMISSION
+        assert (
+            first_line(result) == f"xrtop: permission denied: xrtop may not trace process {run.pid}"
+        )
+        assert f"already traced by python3 (PID {other.pid})" in result.stderr or (
+            f"(PID {other.pid})" in result.stderr
+        )
+        assert f"xrtop --nonblocking {run.pid}" in result.stderr
+    finally:
+        other.kill()
+        other.wait()
+    # AND once that tracer is gone the target runs on, untraced
+    wait_for(lambda: run.tracer() == 0, 10, "the other tracer to go")
+    assert run.state() not in ("t", "T")
