@@ -50,10 +50,11 @@ class RSummary:
         return 100 * self.total.get(name, 0.0) / sum(self.total.get(n, 0.0) for n in among)
 
 
-def summary_rprof(path: Path) -> RSummary:
+def summary_rprof(path: Path, lines: str = "hide") -> RSummary:
     """Run R's summaryRprof on `path` (fails the test if R cannot read the file)."""
     out = rscript(
-        f"s <- summaryRprof({json.dumps(str(path))}); bt <- s$by.total; "
+        f"s <- summaryRprof({json.dumps(str(path))}, lines = {json.dumps(lines)}); "
+        "bt <- s$by.total; "
         'cat(sprintf("%s\\t%.6f\\t%.6f\\n", rownames(bt), bt$total.time, bt$self.time), '
         'sep = ""); cat(sprintf("#sampling.time\\t%.6f\\n", s$sampling.time))'
     )
@@ -195,6 +196,55 @@ def test_record_in_a_container_like_namespace(
     assert summary.total["fib"] > 0.8 * summary.sampling_time
     assert summary.total["outer"] >= summary.total["middle"] >= summary.total["fib"]
     assert_left_alone(run)
+
+
+OPTIONS_WORKLOAD = """
+src <- file.path(tempdir(), "work.R")
+writeLines(c(
+  "work <- function() {",
+  "  x <- 0",
+  "  for (i in 1:2e5) x <- x + i",
+  "  x",
+  "}",
+  "nap <- function() Sys.sleep(0.05)",
+  "churn <- function() lapply(1:2000, function(i) rnorm(10))",
+  "loop <- function() repeat { work(); nap(); churn() }"), src)
+options(keep.source = TRUE)
+source(src)
+path <- Sys.getenv("XRTOP_READY")
+if (nzchar(path)) writeLines(as.character(Sys.getpid()), path)
+loop()
+"""
+
+
+@pytest.mark.parametrize(
+    "flags", [[], ["--gc"], ["--lines"], ["--idle"], ["--gc", "--lines", "--idle"]]
+)
+def test_every_rprof_variant_xrtop_writes_is_read_by_summaryrprof(
+    flags: list[str], r_launcher: RLauncher, tmp_path: Path
+) -> None:
+    # GIVEN R with source references, computing, sleeping and allocating in turn
+    script = tmp_path / "options.R"
+    script.write_text(OPTIONS_WORKLOAD)
+    run = r_launcher.start(str(script))
+    out = tmp_path / "variant.out"
+    done = xrtop("record", "-p", str(run.pid), "-d", "1.5", "-o", str(out), *flags)
+    assert done.returncode == 0, done.stderr
+    # THEN the header names what the file holds, as R's Rprof would
+    header = out.read_text().split("\n", 1)[0]
+    prefix = ("GC profiling: " if "--gc" in flags else "") + (
+        "line profiling: " if "--lines" in flags else ""
+    )
+    assert header == prefix + "sample.interval=10000"
+    # AND R reads it, with the locations when there are any
+    summary = summary_rprof(out, lines="both" if "--lines" in flags else "hide")
+    assert summary.total["work"] > 0 and summary.total["churn"] > 0
+    if "--lines" in flags:
+        assert "#File 1: " in out.read_text()
+        assert any(name.startswith("work.R#") for name in summary.total)
+    # AND time spent asleep is there only when asked for (R's own Rprof never has it)
+    nap = summary.total.get("nap", 0.0) / summary.sampling_time
+    assert nap > 0.15 if "--idle" in flags else nap < 0.1
 
 
 # ---------------------------------------------------------------------------------------------
