@@ -24,6 +24,7 @@ from conftest import RRun
 from conftest import rscript
 from conftest import wait_for
 
+from sampler.errors import EXIT_INTERNAL
 from sampler.model import SampleLog
 from sampler.rprof import parse_rprof
 from sampler.target import attach
@@ -31,6 +32,14 @@ from sampler.thread import SamplerThread
 from sampler.thread import State
 
 XRTOP = str(Path(sys.executable).with_name("xrtop"))
+
+
+def ready_pid(ready: Path) -> int:
+    """The PID an R workload wrote to its ready file (waiting until the write is whole)."""
+    text = wait_for(lambda: ready.exists() and ready.read_text().strip(), 60, "the ready file")
+    return int(text)
+
+
 pytestmark = pytest.mark.live
 
 
@@ -48,6 +57,7 @@ def run_unprofiled(tmp: Path, script: str, *args: str, timeout: float = 120) -> 
 
 def start_record(pid: int, out: Path, *extra: str) -> subprocess.Popen[str]:
     """`xrtop record -p PID -o OUT` in the background, its stderr captured."""
+    out_pid[out] = pid
     return subprocess.Popen(
         [XRTOP, "record", "-p", str(pid), "-o", str(out), *extra],
         stdout=subprocess.DEVNULL,
@@ -57,13 +67,30 @@ def start_record(pid: int, out: Path, *extra: str) -> subprocess.Popen[str]:
 
 
 def wait_sampling(out: Path, proc: subprocess.Popen[str], timeout: float = 20) -> None:
-    """Wait until xrtop has attached (the header is written only after attaching worked)."""
-    wait_for(
-        lambda: (out.exists() and out.stat().st_size > 0) or proc.poll() is not None,
-        timeout,
-        "xrtop to attach",
-    )
+    """Wait until xrtop traces its target and has written the file's header."""
+
+    def tracing() -> bool:
+        if proc.poll() is not None:
+            return True
+        if not (out.exists() and out.stat().st_size > 0):
+            return False
+        pid = out_pid.get(out)
+        return pid is None or tracer_of(pid) == proc.pid
+
+    wait_for(tracing, timeout, "xrtop to attach")
     assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+
+
+#: The target PID of each output file (set by `start_record`).
+out_pid: dict[Path, int] = {}
+
+
+def tracer_of(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(status.split("TracerPid:")[1].split()[0])
 
 
 def assert_untouched(run: RRun) -> None:
@@ -166,7 +193,7 @@ def _unprofiled_signals_run(
     )
     try:
         wait_for(lambda: ready.exists() or proc.poll() is not None, 60, "R to start")
-        pid = int(ready.read_text())
+        pid = ready_pid(ready)
         # Sleep as the profiled run does before each signal, once xrtop is attached.
         for sig in send or []:
             time.sleep(0.4)
@@ -235,7 +262,7 @@ def test_zombie_target_ends_sampling_without_spinning(tmp_path: Path) -> None:
     )
     try:
         wait_for(ready.exists, 60, "R to start")
-        pid = int(ready.read_text())
+        pid = ready_pid(ready)
         profile = tmp_path / "zombie.out"
         # WHEN xrtop records it and R finishes (and stays a zombie)
         proc = start_record(pid, profile, "-F", "200")
@@ -347,14 +374,16 @@ def test_every_ending_leaves_a_complete_profile(
         )
     else:
         proc = start_record(run.pid, profile, *extra)
-    wait_sampling(profile, proc)
+        wait_sampling(profile, proc)
     if how.startswith("SIG"):
         time.sleep(1.0)
         proc.send_signal(getattr(signal, how))
     _, err = proc.communicate(timeout=30)
     assert "Traceback" not in err
     if how == "internal-error":
-        assert "internal" in err
+        # A bug is reported as one (exit 70), and what was sampled is kept
+        assert proc.returncode == EXIT_INTERNAL, err
+        assert "xrtop: internal error: sampling stopped early (RuntimeError: injected bug)" in err
     else:
         assert proc.returncode == 0, err
     # The file is complete: R reads every sample xrtop says it wrote.

@@ -36,6 +36,12 @@ from sampler.rprof import parse_rprof
 XRTOP = str(Path(sys.executable).with_name("xrtop"))
 
 
+def ready_pid(ready: Path) -> int:
+    """The PID an R workload wrote to its ready file (waiting until the write is whole)."""
+    text = wait_for(lambda: ready.exists() and ready.read_text().strip(), 60, "the ready file")
+    return int(text)
+
+
 def xrtop(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the installed `xrtop` command; never a traceback, whatever happens."""
     result = subprocess.run(
@@ -166,7 +172,7 @@ def test_pid_of_rs_shell_front_end_names_the_child(tmp_path: Path) -> None:
     )
     try:
         wait_for(ready.exists, 60, "R to start")
-        r_pid = int(ready.read_text())
+        r_pid = ready_pid(ready)
         # WHEN the user gives the shell's PID
         result = xrtop("record", "-p", str(shell.pid))
         # THEN xrtop says it is not R, and which child is
@@ -446,7 +452,7 @@ def test_a_users_own_r_process_can_be_profiled(
     )
     try:
         wait_for(lambda: ready.exists() or r.poll() is not None, 60, "R to start")
-        pid = int(ready.read_text())
+        pid = ready_pid(ready)
         out = shared_dir / "own.out"
         argv = [*_python_for_others(), "record", "-p", str(pid), "-d", "1", "-o", str(out)]
         # WHEN the same user records it

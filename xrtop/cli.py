@@ -40,6 +40,7 @@ from sampler.target import attach
 from sampler.target import parse_pid
 from sampler.target import parse_version
 from sampler.target import verify_layout
+from sampler.thread import State
 from xrtop import __version__
 from xrtop.session import Launched
 from xrtop.session import SamplingOptions
@@ -343,6 +344,13 @@ def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
                 with contextlib.suppress(OSError):
                     os.unlink(args.output)
         raise
+    if session.state is State.FAILED:  # a bug ended sampling early: say so, keep the file
+        print(
+            f"xrtop: internal error: sampling stopped early ({session.thread.stats().last_error})",
+            file=sys.stderr,
+        )
+        print("Please report this at the xrtop issue tracker.", file=sys.stderr)
+        return EXIT_INTERNAL
     return 0 if ok else 1
 
 
