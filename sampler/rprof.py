@@ -201,54 +201,46 @@ def parse_rprof(text: str, path: str = "<text>") -> RprofFile:
     files: dict[int, str] = {}
     stacks: list[Stack] = []
     seen_gc = False
-    # A file whose writer was killed mid-line ends without a newline: that last line may
-    # be cut anywhere, and the samples before it still stand (summaryRprof reads them).
-    unfinished = 0 if text.endswith("\n") else len(lines)
     for number, raw in enumerate(lines[1:], start=2):
-        try:
-            line = raw.rstrip("\r")
-            if options.lines:
-                file_match = _FILE_LINE.match(line)
-                if file_match:
-                    files[int(file_match[1])] = file_match[2]
+        line = raw.rstrip("\r")
+        if options.lines:
+            file_match = _FILE_LINE.match(line)
+            if file_match:
+                files[int(file_match[1])] = file_match[2]
+                continue
+        if memory:
+            line, prefixed = _MEMORY_PREFIX.subn("", line, count=1)
+            if prefixed and not line.strip():
+                # R writes the memory counters even when no function runs (top level).
+                stacks.append(Stack(()))
+                continue
+        if not line.strip():
+            raise RprofFormatError(path, number, "a blank line (R never writes one)")
+        names: list[str] = []
+        sites: list[SrcLoc | None] = [None]
+        gc = False
+        for token in _tokens(line, number, path):
+            if token.startswith('"'):
+                name = token[1:-1]
+                if name == GC_NAME and not names and not gc:
+                    gc = True
                     continue
-            if memory:
-                line, prefixed = _MEMORY_PREFIX.subn("", line, count=1)
-                if prefixed and not line.strip():
-                    # R writes the memory counters even when no function runs (top level).
-                    stacks.append(Stack(()))
-                    continue
-            if not line.strip():
-                raise RprofFormatError(path, number, "a blank line (R never writes one)")
-            names: list[str] = []
-            sites: list[SrcLoc | None] = [None]
-            gc = False
-            for token in _tokens(line, number, path):
-                if token.startswith('"'):
-                    name = token[1:-1]
-                    if name == GC_NAME and not names and not gc:
-                        gc = True
-                        continue
-                    names.append(name)
-                    sites.append(None)
-                    continue
-                loc = _LOCATION.match(token)
-                if loc is None:
-                    raise RprofFormatError(path, number, f"unexpected token {token[:40]!r}")
-                file_no = int(loc[1])
-                if file_no not in files:
-                    raise RprofFormatError(
-                        path, number, f"file {file_no} used before '#File {file_no}:'"
-                    )
-                sites[-1] = (files[file_no], int(loc[2]))
-            seen_gc = seen_gc or gc
-            stacks.append(
-                Stack(tuple(names), tuple(sites) if options.lines else (), gc=gc),
-            )
-        except RprofFormatError:
-            if number == unfinished:
-                break
-            raise
+                names.append(name)
+                sites.append(None)
+                continue
+            loc = _LOCATION.match(token)
+            if loc is None:
+                raise RprofFormatError(path, number, f"unexpected token {token[:40]!r}")
+            file_no = int(loc[1])
+            if file_no not in files:
+                raise RprofFormatError(
+                    path, number, f"file {file_no} used before '#File {file_no}:'"
+                )
+            sites[-1] = (files[file_no], int(loc[2]))
+        seen_gc = seen_gc or gc
+        stacks.append(
+            Stack(tuple(names), tuple(sites) if options.lines else (), gc=gc),
+        )
     return RprofFile(interval, RprofOptions(options.lines, options.gc or seen_gc), memory, stacks)
 
 

@@ -19,13 +19,11 @@ from test_record import summary_numbers
 from test_record import summary_rprof
 from test_record import xrtop
 
-from sampler.errors import RprofFormatError
 from sampler.export import write_collapsed
 from sampler.export import write_speedscope
 from sampler.model import Stack
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
-from sampler.rprof import parse_rprof
 from sampler.rprof import read_rprof
 
 DATA = Path(__file__).parent / "data"
@@ -305,10 +303,3 @@ def test_speedscope_with_lines_gives_file_and_line_per_frame() -> None:
     collapsed = io.StringIO()
     write_collapsed(collapsed, [stack], lines=True)
     assert collapsed.getvalue() == "g (a.R:8);f (a.R:3) 1\n"
-
-
-def test_a_line_cut_by_a_killed_writer_is_dropped_but_a_bad_whole_line_is_an_error() -> None:
-    cut = 'sample.interval=10000\n"f" "g" \n"f" "g'
-    assert [s.names for s in parse_rprof(cut).stacks] == [("f", "g")]
-    with pytest.raises(RprofFormatError):
-        parse_rprof(cut + "\n")
