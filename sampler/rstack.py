@@ -168,7 +168,6 @@ class StackReader:
         self.last_head: Address = 0
         #: Reads source lines when set (`sampler.target.Target.set_lines`); None: no lines.
         self.lines: SrcrefReader | None = None
-        self._captured: RawSample | None = None
 
     def _read_pointers(self, addresses: list[Address]) -> list[Address]:
         result = []
@@ -229,6 +228,9 @@ class StackReader:
         # Most recently seen first: a plan holds at most 1024 regions.
         regions += [(a, size) for a in reversed(self._recent_contexts)]
         regions += [(c, CELL_SIZE) for c in reversed(self._recent_cells)]
+        lines = self.lines
+        if lines is not None:
+            regions += lines.plan_regions()  # srcref nodes, bodies, pc words (sampler.srcref)
         guesses = []
         chain = self._prev_chain
         # Guesses cost the kernel one iovec each (~0.4 us), so they are made only while the
@@ -247,10 +249,6 @@ class StackReader:
 
         Returns the byte count to pass to `decode_snapshot()` once the target runs again.
         """
-        if self.lines is not None:
-            # Lines need reads that follow the decoded chain: decode now, while stopped.
-            self._captured = self._decode(self._read_plan(), live=True)
-            return 0
         return self._read_plan()
 
     def _read_plan(self) -> int:
@@ -266,10 +264,7 @@ class StackReader:
         Safe while the target runs: it reads only the snapshot, plus symbol names, which
         never change (see `finish()`).
         """
-        captured, self._captured = self._captured, None
-        if captured is not None:
-            return captured
-        if self.validate or self._snapped is None or self.lines is not None:
+        if self.validate or self._snapped is None:
             return None
         try:
             return self._decode(got, live=False)
@@ -283,6 +278,10 @@ class StackReader:
     def _remember(self, chain: list[Address], cells: list[Address]) -> None:
         """Remember this sample's addresses to predict the next one (rebuilds the plan)."""
         self._samples += 1
+        lines = self.lines
+        if lines is not None and lines.plan_dirty:
+            lines.plan_dirty = False
+            self._plan = None  # made again below, with the line reader's new regions
         if chain == self._prev_chain and cells == self._prev_cells and self._plan is not None:
             # The same stack as last time (list equality runs in C): nothing to learn, but
             # stop guessing once the stack has stayed within known addresses for a while.
@@ -452,15 +451,19 @@ class StackReader:
                 frame.name = ANONYMOUS
         if unknown:
             self._classify_heads(unknown)
-        if self.lines is not None and live:
-            sample.lines = self._capture_lines(chain, at)
+        if self.lines is not None:
+            sample.lines = self._capture_lines(chain, at, live)
         self._remember(chain, cells)
         return sample
 
     def _capture_lines(
-        self, chain: list[Address], at: Callable[[Address, int], tuple[_Bytes, int] | None]
+        self,
+        chain: list[Address],
+        at: Callable[[Address, int], tuple[_Bytes, int] | None],
+        live: bool,
     ) -> RawLines | None:
-        """The source locations of this sample's frames (see sampler.srcref); stopped only."""
+        """The source locations of this sample's frames (see sampler.srcref), from the
+        snapshot; with `live`, what it lacks is read now, else that is a _SnapshotMiss."""
         lines = self.lines  # once: another thread may turn lines off meanwhile
         if lines is None:
             return None
@@ -475,7 +478,26 @@ class StackReader:
                 kind = _U64.unpack_from(cell[0], cell[1])[0] & TYPE_MASK if cell else -1
                 if kind == LANGSXP:
                     contexts.append(hit)
-        return lines.capture(contexts)
+
+        def fetch(regions: list[tuple[Address, int]]) -> list[bytes | None]:
+            found: list[bytes | None] = []
+            missing: list[int] = []
+            for i, (address, length) in enumerate(regions):
+                hit = at(address, length)
+                if hit is None:
+                    found.append(None)
+                    missing.append(i)
+                else:
+                    found.append(memoryview(hit[0])[hit[1] : hit[1] + length].tobytes())
+            if missing:
+                if not live:
+                    raise _SnapshotMiss
+                read = self.memory.read_many([regions[i] for i in missing])
+                for i, data in zip(missing, read, strict=True):
+                    found[i] = data
+            return found
+
+        return lines.capture(contexts, fetch)
 
     def _validate(self, frame_contexts: list[tuple[int, Address, Address, Address]]) -> None:
         """Check the types R guarantees for closure frames; raise TornSampleError if not."""

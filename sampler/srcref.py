@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import struct
 from array import array
+from collections import OrderedDict
 from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from sampler.procmem import Address
 from sampler.procmem import ProcessMemory
 from sampler.symbols import RBinary
 
+#: Reads regions as they were at the stop: bytes, or None where unreadable.
+Fetch = Callable[[list[tuple[int, int]]], list[bytes | None]]
 #: Bytes a context was copied into (the stack reader's snapshot buffer or a bytes).
 Blob = bytes | bytearray | memoryview | ctypes.Array[ctypes.c_char]
 
@@ -64,6 +67,7 @@ _MAX_CHAIN = 256  # bindings walked in one environment frame or hash bucket
 _MAX_FILENAME = 4096
 _ACTIVE_BINDING = 1 << (8 + 15)  # gp bit 15 of sxpinfo
 _EXTRA_SHIFT = 48  # sxpinfo.extra: nonzero marks an unboxed value in a binding cell
+_RECENT = 48  # regions of earlier samples kept in the plan beyond this sample's
 _TRIES_TO_DECIDE = 50  # lines in user functions without a location before saying "none"
 
 # Kinds of a frame's srcref.
@@ -158,6 +162,10 @@ class SrcrefReader:
         self._bodies: dict[tuple[Address, Address, Address], _Body | None] = {}
         self._srcrefs: dict[tuple[Address, Address, int], SrcLoc | None] = {}
         self._filenames: dict[tuple[Address, Address, Address], str | None] = {}
+        # Regions of the last samples (srcref nodes, body cells, pc words, functions), least
+        # recently used first, for `plan_regions`; `plan_dirty` says they changed.
+        self._recent: OrderedDict[tuple[Address, int], None] = OrderedDict()
+        self.plan_dirty = False
         #: Lines looked up in functions defined in the global environment (user code, not
         #: packages), and how many of them had a source location.
         self.sites_tried = 0
@@ -200,12 +208,40 @@ class SrcrefReader:
             return _Site()
         return _Site(_BC, body=body, relpc=relpc if relpc > 0 else -1, pc=bcpc)
 
-    def capture(self, contexts: Sequence[tuple[Blob, int]]) -> RawLines:
+    def plan_regions(self) -> list[tuple[Address, int]]:
+        """Regions the next sample likely reads: the globals and the last samples' nodes.
+
+        The stack reader copies them in its one read while the target is stopped, so that
+        `capture()` can run from that copy after the target was resumed.
+        """
+        return [(g, 8) for g in self._globals] + list(reversed(self._recent))
+
+    def _learn(self, regions: list[tuple[Address, int]], got: list[bytes | None]) -> None:
+        """Remember the regions this sample read (and forget unreadable ones)."""
+        recent = self._recent
+        for region, data in zip(regions, got, strict=True):
+            if data is None:
+                if region in recent:
+                    del recent[region]
+                    self.plan_dirty = True
+                continue
+            if region not in recent:
+                self.plan_dirty = True
+            recent[region] = None
+            recent.move_to_end(region)
+        while len(recent) > len(regions) + _RECENT:
+            recent.popitem(last=False)
+            self.plan_dirty = True
+
+    def capture(self, contexts: Sequence[tuple[Blob, int]], fetch: Fetch | None = None) -> RawLines:
         """Copy the volatile parts of the current location and of each frame's call site.
 
-        `contexts` are the frames' context bytes (blob, offset), innermost first. Call while
-        the target is stopped.
+        `contexts` are the frames' context bytes (blob, offset), innermost first. `fetch`
+        gives the bytes of regions as they were at the stop (from the stack reader's copy,
+        or read now while the target is still stopped); it may raise to say its copy lacks
+        one. Without it, memory is read now: call while the target is stopped.
         """
+        fetch = fetch or self.memory.read_many
         if not self._constants_ready:
             self._read_constants(self.memory)
             if not self._constants_ready:
@@ -214,7 +250,7 @@ class SrcrefReader:
         sites: list[_Site] = []
         # The current location: R_Srcref, or R_BCbody/R_BCpc inside byte code.
         regions = [(g, 8) for g in self._globals]
-        values = self.memory.read_many(regions)
+        values = fetch(regions)
         current = [_U64.unpack(v)[0] if v is not None else 0 for v in values]
         srcref = current[0] if self.srcref_global else 0
         if srcref == self.in_bc and self.bc_globals is None:
@@ -246,7 +282,9 @@ class SrcrefReader:
         # Whether each frame's function lives in the global environment (its CLOENV, TAG).
         wanted += [(fun, CELL_SIZE) for fun in funs]
         if wanted:
-            got = iter(self.memory.read_many(wanted))
+            results = fetch(wanted)
+            self._learn(wanted, results)
+            got = iter(results)
             for site in sites:
                 if site.kind == _AST:
                     site.node = next(got)
