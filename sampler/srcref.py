@@ -15,12 +15,15 @@ Where the srcref is:
   current line this needs the hidden globals `R_BCbody`/`R_BCpc` (sampler.decode); without
   them only the call sites are known.
 
-The work is split as the stack reader splits it. `capture()` runs while the target is
-stopped and reads what changes as R runs: three globals, and in one batched read the srcref
-nodes, the bodies' cells and the pc words. `finish()` runs after the target was resumed and
-reads what cannot change while the frame lives (constant pools, location tables, srcfile
-environments), with caches keyed so that a freed and reused address is not mistaken for the
-old object: a body by (address, code, constants), a srcref by (address, attributes, line).
+The work is split as the stack reader splits it. `capture()` takes what changes as R runs,
+as it was at the stop: three globals, the srcref nodes, the bodies' cells and the pc words.
+It gets them from the stack reader's one-read snapshot (`plan_regions()` names the regions
+the last samples needed, so the next snapshot copies them too) or, when the snapshot lacks
+one, from a read while the target is still stopped. `finish()` runs after the target was
+resumed and reads what cannot change while the frame lives (constant pools, location
+tables, srcfile environments), with caches keyed so that a freed and reused address is not
+mistaken for the old object: a body by (address, code, constants), a srcref by (address,
+attributes, line).
 """
 
 from __future__ import annotations
