@@ -75,7 +75,10 @@ def wait_sampling(out: Path, proc: subprocess.Popen[str], timeout: float = 20) -
         if not (out.exists() and out.stat().st_size > 0):
             return False
         pid = out_pid.get(out)
-        return pid is None or tracer_of(pid) == proc.pid
+        if pid is None:
+            return True
+        tracer = tracer_of(pid)  # a thread's ID: xrtop's sampler thread
+        return tracer != 0 and Path(f"/proc/{proc.pid}/task/{tracer}").exists()
 
     wait_for(tracing, timeout, "xrtop to attach")
     assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
