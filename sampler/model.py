@@ -271,12 +271,13 @@ class CallTree:
 
     def __init__(self) -> None:
         """An empty tree with only the root."""
-        self.parent = array("q", [-1])
+        # 32-bit ids and counts: 2**31 nodes or samples is far beyond any session.
+        self.parent = array("i", [-1])
         self.key: list[FunctionKey] = [""]
-        self.total = array("q", [0])
-        self.own = array("q", [0])
+        self.total = array("I", [0])
+        self.own = array("I", [0])
         # The only child (-1: none) and its key, or all children in `_many`.
-        self._only = array("q", [-1])
+        self._only = array("i", [-1])
         self._only_key: list[FunctionKey | None] = [None]
         self._many: dict[int, dict[FunctionKey, int]] = {}
         self.children = _Children(self)
