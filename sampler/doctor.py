@@ -90,12 +90,12 @@ def _non_dumpable(pid: int, owner: int | None, me: int) -> bool:
     """Whether `pid` is ours yet the kernel hides it like another user's process.
 
     A process that is not dumpable (a setuid program, or one that called
-    prctl(PR_SET_DUMPABLE, 0)) has its /proc files owned by root.
+    prctl(PR_SET_DUMPABLE, 0)) has the files in its /proc directory owned by root.
     """
     if owner is None or owner != me or me == 0:
         return False
     try:
-        return os.stat(f"/proc/{pid}").st_uid == 0
+        return os.stat(f"/proc/{pid}/maps").st_uid == 0
     except OSError:
         return False
 
@@ -160,7 +160,8 @@ def diagnose(pid: int) -> list[str]:
             f"Process {pid} made itself non-dumpable (a setuid or setgid program, or "
             "prctl(PR_SET_DUMPABLE, 0)), so only root may read it: sudo xrtop " + str(pid)
         )
-    if in_container() and not privileged:
+    # Only root lacks nothing but the capability; other users have the reasons above.
+    if in_container() and not privileged and (me == 0 or (owner is not None and owner != me)):
         reasons.append(
             "xrtop runs in a container without CAP_SYS_PTRACE. Start the container with "
             "--cap-add SYS_PTRACE (Kubernetes: securityContext.capabilities.add: "

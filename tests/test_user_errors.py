@@ -532,3 +532,51 @@ def test_an_already_traced_process_names_its_tracer(r_launcher: RLauncher) -> No
     # AND once that tracer is gone the target runs on, untraced
     wait_for(lambda: run.tracer() == 0, 10, "the other tracer to go")
     assert run.state() not in ("t", "T")
+
+
+def test_a_non_dumpable_process_of_ones_own_is_explained(
+    unprivileged: tuple[int, int], shared_dir: Path
+) -> None:
+    # GIVEN a process of the user's own that made itself non-dumpable, as setuid programs
+    # and some sandboxes do
+    code = (
+        "import ctypes, sys\n"
+        "ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0\n"
+        "print('ready', flush=True)\nsys.stdin.read()\n"
+    )
+    env = user_env(shared_dir)
+    target = subprocess.Popen(
+        as_user(unprivileged, [_python_for_others()[0], "-c", code]),
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert target.stdout is not None and target.stdout.readline().strip() == "ready"
+        pid = target.pid  # setpriv execs: the Python is this very process
+        argv = [*_python_for_others(), "record", "-p", str(pid), "-d", "1"]
+        # WHEN the same user points xrtop at it
+        result = subprocess.run(
+            as_user(unprivileged, argv), env=env, capture_output=True, text=True, timeout=60
+        )
+        # THEN the doctor says why the kernel refused, not "another user"
+        assert result.returncode == EXIT_PERMISSION, result.stderr
+        assert "Traceback" not in result.stderr
+        assert f"Process {pid} made itself non-dumpable" in result.stderr
+        assert "belongs to another user" not in result.stderr
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_doctor_explains_an_unreadable_root_in_another_user_namespace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pure logic: a rootless container's process, whose files xrtop cannot see.
+    monkeypatch.setattr(doctor, "_root_unreadable", lambda pid: True)
+    monkeypatch.setattr(doctor, "_other_user_namespace", lambda pid: True)
+    reasons = " ".join(doctor.diagnose(os.getpid()))
+    assert "rootless container" in reasons
+    assert "Run xrtop inside that container" in reasons
+    assert f"nsenter --target {os.getpid()} --user" in reasons
