@@ -24,6 +24,7 @@ from sampler.model import Stack
 from sampler.rprof import RprofOptions
 from sampler.rprof import read_rprof
 from sampler.rprof import write_rprof
+from sampler.rstack import RawSample
 from sampler.target import Target
 from sampler.target import attach
 from sampler.thread import SamplerThread
@@ -216,3 +217,31 @@ def test_decoder_guesses_nothing_on_unknown_code() -> None:
     clobbered = b"\x48\x8d\x3d\x00\x00\x00\x00" + lea_load_store  # lea 0(%rip),%rdi
     assert find_bc_globals(clobbered, 0x1000, 312, 320) is None
     assert find_gc_flag(b"\x90" * 64, 0x1000, lambda _slot: True) is None
+
+
+def test_lines_come_from_the_one_read_snapshot(r_launcher: RLauncher) -> None:
+    # GIVEN a steady loop sampled with lines on
+    run = r_launcher.start("lines.R", "60")
+    target = attach(run.pid)
+    target.set_lines(True)
+    reader = target.reader
+    decoded = {"snapshot": 0, "again": 0}
+    original = reader.decode_snapshot
+
+    def counting(got: int) -> RawSample | None:
+        raw = original(got)
+        decoded["snapshot" if raw is not None else "again"] += 1
+        return raw
+
+    reader.decode_snapshot = counting  # type: ignore[method-assign]
+    log = SampleLog(5000)
+    thread = SamplerThread(target, log, rate_hz=200)
+    thread.start()
+    thread.wait_ready()
+    time.sleep(1.5)
+    thread.stop()
+    # THEN nearly every sample, lines included, is decoded from the copy taken at the stop
+    # (no second stop to read srcrefs), and those samples carry lines
+    assert decoded["snapshot"] > 0.8 * (decoded["snapshot"] + decoded["again"]), decoded
+    stacks = list(log.iter_stacks())
+    assert sum(1 for s in stacks if s.sites and s.sites[1] is not None) > 0.9 * len(stacks)
