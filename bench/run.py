@@ -335,6 +335,7 @@ def summarise(runs: list[Run], schedule: list[Config]) -> list[dict[str, object]
                 "samples": run.samples_a + run.samples_b,
                 "stop_median_us": statistics.median(run.stop_us) if run.stop_us else math.nan,
                 "stop_p99_us": percentile(run.stop_us, 0.99),
+                "stop_mean_us": statistics.fmean(run.stop_us) if run.stop_us else math.nan,
                 "torn_pct": run.torn / run.attempts * 100 if run.attempts else math.nan,
                 "note": run.note,
             }
@@ -346,7 +347,7 @@ def print_table(rows: list[dict[str, object]]) -> None:
     head = (
         f"{'depth':>5} {'profiler':<27} {'slowdown':>8} {'req Hz':>6} {'got Hz':>7} "
         f"{'CPU %':>6} {'R CPU %':>8} {'share % (R / prof)':>18} {'err pp':>6} {'±SE':>5} "
-        f"{'stop med':>8} {'p99 us':>7} {'torn %':>6}"
+        f"{'stop med':>8} {'mean':>5} {'p99 us':>7} {'torn %':>6}"
     )
     print(head)
     print("-" * len(head))
@@ -358,7 +359,8 @@ def print_table(rows: list[dict[str, object]]) -> None:
             f"{r['requested_hz']:>6g} {fmt(r['achieved_hz'], '.0f'):>7} "
             f"{fmt(r['cpu_pct'], '.1f', 'in R'):>6} {r_cpu:>8} {share:>18} "
             f"{fmt(r['share_error_pp'], '.2f'):>6} {fmt(r['share_se_pp'], '.2f'):>5} "
-            f"{fmt(r['stop_median_us'], '.0f'):>8} {fmt(r['stop_p99_us'], '.0f'):>7} "
+            f"{fmt(r['stop_median_us'], '.0f'):>8} {fmt(r['stop_mean_us'], '.0f'):>5} "
+            f"{fmt(r['stop_p99_us'], '.0f'):>7} "
             f"{fmt(r['torn_pct'], '.2f'):>6}"
             + (" !" if contended(r) else "")
             + (f"  {r['note']}" if r["note"] else "")
@@ -473,7 +475,7 @@ def build_schedule(args: argparse.Namespace) -> list[Config]:
             print(f"bench: skipping {name}: `{program}` is not installed", file=sys.stderr)
             continue
         for hz in (100.0, 1000.0):
-            configs.append(Config(f"{name} {hz:g} Hz", "other", hz, template=template))
+            configs.append(Config(f"{name} (--other) {hz:g} Hz", "other", hz, template=template))
     return configs
 
 
@@ -548,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         "CPU = profiler process, % of one core;\n"
         "share = work_a's % of work_a+work_b time: R's own measurement / the profiler's "
         "samples; ±SE = binomial noise of that many samples;\n"
-        "stop = microseconds the target was stopped per sample (xrtop's own accounting);\n"
+        "stop = microseconds the target was stopped per sample, median / mean / p99 (xrtop's "
+        "own accounting; the mean is what slows the target);\n"
         "R CPU % = the target's CPU over the window, in this run / in the unprofiled runs "
         "around it;\n! = R got < 95 % of a core even unprofiled: the machine was busy, and "
         "slowdowns, rates and stops of that row measure the contention."
