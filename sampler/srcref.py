@@ -370,6 +370,11 @@ class SrcrefReader:
         if key in self._srcrefs:
             return self._srcrefs[key]
         filename = self._filename(attrib)
+        # The target ran while the attributes were followed: if the srcref was freed (its
+        # function returned and was collected), what was read may be another object's.
+        now = self.memory.read(address, _NODE)
+        if now[0] != node[0] or now[8:16] != node[8:16] or now[VECTOR_DATA:] != node[VECTOR_DATA:]:
+            return None
         loc = None if filename is None else (filename, line)
         self._srcrefs[key] = loc
         return loc
