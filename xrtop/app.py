@@ -77,6 +77,7 @@ from xrtop.session import Session
 from xrtop.session import StreamedFile
 from xrtop.session import default_output_name
 from xrtop.session import open_output
+from xrtop.session import source_note
 
 #: Seconds between refreshes of the view (2 Hz or faster, as the brief asks).
 REFRESH_S = 0.5
@@ -683,7 +684,14 @@ class XrtopApp(App[int]):
         """Aggregate by function, or by function and source line."""
         self.view_state.by_line = not self.view_state.by_line
         source = self.source
-        if self.view_state.by_line and source and not any(s.sites for s in source.log.stacks):
+        if self.view_state.by_line and isinstance(source, LiveSource):
+            # The sampler reads lines only when asked: from now on (safe from any thread).
+            target = source.session.target
+            target.set_lines(True)
+            hint = source_note(target)
+            if hint is not None:
+                self.notify(hint, severity="warning")
+        elif self.view_state.by_line and source and not any(s.sites for s in source.log.stacks):
             self.notify(
                 "These samples carry no line information: rows stay per function.",
                 severity="warning",
