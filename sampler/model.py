@@ -249,9 +249,7 @@ class _Children(Sequence[Mapping[FunctionKey, int]]):
         only = tree._only[node]
         if only < 0:
             return _NO_CHILDREN
-        key = tree._only_key[node]
-        assert key is not None
-        return _OneChild(key, only)
+        return _OneChild(tree.key[only], only)
 
 
 class CallTree:
@@ -276,9 +274,8 @@ class CallTree:
         self.key: list[FunctionKey] = [""]
         self.total = array("I", [0])
         self.own = array("I", [0])
-        # The only child (-1: none) and its key, or all children in `_many`.
+        # The only child (-1: none; its key is `key[child]`), or all children in `_many`.
         self._only = array("i", [-1])
-        self._only_key: list[FunctionKey | None] = [None]
         self._many: dict[int, dict[FunctionKey, int]] = {}
         self.children = _Children(self)
 
@@ -294,26 +291,23 @@ class CallTree:
                 return found
         else:
             only = self._only[node]
-            if only >= 0 and self._only_key[node] == key:
+            if only >= 0 and self.key[only] == key:
                 return only
+        # The new node is complete before its parent links to it.
         found = len(self.parent)
-        if many is not None:
-            many[key] = found
-        elif self._only[node] < 0:
-            self._only[node] = found
-            self._only_key[node] = key
-        else:
-            old_key = self._only_key[node]
-            assert old_key is not None
-            self._many[node] = {old_key: self._only[node], key: found}
-            self._only[node] = -1
-            self._only_key[node] = None
         self.parent.append(node)
         self.key.append(key)
         self.total.append(0)
         self.own.append(0)
         self._only.append(-1)
-        self._only_key.append(None)
+        if many is not None:
+            many[key] = found
+        elif self._only[node] < 0:
+            self._only[node] = found
+        else:
+            only = self._only[node]
+            self._many[node] = {self.key[only]: only, key: found}
+            self._only[node] = -1
         return found
 
     def add_path(self, keys_outermost_first: Iterable[FunctionKey], count: int) -> None:

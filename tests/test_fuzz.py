@@ -42,6 +42,7 @@ from sampler.layouts import STRSXP
 from sampler.layouts import SYMSXP
 from sampler.layouts import layout_for
 from sampler.model import GC_NAME
+from sampler.model import CallTree
 from sampler.model import Stack
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
@@ -335,3 +336,44 @@ def test_rprof_errors_name_the_line(text: str, line: int) -> None:
         parse_rprof(text, "bad.out")
     assert info.value.line == line
     assert f"bad.out:{line}:" in str(info.value)
+
+
+# -- the compact call tree ---------------------------------------------------------------------
+
+
+@FUZZ
+@given(
+    paths=st.lists(
+        st.tuples(st.lists(st.sampled_from("abcdef"), max_size=12), st.integers(1, 5)),
+        max_size=60,
+    )
+)
+def test_call_tree_matches_a_plain_tree(paths: list[tuple[list[str], int]]) -> None:
+    # The flat storage (one child inline, dicts only for several) must behave exactly like
+    # the obvious nested-dict tree.
+    tree = CallTree()
+    plain: dict[tuple[str, ...], list[int]] = {(): [0, 0]}  # path -> [total, own]
+    for keys, count in paths:
+        tree.add_path(keys, count)
+        plain[()][0] += count
+        for depth in range(1, len(keys) + 1):
+            plain.setdefault(tuple(keys[:depth]), [0, 0])[0] += count
+        plain[tuple(keys)][1] += count
+    tree.check()
+    seen: dict[tuple[str, ...], int] = {}
+    todo = [((), CallTree.ROOT)]
+    while todo:
+        path, node = todo.pop()
+        seen[path] = node
+        kids = tree.children[node]
+        assert sorted(kids) == sorted(p[-1] for p in plain if p[:-1] == path and p)
+        assert bool(kids) == any(p[:-1] == path and p for p in plain)
+        for key, child in kids.items():
+            assert kids.get(key) == child and kids[key] == child
+            assert tree.parent[child] == node and tree.key[child] == key
+            todo.append(((*path, str(key)), child))
+        assert kids.get("zz") is None
+    assert set(seen) == set(plain)
+    for path, (total, own) in plain.items():
+        assert (tree.total[seen[path]], tree.own[seen[path]]) == (total, own)
+    assert len(tree) == len(plain)
