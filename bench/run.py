@@ -34,6 +34,7 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -75,6 +76,7 @@ class Config:
     hz: float = 0.0
     nonblocking: bool = False
     template: str = ""
+    perf: bool = False  # also record the target's stops as the scheduler saw them
 
 
 @dataclass
@@ -93,6 +95,7 @@ class Run:
     stop_us: list[float] = field(default_factory=list)
     torn: int = 0
     attempts: int = 0
+    perf_stop_us: list[float] = field(default_factory=list)
     note: str = ""
 
     @property
@@ -186,9 +189,13 @@ def run_once(config: Config, depth: int, seconds: float, tmp: Path, index: int) 
     env = {**os.environ, "XRTOP_READY": str(ready)}
     target = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
     profiler: subprocess.Popen[bytes] | None = None
+    perf: subprocess.Popen[bytes] | None = None
+    perf_data = base.with_suffix(".perf.data")
     try:
         pid = int(wait_for_file(ready, 60, target))
         start = time.time() + SETTLE
+        if config.perf:
+            perf = start_perf(pid, perf_data)
         if config.kind == "xrtop":
             cmd = [*xrtop_command(), "record", "-p", str(pid), "-F", f"{config.hz:g}"]
             cmd += ["-d", f"{seconds + 1.0:g}", "-o", str(out), "-v"]
@@ -228,7 +235,13 @@ def run_once(config: Config, depth: int, seconds: float, tmp: Path, index: int) 
             _, err = profiler.communicate(timeout=60)
             if profiler.returncode not in (0, -15) and config.kind == "xrtop":
                 raise RuntimeError(f"xrtop record failed: {err.decode(errors='replace')}")
+        if perf is not None:
+            run.perf_stop_us = stop_perf(perf, perf_data, pid)
+            perf = None
     finally:
+        if perf is not None:
+            perf.kill()
+            perf.wait()
         stop_file.touch()
         try:
             target.wait(60)
@@ -259,6 +272,54 @@ def run_once(config: Config, depth: int, seconds: float, tmp: Path, index: int) 
         run.torn = stats["errors"].get("torn", 0)
         run.attempts = stats["samples"] + stats["empty"] + sum(stats["errors"].values())
     return run
+
+
+def start_perf(pid: int, data: Path) -> subprocess.Popen[bytes]:
+    """`perf record` of the scheduler switching R's main thread off and on a CPU."""
+    perf = subprocess.Popen(
+        [
+            "perf", "record", "-q", "-a", "-e", "sched:sched_switch",
+            "--filter", f"prev_pid == {pid} || next_pid == {pid}", "-o", str(data),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(0.5)  # perf needs a moment to open its events
+    if perf.poll() is not None:
+        err = perf.stderr.read().decode(errors="replace") if perf.stderr else ""
+        raise RuntimeError(f"perf record failed: {err.strip()[:200]}")
+    return perf
+
+
+def stop_perf(perf: subprocess.Popen[bytes], data: Path, pid: int) -> list[float]:
+    """Microseconds R's main thread spent in each ptrace stop, as the scheduler saw it.
+
+    A stop starts when the thread is switched out in state `t` (traced) and ends when it
+    is switched in again, so it includes the wait for a CPU after PTRACE_CONT: the whole
+    time R could not run because of the sample.
+    """
+    perf.send_signal(signal.SIGINT)
+    perf.wait(30)
+    script = subprocess.run(
+        ["perf", "script", "-i", str(data), "--ns", "-F", "time,trace"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    stops: list[float] = []
+    stopped_at: float | None = None
+    for line in script.stdout.splitlines():
+        stamp, _, trace = line.partition(":")
+        try:
+            when = float(stamp)
+        except ValueError:
+            continue
+        if f"prev_pid={pid} " in trace and "prev_state=t" in trace:
+            stopped_at = when
+        elif f"next_pid={pid} " in trace and stopped_at is not None:
+            stops.append((when - stopped_at) * 1e6)
+            stopped_at = None
+    return stops
 
 
 def dump_latency(tmp: Path, repeats: int) -> list[float]:
@@ -322,6 +383,15 @@ def summarise(runs: list[Run], schedule: list[Config]) -> list[dict[str, object]
                 "config": run.config.label,
                 "kind": run.config.kind,
                 "nonblocking": run.config.nonblocking,
+                "perf": run.config.perf,
+                "perf_stops": len(run.perf_stop_us),
+                "perf_stop_median_us": (
+                    statistics.median(run.perf_stop_us) if run.perf_stop_us else math.nan
+                ),
+                "perf_stop_mean_us": (
+                    statistics.fmean(run.perf_stop_us) if run.perf_stop_us else math.nan
+                ),
+                "perf_stop_p99_us": percentile(run.perf_stop_us, 0.99),
                 "requested_hz": run.config.hz,
                 "achieved_hz": run.achieved_hz,
                 "slowdown": baseline / run.throughput,
@@ -382,7 +452,8 @@ def check_goals(rows: list[dict[str, object]], dump: list[float]) -> list[tuple[
         return " !" if contended(row) else ""
 
     def pick(**want: object) -> list[dict[str, object]]:
-        return [r for r in rows if all(r[k] == v for k, v in want.items())]
+        # Runs under perf are there for the scheduler's view only: perf perturbs them.
+        return [r for r in rows if not r["perf"] and all(r[k] == v for k, v in want.items())]
 
     for depth, limit in GOALS["stop_median_us"].items():
         for r in pick(kind="xrtop", nonblocking=False, depth=depth):
@@ -468,6 +539,10 @@ def build_schedule(args: argparse.Namespace) -> list[Config]:
         configs.append(Config(f"xrtop {hz:g} Hz", "xrtop", hz))
     for hz in (100.0, 1000.0):
         configs.append(Config(f"xrtop --nonblocking {hz:g} Hz", "xrtop", hz, nonblocking=True))
+    if args.perf and shutil.which("perf"):
+        configs.append(Config("xrtop 1000 Hz, perf view", "xrtop", 1000.0, perf=True))
+    elif args.perf:
+        print("bench: skipping the scheduler's view: `perf` is not installed", file=sys.stderr)
     for template in args.other:
         program = shlex.split(template)[0]
         name = Path(program).name
@@ -491,6 +566,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="TEMPLATE",
         help="another profiler's command; {pid} {hz} {out} {seconds} are filled in, "
         "e.g. 'xrprof -p {pid} -F {hz} -o {out}'",
+    )
+    parser.add_argument(
+        "--no-perf",
+        dest="perf",
+        action="store_false",
+        help="skip the extra run that records R's stops with perf (sched:sched_switch)",
     )
     parser.add_argument("--dump-repeats", type=int, default=None)
     parser.add_argument("--json", metavar="FILE", help="also write every number as JSON")
@@ -558,6 +639,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print_table(rows)
+    perf_rows = [r for r in rows if r["perf"]]
+    if perf_rows:
+        print(
+            "\nStops as the scheduler saw them (perf, sched:sched_switch: R switched out "
+            "traced until switched in again,\nso including its wait for a CPU), next to "
+            "xrtop's own accounting in the same run, microseconds:"
+        )
+        print(
+            f"{'depth':>5} {'stops':>6} {'perf median':>11} {'mean':>6} {'p99':>7}   xrtop median"
+        )
+        for r in perf_rows:
+            print(
+                f"{r['depth']:>5} {r['perf_stops']:>6} {fmt(r['perf_stop_median_us'], '.0f'):>11} "
+                f"{fmt(r['perf_stop_mean_us'], '.0f'):>6} {fmt(r['perf_stop_p99_us'], '.0f'):>7}"
+                f"   {fmt(r['stop_median_us'], '.0f')}" + (" !" if contended(r) else "")
+            )
     if dump:
         print(
             f"\nxrtop dump PID: median {statistics.median(dump):.2f} s, "

@@ -2,12 +2,17 @@
 
 A sample has two halves, so the target is stopped as briefly as possible:
 
-- `capture()` runs while the target is stopped. It copies what can change once R runs on:
-  the context chain (usually one read: contexts are C-stack locals, close together), the
-  call objects of function contexts (one batched read), and the heads of calls that are not
-  plain symbols (`pkg::f`, `x$f`, `x[["f"]]`).
-- `finish()` runs after the target was resumed. It only turns symbol addresses into names.
-  That is sound because R never frees or changes a symbol or its name (CHARSXP); the names
+- While the target is stopped, everything that can change once R runs on is copied: the
+  context chain (C-stack locals), the call objects of function contexts, and the heads of
+  calls that are not plain symbols (`pkg::f`, `x$f`, `x[["f"]]`). The sampler thread's
+  fast path does only `snapshot()` here: one `process_vm_readv` of the regions the last
+  samples needed (contexts of the same call path sit at the same C-stack addresses; a call
+  object belongs to its function's body). `capture()` is the complete version, which also
+  reads on the spot whatever the snapshot lacks.
+- After the target was resumed, `decode_snapshot()` follows the chain through the copy
+  (which is ours, so it still shows the stack at the stop) and gives up when the copy
+  lacks a region, and `finish()` turns symbol addresses into names. Reading names while R
+  runs is sound because R never frees or changes a symbol or its name (CHARSXP); the names
   are cached by address for the life of the target.
 
 Naming rules (R's eval.c `doprof`): a context is a frame when its flag has CTXT_FUNCTION or
@@ -153,6 +158,8 @@ class StackReader:
             f"<Qi{layout.callfun - 12}xQ{layout.call - layout.callfun - 8}xQQ"
         )
         assert layout.cloenv == layout.call + 8 and layout.callflag == 8
+        # nextcontext, callflag and call only: what `snapshot_complete` follows.
+        self._link_struct = struct.Struct(f"<Qi{layout.call - 12}xQ")
         self._prev_chain: list[Address] = []
         self._prev_cells: list[Address] = []
         self._stride = 0
@@ -270,6 +277,59 @@ class StackReader:
             return self._decode(got, live=False)
         except _SnapshotMiss:
             return None
+
+    def snapshot_complete(self, got: int) -> bool:
+        """Whether the last snapshot holds everything `decode_snapshot()` needs.
+
+        Call while the target is still stopped: when it says no, `decode_stopped()` reads
+        the rest before the target runs on, so every sample shows the stack at the moment
+        of its stop (sampling again later instead would favour what runs after rare stacks
+        over the rare stacks themselves). It follows the chain like `_decode`, but builds
+        nothing, so it costs a fraction of decoding.
+        """
+        plan = self._snapped
+        if plan is None or self.validate or self.lines is not None:
+            return False  # lines need reads that follow the chain: decode while stopped
+        buf, offset_of = plan.buffer, plan.offsets.get
+        span = self._globals_span
+        if span is None:
+            return False
+        offset = offset_of(span[0])
+        if offset is None or offset + span[1] > got:
+            return False
+        address = _U64.unpack_from(buf, offset + self.global_context - span[0])[0]
+        size = self.layout.size
+        link = self._link_struct.unpack_from
+        names = self.names
+        hops = 0
+        limit = len(plan.offsets)  # a chain longer than the plan's regions must loop
+        while address:
+            offset = offset_of(address)
+            if offset is None or offset + size > got:
+                return False
+            hops += 1
+            if hops > limit:
+                return True  # a loop: let the decoder report the torn sample
+            address, flag, call = link(buf, offset)
+            if not flag & (CTXT_FUNCTION | CTXT_BUILTIN):
+                continue
+            offset = offset_of(call)
+            if offset is None or offset + CELL_SIZE > got:
+                return False
+            info, head = _HEAD.unpack_from(buf, offset)
+            if info & TYPE_MASK != LANGSXP or head in names:
+                continue
+            offset = offset_of(head)
+            if offset is None or offset + CELL_SIZE > got:
+                return False
+            info, car, cdr, _ = _CELL.unpack_from(buf, offset)
+            if info & TYPE_MASK == LANGSXP and (head, car, cdr) not in self.compound_names:
+                return False
+        return True
+
+    def decode_stopped(self, got: int) -> RawSample:
+        """Decode the last snapshot, reading what it lacks now. Call while stopped."""
+        return self._decode(got, live=True)
 
     def capture(self) -> RawSample:
         """Copy the current stack's volatile parts. Call while the target is stopped."""

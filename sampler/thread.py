@@ -137,21 +137,26 @@ class SamplerThread(threading.Thread):
     def _sample(self, tracer: Tracer | None) -> Stack:
         reader = self.target.reader
         if tracer is not None:
-            # Fast path: while stopped, only copy memory (one process_vm_readv of what the
-            # last samples needed) and registers; decode after resuming. The copies are
-            # ours, so decoding them later sees the stack exactly as it was at the stop.
+            # While stopped: one process_vm_readv of what the last samples needed (the
+            # snapshot), a quick check that it has everything, and the registers; decode
+            # after resuming. The copies are ours, so decoding them later sees the stack
+            # exactly as it was at the stop. When the check fails, the rest is read now,
+            # still stopped, so the sample is of this very moment either way.
             began = time.perf_counter()
             tracer.stop()
+            raw: RawSample | None = None
             try:
                 got = reader.snapshot()
+                if not reader.snapshot_complete(got):
+                    raw = reader.decode_stopped(got)
                 have_regs = tracer.save_registers()
             finally:
                 tracer.resume()
                 stopped = time.perf_counter() - began
-            raw = reader.decode_snapshot(got)
             if raw is None:
-                # The copy lacked something (a new function, a deeper stack): sample again,
-                # reading what is missing while stopped. Both stops count for this sample.
+                raw = reader.decode_snapshot(got)
+            if raw is None:
+                # Only if the check and the decoder disagree (a bug): sample again.
                 began = time.perf_counter()
                 tracer.stop()
                 try:

@@ -1,6 +1,7 @@
 """The fast sampling path against real R: a snapshot (one read while stopped, decoded after
-resuming) must give exactly the stack that a full read in the same stop gives, and decoding
-it must not touch the target's memory (it runs again by then)."""
+resuming) must give exactly the stack that a full read in the same stop gives, decoding it
+must not touch the target's memory (it runs again by then), and the check made while
+stopped must say exactly when the snapshot is enough."""
 
 from __future__ import annotations
 
@@ -29,15 +30,18 @@ def test_snapshot_decodes_to_the_same_stack_as_a_full_read(
             try:
                 got = reader.snapshot()
                 calls = target.memory.calls
+                complete = reader.snapshot_complete(got)
                 fast = reader.decode_snapshot(got)
                 reads_while_decoding = target.memory.calls - calls
                 slow = reader.capture()
             finally:
                 tracer.resume()
+            # THEN the quick check (made while stopped) agrees with the decoder exactly
+            assert complete == (fast is not None)
             if fast is None:
                 misses += 1  # the snapshot lacked something: the sampler reads again
                 continue
-            # THEN decoding the snapshot read nothing from the target
+            # AND decoding the snapshot read nothing from the target
             assert reads_while_decoding == 0
             # AND both give the same stack
             fast_stack, slow_stack = reader.finish(fast), reader.finish(slow)
