@@ -11,6 +11,13 @@ Prints what tracemalloc counts (Python allocations: the log, the interned stacks
 aggregates) after the hour and at its peak, and exits non-zero above the budget.
 
 Usage: .venv/bin/python bench/memory_hour.py [--samples N] [--new-every K] [--budget-mb MB]
+       [--by-line] [--random-walks]
+
+Measured (2-core VM, Python 3.11; 33,565 distinct stacks of mean depth 45, 766,604 call
+tree nodes): 60 MB after the hour (peak 68 MB) with the flat call tree storage; the same
+hour cost 323 MB with a dict per tree node and unshared source locations. A second
+Aggregate by line: 89 MB (peak 96 MB). `--random-walks` (1.05 million tree nodes, every
+location distinct): 117 MB (peak 126 MB).
 """
 
 from __future__ import annotations
