@@ -160,12 +160,20 @@ def test_pid_that_is_not_r(sleeper: int, tmp_path: Path) -> None:
     assert not (tmp_path / "x.out").exists()
 
 
-def test_pid_of_rs_shell_front_end_names_the_child(tmp_path: Path) -> None:
-    # GIVEN a shell that runs R as its child (as R's front-end scripts and wrappers do)
+@pytest.mark.parametrize("front_end", ["R CMD BATCH", "sh -c"])
+def test_pid_of_rs_shell_front_end_names_the_child(front_end: str, tmp_path: Path) -> None:
+    # GIVEN a shell that runs R as its child: R CMD BATCH's front-end script, or a wrapper
     ready = tmp_path / "ready"
+    script = R_SCRIPTS / "busy.R"
+    argv = (
+        ["R", "CMD", "BATCH", "--no-save", "--args 60", str(script), str(tmp_path / "out.Rout")]
+        if front_end == "R CMD BATCH"
+        else ["sh", "-c", f"Rscript {script} 60; true"]
+    )
     shell = subprocess.Popen(
-        ["sh", "-c", f"Rscript {R_SCRIPTS / 'busy.R'} 60; true"],
+        argv,
         env={**os.environ, "XRTOP_READY": str(ready)},
+        cwd=tmp_path,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
