@@ -272,12 +272,18 @@ def build_image(frames: list[Frame], layout: ContextLayout, stride: int = 0) -> 
 
 
 def take_sample(reader: object) -> object:
-    """One sample the way the sampler thread takes it: snapshot, decode, else capture."""
+    """One sample the way the sampler thread takes it (sampler.thread `_sample`): the
+    snapshot, checked while "stopped" and completed by decoding then if it lacks anything,
+    else decoded after "resuming"; a full capture only if the two disagree."""
     from sampler.rstack import StackReader
 
     assert isinstance(reader, StackReader)
     got = reader.snapshot()
-    raw = reader.decode_snapshot(got)
+    raw = None
+    if not reader.snapshot_complete(got):
+        raw = reader.decode_stopped(got)
+    if raw is None:
+        raw = reader.decode_snapshot(got)
     if raw is None:
         raw = reader.capture()
     return reader.finish(raw)
