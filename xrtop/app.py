@@ -62,6 +62,7 @@ from sampler.model import Stack
 from sampler.rprof import RprofFile
 from sampler.rprof import RprofOptions
 from sampler.rprof import write_rprof
+from sampler.target import inspect_process
 from sampler.thread import MAX_HZ
 from sampler.thread import MIN_HZ
 from sampler.thread import State
@@ -959,6 +960,9 @@ def run_live(
     output: str | None,
 ) -> int:
     """`xrtop PID`, `xrtop -- cmd` or `xrtop` (picker); attach errors raise before the UI."""
+    if pid is not None:
+        # A wrong PID is the likelier mistake: name it even when there is no terminal.
+        inspect_process(pid)
     require_terminal()
     if pid is None and command is None:
         if not _picker_available():

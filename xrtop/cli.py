@@ -37,6 +37,7 @@ from sampler.rprof import read_rprof
 from sampler.rprof import write_rprof
 from sampler.rstack import RawSample
 from sampler.target import attach
+from sampler.target import layout_discriminator
 from sampler.target import parse_pid
 from sampler.target import parse_version
 from sampler.target import verify_layout
@@ -499,10 +500,10 @@ def cmd_dump(args: argparse.Namespace) -> int:
                 tracer = Tracer(pid)
                 try:
 
-                    def stopped() -> RawSample:
+                    def stopped() -> tuple[RawSample, bool | None]:
                         tracer.stop()
                         try:
-                            return reader.capture()
+                            return reader.capture(), layout_discriminator(target)
                         finally:
                             tracer.resume()
 
