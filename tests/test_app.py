@@ -50,6 +50,9 @@ class FakeLive:
         self.pid: int | None = 4242
         self.r_version = "4.2.2"
         self.stream_path = ""
+        self.idle_known = True
+        self.gc_available: bool | None = True
+        self.note: str | None = None
         self.rate = 100.0
         self.stopped = False
         self.state_value = "running"
@@ -81,6 +84,9 @@ class FakeLive:
 
     def stop(self) -> None:
         self.stopped = True
+
+    def lines_note(self) -> str | None:
+        return self.note
 
 
 def file_app() -> XrtopApp:
@@ -426,3 +432,180 @@ async def test_command_palette_saves(in_tmp: Path) -> None:
         await app.workers.wait_for_complete()
     (saved,) = in_tmp.glob("xrtop-4242-*.out")
     assert len(read_rprof(saved).stacks) == 4
+
+
+# -- idle samples, the busy and GC shares, missing source references ---------------------------
+
+SLEEP = Stack(("Sys.sleep", "nap"), idle=True)
+PROMPT = Stack((), idle=True)  # R waiting at its top-level prompt
+GC_FIB = Stack(("fib", "fib", "middle", "outer"), gc=True)
+
+
+def header_text(app: XrtopApp) -> str:
+    return str(app.query_one("#status").render())
+
+
+def shares(table: HotTable) -> list[float]:
+    return [
+        float(cell.rstrip("%"))
+        for key in table.keys
+        for cell in table._cells(key)[:2]  # own %, total %
+    ]
+
+
+async def test_idle_key_counts_idle_samples_in_and_out() -> None:
+    # GIVEN a target busy in 60 samples (6 of them in GC) and waiting in 40
+    source = FakeLive()
+    source.add(FIB, 54)
+    source.add(GC_FIB, 6)
+    source.add(SLEEP, 30)
+    source.add(PROMPT, 10)
+    app = live_app(source)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.query_one(HotTable)
+        # THEN by default idle samples are left out of the percentages
+        assert table.samples == 60
+        assert "nap" not in table.keys and "<idle>" not in table.keys
+        assert table._cells("fib")[1] == "100.0%"
+        header = header_text(app)
+        assert "60 samples shown" in header and "idle hidden" in header
+        assert "busy 60%" in header and "GC 10.0%" in header
+        # WHEN the user presses i
+        await pilot.press("i")
+        # THEN every sample counts, the waiting ones under their own rows
+        assert app.view_state.include_idle and app.current().include_idle
+        assert table.samples == 100
+        assert {"nap", "Sys.sleep", "<idle>"} <= set(table.keys)
+        assert table._cells("fib")[1] == "60.0%"
+        assert table._cells("nap")[1] == "30.0%"
+        assert all(0 <= share <= 100 for share in shares(table))
+        assert sum(float(table._cells(k)[0].rstrip("%")) for k in table.keys) == pytest.approx(100)
+        header = header_text(app)
+        assert "100 samples shown" in header and "idle shown" in header
+        # the busy share does not depend on what is shown; GC is a share of what is shown
+        assert "busy 60%" in header and "GC 6.0%" in header
+        # AND the tree and a window follow the same choice
+        await pilot.press("2")
+        assert app.tree_view.whole == 100
+        await pilot.press("w")
+        assert app.current().samples == 100  # the whole fake run is 1 s: all in the window
+        # WHEN i is pressed again, idle samples are out again
+        await pilot.press("i")
+        assert app.current().samples == 60 and app.tree_view.whole == 60
+
+
+async def test_idle_key_starts_included_with_the_idle_option() -> None:
+    source = FakeLive()
+    source.options = RprofOptions(idle=True)  # xrtop --idle
+    source.add(FIB, 5)
+    source.add(SLEEP, 5)
+    app = live_app(source)
+    async with app.run_test(size=(120, 30)) as pilot:
+        assert app.query_one(HotTable).samples == 10
+        await pilot.press("i")
+        assert app.query_one(HotTable).samples == 5
+
+
+async def test_idle_key_is_shown_and_in_help_and_palette() -> None:
+    source = FakeLive()
+    source.add(FIB, 3)
+    app = live_app(source)
+    async with app.run_test(size=(120, 30)) as pilot:
+        shown = {k: b.binding.description for k, b in app.active_bindings.items() if b.binding.show}
+        assert shown.get("i") == "Idle"
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Toggle idle samples" in titles
+        await pilot.press("question_mark")
+        body = str(app.screen.query_one("#help-body").render())
+        assert any(line.split()[:1] == ["i"] and "idle" in line for line in body.splitlines())
+        assert "I inverts" in body
+
+
+async def test_top_view_inverts_the_sort_with_shift_i() -> None:
+    source = FakeLive()
+    source.add(FIB, 5)
+    source.add(LOOP, 2)
+    app = live_app(source)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.query_one(HotTable)
+        assert table.descending and table.keys[0] == "fib"
+        await pilot.press("I")
+        assert not table.descending and table.keys[-1] == "fib"
+        assert not app.view_state.include_idle, "I is not the idle key"
+
+
+async def test_a_file_has_no_idle_key_and_no_busy_share() -> None:
+    app = file_app()  # R's own Rprof with GC profiling: a GC share, no idle marker
+    async with app.run_test(size=(120, 30)) as pilot:
+        assert app.check_action("toggle_idle", ()) is False
+        before = app.query_one(HotTable).samples
+        await pilot.press("i")
+        assert app.query_one(HotTable).samples == before
+        header = header_text(app)
+        assert "busy" not in header and "idle" not in header
+        profile = read_rprof(DEMO_LINES)
+        gc = sum(1 for s in profile.stacks if s.gc)
+        assert gc > 0
+        assert f"GC {100 * gc / len(profile.stacks):.1f}%" in header
+
+
+async def test_file_without_gc_profiling_shows_no_gc_share() -> None:
+    app = XrtopApp(FileSource(DEMO_XRTOP, read_rprof(DEMO_XRTOP)), refresh_s=60)
+    async with app.run_test(size=(120, 30)):
+        assert "GC" not in header_text(app)
+
+
+async def test_gc_marker_unavailable_says_n_a() -> None:
+    source = FakeLive()
+    source.gc_available = False
+    source.add(FIB, 3)
+    app = live_app(source)
+    async with app.run_test(size=(120, 30)):
+        assert "GC n/a" in header_text(app)
+
+
+async def test_header_fits_80_columns() -> None:
+    # GIVEN a long run with every view-line item the header can show at once
+    source = FakeLive()
+    source.add(SLEEP, 5_000)
+    source.add(FIB, 100_000)
+    source.add(GC_FIB, 23_456)
+    app = live_app(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("w", "i")
+        await pilot.pause()
+        header = app.query_one("#status")
+        lines = str(header.render()).splitlines()
+        assert len(lines) == 3
+        # THEN each line fits the header's width (80 less the padding)
+        width = header.content_size.width
+        assert width == 78
+        assert all(len(line) <= width for line in lines), lines
+        assert "idle shown" in lines[2]
+        assert "busy 100%" in lines[2] and "GC 100.0%" in lines[2]  # the last 10 s: all GC
+        # AND wider, the roomier spelling comes back
+        await pilot.resize_terminal(140, 30)
+        await pilot.pause()
+        assert "samples shown" in str(header.render())
+
+
+async def test_missing_source_references_are_said_once() -> None:
+    source = FakeLive()
+    source.add(FIB, 3)
+    app = live_app(source)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("l")
+        # Not known yet (the sampler has just started reading lines): nothing said
+        assert not [n for n in app._notifications if "keep.source" in n.message]
+        source.note = "R keeps no source references ... options(keep.source = TRUE) ..."
+        for _ in range(3):
+            app.refresh_data()
+        await pilot.pause()
+        said = [n for n in app._notifications if "keep.source" in n.message]
+        assert len(said) == 1
+        assert "no source references" in header_text(app)
+        await pilot.press("l")  # by function: the header no longer mentions it
+        assert "source references" not in header_text(app)
+        await pilot.press("l")  # by line again: not said a second time
+        app.refresh_data()
+        assert len([n for n in app._notifications if "keep.source" in n.message]) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -233,6 +234,30 @@ def test_status_lines_show_state_rates_and_pause() -> None:
     assert two == ("elapsed 1m05s  samples 6400  rate 100→98.4 Hz  errors 3  CPU 99%  mem 64.0 MiB")
     assert three.startswith("last 10.0s  ·  by function  ·  6000 samples shown")
     assert "filter 'fib'" in three
+
+
+def test_status_lines_busy_and_gc_shares_and_compact_spelling() -> None:
+    live = Status(
+        title="s.R", pid=1, r_version="4.5.0", state="running", elapsed=1.0,
+        samples=1000, shown=730, requested_hz=100, achieved_hz=100, errors=0,
+        idle=270, in_range=1000, idle_known=True, gc=31, gc_available=True,
+    )  # fmt: skip
+    three = status_lines(live)[2]
+    # busy: samples not idle / all samples; GC: samples in GC / samples shown
+    assert "idle hidden  ·  busy 73%  ·  GC 4.2%" in three
+    shown = replace(live, shown=1000, include_idle=True)
+    assert "idle shown  ·  busy 73%  ·  GC 3.1%" in status_lines(shown)[2]
+    assert "GC n/a" in status_lines(replace(live, gc_available=False))[2]
+    # a file: no idle marker, no GC profiling: neither share
+    recorded = replace(live, idle_known=False, gc_available=None, idle=0)
+    assert "busy" not in status_lines(recorded)[2] and "GC" not in status_lines(recorded)[2]
+    # WHEN the width is short, the compact spelling is taken (and only then)
+    narrow = status_lines(live, 60)
+    assert narrow[2] == "cumulative · by function · 730 shown · idle hidden · busy 73% · GC 4.2%"
+    assert "errors 0" in narrow[1]  # it fits in 60 columns
+    assert "errors" not in status_lines(live, 50)[1]
+    assert status_lines(live, 200) == status_lines(live)
+    assert "errors 2" in status_lines(replace(live, errors=2), 40)[1]
 
 
 # -- table layout ------------------------------------------------------------------------------

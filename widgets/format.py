@@ -323,7 +323,20 @@ class Status:
     achieved_hz: float
     errors: int
     late: int = 0
+    #: Idle samples in the range, shown or not (R waiting: prompt, Sys.sleep, a system call).
     idle: int = 0
+    #: Every sample of the range, idle ones too (the busy share's whole).
+    in_range: int = 0
+    #: Whether idle samples count in the percentages (key `i`).
+    include_idle: bool = False
+    #: Whether samples mark idle ones at all (a live target; a file does not).
+    idle_known: bool = False
+    #: Samples shown that R took while collecting garbage.
+    gc: int = 0
+    #: True: the GC marker is read; False: this R build has none; None: not recorded (file).
+    gc_available: bool | None = None
+    #: Lines are shown but R keeps no source references, so rows carry no lines.
+    no_source: bool = False
     cpu_percent: float | None = None
     rss_bytes: int | None = None
     paused: bool = False
@@ -335,8 +348,29 @@ class Status:
     last_error: str = ""
 
 
-def status_lines(status: Status) -> tuple[str, str, str]:
-    """Three header lines: what is watched; sampling health; what the view shows."""
+def busy_text(status: Status) -> str:
+    """ "busy 73%": the share of the range's samples in which R was not idle ("" unknown)."""
+    if not status.idle_known or status.in_range <= 0:
+        return ""
+    return f"busy {pct(status.in_range - status.idle, status.in_range):.0f}%"
+
+
+def gc_text(status: Status) -> str:
+    """ "GC 4.2%" of the samples shown, "GC n/a" without a GC marker, "" when not recorded."""
+    if status.gc_available is None:
+        return ""
+    if not status.gc_available:
+        return "GC n/a"
+    return f"GC {pct(status.gc, status.shown):.1f}%"
+
+
+def status_lines(status: Status, width: int | None = None) -> tuple[str, str, str]:
+    """Three header lines: what is watched; sampling health; what the view shows.
+
+    With `width`, the second and third lines take the first of their spellings (roomy, then
+    compact: no "errors 0", shorter labels and separators) that fits; what still does not
+    fit is cut by the widget.
+    """
     who = status.title
     if status.pid is not None:
         who += f"  PID {status.pid}"
@@ -346,30 +380,51 @@ def status_lines(status: Status) -> tuple[str, str, str]:
     if status.paused:
         state = f"{state} · PAUSED: {status.waiting} new samples"
     line1 = f"{who}  [{state}]"
+    line2 = line3 = ""
+    for compact in (False, True):
+        line2 = _health_line(status, compact)
+        if width is None or len(line2) <= width:
+            break
+    for compact in (False, True):
+        line3 = _view_line(status, compact)
+        if width is None or len(line3) <= width:
+            break
+    return line1, line2, line3
+
+
+def _health_line(status: Status, compact: bool) -> str:
     parts = [
         f"elapsed {fmt_seconds(status.elapsed)}",
         f"samples {status.samples}",
         f"rate {fmt_hz(status.requested_hz).removesuffix(' Hz')}→{fmt_hz(status.achieved_hz)}",
-        f"errors {status.errors}",
     ]
+    if status.errors or not compact:
+        parts.append(f"errors {status.errors}")
     if status.late:
         parts.append(f"late {status.late}")
     if status.cpu_percent is not None:
         parts.append(f"CPU {status.cpu_percent:.0f}%")
     if status.rss_bytes is not None:
         parts.append(f"mem {fmt_bytes(status.rss_bytes)}")
-    line2 = "  ".join(parts)
+    return "  ".join(parts)
+
+
+def _view_line(status: Status, compact: bool) -> str:
+    by = "by line" if status.by_line else "by function"
+    if status.by_line and status.no_source:
+        by += " (no srcrefs)" if compact else " (R keeps no source references)"
     view = [
         "last " + fmt_seconds(status.window) if status.window else "cumulative",
-        "by line" if status.by_line else "by function",
-        f"{status.shown} samples shown",
+        by,
+        f"{status.shown} shown" if compact else f"{status.shown} samples shown",
     ]
-    if status.idle:
-        view.append(f"{status.idle} idle hidden")
+    if status.idle_known:
+        view.append("idle shown" if status.include_idle else "idle hidden")
+    view.extend(t for t in (busy_text(status), gc_text(status)) if t)
     if status.filter_text:
         view.append(f"filter '{status.filter_text}'")
     if status.stream:
         view.append(f"streaming to {status.stream}")
     if status.last_error:
         view.append(f"last error: {status.last_error}")
-    return line1, line2, "  ·  ".join(view)
+    return (" · " if compact else "  ·  ").join(view)

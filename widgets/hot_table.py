@@ -2,7 +2,7 @@
 
 The app hands over `Aggregate.rows()` with the sample count; the table filters, sorts by its
 current column and shows the result. Sorting: click a heading, or `<`/`>` to move the
-sorted column and `i` to invert; `o`, `t`, `n` jump to own, total and name.
+sorted column and `I` (shift+i) to invert; `o`, `t`, `n` jump to own, total and name.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class HotTable(RowTable):
         Binding("o", "sort_by('own_pct')", "Sort own", show=False),
         Binding("t", "sort_by('total_pct')", "Sort total", show=False),
         Binding("n", "sort_by('function')", "Sort name", show=False),
-        Binding("i", "invert", "Invert sort", show=False),
+        Binding("I", "invert", "Invert sort", show=False),
     ]
 
     def __init__(self, *, id: str | None = None) -> None:

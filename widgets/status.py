@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual import events
 from textual.widgets import Static
 
 from widgets.format import Status
@@ -9,7 +10,8 @@ from widgets.format import status_lines
 
 
 class StatusHeader(Static):
-    """Three lines built by `widgets.format.status_lines`; state classes colour it."""
+    """Three lines built by `widgets.format.status_lines` for the header's width; state
+    classes colour it."""
 
     DEFAULT_CSS = """
     StatusHeader { height: 3; padding: 0 1; background: $boost; }
@@ -22,13 +24,21 @@ class StatusHeader(Static):
         """An empty header until the first `show()`."""
         super().__init__("", id=id, markup=False)
         self.status: Status | None = None
+        self._width = 0
 
     def show(self, status: Status) -> None:
         """Display `status` (skips the update when nothing changed)."""
-        if status == self.status:
+        width = self.content_size.width
+        if status == self.status and width == self._width:
             return
         self.status = status
-        self.update("\n".join(status_lines(status)))
+        self._width = width
+        self.update("\n".join(status_lines(status, width or None)))
         self.set_class(status.state == "target exited", "-exited")
         self.set_class(status.state in ("detached", "failed"), "-detached")
         self.set_class(status.paused, "-paused")
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Spell the lines again for the new width."""
+        if self.status is not None:
+            self.show(self.status)

@@ -98,12 +98,13 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("+ / -", "sample faster / slower"),
     ("/", "filter as you type (enter keeps it, escape clears)"),
     ("l", "aggregate by function, or by function and line"),
+    ("i", "idle samples (R waiting) in or out of the percentages"),
     ("w", "window: cumulative, last 10 s, last 60 s"),
     ("p", "pick another R process (detaches from this one)"),
     ("?", "this help"),
     ("q / ctrl+c", "quit; the target runs on, untraced"),
     ("Top view", "sort: click a heading, or < > to move the sort"),
-    ("", "i inverts; o own, t total, n name"),
+    ("", "I inverts; o own, t total, n name"),
     ("Tree view", "enter toggles, → opens, ← closes"),
     ("", "E expand all, C collapse all"),
     ("", "f focus on the subtree, u leave the focus"),
@@ -124,6 +125,10 @@ class ProfileSource(Protocol):
     pid: int | None
     r_version: str
     stream_path: str
+    #: Whether samples mark idle ones (R waiting); a recorded file does not.
+    idle_known: bool
+    #: True: samples carry R's GC marker; False: this R build has none; None: not recorded.
+    gc_available: bool | None
 
     def state(self) -> str:
         """ "running", "target exited", "detached", "failed" or "file"."""
@@ -153,6 +158,10 @@ class ProfileSource(Protocol):
         """Stop sampling and detach (idempotent)."""
         ...
 
+    def lines_note(self) -> str | None:
+        """Why rows by line carry no lines, with the fix, once that is known (else None)."""
+        ...
+
 
 class FileSource:
     """A recorded Rprof.out: read-only, every sample one interval apart."""
@@ -169,6 +178,8 @@ class FileSource:
         self.pid: int | None = None
         self.r_version = ""
         self.stream_path = ""
+        self.idle_known = False  # Rprof.out has no idle marker
+        self.gc_available: bool | None = True if profile.options.gc else None
         hz = 1e6 / profile.interval_us
         n = len(self.log)
         self._stats = SamplerStats(
@@ -200,6 +211,9 @@ class FileSource:
     def stop(self) -> None:
         pass
 
+    def lines_note(self) -> str | None:
+        return None
+
 
 class LiveSource:
     """A running `Session` (and the command xrtop launched, if any)."""
@@ -219,6 +233,8 @@ class LiveSource:
         self.pid: int | None = session.target.pid
         self.r_version = session.target.version_text
         self.stream_path = stream_path
+        self.idle_known = True
+        self.gc_available: bool | None = session.target.gc_available
         self._process: psutil.Process | None = None
         with contextlib.suppress(psutil.Error):
             self._process = psutil.Process(self.pid)
@@ -253,6 +269,9 @@ class LiveSource:
         if not self._stopped:
             self._stopped = True
             self.session.stop()
+
+    def lines_note(self) -> str | None:
+        return source_note(self.session.target)
 
 
 # -- small screens -----------------------------------------------------------------------------
@@ -317,6 +336,7 @@ class ViewState:
     paused: bool = False
     window: float | None = None
     by_line: bool = False
+    include_idle: bool = False
     needle: str = ""
 
 
@@ -337,6 +357,7 @@ class XrtopApp(App[int]):
         Binding("minus", "rate(-1)", "Slower", key_display="-"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("l", "by_line", "Lines"),
+        Binding("i", "toggle_idle", "Idle"),
         Binding("w", "window", "Window"),
         Binding("1", "view('top')", "Top", show=False),
         Binding("2", "view('tree')", "Tree", show=False),
@@ -362,7 +383,9 @@ class XrtopApp(App[int]):
         self.output = output
         self.handle_signals = handle_signals
         self.refresh_s = refresh_s
-        self.view_state = ViewState()
+        self.view_state = ViewState(
+            include_idle=(source.options if source is not None else self.sampling.options).idle
+        )
         self.reset_at = 0
         self.saved_count = 0  # files saved with `s`
         self.saved_files: list[str] = []
@@ -373,6 +396,7 @@ class XrtopApp(App[int]):
         self._tree_reset = True
         self._message = ""
         self._last_state = ""
+        self._lines_note_given = False
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -432,13 +456,11 @@ class XrtopApp(App[int]):
 
     def _new_aggregate(self) -> Aggregate:
         log = self.source.log if self.source is not None else SampleLog(10000)
-        idle = self.source.options.idle if self.source is not None else False
-        return Aggregate(
-            log, start=self.reset_at, by_line=self.view_state.by_line, include_idle=idle
-        )
+        vs = self.view_state
+        return Aggregate(log, start=self.reset_at, by_line=vs.by_line, include_idle=vs.include_idle)
 
     def _rebuild(self) -> None:
-        """Start aggregating again (reset, by-line toggle, new source)."""
+        """Start aggregating again (reset, by-line or idle toggle, new source)."""
         self.agg = self._new_aggregate()
         self._window_agg = None
         self._shown_upto = -1
@@ -473,6 +495,11 @@ class XrtopApp(App[int]):
             if self.agg.consumed != self._shown_upto:
                 self._shown_upto = self.agg.consumed
                 self._dirty = True
+        if vs.by_line and not self._lines_note_given:
+            note = source.lines_note()
+            if note is not None:  # known only after some samples with lines: say it once
+                self._lines_note_given = True
+                self.notify(note, title="No line numbers", severity="warning", timeout=20)
         self._show_status()
         if self._dirty:
             self._show_view()
@@ -531,7 +558,13 @@ class XrtopApp(App[int]):
             achieved_hz=stats.achieved_hz,
             errors=stats.error_count,
             late=stats.late,
-            idle=agg.idle if not agg.include_idle else 0,
+            idle=agg.idle,
+            in_range=agg.consumed - agg.start,
+            include_idle=agg.include_idle,
+            idle_known=source.idle_known,
+            gc=agg.gc,
+            gc_available=source.gc_available,
+            no_source=vs.by_line and self._lines_note_given,
             cpu_percent=cpu,
             rss_bytes=rss,
             paused=vs.paused,
@@ -562,6 +595,7 @@ class XrtopApp(App[int]):
         self.source = source
         self.reset_at = 0
         self.saved_count = 0
+        self._lines_note_given = False
         self.view_state.paused = False
         self._rebuild()
         if source is not None:
@@ -632,6 +666,8 @@ class XrtopApp(App[int]):
             return live and self.source is not None and self.source.state() == "running"
         if action in ("save", "export", "pause", "by_line", "window"):
             return self.source is not None
+        if action == "toggle_idle":  # a file marks no sample idle: nothing to toggle
+            return self.source is not None and self.source.idle_known
         if action == "show_picker":
             return importlib.util.find_spec("xrtop.picker") is not None
         return True
@@ -687,17 +723,24 @@ class XrtopApp(App[int]):
         source = self.source
         if self.view_state.by_line and isinstance(source, LiveSource):
             # The sampler reads lines only when asked: from now on (safe from any thread).
-            target = source.session.target
-            target.set_lines(True)
-            hint = source_note(target)
-            if hint is not None:
-                self.notify(hint, severity="warning")
+            # Whether R keeps source references shows after a few samples: refresh_data
+            # says so then.
+            source.session.target.set_lines(True)
         elif self.view_state.by_line and source and not any(s.sites for s in source.log.stacks):
             self.notify(
                 "These samples carry no line information: rows stay per function.",
                 severity="warning",
             )
         self._rebuild()
+        self.refresh_data()
+
+    def action_toggle_idle(self) -> None:
+        """Count idle samples (R waiting) in the percentages, or leave them out."""
+        if self.source is None or not self.source.idle_known:
+            return
+        self.view_state.include_idle = not self.view_state.include_idle
+        self._rebuild()
+        self._tree_reset = False
         self.refresh_data()
 
     def action_window(self) -> None:
@@ -911,6 +954,12 @@ class XrtopApp(App[int]):
         )
         yield SystemCommand("Pause / resume display", "Sampling goes on", self.action_pause)
         yield SystemCommand("Toggle by-line aggregation", "Function or line", self.action_by_line)
+        if self.source is not None and self.source.idle_known:
+            yield SystemCommand(
+                "Toggle idle samples",
+                "Count the samples where R waits in the percentages, or not",
+                self.action_toggle_idle,
+            )
         yield SystemCommand("Cycle window", "Cumulative, 10 s, 60 s", self.action_window)
         yield SystemCommand("Show Top view", "Flat table", lambda: self.action_view("top"))
         yield SystemCommand("Show Tree view", "Call tree", lambda: self.action_view("tree"))
