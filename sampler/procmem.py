@@ -6,6 +6,7 @@ real process. Failures raise the per-sample errors of `sampler.errors`.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import errno
 import os
@@ -63,6 +64,16 @@ class ScatterPlan(Protocol):
     offsets: dict[Address, int]
     #: The bytes of the last `read()`; valid up to the count it returned.
     buffer: ctypes.Array[ctypes.c_char]
+    #: How many bytes a complete `read()` returns.
+    size: int
+
+    def locate(self, address: Address, size: int) -> int | None:
+        """Where `size` bytes at `address` are in `buffer` if one read span covers them.
+
+        Finds regions that were not planned but lie inside a merged span (e.g. a context
+        between two planned ones); valid after a read only if the result + size <= it.
+        """
+        ...
 
     def read(self) -> int:
         """Read every region now; return how many bytes of `buffer` are valid.
@@ -271,11 +282,30 @@ class LivePlan:
             offset += end - start
         self.count = len(remote) // 2
         self.size = offset
+        # (start, end, offset in buffer) of each span read, by start, for `locate`.
+        layout = []
+        at = 0
+        for i in range(self.count):
+            start, length = remote[2 * i], remote[2 * i + 1]
+            layout.append((start, start + length, at))
+            at += length
+        self._spans = sorted(layout)
+        self._starts = [span[0] for span in self._spans]
         self.buffer = ctypes.create_string_buffer(max(offset, 1))
         self._local = _IoVec(ctypes.addressof(self.buffer), offset)
         self._remote = (_IoVec * max(self.count, 1))()
         if self.count:
             ctypes.memmove(self._remote, remote.buffer_info()[0], len(remote) * 8)
+
+    def locate(self, address: Address, size: int) -> int | None:
+        """See `ScatterPlan.locate` (a bisection over the spans)."""
+        i = bisect.bisect_right(self._starts, address) - 1
+        if i < 0:
+            return None
+        start, end, offset = self._spans[i]
+        if address + size > end:
+            return None
+        return offset + address - start
 
     def read(self) -> int:
         """Read every region in one `process_vm_readv`; return the valid byte count."""

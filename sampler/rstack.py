@@ -27,7 +27,6 @@ import ctypes
 import itertools
 import math
 import struct
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
@@ -67,8 +66,12 @@ _F64 = struct.Struct("<d")
 _CELL = struct.Struct("<Q8x16x3Q")  # sxpinfo, (attrib), (gc links), CAR, CDR, TAG
 _HEAD = struct.Struct("<Q24xQ")  # sxpinfo and CAR
 _CALLABLE = (CLOSXP, 7, 8)  # a closure, SPECIALSXP or BUILTINSXP
-#: How many addresses beyond the current sample's the snapshot plan keeps, per kind.
-_RECENT = 64
+#: The snapshot plan keeps the addresses the last this many samples needed. Each region
+#: costs the kernel ~0.4 us per stop (more when cold), so the plan holds only what the
+#: stack needed lately (e.g. both sides of a loop that alternates two functions).
+_RECENT_SAMPLES = 64
+#: ... and at most this many addresses beyond the current sample's, per kind.
+_RECENT = 24
 #: For how many samples after the stack reached a new address the plan guesses deeper ones.
 _GUESS_FOR = 64
 
@@ -163,10 +166,10 @@ class StackReader:
         self._prev_chain: list[Address] = []
         self._prev_cells: list[Address] = []
         self._stride = 0
-        # Addresses of the last samples' contexts and cells (calls, non-symbol heads), least
-        # recently seen first: the regions of the next snapshot (see `_make_plan`).
-        self._recent_contexts: OrderedDict[Address, None] = OrderedDict()
-        self._recent_cells: OrderedDict[Address, None] = OrderedDict()
+        # Addresses of the last samples' contexts and cells (calls, non-symbol heads), each
+        # with the last sample that needed it: the regions of the next snapshot.
+        self._recent_contexts: dict[Address, int] = {}
+        self._recent_cells: dict[Address, int] = {}
         self._plan: ScatterPlan | None = None
         self._snapped: ScatterPlan | None = None  # the plan the last snapshot was read with
         self._plan_guesses = False  # whether the plan holds guessed context addresses
@@ -233,8 +236,10 @@ class StackReader:
         span = self._globals_span or (self.global_context, 8)
         regions = [span]
         # Most recently seen first: a plan holds at most 1024 regions.
-        regions += [(a, size) for a in reversed(self._recent_contexts)]
-        regions += [(c, CELL_SIZE) for c in reversed(self._recent_cells)]
+        by_recency = sorted(self._recent_contexts, key=self._recent_contexts.__getitem__)
+        regions += [(a, size) for a in reversed(by_recency)]
+        by_recency = sorted(self._recent_cells, key=self._recent_cells.__getitem__)
+        regions += [(c, CELL_SIZE) for c in reversed(by_recency)]
         lines = self.lines
         if lines is not None:
             regions += lines.plan_regions()  # srcref nodes, bodies, pc words (sampler.srcref)
@@ -290,7 +295,7 @@ class StackReader:
         plan = self._snapped
         if plan is None or self.validate or self.lines is not None:
             return False  # lines need reads that follow the chain: decode while stopped
-        buf, offset_of = plan.buffer, plan.offsets.get
+        buf, offset_of, locate = plan.buffer, plan.offsets.get, plan.locate
         span = self._globals_span
         if span is None:
             return False
@@ -302,9 +307,11 @@ class StackReader:
         link = self._link_struct.unpack_from
         names = self.names
         hops = 0
-        limit = len(plan.offsets)  # a chain longer than the plan's regions must loop
+        limit = plan.size // size + 1  # a chain longer than fits in the copy must loop
         while address:
             offset = offset_of(address)
+            if offset is None:
+                offset = locate(address, size)  # unplanned, but inside a merged span?
             if offset is None or offset + size > got:
                 return False
             hops += 1
@@ -314,12 +321,16 @@ class StackReader:
             if not flag & (CTXT_FUNCTION | CTXT_BUILTIN):
                 continue
             offset = offset_of(call)
+            if offset is None:
+                offset = locate(call, CELL_SIZE)
             if offset is None or offset + CELL_SIZE > got:
                 return False
             info, head = _HEAD.unpack_from(buf, offset)
             if info & TYPE_MASK != LANGSXP or head in names:
                 continue
             offset = offset_of(head)
+            if offset is None:
+                offset = locate(head, CELL_SIZE)
             if offset is None or offset + CELL_SIZE > got:
                 return False
             info, car, cdr, _ = _CELL.unpack_from(buf, offset)
@@ -348,23 +359,34 @@ class StackReader:
             if self._plan_guesses and self._samples - self._last_new_context >= _GUESS_FOR:
                 self._plan = self._make_plan()
             return
+        now = self._samples
+        changed = False
+        for recent, previous, addresses in (
+            (self._recent_contexts, self._prev_chain, chain),
+            (self._recent_cells, self._prev_cells, cells),
+        ):
+            # The previous stack lasted until the last sample (identical samples return
+            # early above, without touching these).
+            for address in previous:
+                recent[address] = now - 1
+            for address in addresses:
+                if address not in recent:
+                    changed = True
+                    if recent is self._recent_contexts:
+                        self._last_new_context = now
+                recent[address] = now
+            stale = [a for a, seen in recent.items() if now - seen > _RECENT_SAMPLES]
+            if len(recent) - len(stale) > len(addresses) + _RECENT:
+                by_age = sorted(recent, key=recent.__getitem__)
+                stale = by_age[: len(recent) - len(addresses) - _RECENT]
+            for address in stale:
+                del recent[address]
+            changed = changed or bool(stale)
         self._prev_chain = chain
         self._prev_cells = cells
         deltas = [b - a for a, b in itertools.pairwise(chain) if 0 < b - a < 1 << 20]
         if deltas:
             self._stride = max(set(deltas), key=deltas.count)
-        changed = False
-        for recent, addresses in ((self._recent_contexts, chain), (self._recent_cells, cells)):
-            for address in addresses:
-                if address not in recent:
-                    changed = True
-                    if recent is self._recent_contexts:
-                        self._last_new_context = self._samples
-                recent[address] = None
-                recent.move_to_end(address)  # most recently seen last
-            while len(recent) > len(addresses) + _RECENT:
-                recent.popitem(last=False)
-                changed = True
         expired = self._plan_guesses and self._samples - self._last_new_context >= _GUESS_FOR
         if changed or expired or self._plan is None:
             self._plan = self._make_plan()
@@ -392,11 +414,14 @@ class StackReader:
         assert plan is not None
         buf = plan.buffer
         offsets = plan.offsets
+        locate = plan.locate
         # Bytes read in this stop beyond the snapshot (live only), by address.
         extra: dict[Address, tuple[_Bytes, int]] = {}
 
         def at(address: Address, size: int) -> tuple[_Bytes, int] | None:
             offset = offsets.get(address)
+            if offset is None:
+                offset = locate(address, size)  # unplanned, but inside a merged span?
             if offset is not None and offset + size <= got:
                 return buf, offset
             return extra.get(address)
@@ -438,6 +463,8 @@ class StackReader:
             seen.add(address)
             chain.append(address)
             offset = offset_of(address)
+            if offset is None:
+                offset = locate(address, size)
             if offset is not None and offset + size <= got:
                 address, flag, callfun, call, cloenv = unpack(buf, offset)
             else:
@@ -471,6 +498,8 @@ class StackReader:
         head_of = _HEAD.unpack_from
         for call in frame_calls:
             offset = offset_of(call)
+            if offset is None:
+                offset = locate(call, CELL_SIZE)
             if offset is not None and offset + CELL_SIZE <= got:
                 info, head = head_of(buf, offset)
             else:
