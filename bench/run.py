@@ -385,6 +385,7 @@ def summarise(runs: list[Run], schedule: list[Config]) -> list[dict[str, object]
                 "nonblocking": run.config.nonblocking,
                 "perf": run.config.perf,
                 "perf_stops": len(run.perf_stop_us),
+                "xrtop_stops": len(run.stop_us),
                 "perf_stop_median_us": (
                     statistics.median(run.perf_stop_us) if run.perf_stop_us else math.nan
                 ),
@@ -647,11 +648,13 @@ def main(argv: list[str] | None = None) -> int:
             "xrtop's own accounting in the same run, microseconds:"
         )
         print(
-            f"{'depth':>5} {'stops':>6} {'perf median':>11} {'mean':>6} {'p99':>7}   xrtop median"
+            f"{'depth':>5} {'stops seen':>10} {'of':>6} {'perf median':>11} {'mean':>6} "
+            f"{'p99':>7}   xrtop median   (fewer stops seen than made: perf lost events)"
         )
         for r in perf_rows:
             print(
-                f"{r['depth']:>5} {r['perf_stops']:>6} {fmt(r['perf_stop_median_us'], '.0f'):>11} "
+                f"{r['depth']:>5} {r['perf_stops']:>10} {r['xrtop_stops']:>6} "
+                f"{fmt(r['perf_stop_median_us'], '.0f'):>11} "
                 f"{fmt(r['perf_stop_mean_us'], '.0f'):>6} {fmt(r['perf_stop_p99_us'], '.0f'):>7}"
                 f"   {fmt(r['stop_median_us'], '.0f')}" + (" !" if contended(r) else "")
             )
