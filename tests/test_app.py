@@ -609,3 +609,28 @@ async def test_missing_source_references_are_said_once() -> None:
         await pilot.press("l")  # by line again: not said a second time
         app.refresh_data()
         assert len([n for n in app._notifications if "keep.source" in n.message]) == 1
+
+
+async def test_toggles_while_paused_recount_the_frozen_samples() -> None:
+    # GIVEN a paused display while more samples arrive
+    source = FakeLive()
+    source.add(FIB, 2000)  # 20 s
+    source.add(SLEEP, 500)  # 5 s
+    app = live_app(source)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("space")
+        source.add(LOOP, 300)
+        app.refresh_data()
+        # WHEN idle samples are counted in, lines asked for, and a window chosen
+        await pilot.press("i")
+        # THEN the same frozen samples are shown, counted the new way
+        assert app.current().samples == 2500 and "loop" not in app.current().total
+        await pilot.press("l", "l")
+        assert app.current().samples == 2500
+        await pilot.press("w")  # last 10 s of the frozen samples
+        assert app.current().samples in (1000, 1001)  # 10 s at 100 Hz (float times)
+        assert app.current().total["nap"] == 500
+        assert app.status().waiting == 300
+        # AND resuming takes in the waiting samples
+        await pilot.press("space")
+        assert app.current().total["loop"] == 300

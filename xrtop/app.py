@@ -460,9 +460,16 @@ class XrtopApp(App[int]):
         return Aggregate(log, start=self.reset_at, by_line=vs.by_line, include_idle=vs.include_idle)
 
     def _rebuild(self) -> None:
-        """Start aggregating again (reset, by-line or idle toggle, new source)."""
+        """Start aggregating again (reset, by-line or idle toggle, new source).
+
+        While paused, the new aggregate takes in the samples the old one had, so that the
+        frozen display shows the same samples, counted the new way.
+        """
+        upto = self.agg.consumed
         self.agg = self._new_aggregate()
         self._window_agg = None
+        if self.view_state.paused:
+            self._take_in(upto)
         self._shown_upto = -1
         self._dirty = True
         self._tree_reset = True
@@ -477,21 +484,8 @@ class XrtopApp(App[int]):
         if source is None:
             return
         vs = self.view_state
-        log = source.log
         if not vs.paused:
-            self.agg.update()
-            if vs.window is not None:
-                n = self.agg.consumed
-                start = self.reset_at
-                if n > start:
-                    start = max(start, log.index_at_time(log.times[n - 1] - vs.window))
-                window = Aggregate(
-                    log, start=start, by_line=vs.by_line, include_idle=self.agg.include_idle
-                )
-                window.update(n)
-                self._window_agg = window
-            else:
-                self._window_agg = None
+            self._take_in(None)
             if self.agg.consumed != self._shown_upto:
                 self._shown_upto = self.agg.consumed
                 self._dirty = True
@@ -511,6 +505,22 @@ class XrtopApp(App[int]):
                 self.notify("Sampling failed; see the header.", severity="error")
             self._last_state = state
             self.refresh_bindings()
+
+    def _take_in(self, stop: int | None) -> None:
+        """Update the aggregate up to sample `stop` (None: all), and the window over it."""
+        vs = self.view_state
+        log = self.agg.log
+        self.agg.update(stop)
+        if vs.window is None:
+            self._window_agg = None
+            return
+        n = self.agg.consumed
+        start = self.reset_at
+        if n > start:
+            start = max(start, log.index_at_time(log.times[n - 1] - vs.window))
+        window = Aggregate(log, start=start, by_line=vs.by_line, include_idle=vs.include_idle)
+        window.update(n)
+        self._window_agg = window
 
     def _seconds_per_sample(self, agg: Aggregate) -> float:
         """Wall seconds one sample stands for, from the sample times (rates may change)."""
@@ -747,7 +757,7 @@ class XrtopApp(App[int]):
         """Cycle cumulative → last 10 s → last 60 s."""
         i = WINDOWS.index(self.view_state.window)
         self.view_state.window = WINDOWS[(i + 1) % len(WINDOWS)]
-        self._window_agg = None
+        self._take_in(self.agg.consumed)  # the window over what is shown (also paused)
         self._dirty = True
         self._tree_reset = False
         self.refresh_data()
