@@ -481,7 +481,7 @@ class XrtopApp(App[int]):
     def refresh_data(self) -> None:
         """Take in new samples (unless paused) and redraw the header and the active view."""
         source = self.source
-        if source is None:
+        if source is None or not self.is_running:  # a timer tick during shutdown: no widgets
             return
         vs = self.view_state
         if not vs.paused:
