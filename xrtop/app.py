@@ -328,6 +328,9 @@ class ChoiceScreen(ModalScreen[str]):
 
 # -- the app -----------------------------------------------------------------------------------
 
+#: + and - share one footer entry.
+RATE_KEYS = Binding.Group("Rate")
+
 
 @dataclass
 class ViewState:
@@ -346,19 +349,21 @@ class XrtopApp(App[int]):
     CSS_PATH = str(Path(__file__).with_name("xrtop.tcss"))
     TITLE = "xrtop"
     BINDINGS: ClassVar[list[BindingType]] = [
+        # The footer lists these in this order and cuts what does not fit: the view toggles
+        # first, so that they show at 80 columns.
         Binding("q", "quit_app", "Quit"),
         Binding("ctrl+c", "quit_app", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("space", "pause", "Pause"),
         Binding("s", "save", "Save"),
-        Binding("e", "export", "Export"),
-        Binding("r", "reset", "Reset"),
-        Binding("plus,equals_sign", "rate(1)", "Faster", key_display="+"),
-        Binding("minus", "rate(-1)", "Slower", key_display="-"),
-        Binding("slash", "filter", "Filter", key_display="/"),
         Binding("l", "by_line", "Lines"),
         Binding("i", "toggle_idle", "Idle"),
         Binding("w", "window", "Window"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("plus,equals_sign", "rate(1)", "Faster", key_display="+", group=RATE_KEYS),
+        Binding("minus", "rate(-1)", "Slower", key_display="-", group=RATE_KEYS),
+        Binding("e", "export", "Export"),
+        Binding("r", "reset", "Reset"),
         Binding("1", "view('top')", "Top", show=False),
         Binding("2", "view('tree')", "Tree", show=False),
         Binding("3", "view('now')", "Now", show=False),

@@ -44,6 +44,9 @@ class ReplaySource(FileSource):
         self.pid = 4242
         self.r_version = "4.2.2"
         self.options = profile.options
+        # As a live target: samples mark idle ones. The demo never waits, so the recording
+        # (made without --idle) lost none, and "busy 100%" is what it would show live.
+        self.idle_known = True
 
     def state(self) -> str:
         return "running"
