@@ -161,6 +161,14 @@ class FakePlan:
                 self.regions.append((address, size))
                 offset += size
         self.buffer = ctypes.create_string_buffer(max(offset, 1))
+        self.size = offset
+
+    def locate(self, address: Address, size: int) -> int | None:
+        """Where `size` bytes at `address` lie in `buffer`, if one region covers them."""
+        for start, length in self.regions:
+            if start <= address and address + size <= start + length:
+                return self.offsets[start] + address - start
+        return None
 
     def read(self) -> int:
         """Fill `buffer` region by region; stop at the first unreadable one."""
