@@ -24,7 +24,6 @@ from sampler.model import Stack
 from sampler.rprof import RprofOptions
 from sampler.rprof import read_rprof
 from sampler.rprof import write_rprof
-from sampler.rstack import RawSample
 from sampler.target import Target
 from sampler.target import attach
 from sampler.thread import SamplerThread
