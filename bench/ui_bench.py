@@ -49,6 +49,8 @@ class SyntheticSource:
         self.pid: int | None = 1
         self.r_version = "4.5.0"
         self.stream_path = ""
+        self.idle_known = True
+        self.gc_available: bool | None = True
         self._t = 0.0
 
     def feed(self, count: int) -> None:
@@ -81,6 +83,9 @@ class SyntheticSource:
 
     def stop(self) -> None:
         pass
+
+    def lines_note(self) -> str | None:
+        return None
 
 
 #: Seconds spent in `app.refresh_data()` alone, per refresh (the rest is Textual's render).

@@ -78,19 +78,29 @@ class Tracer:
             raise PermissionDeniedError(f"cannot trace process {tid}: {err.strerror}") from None
         self.attached = True
 
+    def _wait(self, options: int) -> int | None:
+        """One waitpid on the target: its status (None: nothing to report with WNOHANG).
+
+        Raises TargetGoneError, keeping the exit status, when the target has exited.
+        """
+        try:
+            pid, status = os.waitpid(self.tid, options | _WALL)
+        except ChildProcessError:
+            self.attached = False
+            raise TargetGoneError(f"process {self.tid} has exited") from None
+        if pid == 0:
+            return None
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self.attached = False
+            self.exit_status = status
+            raise TargetGoneError(f"process {self.tid} has exited")
+        return status
+
     def _wait_stop(self) -> None:
         """Wait for our interrupt's stop, passing every signal through to the target."""
         while True:
-            try:
-                _, status = os.waitpid(self.tid, _WALL)
-            except ChildProcessError:
-                self.attached = False
-                raise TargetGoneError(f"process {self.tid} has exited") from None
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                self.attached = False
-                self.exit_status = status
-                raise TargetGoneError(f"process {self.tid} has exited")
-            if not os.WIFSTOPPED(status):
+            status = self._wait(0)
+            if status is None or not os.WIFSTOPPED(status):
                 continue
             sig = os.WSTOPSIG(status)
             if status >> 16 == PTRACE_EVENT_STOP:
@@ -116,17 +126,9 @@ class Tracer:
         samples. Raise TargetGoneError when the target has exited.
         """
         while self.attached:
-            try:
-                pid, status = os.waitpid(self.tid, os.WNOHANG | _WALL)
-            except ChildProcessError:
-                self.attached = False
-                raise TargetGoneError(f"process {self.tid} has exited") from None
-            if pid == 0:
+            status = self._wait(os.WNOHANG)
+            if status is None:
                 return
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                self.attached = False
-                self.exit_status = status
-                raise TargetGoneError(f"process {self.tid} has exited")
             if not os.WIFSTOPPED(status):
                 continue
             sig = os.WSTOPSIG(status)

@@ -24,8 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sampler.symbols import find_libr_mapping
-from sampler.symbols import read_maps
+from xrtop.session import find_r_descendant
 
 TESTS = Path(__file__).parent
 R_SCRIPTS = TESTS / "r"
@@ -103,20 +102,6 @@ class RRun:
         return int(status.split("TracerPid:")[1].split()[0])
 
 
-def _r_descendant(root: int) -> int | None:
-    try:
-        procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
-    except psutil.Error:
-        return None
-    for proc in procs:
-        try:
-            if find_libr_mapping(read_maps(proc.pid)) is not None:
-                return proc.pid
-        except Exception:
-            continue
-    return None
-
-
 class RLauncher:
     """Starts R workloads and stops every one of them at the end of the test."""
 
@@ -149,7 +134,7 @@ class RLauncher:
             wait_for(lambda: ready.exists() or handle.poll() is not None, timeout, "R to start")
             if not ready.exists():
                 raise RuntimeError(f"Rscript {script} exited with {handle.returncode}")
-            pid = wait_for(lambda: _r_descendant(handle.pid), timeout, "the R process")
+            pid = wait_for(lambda: find_r_descendant(handle.pid), timeout, "the R process")
             run = RRun(pid, env, handle)
         else:
             inner = f"/tmp/xrtop-ready-{token}"
