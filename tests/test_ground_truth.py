@@ -60,15 +60,16 @@ def test_xrtop_stacks_are_stacks_r_records(r_env: REnv, r_launcher: RLauncher) -
     ours = Counter(s.names for s in log.iter_stacks() if s.names)
     theirs = Counter(s.names for s in read_rprof(rprof_path).stacks)
     rprof_path.unlink()
-    # THEN every stack xrtop saw is one R saw, name for name. Both sample a few thousand
-    # times a run, so a rare stack can fall between R's samples: such a stack must still
-    # continue a chain of callers R recorded (its frames below the innermost are the outer
-    # end of some stack R wrote), and all of them together stay a tiny share.
+    # THEN every stack xrtop saw is one R saw, name for name. Both sample only a few
+    # thousand times a run (R >= 4.3 at most every 10 ms), so a rare stack can fall between
+    # R's samples: such a stack must still continue a chain of callers R recorded (dropping
+    # at most its two innermost frames, e.g. `length` called by `isFALSE` inside `mapply`,
+    # leaves the outer end of some stack R wrote), and all of them stay a small share.
     total = sum(ours.values())
     assert total > 250
     strangers = {stack: n for stack, n in ours.items() if stack not in theirs}
     tails = {stack[i:] for stack in theirs for i in range(len(stack) + 1)}  # () = top level
-    assert [s for s in strangers if s[1:] not in tails] == []
+    assert [s for s in strangers if s[1:] not in tails and s[2:] not in tails] == []
     assert sum(strangers.values()) <= 0.05 * total, strangers
     # AND the special names were read (pkg::f, pkg:::f, x$f, x[["f"]], x[[1]], .Call ...)
     seen = {name for stack in ours for name in stack}
