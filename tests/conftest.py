@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -226,3 +227,26 @@ def rscript(code: str, timeout: float = 120) -> str:
     if out.returncode != 0:
         raise AssertionError(f"R failed: {out.stderr[-3000:]}")
     return out.stdout
+
+
+@contextlib.contextmanager
+def traced_by_another_program(run: RRun, tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Have a separate process seize `run` with ptrace (as a debugger would) while inside.
+
+    Yields that process; it is killed on exit, and the kernel then detaches it.
+    """
+    ready = tmp / f"seized-{uuid.uuid4().hex[:8]}"
+    code = (
+        "import pathlib, time\n"
+        "from sampler.ptrace import Tracer\n"
+        f"tracer = Tracer({run.pid})\n"
+        f"pathlib.Path({str(ready)!r}).write_text('ok')\n"
+        "time.sleep(60)\n"
+    )
+    other = subprocess.Popen([sys.executable, "-c", code], cwd=TESTS.parent)
+    try:
+        wait_for(lambda: ready.exists() or other.poll() is not None, 30, "the tracer")
+        yield other
+    finally:
+        other.send_signal(signal.SIGKILL)
+        other.wait()

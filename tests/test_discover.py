@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ import psutil
 import pytest
 from conftest import REnv
 from conftest import RLauncher
+from conftest import traced_by_another_program
 from conftest import wait_for
 
 from sampler.discover import Discovery
@@ -237,20 +237,7 @@ def test_exited_r_disappears(r_launcher: RLauncher) -> None:
 def test_traced_r_is_not_profilable_and_says_why(r_launcher: RLauncher, tmp_path: Path) -> None:
     # GIVEN an R process that another program is tracing (as a debugger would)
     run = r_launcher.start("busy.R", "60")
-    ready = tmp_path / "seized"
-    code = textwrap.dedent(
-        f"""
-        import pathlib, time
-        from sampler.ptrace import Tracer
-        tracer = Tracer({run.pid})
-        pathlib.Path("{ready}").write_text("ok")
-        time.sleep(60)
-        """
-    )
-    root = Path(__file__).parent.parent
-    other = subprocess.Popen([sys.executable, "-c", code], cwd=root)
-    try:
-        wait_for(lambda: ready.exists() or other.poll() is not None, 30, "the tracer")
+    with traced_by_another_program(run, tmp_path) as other:
         assert run.tracer() == other.pid
         # WHEN discovery scans
         row = by_pid(Discovery().scan())[run.pid]
@@ -259,9 +246,6 @@ def test_traced_r_is_not_profilable_and_says_why(r_launcher: RLauncher, tmp_path
         assert row.blocker == "traced"
         assert str(other.pid) in row.reason
         assert str(other.pid) in row.fix
-    finally:
-        other.send_signal(signal.SIGKILL)
-        other.wait()
     # The tracer's death detached it; the process is profilable again.
     wait_for(lambda: run.tracer() == 0, 10, "the tracer to go")
     assert by_pid(Discovery().scan())[run.pid].profilable

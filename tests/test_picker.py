@@ -4,15 +4,11 @@ empty machine says how to start R."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from conftest import RLauncher
-from conftest import wait_for
+from conftest import traced_by_another_program
 from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import Static
@@ -124,19 +120,7 @@ async def test_enter_on_traced_process_explains_and_stays(
 ) -> None:
     # GIVEN an R process another program traces (xrtop cannot attach to it)
     run = r_launcher.start("busy.R", "60")
-    ready = tmp_path / "seized"
-    code = textwrap.dedent(
-        f"""
-        import pathlib, time
-        from sampler.ptrace import Tracer
-        tracer = Tracer({run.pid})
-        pathlib.Path("{ready}").write_text("ok")
-        time.sleep(60)
-        """
-    )
-    other = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
-    try:
-        wait_for(lambda: ready.exists() or other.poll() is not None, 30, "the tracer")
+    with traced_by_another_program(run, tmp_path) as other:
         app = PickerApp()
         async with app.run_test(size=(140, 30)) as pilot:
             await wait_until(pilot, lambda: run.pid in shown_pids(app), "the R process")
@@ -156,9 +140,6 @@ async def test_enter_on_traced_process_explains_and_stays(
             await pilot.pause()
             assert isinstance(app.screen, PickerScreen)
             assert app.is_running
-    finally:
-        other.send_signal(signal.SIGKILL)
-        other.wait()
     assert app.return_value is None
 
 
