@@ -9,15 +9,14 @@ Attaching (and launching) happens before `App.run()`, so every attach error is p
 session (`LiveSource`) or a file (`FileSource`, read-only). Every way out of the app (q,
 Ctrl-C, SIGTERM, an exception) ends in `run_live`'s `finally`, which detaches the target.
 
-Hooks for the process picker (`xrtop.picker.PickerScreen`, optional): `XrtopApp.start_session`
-attaches to a PID in a thread worker and shows it; `action_show_picker` (key `p`) detaches
-and opens the picker.
+The process picker (`xrtop.picker.PickerScreen`): `XrtopApp.start_session` attaches to a PID
+in a thread worker and shows it; `action_show_picker` (key `p`) detaches and opens the
+picker.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shlex
 import signal
@@ -72,6 +71,7 @@ from widgets.format import fmt_bytes
 from widgets.hot_table import HotTable
 from widgets.now_view import NowView
 from widgets.status import StatusHeader
+from xrtop.picker import PickerScreen
 from xrtop.session import Launched
 from xrtop.session import SamplingOptions
 from xrtop.session import Session
@@ -437,7 +437,7 @@ class XrtopApp(App[int]):
         if self.source is None:
             self.call_after_refresh(self.action_show_picker)
         elif isinstance(self.source, LiveSource) and self.source.launched is not None:
-            out = getattr(self.source.launched, "output_path", "")
+            out = self.source.launched.output_path
             if out:
                 self.notify(f"The program's output goes to {out}", timeout=6)
 
@@ -649,16 +649,11 @@ class XrtopApp(App[int]):
         self.notify(err.message, title=f"PID {pid}", severity="error", timeout=8)
 
     def action_show_picker(self) -> None:
-        """Detach from the current target and open the process picker (if installed);
-        asks first when the current samples were never saved."""
-        if importlib.util.find_spec("xrtop.picker") is None:
-            self.notify("The process picker is not available.", severity="error")
-            return
+        """Detach from the current target and open the process picker; asks first when the
+        current samples were never saved."""
         self.unless_unsaved("Leave this process without saving?", "pick", self._open_picker)
 
     def _open_picker(self) -> None:
-        from xrtop import picker
-
         if self.source is not None and self.source.live:
             self.set_source(None)
 
@@ -668,12 +663,12 @@ class XrtopApp(App[int]):
             elif self.source is None:
                 self.exit(0)
 
-        self.push_screen(picker.PickerScreen(force_version=self.sampling.force_version), chosen)
+        self.push_screen(PickerScreen(force_version=self.sampling.force_version), chosen)
 
     # -- keys ------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Live-only keys are hidden for a file; the picker key only when it exists."""
+        """Live-only keys (reset, rate, pick) are hidden for a file."""
         live = self.source is not None and self.source.live
         if action == "reset":
             return live
@@ -684,7 +679,7 @@ class XrtopApp(App[int]):
         if action == "toggle_idle":  # a file marks no sample idle: nothing to toggle
             return self.source is not None and self.source.idle_known
         if action == "show_picker":
-            return importlib.util.find_spec("xrtop.picker") is not None
+            return self.source is None or live
         return True
 
     def action_view(self, name: str) -> None:
@@ -987,23 +982,6 @@ class XrtopApp(App[int]):
 # -- entry points ----------------------------------------------------------------------------
 
 
-class _QuietLaunched(Launched):
-    """A launched command whose output goes to a file, so it cannot garble the screen."""
-
-    def __init__(self, argv: list[str], output: IO[bytes], output_path: str) -> None:
-        """Start `argv` with stdin from /dev/null and stdout+stderr into `output`."""
-        if not argv:
-            raise UsageError("nothing to launch after --", "Example: xrtop -- Rscript script.R")
-        try:
-            self.process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
-            )
-        except OSError as err:
-            raise UsageError(f"cannot start {shlex.join(argv)}: {err.strerror}") from None
-        self.argv = argv
-        self.output_path = output_path
-
-
 def require_terminal() -> None:
     """Raise UsageError unless standard input and output are a terminal (the UI needs one)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -1011,10 +989,6 @@ def require_terminal() -> None:
             "the live view needs a terminal (standard input and output are not one)",
             "To record without a terminal use: xrtop record -p PID -o FILE",
         )
-
-
-def _picker_available() -> bool:
-    return importlib.util.find_spec("xrtop.picker") is not None
 
 
 def run_live(
@@ -1029,13 +1003,6 @@ def run_live(
         inspect_process(pid)
     require_terminal()
     if pid is None and command is None:
-        if not _picker_available():
-            print(
-                "xrtop: no PID given and the process picker is not available.\n"
-                "Give the PID of an R process: xrtop PID (or xrtop -- Rscript script.R).",
-                file=sys.stderr,
-            )
-            return 2
         app = XrtopApp(None, sampling=sampling, output=output, handle_signals=True)
         try:
             app.run()
@@ -1048,7 +1015,7 @@ def run_live(
             print(f"xrtop: wrote {path}", file=sys.stderr)
         return app.return_code or 0
 
-    launched: _QuietLaunched | None = None
+    launched: Launched | None = None
     log_file: IO[bytes] | None = None
     session: Session | None = None
     stream: StreamedFile | None = None
@@ -1057,7 +1024,7 @@ def run_live(
         if command is not None:
             fd, log_path = tempfile.mkstemp(prefix="xrtop-output-", suffix=".log")
             log_file = os.fdopen(fd, "wb")
-            launched = _QuietLaunched(command, log_file, log_path)
+            launched = Launched(command, log_file, log_path)
             found = launched.wait_for_r()
             assert found is not None
             pid = found
@@ -1099,10 +1066,7 @@ def run_live(
     code = app.return_code or 0
     if launched is not None:
         assert log_file is not None
-        exit_status = getattr(session.thread, "exit_status", None)
-        adopt = getattr(launched, "adopt_status", None)
-        if adopt is not None:
-            adopt(session.target.pid, exit_status)
+        launched.adopt_status(session.target.pid, session.thread.exit_status)
         if not launched.exited():
             launched.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -183,15 +183,25 @@ def r_children_hint(pid: int) -> str:
 class Launched:
     """A command xrtop started itself; its R process is found as soon as it appears."""
 
-    def __init__(self, argv: list[str]) -> None:
-        """Start `argv` with xrtop's stdin, stdout and stderr."""
+    def __init__(
+        self, argv: list[str], output: IO[bytes] | None = None, output_path: str = ""
+    ) -> None:
+        """Start `argv` with xrtop's stdin, stdout and stderr, or, given `output` (the open
+        file at `output_path`), with no stdin and stdout+stderr into it (the live view: the
+        program's output must not garble the screen)."""
         if not argv:
             raise UsageError("nothing to launch after --", "Example: xrtop -- Rscript script.R")
         try:
-            self.process = subprocess.Popen(argv)
+            if output is None:
+                self.process = subprocess.Popen(argv)
+            else:
+                self.process = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+                )
         except OSError as err:
             raise UsageError(f"cannot start {shlex.join(argv)}: {err.strerror}") from None
         self.argv = argv
+        self.output_path = output_path
 
     def wait_for_r(
         self, timeout: float = 30.0, cancel: threading.Event | None = None
