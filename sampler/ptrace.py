@@ -17,7 +17,6 @@ import errno
 import os
 import signal
 import struct
-import time
 
 from sampler.doctor import permission_error
 from sampler.errors import PermissionDeniedError
@@ -204,17 +203,3 @@ class Tracer:
         except (OSError, TargetGoneError):
             pass
         self.attached = False
-
-
-def wait_for_exit(pid: int, timeout: float) -> bool:
-    """Whether `pid` is gone (or a zombie) within `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                if stat.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
-                    return True
-        except OSError:
-            return True
-        time.sleep(0.01)
-    return False
