@@ -25,6 +25,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from sampler.model import SampleLog
+from sampler.target import Target
+from sampler.thread import SamplerThread
+from sampler.thread import State
 from xrtop.session import find_r_descendant
 
 TESTS = Path(__file__).parent
@@ -250,3 +254,17 @@ def traced_by_another_program(run: RRun, tmp: Path) -> Iterator[subprocess.Popen
     finally:
         other.send_signal(signal.SIGKILL)
         other.wait()
+
+
+def sample(
+    target: Target, seconds: float, *, rate: float = 200, blocking: bool = True
+) -> SampleLog:
+    """Sample `target` for `seconds` with a real SamplerThread; it must end detached."""
+    log = SampleLog(round(1e6 / rate))
+    thread = SamplerThread(target, log, rate_hz=rate, blocking=blocking)
+    thread.start()
+    thread.wait_ready()
+    time.sleep(seconds)
+    thread.stop()
+    assert thread.state is State.DETACHED, thread.state
+    return log

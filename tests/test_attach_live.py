@@ -9,23 +9,9 @@ from collections import Counter
 from conftest import REnv
 from conftest import RLauncher
 from conftest import expected_version
+from conftest import sample
 
-from sampler.model import SampleLog
 from sampler.target import attach
-from sampler.thread import SamplerThread
-from sampler.thread import State
-
-
-def sample_for(pid: int, seconds: float, rate: float = 200, blocking: bool = True) -> SampleLog:
-    target = attach(pid)
-    log = SampleLog(round(1e6 / rate))
-    thread = SamplerThread(target, log, rate_hz=rate, blocking=blocking)
-    thread.start()
-    thread.wait_ready()
-    time.sleep(seconds)
-    thread.stop()
-    assert thread.state is State.DETACHED
-    return log
 
 
 def test_attach_finds_the_mapped_libr_and_version(r_env: REnv, r_launcher: RLauncher) -> None:
@@ -46,7 +32,7 @@ def test_attach_finds_the_mapped_libr_and_version(r_env: REnv, r_launcher: RLaun
 
 def test_stacks_name_the_running_functions(r_env: REnv, r_launcher: RLauncher) -> None:
     run = r_launcher.start("busy.R", "60", env=r_env)
-    log = sample_for(run.pid, 1.5)
+    log = sample(attach(run.pid), 1.5)
     stacks = [s for s in log.iter_stacks() if s.names]
     assert len(stacks) > 100
     # Nearly every sample is fib... under middle under outer: the exact chain R runs. The
@@ -62,7 +48,7 @@ def test_stacks_name_the_running_functions(r_env: REnv, r_launcher: RLauncher) -
 
 def test_target_is_left_running_and_untraced(r_env: REnv, r_launcher: RLauncher) -> None:
     run = r_launcher.start("busy.R", "60", env=r_env)
-    sample_for(run.pid, 0.5, rate=1000)
+    sample(attach(run.pid), 0.5, rate=1000)
     assert run.tracer() == 0
     time.sleep(0.1)
     assert run.state() in ("R", "S")

@@ -6,16 +6,14 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from conftest import IN_CI
+from conftest import sample
 from conftest import wait_for
 
-from sampler.model import SampleLog
 from sampler.target import attach
-from sampler.thread import SamplerThread
 
 CODE = (
     "fib <- function(n) if (n < 2) n else fib(n - 1) + fib(n - 2); "
@@ -41,13 +39,7 @@ def test_littler_embedded_r_is_profiled(tmp_path: Path) -> None:
         wait_for(ready.exists, 30, "littler to start")
         # GIVEN a process whose executable is not R's, but which maps libR.so
         assert Path(f"/proc/{proc.pid}/exe").resolve().name == "r"
-        target = attach(proc.pid)
-        log = SampleLog(5000)
-        thread = SamplerThread(target, log, rate_hz=200)
-        thread.start()
-        thread.wait_ready()
-        time.sleep(1)
-        thread.stop()
+        log = sample(attach(proc.pid), 1)
         stacks = [s.names for s in log.iter_stacks() if s.names]
         assert len(stacks) > 50
         assert sum(s[-1] == "embedded_work" for s in stacks) > 0.9 * len(stacks)

@@ -14,30 +14,16 @@ import pytest
 from conftest import IN_CI
 from conftest import REnv
 from conftest import RLauncher
+from conftest import sample
 from conftest import wait_for
 
 from sampler.decode import find_hidden_globals
 from sampler.model import Aggregate
-from sampler.model import SampleLog
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
 from sampler.rprof import parse_rprof
-from sampler.target import Target
 from sampler.target import attach
 from sampler.target import decode_gc_flag
-from sampler.thread import SamplerThread
-
-
-def sample(
-    target: Target, seconds: float, *, rate: float = 200, blocking: bool = True
-) -> SampleLog:
-    log = SampleLog(round(1e6 / rate))
-    thread = SamplerThread(target, log, rate_hz=rate, blocking=blocking)
-    thread.start()
-    thread.wait_ready()
-    time.sleep(seconds)
-    thread.stop()
-    return log
 
 
 def test_gc_flag_is_found_on_every_build(r_env: REnv, r_launcher: RLauncher) -> None:

@@ -14,12 +14,11 @@ from collections import Counter
 
 from conftest import REnv
 from conftest import RLauncher
+from conftest import sample
 from conftest import wait_for
 
-from sampler.model import SampleLog
 from sampler.rprof import read_rprof
 from sampler.target import attach
-from sampler.thread import SamplerThread
 
 NAMES_R_WRITES = {
     "base::Reduce",
@@ -46,15 +45,9 @@ def test_xrtop_stacks_are_stacks_r_records(r_env: REnv, r_launcher: RLauncher) -
     run = r_launcher.start("shapes.R", "12", env=r_env, extra_env=rprof_env)
     rprof_path = run.root / inner.lstrip("/")
     # WHEN xrtop samples the same process from outside, stopping it per sample
-    target = attach(run.pid)
-    log = SampleLog(5000)
     # Fewer samples than R takes (R >= 4.3 samples at most every 10 ms): a stack xrtop saw
     # then very likely occurs among R's.
-    thread = SamplerThread(target, log, rate_hz=100)
-    thread.start()
-    thread.wait_ready()
-    time.sleep(4)
-    thread.stop()
+    log = sample(attach(run.pid), 4, rate=100)
     wait_for(lambda: not run.alive(), 60, "the workload to finish")
     time.sleep(0.2)
     ours = Counter(s.names for s in log.iter_stacks() if s.names)

@@ -14,6 +14,7 @@ from conftest import REnv
 from conftest import RLauncher
 from conftest import RRun
 from conftest import rscript
+from conftest import sample
 from conftest import wait_for
 
 from sampler.decode import HiddenGlobals
@@ -36,13 +37,7 @@ FUNCTIONS = {"inner": "lines.R", "middle": "lines.R", "outer": "lines.R", "helpe
 
 def sample_lines(target: Target, seconds: float, rate: float = 200) -> SampleLog:
     target.set_lines(True)
-    log = SampleLog(round(1e6 / rate))
-    thread = SamplerThread(target, log, rate_hz=rate)
-    thread.start()
-    thread.wait_ready()
-    time.sleep(seconds)
-    thread.stop()
-    return log
+    return sample(target, seconds, rate=rate)
 
 
 def line_counts(stacks: list[Stack]) -> Counter[tuple[str, int]]:
