@@ -8,15 +8,24 @@ running.
 
 All calls must come from the one thread that seized the target: Linux ties a tracee to
 its tracer thread.
+
+Between samples the tracer must notice the target's signal-delivery stops at once (a
+stopped R waits for it). The kernel announces every stop of a tracee to its tracer with
+SIGCHLD; a program that blocks SIGCHLD in all its threads (`queue_child_signals()`, from
+the main thread before it starts any) lets the sampler thread sleep until either its next
+sample or such a stop (`Tracer.sleep()`), instead of waking every 2 ms to look.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import signal
 import struct
+import time
+from collections.abc import Iterator
 
 from sampler.doctor import permission_error
 from sampler.errors import PermissionDeniedError
@@ -32,6 +41,16 @@ PTRACE_LISTEN = 0x4208
 PTRACE_EVENT_STOP = 128
 _WALL = 0x40000000
 _GROUP_STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+#: How long `stop()` polls for the stop before it sleeps in waitpid. A running thread stops
+#: within microseconds of the interrupt (one inter-processor interrupt), sooner than a
+#: sleeping waitpid would wake again (a wake-up costs ~13 us on a virtual machine, all of
+#: it time the target stays stopped); only a thread in uninterruptible sleep (disk I/O)
+#: takes longer, and for that one xrtop sleeps after this bound.
+_SPIN_FOR = 0.0005
+#: Without queued SIGCHLD, `sleep()` looks for stops this often (each look is a wake-up,
+#: ~1 % of a core at this rate).
+_POLL_EVERY = 0.002
+_CHILD_SIGNALS = {signal.SIGCHLD}
 
 # x86_64 `struct user_regs_struct`: 27 unsigned longs; rax is #10, orig_rax #15.
 _X86_REGS = struct.Struct("<27Q")
@@ -44,6 +63,35 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _ptrace = _libc.ptrace
 _ptrace.restype = ctypes.c_long
 _ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def queue_child_signals() -> None:
+    """Block SIGCHLD in the calling thread and so in every thread it starts afterwards.
+
+    Call from the main thread before any other thread starts. The signals then wait in the
+    process's queue, where `Tracer.sleep()` picks them up; nothing in xrtop needs SIGCHLD's
+    default action (which is to ignore it). Start children in `child_signals_unblocked()`.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, _CHILD_SIGNALS)
+
+
+def child_signals_queued() -> bool:
+    """Whether the calling thread has SIGCHLD blocked (see `queue_child_signals()`)."""
+    return signal.SIGCHLD in signal.pthread_sigmask(signal.SIG_BLOCK, ())
+
+
+@contextlib.contextmanager
+def child_signals_unblocked() -> Iterator[None]:
+    """Unblock SIGCHLD in this thread meanwhile: a child started here inherits the mask,
+    and a launched program must get the signal mask it would have without xrtop."""
+    was_blocked = child_signals_queued()
+    if was_blocked:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHILD_SIGNALS)
+    try:
+        yield
+    finally:
+        if was_blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, _CHILD_SIGNALS)
 
 
 def _call(request: int, pid: int, data: int = 0, addr: int = 0) -> int:
@@ -66,6 +114,8 @@ class Tracer:
         self._regs = ctypes.create_string_buffer(_X86_REGS.size)
         self._can_read_regs = os.uname().machine == "x86_64"
         self._group_stopped = False
+        #: Whether `sleep()` can wait for SIGCHLD (blocked in this thread) or must poll.
+        self.signals_queued = child_signals_queued()
         try:
             _call(PTRACE_SEIZE, tid)
         except OSError as err:
@@ -95,11 +145,19 @@ class Tracer:
             raise TargetGoneError(f"process {self.tid} has exited")
         return status
 
-    def _wait_stop(self) -> None:
-        """Wait for our interrupt's stop, passing every signal through to the target."""
+    def _wait_stop(self, spin_for: float = 0.0) -> None:
+        """Wait for our interrupt's stop, passing every signal through to the target.
+
+        Polls for up to `spin_for` seconds before it sleeps in waitpid (see _SPIN_FOR).
+        """
+        spin_until = time.perf_counter() + spin_for if spin_for else 0.0
         while True:
-            status = self._wait(0)
-            if status is None or not os.WIFSTOPPED(status):
+            status = self._wait(os.WNOHANG if spin_until else 0)
+            if status is None:
+                if time.perf_counter() >= spin_until:
+                    spin_until = 0.0
+                continue
+            if not os.WIFSTOPPED(status):
                 continue
             sig = os.WSTOPSIG(status)
             if status >> 16 == PTRACE_EVENT_STOP:
@@ -143,6 +201,17 @@ class Tracer:
                 if err.errno != errno.ESRCH:
                     raise
 
+    def sleep(self, seconds: float) -> None:
+        """Wait up to `seconds`, less if the target may have stopped meanwhile.
+
+        Then call `pass_signals()`. With SIGCHLD queued this wakes at the target's first
+        stop, else within _POLL_EVERY.
+        """
+        if self.signals_queued:
+            signal.sigtimedwait(_CHILD_SIGNALS, seconds)
+        else:
+            time.sleep(min(seconds, _POLL_EVERY))
+
     def stop(self) -> None:
         """Stop the thread; raise TargetGoneError if it is gone."""
         try:
@@ -150,7 +219,7 @@ class Tracer:
         except OSError as err:
             if err.errno != errno.ESRCH:
                 raise ReadPermissionError(f"cannot interrupt {self.tid}: {err.strerror}") from None
-        self._wait_stop()
+        self._wait_stop(_SPIN_FOR)
 
     def resume(self) -> None:
         """Continue the thread (or leave it in the group stop the user asked for)."""

@@ -31,6 +31,7 @@ from sampler.export import write_collapsed
 from sampler.export import write_speedscope
 from sampler.model import Stack
 from sampler.ptrace import Tracer
+from sampler.ptrace import queue_child_signals
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
 from sampler.rprof import read_rprof
@@ -647,6 +648,8 @@ def run(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run, and turn errors into a message and an exit code."""
+    # Before any thread starts: lets the sampler sleep until R stops instead of polling.
+    queue_child_signals()
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except XrtopError as err:

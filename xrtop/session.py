@@ -30,6 +30,7 @@ from sampler.errors import XrtopError
 from sampler.model import SampleLog
 from sampler.model import Stack
 from sampler.ptrace import Tracer
+from sampler.ptrace import child_signals_unblocked
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
 from sampler.symbols import find_libr_mapping
@@ -192,12 +193,13 @@ class Launched:
         if not argv:
             raise UsageError("nothing to launch after --", "Example: xrtop -- Rscript script.R")
         try:
-            if output is None:
-                self.process = subprocess.Popen(argv)
-            else:
-                self.process = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
-                )
+            with child_signals_unblocked():  # the program gets the mask it would get anyway
+                if output is None:
+                    self.process = subprocess.Popen(argv)
+                else:
+                    self.process = subprocess.Popen(
+                        argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+                    )
         except OSError as err:
             raise UsageError(f"cannot start {shlex.join(argv)}: {err.strerror}") from None
         self.argv = argv
