@@ -48,8 +48,16 @@ class ProcessMemory(Protocol):
         self,
         regions: Sequence[tuple[Address, int]],
         speculative: Sequence[tuple[Address, int]] = (),
+        *,
+        leading: Sequence[tuple[Address, int]] = (),
+        trailing: Sequence[tuple[Address, int]] = (),
     ) -> ScatterPlan:
-        """Regions to read again and again, each time in one call; guesses last."""
+        """Regions to read again and again, each time in one call.
+
+        `leading` regions come first, one after another from offset 0 of the buffer, in
+        the order given; then `regions`; then `trailing` ones, read again even if read
+        before; guesses (`speculative`) last.
+        """
         ...
 
 
@@ -66,6 +74,10 @@ class ScatterPlan(Protocol):
     buffer: ctypes.Array[ctypes.c_char]
     #: How many bytes a complete `read()` returns.
     size: int
+    #: Where the leading regions end in `buffer` (they start at 0).
+    leading_end: int
+    #: Where each trailing region's second copy is in `buffer`, in the order given.
+    trailing_offsets: list[int]
 
     def locate(self, address: Address, size: int) -> int | None:
         """Where `size` bytes at `address` are in `buffer` if one read span covers them.
@@ -190,9 +202,12 @@ class LiveMemory:
         self,
         regions: Sequence[tuple[Address, int]],
         speculative: Sequence[tuple[Address, int]] = (),
+        *,
+        leading: Sequence[tuple[Address, int]] = (),
+        trailing: Sequence[tuple[Address, int]] = (),
     ) -> LivePlan:
         """A `ScatterPlan` of what fits 1024 iovecs and the scratch size (see `LivePlan`)."""
-        return LivePlan(self, regions, speculative)
+        return LivePlan(self, regions, speculative, leading=leading, trailing=trailing)
 
     def read_many(self, regions: Sequence[tuple[Address, int]]) -> list[bytes | None]:
         """Every region in as few calls as possible; None where a region is unreadable."""
@@ -248,13 +263,20 @@ class LivePlan:
         memory: LiveMemory,
         regions: Sequence[tuple[Address, int]],
         speculative: Sequence[tuple[Address, int]] = (),
+        *,
+        leading: Sequence[tuple[Address, int]] = (),
+        trailing: Sequence[tuple[Address, int]] = (),
     ) -> None:
-        """Plan to read `regions`, then `speculative` (which may be unmapped) last."""
+        """Plan the read `ScatterPlan` describes: leading, regions, trailing, speculative."""
         self._memory = memory
         self.offsets: dict[Address, int] = {}
+        # Leading regions keep their order and are not merged: the caller compares them
+        # as one block of the buffer.
+        first = [(address, address + size, [address]) for address, size in leading if address]
+        known = {start for start, _, _ in first}
         # Merged spans of the known regions, in address order: [start, end, members].
         spans: list[tuple[int, int, list[Address]]] = []
-        for address, size in sorted({r for r in regions if r[0]}):
+        for address, size in sorted({r for r in regions if r[0] and r[0] not in known}):
             end = address + size
             if spans and address - spans[-1][1] <= _MERGE_GAP:
                 start, last_end, members = spans[-1]
@@ -262,32 +284,44 @@ class LivePlan:
                 members.append(address)
             else:
                 spans.append((address, end, [address]))
+        known.update(address for address, _ in regions)
         # Guesses go last, unmerged: a read stops at the first unmapped byte, and merging
         # a guess into a known span could cut the known part off.
-        known = {address for address, _ in regions}
+        guesses = []
         for address, size in speculative:
             if address and address not in known:
                 known.add(address)
-                spans.append((address, address + size, [address]))
+                guesses.append((address, address + size, [address]))
+        again: list[tuple[int, int, list[Address]]] = [
+            (address, address + size, []) for address, size in trailing if address
+        ]
         # Remote iovecs as a flat array of (base, len) pairs, copied into the ctypes array
         # with one memmove instead of two attribute stores per iovec.
         remote = array("Q")
         offset = 0
-        for start, end, members in spans[:_MAX_IOV]:
+        self.leading_end = 0
+        self.trailing_offsets: list[int] = []
+        for start, end, members in [*first, *spans, *again, *guesses][:_MAX_IOV]:
             if offset + end - start > memory._scratch_size:
                 break
             for address in members:
                 self.offsets.setdefault(address, offset + address - start)
+            if not members:
+                self.trailing_offsets.append(offset)
             remote.extend((start, end - start))
             offset += end - start
+            if len(remote) == 2 * len(first):
+                self.leading_end = offset
         self.count = len(remote) // 2
         self.size = offset
         # (start, end, offset in buffer) of each span read, by start, for `locate`.
         layout = []
         at = 0
+        trailing_at = set(self.trailing_offsets)
         for i in range(self.count):
             start, length = remote[2 * i], remote[2 * i + 1]
-            layout.append((start, start + length, at))
+            if at not in trailing_at:  # a second copy: `locate` finds the first
+                layout.append((start, start + length, at))
             at += length
         self._spans = sorted(layout)
         self._starts = [span[0] for span in self._spans]

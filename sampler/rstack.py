@@ -30,6 +30,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from typing import cast
 
 from sampler.errors import BadAddressError
 from sampler.errors import TornSampleError
@@ -65,6 +66,9 @@ _I32 = struct.Struct("<i")
 _F64 = struct.Struct("<d")
 _CELL = struct.Struct("<Q8x16x3Q")  # sxpinfo, (attrib), (gc links), CAR, CDR, TAG
 _HEAD = struct.Struct("<Q24xQ")  # sxpinfo and CAR
+_CELL_KEY = struct.Struct("<Q24xQQ")  # sxpinfo, CAR and CDR
+#: Stacks kept per plan to recognise them in later snapshots (e.g. a loop's few callees).
+_KNOWN_STACKS = 16
 _CALLABLE = (CLOSXP, 7, 8)  # a closure, SPECIALSXP or BUILTINSXP
 #: The snapshot plan keeps the addresses the last this many samples needed. Each region
 #: costs the kernel ~0.4 us per stop (more when cold), so the plan holds only what the
@@ -76,6 +80,18 @@ _RECENT = 24
 _GUESS_FOR = 64
 
 _Bytes = bytes | bytearray | memoryview | ctypes.Array[ctypes.c_char]
+
+
+@dataclass(slots=True)
+class _Same:
+    """A decoded sample kept to recognise the same stack in the next snapshots."""
+
+    head: Address
+    contexts: int
+    cell_offsets: list[int]
+    cells: list[tuple[int, int, int]]
+    cells_end: int
+    frames: list[RawFrame]
 
 
 class _SnapshotMiss(Exception):
@@ -172,10 +188,22 @@ class StackReader:
         self._recent_cells: dict[Address, int] = {}
         self._plan: ScatterPlan | None = None
         self._snapped: ScatterPlan | None = None  # the plan the last snapshot was read with
+        # The chain each plan's leading block holds (that of the sample before it was made).
+        self._plan_chain: list[Address] = []
+        self._snapped_chain: list[Address] = []
         self._plan_guesses = False  # whether the plan holds guessed context addresses
         self._samples = 0  # samples decoded, as a clock for `_last_new_context`
         self._last_new_context = 0  # when a context address not seen recently last appeared
         self.last_head: Address = 0
+        # Whether every snapshot reads R_GlobalContext again at its end (`snapshot_torn`).
+        self.recheck_head = False
+        # The last decoded sample whose chain was the plan's leading block (`_unchanged`).
+        # Stacks decoded from the plan `_known_plan`, by head and links (`_unchanged`).
+        self._known_plan: ScatterPlan | None = None
+        self._known: dict[tuple[Address, tuple[int, ...]], _Same] = {}
+        self._link_blocks: dict[int, struct.Struct] = {}
+        self._last_stack: Stack | None = None
+        self._last_frames: list[RawFrame] = []
         #: Reads source lines when set (`sampler.target.Target.set_lines`); None: no lines.
         self.lines: SrcrefReader | None = None
 
@@ -235,6 +263,11 @@ class StackReader:
         size = self.layout.size
         span = self._globals_span or (self.global_context, 8)
         regions = [span]
+        # The globals and the last chain (in order) lead, so that one unpack and one
+        # comparison tell a chain that has not changed since (see `_unchanged`).
+        self._plan_chain = self._prev_chain
+        leading = [span, *((a, size) for a in self._plan_chain)]
+        trailing = [span] if self.recheck_head else []
         # Most recently seen first: a plan holds at most 1024 regions.
         by_recency = sorted(self._recent_contexts, key=self._recent_contexts.__getitem__)
         regions += [(a, size) for a in reversed(by_recency)]
@@ -254,7 +287,7 @@ class StackReader:
             head = chain[0]
             guesses += [(head - k * self._stride, size) for k in range(1, 9)]
             guesses += [(head + k * self._stride, size) for k in range(1, 9)]
-        return self.memory.plan(regions, guesses)
+        return self.memory.plan(regions, guesses, leading=leading, trailing=trailing)
 
     def snapshot(self) -> int:
         """Copy what the next sample likely needs, in one read. Call while stopped.
@@ -263,11 +296,21 @@ class StackReader:
         """
         return self._read_plan()
 
+    def warm(self) -> None:
+        """Run `snapshot()` and `snapshot_complete()` once while the target runs, discarding
+        the result, so the stopped half that follows finds everything in the CPU's caches.
+
+        Sound while R runs: it only reads (a torn copy is fine, it is thrown away), and the
+        next `snapshot()` overwrites the buffer it used.
+        """
+        self.snapshot_complete(self._read_plan())
+
     def _read_plan(self) -> int:
         if self._plan is None:
             self._plan = self._make_plan()
         # Decoding may make a new plan for the next sample; the bytes stay in this one.
         self._snapped = self._plan
+        self._snapped_chain = self._plan_chain
         return self._plan.read()
 
     def decode_snapshot(self, got: int) -> RawSample | None:
@@ -278,10 +321,73 @@ class StackReader:
         """
         if self.validate or self._snapped is None:
             return None
+        if self.lines is None:
+            same = self._unchanged(got)
+            if same is not None:
+                return self._same_sample(same)
         try:
             return self._decode(got, live=False)
         except _SnapshotMiss:
             return None
+
+    def _unchanged(self, got: int) -> _Same | None:
+        """A stack decoded lately from this plan if this snapshot shows it again: the same
+        head, every context of the plan's leading block (the chain the plan was made
+        after) with the same links, and the same call cells.
+
+        The links are what the walk and the names depend on: a context's next context,
+        flag and call; a cell's header (its type), CAR and CDR. Names come from symbols,
+        which R never frees or changes. R does not change a call while a context refers
+        to it, and a cell freed and reused at the same address with the same header, CAR
+        and CDR is the same expression, so equal links mean equal frames.
+        """
+        plan = self._snapped
+        if plan is None or plan is not self._known_plan or plan.leading_end > got:
+            return None
+        span = self._globals_span
+        assert span is not None  # a plan with a leading block has it
+        head = _U64.unpack_from(plan.buffer, self.global_context - span[0])[0]
+        same = self._known.get((head, self._links(plan, len(self._snapped_chain))))
+        if same is None or same.cells_end > got:
+            return None
+        cell, buf = _CELL_KEY.unpack_from, plan.buffer
+        if [cell(buf, offset) for offset in same.cell_offsets] != same.cells:
+            return None
+        return same
+
+    def _links(self, plan: ScatterPlan, contexts: int) -> tuple[int, ...]:
+        """The links of the leading block's contexts, in one unpack (it runs while R is
+        stopped; a loop costs ~0.5 us a context)."""
+        block = self._link_blocks.get(contexts)
+        if block is None:
+            layout = self.layout
+            context = f"Qi{layout.call - 12}xQ{layout.size - layout.call - 8}x"
+            block = struct.Struct("<" + context * contexts)
+            self._link_blocks[contexts] = block
+        span = self._globals_span
+        assert span is not None
+        links: tuple[int, ...] = block.unpack_from(plan.buffer, span[1])
+        return links
+
+    def set_recheck_head(self, on: bool) -> None:
+        """Make every snapshot read R_GlobalContext again at its end, for sampling without
+        stopping R (see `snapshot_torn`)."""
+        self.recheck_head = on
+        self._plan = None
+
+    def snapshot_torn(self, got: int) -> bool | None:
+        """Whether R_GlobalContext changed while the last snapshot was read (with
+        `recheck_head`); None when the snapshot lacks its second look at it."""
+        plan = self._snapped
+        span = self._globals_span
+        if plan is None or span is None or not plan.trailing_offsets:
+            return None
+        again = plan.trailing_offsets[0]
+        if again + span[1] > got:
+            return None
+        where = self.global_context - span[0]
+        buf = plan.buffer
+        return bool(_U64.unpack_from(buf, where)[0] != _U64.unpack_from(buf, again + where)[0])
 
     def snapshot_complete(self, got: int) -> bool:
         """Whether the last snapshot holds everything `decode_snapshot()` needs.
@@ -295,6 +401,8 @@ class StackReader:
         plan = self._snapped
         if plan is None or self.validate or self.lines is not None:
             return False  # lines need reads that follow the chain: decode while stopped
+        if self._unchanged(got) is not None:
+            return True
         buf, offset_of, locate = plan.buffer, plan.offsets.get, plan.locate
         span = self._globals_span
         if span is None:
@@ -341,6 +449,17 @@ class StackReader:
                 return False
         return True
 
+    def _same_sample(self, same: _Same) -> RawSample:
+        """The sample `_unchanged` found: its frames, and this snapshot's GC flag."""
+        plan, span = self._snapped, self._globals_span
+        assert plan is not None and span is not None
+        in_gc = False
+        if self.gc_flag:
+            in_gc = _I32.unpack_from(plan.buffer, self.gc_flag - span[0])[0] != 0
+        self.last_head = same.head
+        self._remember_same()
+        return RawSample(frames=same.frames, gc=in_gc, head=same.head, contexts=same.contexts)
+
     def decode_stopped(self, got: int) -> RawSample:
         """Decode the last snapshot, reading what it lacks now. Call while stopped."""
         return self._decode(got, live=True)
@@ -357,10 +476,7 @@ class StackReader:
             lines.plan_dirty = False
             self._plan = None  # made again below, with the line reader's new regions
         if chain == self._prev_chain and cells == self._prev_cells and self._plan is not None:
-            # The same stack as last time (list equality runs in C): nothing to learn, but
-            # stop guessing once the stack has stayed within known addresses for a while.
-            if self._plan_guesses and self._samples - self._last_new_context >= _GUESS_FOR:
-                self._plan = self._make_plan()
+            self._remember_same(counted=True)
             return
         now = self._samples
         changed = False
@@ -385,6 +501,8 @@ class StackReader:
             for address in stale:
                 del recent[address]
             changed = changed or bool(stale)
+        # A new chain also makes a new plan: the plan leads with the chain (`_unchanged`).
+        changed = changed or chain != self._prev_chain
         self._prev_chain = chain
         self._prev_cells = cells
         deltas = [b - a for a, b in itertools.pairwise(chain) if 0 < b - a < 1 << 20]
@@ -392,6 +510,14 @@ class StackReader:
             self._stride = max(set(deltas), key=deltas.count)
         expired = self._plan_guesses and self._samples - self._last_new_context >= _GUESS_FOR
         if changed or expired or self._plan is None:
+            self._plan = self._make_plan()
+
+    def _remember_same(self, *, counted: bool = False) -> None:
+        """The same stack as last time (list equality runs in C): nothing to learn, but
+        stop guessing once the stack has stayed within known addresses for a while."""
+        if not counted:
+            self._samples += 1
+        if self._plan_guesses and self._samples - self._last_new_context >= _GUESS_FOR:
             self._plan = self._make_plan()
 
     def _read_speculatively(
@@ -545,8 +671,49 @@ class StackReader:
             self._classify_heads(unknown)
         if self.lines is not None:
             sample.lines = self._capture_lines(chain, at, live)
+        else:
+            self._keep_if_leading(plan, got, first, chain, cells, frames)
         self._remember(chain, cells)
         return sample
+
+    def _keep_if_leading(
+        self,
+        plan: ScatterPlan,
+        got: int,
+        head: Address,
+        chain: list[Address],
+        cells: list[Address],
+        frames: list[RawFrame],
+    ) -> None:
+        """Keep this sample for `_unchanged` when its chain is the plan's leading block
+        and it and the sample's cells were read whole (and every frame is named or has
+        its symbol)."""
+        span = self._globals_span
+        end = plan.leading_end
+        if span is None or end != span[1] + len(chain) * self.layout.size or end > got:
+            return
+        if chain != self._snapped_chain or any(f.name is None and not f.symbol for f in frames):
+            return
+        offsets = [plan.offsets.get(c) for c in dict.fromkeys(cells)]  # recursion repeats
+        if None in offsets:
+            return
+        cell_offsets = cast(list[int], offsets)
+        cells_end = max(cell_offsets, default=0) + CELL_SIZE
+        if cells_end > got:
+            return
+        if plan is not self._known_plan or len(self._known) >= _KNOWN_STACKS:
+            self._known_plan = plan
+            self._known = {}
+        buf = plan.buffer
+        links = self._links(plan, len(chain))
+        self._known[head, links] = _Same(
+            head=head,
+            contexts=len(chain),
+            cell_offsets=cell_offsets,
+            cells=[_CELL_KEY.unpack_from(buf, offset) for offset in cell_offsets],
+            cells_end=cells_end,
+            frames=frames,
+        )
 
     def _capture_lines(
         self,
@@ -703,6 +870,20 @@ class StackReader:
 
     def finish(self, raw: RawSample) -> Stack:
         """The named stack of a captured sample. Safe to call while the target runs."""
+        last = self._last_stack
+        if (
+            last is not None
+            and raw.frames is self._last_frames  # shared by `_unchanged` samples
+            and raw.lines is None
+            and raw.gc == last.gc
+            and raw.idle == last.idle
+        ):
+            return last
+        stack = self._finish(raw)
+        self._last_stack, self._last_frames = stack, raw.frames
+        return stack
+
+    def _finish(self, raw: RawSample) -> Stack:
         names = tuple(
             frame.name if frame.name is not None else self._symbol_name(frame.symbol)
             for frame in raw.frames

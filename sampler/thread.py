@@ -36,9 +36,16 @@ from sampler.target import verify_layout
 MIN_HZ = 1.0
 MAX_HZ = 2000.0
 _LIVENESS_EVERY = 0.25  # seconds between checks that the PID is still the same process
-# Seconds between looks for signals the traced target received (each waits that long at
-# most; a look costs one waitpid, so 500 a second stay near 1 % of a core).
-_SIGNAL_POLL = 0.002
+# Longest sleep between looks at the stop request in blocking mode (the tracer's sleep is
+# not interruptible by `stop()`).
+_LONGEST_SLEEP = 0.05
+# Reads of one sample in nonblocking mode before it is dropped as torn.
+_TORN_TRIES = 3
+# In blocking mode the thread wakes this long before a sample is due and runs the stopped
+# half once while R runs (`StackReader.warm`), so that when R is stopped the code, the
+# kernel's paths and R's page tables are in this CPU's caches: a stop after a sleep costs
+# half as much again otherwise. The sample is taken right after, a few microseconds early.
+_WARM_LEAD = 0.00005
 _PR_SET_TIMERSLACK = 29
 
 
@@ -142,6 +149,7 @@ class SamplerThread(threading.Thread):
             # after resuming. The copies are ours, so decoding them later sees the stack
             # exactly as it was at the stop. When the check fails, the rest is read now,
             # still stopped, so the sample is of this very moment either way.
+            reader.warm()
             began = time.perf_counter()
             tracer.stop()
             raw: RawSample | None = None
@@ -172,18 +180,26 @@ class SamplerThread(threading.Thread):
                 self._stats.stopped_max = max(self._stats.stopped_max, stopped)
         else:
             # Without a stop, R runs on while the chain is read: if its head moved, the
-            # copy may mix two stacks, so it is dropped and counted. The copy is one read
-            # (the snapshot) when it has everything, and is checked right after that read:
-            # decoding it later cannot tear it.
-            got = reader.snapshot()
-            head_now = reader.read_globals()[0]
-            snapshot = reader.decode_snapshot(got)
-            if snapshot is None:
-                raw = reader.capture()
-                head_now = reader.read_globals()[0]
-            else:
-                raw = snapshot
-            if head_now != raw.head:
+            # copy may mix two stacks. Each snapshot reads the head first and again last,
+            # in the same system call, so a copy R changed meanwhile is known at once; it
+            # is read again right away (a few microseconds later R has usually finished
+            # the calls or returns it was making), and dropped and counted only when every
+            # try was torn.
+            raw = None
+            for _ in range(_TORN_TRIES):
+                got = reader.snapshot()
+                torn = reader.snapshot_torn(got)
+                if torn:
+                    continue
+                raw = reader.decode_snapshot(got) if torn is not None else None
+                if raw is None:
+                    # The copy lacks something: read the rest, and check the head after.
+                    raw = reader.capture()
+                    if reader.read_globals()[0] != raw.head:
+                        raw = None
+                        continue
+                break
+            if raw is None:
                 raise TornSampleError("the stack changed while it was read")
             raw.idle = self._thread_sleeping()
         return reader.finish(raw)
@@ -233,6 +249,7 @@ class SamplerThread(threading.Thread):
                     self.attach_error = err
                     self.state = State.FAILED
                     return
+            self.target.reader.set_recheck_head(tracer is None)
             try:
                 verify_layout(self.target, self._stopped_capture(tracer))
             except XrtopError as err:
@@ -278,20 +295,21 @@ class SamplerThread(threading.Thread):
                 next_liveness = now + _LIVENESS_EVERY
                 if not self.target.alive():
                     return State.EXITED
-            wait = next_due - now
+            # Blocking mode wakes a little early to warm the caches (see `_sample`).
+            wait = next_due - now - (_WARM_LEAD if tracer is not None else 0.0)
             if wait > 0:
                 if deadline_end is not None:
                     wait = min(wait, deadline_end - now)
                 if tracer is not None:
                     # Signals the target gets between samples hold it stopped until they
-                    # are handed on: hand them on now, and look again soon.
+                    # are handed on: hand them on now, and wake for the next one.
                     try:
                         tracer.pass_signals()
                     except TargetGoneError:
                         return State.EXITED
-                    wait = min(wait, _SIGNAL_POLL)
+                    tracer.sleep(min(wait, _LONGEST_SLEEP))
                 # Short waits sleep (precise); long ones wait on the event (stoppable).
-                if wait > 0.02:
+                elif wait > 0.02:
                     self._stop_event.wait(wait)
                 else:
                     time.sleep(wait)

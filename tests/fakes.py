@@ -141,21 +141,45 @@ class FakeMemory:
         self,
         regions: Sequence[tuple[Address, int]],
         speculative: Sequence[tuple[Address, int]] = (),
+        *,
+        leading: Sequence[tuple[Address, int]] = (),
+        trailing: Sequence[tuple[Address, int]] = (),
     ) -> FakePlan:
-        """A `ScatterPlan` reading `regions`, then `speculative`, in one go."""
-        return FakePlan(self, [*regions, *speculative])
+        """A `ScatterPlan` reading leading, regions, trailing, speculative, in one go."""
+        return FakePlan(self, [*leading], [*regions], [*trailing], [*speculative])
 
 
 class FakePlan:
     """`ScatterPlan` for `FakeMemory`: regions laid out one after another in `buffer`."""
 
-    def __init__(self, memory: FakeMemory, regions: list[tuple[Address, int]]) -> None:
-        """Lay out each distinct region once, in order."""
+    def __init__(
+        self,
+        memory: FakeMemory,
+        leading: list[tuple[Address, int]],
+        regions: list[tuple[Address, int]],
+        trailing: list[tuple[Address, int]],
+        speculative: list[tuple[Address, int]],
+    ) -> None:
+        """Lay out each distinct region once, in order; trailing ones again."""
         self.memory = memory
         self.offsets: dict[Address, int] = {}
         self.regions: list[tuple[Address, int]] = []
+        self.trailing_offsets: list[int] = []
+        self.leading_end = 0
         offset = 0
-        for address, size in regions:
+        for address, size in [*leading, *regions]:
+            if address and address not in self.offsets:
+                self.offsets[address] = offset
+                self.regions.append((address, size))
+                offset += size
+            if len(self.regions) == len(leading):
+                self.leading_end = offset
+        self._located = len(self.regions)
+        for address, size in trailing:
+            self.trailing_offsets.append(offset)
+            self.regions.append((address, size))
+            offset += size
+        for address, size in speculative:
             if address and address not in self.offsets:
                 self.offsets[address] = offset
                 self.regions.append((address, size))
@@ -165,7 +189,10 @@ class FakePlan:
 
     def locate(self, address: Address, size: int) -> int | None:
         """Where `size` bytes at `address` lie in `buffer`, if one region covers them."""
-        for start, length in self.regions:
+        for start, length in (
+            self.regions[: self._located]
+            + self.regions[self._located + len(self.trailing_offsets) :]
+        ):
             if start <= address and address + size <= start + length:
                 return self.offsets[start] + address - start
         return None
