@@ -11,6 +11,8 @@ slowdown is always a ratio of runs made minutes apart on the same machine:
 - alone: no profiler (the baseline the slowdown is relative to);
 - Rprof: R's own profiler, started by the workload itself;
 - xrtop (blocking, the default) and xrtop --nonblocking, through `xrtop record -p PID`;
+- xrtop's live view at 100 Hz (`xrtop -o FILE PID` in a 120x40 pseudo-terminal), for what
+  the Textual app costs on top of sampling;
 - any other profiler given as a command template (`--other 'xrprof -p {pid} -F {hz} -o {out}'`,
   skipped with a note when its program is not installed).
 
@@ -29,16 +31,22 @@ Timing-sensitive: run it on an otherwise idle machine; it prints the load averag
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import math
 import os
+import pty
 import shlex
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
 import time
 from dataclasses import dataclass
 from dataclasses import field
@@ -53,6 +61,7 @@ from sampler.rprof import read_rprof  # noqa: E402
 
 WORKLOAD = ROOT / "bench" / "workload.R"
 SETTLE = 0.8  # seconds after the workload is ready (or the profiler attached) before measuring
+LIVE_SETTLE = 3.0  # seconds for the live view to start (imports, first screen) and attach
 GOALS = {  # issue #9: what xrtop must do on a quiet 2-core machine
     "stop_median_us": {13: 60.0, 37: 150.0},
     "rate_min_hz": 990.0,
@@ -64,6 +73,7 @@ GOALS = {  # issue #9: what xrtop must do on a quiet 2-core machine
     "cpu_1000_pct": 20.0,
     "share_error_pp": 0.5,
     "dump_s": 0.5,
+    "live_extra_cpu_pct": 5.0,
 }
 
 
@@ -72,7 +82,7 @@ class Config:
     """One way of running the workload."""
 
     label: str
-    kind: str  # "alone", "rprof", "xrtop", "other"
+    kind: str  # "alone", "rprof", "xrtop" (record), "live" (the live view), "other"
     hz: float = 0.0
     nonblocking: bool = False
     template: str = ""
@@ -189,6 +199,7 @@ def run_once(config: Config, depth: int, seconds: float, tmp: Path, index: int) 
     env = {**os.environ, "XRTOP_READY": str(ready)}
     target = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
     profiler: subprocess.Popen[bytes] | None = None
+    master: int | None = None  # the live view's terminal
     perf: subprocess.Popen[bytes] | None = None
     perf_data = base.with_suffix(".perf.data")
     try:
@@ -212,6 +223,9 @@ def run_once(config: Config, depth: int, seconds: float, tmp: Path, index: int) 
                 rest = profiler.stderr.read().decode(errors="replace")
                 raise RuntimeError(f"xrtop record did not start: {line}{rest}")
             start = max(start, time.time() + 0.2)
+        elif config.kind == "live":
+            profiler, master = start_live_view(pid, config.hz, out)
+            start = max(start, time.time() + LIVE_SETTLE)
         elif config.kind == "other":
             cmd = shlex.split(
                 config.template.format(pid=pid, hz=f"{config.hz:g}", out=out, seconds=seconds + 1)
@@ -230,7 +244,7 @@ def run_once(config: Config, depth: int, seconds: float, tmp: Path, index: int) 
         run.cpu_pct = (cpu1 - cpu0) / (stop - start) * 100
         run.target_cpu_pct = (r_cpu1 - r_cpu0) / (stop - start) * 100
         if profiler is not None:
-            if config.kind == "other":
+            if config.kind in ("other", "live"):
                 profiler.terminate()
             _, err = profiler.communicate(timeout=60)
             if profiler.returncode not in (0, -15) and config.kind == "xrtop":
@@ -251,6 +265,8 @@ def run_once(config: Config, depth: int, seconds: float, tmp: Path, index: int) 
         if profiler is not None and profiler.poll() is None:
             profiler.kill()
             profiler.wait()
+        if master is not None:
+            os.close(master)
     rounds = read_rounds(result)
     run.throughput, run.true_share = window_stats(rounds, start, stop)
     if config.kind != "alone" and out.exists() and out.stat().st_size:
@@ -263,8 +279,8 @@ def run_once(config: Config, depth: int, seconds: float, tmp: Path, index: int) 
             header = result.read_text().splitlines()[0].split()
             started, stopped = float(header[4]), float(header[6])
             run.achieved_hz = total / (stopped - started)
-        elif config.kind == "other":
-            run.achieved_hz = total / (seconds + 1)
+        elif config.kind in ("other", "live"):
+            run.achieved_hz = total / (seconds + 1) if config.kind == "other" else math.nan
     if stats_file.exists():
         stats = json.loads(stats_file.read_text())
         run.achieved_hz = stats["achieved_hz"]
@@ -272,6 +288,31 @@ def run_once(config: Config, depth: int, seconds: float, tmp: Path, index: int) 
         run.torn = stats["errors"].get("torn", 0)
         run.attempts = stats["samples"] + stats["empty"] + sum(stats["errors"].values())
     return run
+
+
+def start_live_view(pid: int, hz: float, out: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`xrtop PID` in a 120x40 pseudo-terminal, its screen output read and thrown away;
+    returns the process and the terminal's master side (close it when done)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    cmd = [*xrtop_command(), "-F", f"{hz:g}", "-o", str(out), str(pid)]
+    proc = subprocess.Popen(
+        cmd,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, "TERM": "xterm-256color"},
+        start_new_session=True,
+    )
+    os.close(slave)
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(master, 1 << 16):
+                pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    return proc, master
 
 
 def start_perf(pid: int, data: Path) -> subprocess.Popen[bytes]:
@@ -516,6 +557,21 @@ def check_goals(rows: list[dict[str, object]], dump: list[float]) -> list[tuple[
                 value <= max(GOALS["share_error_pp"], 2 * se),
             )
         )
+    for r in pick(kind="live"):
+        headless = pick(
+            kind="xrtop", nonblocking=False, depth=r["depth"], requested_hz=r["requested_hz"]
+        )
+        if headless:
+            extra = float(r["cpu_pct"]) - float(headless[0]["cpu_pct"])
+            limit = GOALS["live_extra_cpu_pct"]
+            out.append(
+                (
+                    f"live view over headless at {r['depth']} frames, "
+                    f"{r['requested_hz']:g} Hz <= {limit:g} % of a core",
+                    f"{extra:+.1f} %" + mark(r),
+                    extra <= limit,
+                )
+            )
     if dump:
         value = statistics.median(dump)
         out.append(
@@ -540,6 +596,7 @@ def build_schedule(args: argparse.Namespace) -> list[Config]:
         configs.append(Config(f"xrtop {hz:g} Hz", "xrtop", hz))
     for hz in (100.0, 1000.0):
         configs.append(Config(f"xrtop --nonblocking {hz:g} Hz", "xrtop", hz, nonblocking=True))
+    configs.append(Config("xrtop live view 100 Hz", "live", 100.0))
     if args.perf and shutil.which("perf"):
         configs.append(Config("xrtop 1000 Hz, perf view", "xrtop", 1000.0, perf=True))
     elif args.perf:

@@ -74,8 +74,6 @@ class ScatterPlan(Protocol):
     buffer: ctypes.Array[ctypes.c_char]
     #: How many bytes a complete `read()` returns.
     size: int
-    #: Where the leading regions end in `buffer` (they start at 0).
-    leading_end: int
     #: Where each trailing region's second copy is in `buffer`, in the order given.
     trailing_offsets: list[int]
 
@@ -270,8 +268,8 @@ class LivePlan:
         """Plan the read `ScatterPlan` describes: leading, regions, trailing, speculative."""
         self._memory = memory
         self.offsets: dict[Address, int] = {}
-        # Leading regions keep their order and are not merged: the caller compares them
-        # as one block of the buffer.
+        # Leading regions keep their order and are not merged: they are read before all
+        # others (the stack reader's first look at R_GlobalContext).
         first = [(address, address + size, [address]) for address, size in leading if address]
         known = {start for start, _, _ in first}
         # Merged spans of the known regions, in address order: [start, end, members].
@@ -299,7 +297,6 @@ class LivePlan:
         # with one memmove instead of two attribute stores per iovec.
         remote = array("Q")
         offset = 0
-        self.leading_end = 0
         self.trailing_offsets: list[int] = []
         for start, end, members in [*first, *spans, *again, *guesses][:_MAX_IOV]:
             if offset + end - start > memory._scratch_size:
@@ -310,8 +307,6 @@ class LivePlan:
                 self.trailing_offsets.append(offset)
             remote.extend((start, end - start))
             offset += end - start
-            if len(remote) == 2 * len(first):
-                self.leading_end = offset
         self.count = len(remote) // 2
         self.size = offset
         # (start, end, offset in buffer) of each span read, by start, for `locate`.

@@ -201,6 +201,11 @@ class Tracer:
                 if err.errno != errno.ESRCH:
                     raise
 
+    @property
+    def user_stopped(self) -> bool:
+        """Whether the target is in a stop someone else asked for (SIGSTOP, Ctrl-Z)."""
+        return self._group_stopped
+
     def sleep(self, seconds: float) -> None:
         """Wait up to `seconds`, less if the target may have stopped meanwhile.
 

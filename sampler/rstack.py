@@ -191,6 +191,9 @@ class StackReader:
         # The chain each plan's leading block holds (that of the sample before it was made).
         self._plan_chain: list[Address] = []
         self._snapped_chain: list[Address] = []
+        # Unpacks the links of that chain's contexts out of the plan's buffer (`_unchanged`).
+        self._plan_links: struct.Struct | None = None
+        self._snapped_links: struct.Struct | None = None
         self._plan_guesses = False  # whether the plan holds guessed context addresses
         self._samples = 0  # samples decoded, as a clock for `_last_new_context`
         self._last_new_context = 0  # when a context address not seen recently last appeared
@@ -198,10 +201,14 @@ class StackReader:
         # Whether every snapshot reads R_GlobalContext again at its end (`snapshot_torn`).
         self.recheck_head = False
         # The last decoded sample whose chain was the plan's leading block (`_unchanged`).
+        #: Samples decoded as a stack seen lately (`_unchanged`), without walking the chain.
+        self.recognised = 0
+        #: Reads made by `warm()` (while R runs, so not part of any sample's stop).
+        self.warmed = 0
         # Stacks decoded from the plan `_known_plan`, by head and links (`_unchanged`).
         self._known_plan: ScatterPlan | None = None
         self._known: dict[tuple[Address, tuple[int, ...]], _Same] = {}
-        self._link_blocks: dict[int, struct.Struct] = {}
+
         self._last_stack: Stack | None = None
         self._last_frames: list[RawFrame] = []
         #: Reads source lines when set (`sampler.target.Target.set_lines`); None: no lines.
@@ -263,11 +270,9 @@ class StackReader:
         size = self.layout.size
         span = self._globals_span or (self.global_context, 8)
         regions = [span]
-        # The globals and the last chain (in order) lead, so that one unpack and one
-        # comparison tell a chain that has not changed since (see `_unchanged`).
-        self._plan_chain = self._prev_chain
-        leading = [span, *((a, size) for a in self._plan_chain)]
-        trailing = [span] if self.recheck_head else []
+        # The globals are read first (and, without stops, last again: `snapshot_torn`).
+        leading, trailing = [span], [span] if self.recheck_head else []
+        self._plan_chain = self._prev_chain  # whose links `_unchanged` compares
         # Most recently seen first: a plan holds at most 1024 regions.
         by_recency = sorted(self._recent_contexts, key=self._recent_contexts.__getitem__)
         regions += [(a, size) for a in reversed(by_recency)]
@@ -287,7 +292,24 @@ class StackReader:
             head = chain[0]
             guesses += [(head - k * self._stride, size) for k in range(1, 9)]
             guesses += [(head + k * self._stride, size) for k in range(1, 9)]
-        return self.memory.plan(regions, guesses, leading=leading, trailing=trailing)
+        plan = self.memory.plan(regions, guesses, leading=leading, trailing=trailing)
+        self._plan_links = self._links_struct(plan, self._plan_chain)
+        return plan
+
+    def _links_struct(self, plan: ScatterPlan, chain: list[Address]) -> struct.Struct | None:
+        """A struct that unpacks, from `plan`'s buffer in one call, the links (next context,
+        flag, call) of every context of `chain`; None if the plan lacks one."""
+        offsets = [plan.offsets.get(address) for address in chain]
+        if not offsets or None in offsets:
+            return None
+        layout = self.layout
+        parts, at = ["<"], 0
+        for offset in sorted(cast(list[int], offsets)):
+            if offset < at:
+                return None  # contexts that overlap: not a chain R made
+            parts.append(f"{offset - at}xQi{layout.call - 12}xQ")
+            at = offset + layout.call + 8
+        return struct.Struct("".join(parts))
 
     def snapshot(self) -> int:
         """Copy what the next sample likely needs, in one read. Call while stopped.
@@ -303,6 +325,7 @@ class StackReader:
         Sound while R runs: it only reads (a torn copy is fine, it is thrown away), and the
         next `snapshot()` overwrites the buffer it used.
         """
+        self.warmed += 1
         self.snapshot_complete(self._read_plan())
 
     def _read_plan(self) -> int:
@@ -311,6 +334,7 @@ class StackReader:
         # Decoding may make a new plan for the next sample; the bytes stay in this one.
         self._snapped = self._plan
         self._snapped_chain = self._plan_chain
+        self._snapped_links = self._plan_links
         return self._plan.read()
 
     def decode_snapshot(self, got: int) -> RawSample | None:
@@ -332,42 +356,30 @@ class StackReader:
 
     def _unchanged(self, got: int) -> _Same | None:
         """A stack decoded lately from this plan if this snapshot shows it again: the same
-        head, every context of the plan's leading block (the chain the plan was made
-        after) with the same links, and the same call cells.
+        head, every context of the chain the plan was made after with the same links, and
+        the same call cells.
 
         The links are what the walk and the names depend on: a context's next context,
         flag and call; a cell's header (its type), CAR and CDR. Names come from symbols,
         which R never frees or changes. R does not change a call while a context refers
         to it, and a cell freed and reused at the same address with the same header, CAR
-        and CDR is the same expression, so equal links mean equal frames.
+        and CDR is the same expression, so equal links mean equal frames. One unpack
+        replaces the walk, which costs ~0.5 us a frame while R is stopped.
         """
-        plan = self._snapped
-        if plan is None or plan is not self._known_plan or plan.leading_end > got:
+        plan, links = self._snapped, self._snapped_links
+        if plan is None or plan is not self._known_plan or links is None or links.size > got:
             return None
         span = self._globals_span
-        assert span is not None  # a plan with a leading block has it
-        head = _U64.unpack_from(plan.buffer, self.global_context - span[0])[0]
-        same = self._known.get((head, self._links(plan, len(self._snapped_chain))))
+        assert span is not None  # a plan was made, so the globals have an offset
+        buf = plan.buffer
+        head = _U64.unpack_from(buf, plan.offsets[span[0]] + self.global_context - span[0])[0]
+        same = self._known.get((head, links.unpack_from(buf)))
         if same is None or same.cells_end > got:
             return None
-        cell, buf = _CELL_KEY.unpack_from, plan.buffer
+        cell = _CELL_KEY.unpack_from
         if [cell(buf, offset) for offset in same.cell_offsets] != same.cells:
             return None
         return same
-
-    def _links(self, plan: ScatterPlan, contexts: int) -> tuple[int, ...]:
-        """The links of the leading block's contexts, in one unpack (it runs while R is
-        stopped; a loop costs ~0.5 us a context)."""
-        block = self._link_blocks.get(contexts)
-        if block is None:
-            layout = self.layout
-            context = f"Qi{layout.call - 12}xQ{layout.size - layout.call - 8}x"
-            block = struct.Struct("<" + context * contexts)
-            self._link_blocks[contexts] = block
-        span = self._globals_span
-        assert span is not None
-        links: tuple[int, ...] = block.unpack_from(plan.buffer, span[1])
-        return links
 
     def set_recheck_head(self, on: bool) -> None:
         """Make every snapshot read R_GlobalContext again at its end, for sampling without
@@ -457,6 +469,7 @@ class StackReader:
         if self.gc_flag:
             in_gc = _I32.unpack_from(plan.buffer, self.gc_flag - span[0])[0] != 0
         self.last_head = same.head
+        self.recognised += 1
         self._remember_same()
         return RawSample(frames=same.frames, gc=in_gc, head=same.head, contexts=same.contexts)
 
@@ -685,12 +698,11 @@ class StackReader:
         cells: list[Address],
         frames: list[RawFrame],
     ) -> None:
-        """Keep this sample for `_unchanged` when its chain is the plan's leading block
-        and it and the sample's cells were read whole (and every frame is named or has
-        its symbol)."""
-        span = self._globals_span
-        end = plan.leading_end
-        if span is None or end != span[1] + len(chain) * self.layout.size or end > got:
+        """Keep this sample for `_unchanged` when its chain is the one the plan was made
+        after, and it and the sample's cells were read whole (and every frame is named or
+        has its symbol)."""
+        links = self._snapped_links
+        if links is None or links.size > got:
             return
         if chain != self._snapped_chain or any(f.name is None and not f.symbol for f in frames):
             return
@@ -705,8 +717,7 @@ class StackReader:
             self._known_plan = plan
             self._known = {}
         buf = plan.buffer
-        links = self._links(plan, len(chain))
-        self._known[head, links] = _Same(
+        self._known[head, links.unpack_from(buf)] = _Same(
             head=head,
             contexts=len(chain),
             cell_offsets=cell_offsets,

@@ -295,6 +295,18 @@ class SamplerThread(threading.Thread):
                 next_liveness = now + _LIVENESS_EVERY
                 if not self.target.alive():
                     return State.EXITED
+            if tracer is not None and tracer.user_stopped:
+                # Someone stopped R (SIGSTOP, Ctrl-Z): its stack cannot change, and R's own
+                # Rprof takes no samples then either. Interrupting it would only make the
+                # kernel run it: wait for the SIGCONT instead, then sample on schedule.
+                try:
+                    tracer.pass_signals()
+                except TargetGoneError:
+                    return State.EXITED
+                if tracer.user_stopped:
+                    tracer.sleep(_LONGEST_SLEEP)
+                next_due = time.monotonic()
+                continue
             # Blocking mode wakes a little early to warm the caches (see `_sample`).
             wait = next_due - now - (_WARM_LEAD if tracer is not None else 0.0)
             if wait > 0:

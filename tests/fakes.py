@@ -165,15 +165,12 @@ class FakePlan:
         self.offsets: dict[Address, int] = {}
         self.regions: list[tuple[Address, int]] = []
         self.trailing_offsets: list[int] = []
-        self.leading_end = 0
         offset = 0
         for address, size in [*leading, *regions]:
             if address and address not in self.offsets:
                 self.offsets[address] = offset
                 self.regions.append((address, size))
                 offset += size
-            if len(self.regions) == len(leading):
-                self.leading_end = offset
         self._located = len(self.regions)
         for address, size in trailing:
             self.trailing_offsets.append(offset)

@@ -15,6 +15,7 @@ import io
 import random
 import struct
 from collections import Counter
+from collections.abc import Sequence
 
 import pytest
 from fakes import GLOBALS
@@ -34,12 +35,14 @@ from sampler.errors import SampleError
 from sampler.layouts import CHARSXP
 from sampler.layouts import CLOSXP
 from sampler.layouts import CTXT_BUILTIN
+from sampler.layouts import CTXT_FUNCTION
 from sampler.layouts import ENVSXP
 from sampler.layouts import INTSXP
 from sampler.layouts import LANGSXP
 from sampler.layouts import REALSXP
 from sampler.layouts import STRSXP
 from sampler.layouts import SYMSXP
+from sampler.layouts import ContextLayout
 from sampler.layouts import layout_for
 from sampler.model import GC_NAME
 from sampler.model import CallTree
@@ -199,6 +202,38 @@ def test_a_cyclic_chain_is_a_torn_sample() -> None:
     assert result.kind == "torn"
 
 
+class _MovingMemory(FakeMemory):
+    """R runs on while a snapshot is read: the head moves right after the first region."""
+
+    def __init__(self, segments: dict[int, bytes], new_head: int) -> None:
+        super().__init__(segments)
+        self.new_head = new_head
+
+    def read_scatter(self, regions: Sequence[tuple[int, int]]) -> tuple[bytes, list[int]]:
+        first, first_offsets = super().read_scatter(regions[:1])
+        globals_ = bytearray(self.segments[GLOBALS])
+        struct.pack_into("<Q", globals_, 0, self.new_head)
+        self.segments[GLOBALS] = bytes(globals_)
+        rest, rest_offsets = super().read_scatter(regions[1:])
+        offsets = first_offsets + [o + len(first) if o >= 0 else o for o in rest_offsets]
+        return first + rest, offsets
+
+
+@pytest.mark.parametrize("moves", [True, False])
+def test_a_snapshot_read_while_r_moves_its_head_is_torn(moves: bool) -> None:
+    # GIVEN a reader that reads R_GlobalContext first and last in each snapshot (nonblocking)
+    layout = LAYOUTS[(4, 2)]
+    image = build_image([Frame("f"), Frame("g"), Frame("h")], layout)
+    head = image.context_addresses[1 if moves else 0]
+    memory = _MovingMemory(dict(image.segments), new_head=head)
+    reader = StackReader(memory, image.binary(), layout, (4, 2))
+    reader.set_recheck_head(True)
+    # WHEN R's head moves (or not) while the snapshot is read
+    got = reader.snapshot()
+    # THEN the snapshot says so
+    assert reader.snapshot_torn(got) is moves
+
+
 def test_a_huge_name_length_is_refused() -> None:
     layout = LAYOUTS[(4, 5)]
     image = build_image([Frame("function_name")], layout)
@@ -209,6 +244,89 @@ def test_a_huge_name_length_is_refused() -> None:
     reader = StackReader(FakeMemory(image.segments), image.binary(), layout, (4, 5))
     result = outcome(reader)
     assert isinstance(result, SampleError)
+
+
+# -- a reader's memory of earlier samples never goes stale ------------------------------------
+#
+# The reader recognises a stack it decoded lately from a few links (StackReader._unchanged)
+# instead of walking it again. R reuses the same addresses all the time (a loop calling
+# f then g puts both contexts at one C-stack address; a freed call cell is reused), so
+# a reader with history must name every stack exactly as a reader seeing it first does.
+
+
+def _calls_and_symbols(
+    segments: dict[int, bytearray], layout: ContextLayout, contexts: list[int]
+) -> tuple[list[int], list[int]]:
+    """The call cells the image's contexts point at, and the symbols those calls name."""
+    calls = {
+        struct.unpack_from("<Q", segments[STACK], a - STACK + layout.call)[0] for a in contexts
+    }
+    symbols = {struct.unpack_from("<Q", segments[HEAP], c - HEAP + 32)[0] for c in calls}
+    return sorted(calls), sorted(symbols)
+
+
+def _named(reader: StackReader) -> tuple[str, ...] | str:
+    """The sample's frame names, or the kind of error it ended in."""
+    result = outcome(reader)
+    return result.kind if isinstance(result, SampleError) else result.names
+
+
+@FUZZ
+@given(
+    data=st.data(),
+    frames=st.lists(st.sampled_from(["f", "g", "h", "k"]).map(Frame), min_size=1, max_size=12),
+    version=st.sampled_from(sorted(LAYOUTS)),
+)
+def test_a_reader_with_history_names_every_stack_as_a_fresh_reader_does(
+    data: st.DataObject, frames: list[Frame], version: tuple[int, int]
+) -> None:
+    layout = LAYOUTS[version]
+    image = build_image(frames, layout, 0)
+    segments = {k: bytearray(v) for k, v in image.segments.items()}
+    contexts = image.context_addresses
+    calls, symbols = _calls_and_symbols(segments, layout, contexts)
+    memory = FakeMemory({k: bytes(v) for k, v in segments.items()})
+    reader = StackReader(memory, image.binary(), layout, version)
+    for _ in range(data.draw(st.integers(1, 12), label="steps")):
+        # WHEN R moves on: same addresses, other contents (or nothing changes at all)
+        what = data.draw(st.sampled_from(["call", "car", "other", "head", "flag", "same"]))
+        i = data.draw(st.integers(0, len(contexts) - 1), label="context")
+        base = contexts[i] - STACK
+        if what == "call":  # the context at this address now runs another call
+            struct.pack_into(
+                "<Q", segments[STACK], base + layout.call, data.draw(st.sampled_from(calls))
+            )
+        elif what == "car":  # a call cell freed and reused for a call of another function
+            cell_at = data.draw(st.sampled_from(calls)) - HEAP
+            struct.pack_into(
+                "<Q", segments[HEAP], cell_at + 32, data.draw(st.sampled_from(symbols))
+            )
+        elif what == "other":  # the same frames, a new instance (promises, environment)
+            struct.pack_into(
+                "<Q", segments[STACK], base + layout.call + 8, data.draw(st.integers(0, 2**64 - 1))
+            )
+        elif what == "head":  # the stack is shallower or deeper
+            struct.pack_into("<Q", segments[GLOBALS], 0, contexts[i])
+        elif what == "flag":  # a function context becomes another kind, or back
+            flag = data.draw(st.sampled_from([0, CTXT_BUILTIN, CTXT_FUNCTION]))
+            struct.pack_into("<i", segments[STACK], base + layout.callflag, flag)
+        memory.segments = {k: bytes(v) for k, v in segments.items()}
+        # THEN the reader with history and a fresh one name the stack alike
+        fresh = StackReader(FakeMemory(memory.segments), image.binary(), layout, version)
+        assert _named(reader) == _named(fresh)
+
+
+def test_a_stack_seen_lately_is_recognised_without_walking_it() -> None:
+    # The control for the test above: it must exercise the recognition, not only the walk.
+    layout = LAYOUTS[(4, 2)]
+    image = build_image([Frame("f"), Frame("g"), Frame("h")], layout)
+    memory = FakeMemory(image.segments)
+    reader = StackReader(memory, image.binary(), layout, (4, 2))
+    for _ in range(5):
+        stack = take_sample(reader)
+        assert isinstance(stack, Stack)
+        assert stack.names == ("f", "g", "h")
+    assert reader.recognised >= 3
 
 
 # -- the Rprof.out reader ----------------------------------------------------------------------

@@ -224,12 +224,15 @@ def test_lines_come_from_the_one_read_snapshot(r_launcher: RLauncher) -> None:
     thread.start()
     thread.wait_ready()
     time.sleep(0.5)  # the plan learns the srcref regions in the first samples
-    calls_before, samples_before = target.memory.calls, len(log)
+    reader = target.reader
+    calls_before, samples_before = target.memory.calls - reader.warmed, len(log)
     time.sleep(1.5)
-    calls, samples = target.memory.calls - calls_before, len(log) - samples_before
+    calls = target.memory.calls - reader.warmed - calls_before
+    samples = len(log) - samples_before
     thread.stop()
     # THEN lines cost few reads: the srcref nodes, bodies and pc words ride the one read
-    # taken at the stop (a context's srcref is read again only when it is new)
+    # taken at the stop (a context's srcref is read again only when it is new; the read
+    # that warms the caches before each stop, while R runs, is not counted)
     assert samples > 100
     assert calls < 2.0 * samples, (calls, samples)
     # AND those samples carry lines

@@ -160,9 +160,14 @@ def test_sigkill_of_xrtop_at_random_moments_leaves_the_target_running(
 
 
 def _profiled_signals_run(
-    r_launcher: RLauncher, tmp_path: Path, mode: str, send: list[int] | None = None
+    r_launcher: RLauncher,
+    tmp_path: Path,
+    mode: str,
+    send: list[int] | None = None,
+    rate: str = "1000",
+    r_timeout: float = 120,
 ) -> tuple[int, str, Path, str]:
-    """Run signals.R MODE under `xrtop record -F 1000`, sending `send` signals to R.
+    """Run signals.R MODE under `xrtop record -F RATE`, sending `send` signals to R.
 
     Returns R's exit code, what R wrote, the profile path, and xrtop's stderr.
     """
@@ -170,13 +175,13 @@ def _profiled_signals_run(
     go = tmp_path / "go"
     run = r_launcher.start("signals.R", mode, str(outfile), extra_env={"XRTOP_GO": str(go)})
     profile = tmp_path / f"{mode}.out"
-    proc = start_record(run.pid, profile, "-F", "1000")
+    proc = start_record(run.pid, profile, "-F", rate)
     wait_sampling(profile, proc)
     go.touch()
     for sig in send or []:
         time.sleep(0.4)
         os.kill(run.pid, sig)
-    code = r_wait(run)
+    code = r_wait(run, r_timeout)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     return code, outfile.read_text() if outfile.exists() else "", profile, err
@@ -235,6 +240,22 @@ def test_signals_reach_the_target_as_without_xrtop(
     # AND xrtop noticed the end and left a profile R reads
     assert "the target exited" in err
     assert summary_rprof_samples(profile) > 0
+
+
+def test_signals_reach_the_target_at_once_between_slow_samples(
+    r_launcher: RLauncher, tmp_path: Path
+) -> None:
+    # GIVEN R making 200 system() calls, each of which ends with a SIGCHLD that stops the
+    # traced R until xrtop hands it on
+    plain_code, plain_out = _unprofiled_signals_run(tmp_path, "system")
+    # WHEN xrtop samples once a second (it must not wait for its next sample to hand each
+    # signal on: 200 of them would then take ~100 s; they take ~1 s without xrtop)
+    code, out, _, err = _profiled_signals_run(
+        r_launcher, tmp_path, "system", rate="1", r_timeout=30
+    )
+    # THEN R ends the same way and observed the same things
+    assert (code, out) == (plain_code, plain_out)
+    assert "the target exited" in err
 
 
 def test_killed_target_is_noticed_and_the_profile_kept(

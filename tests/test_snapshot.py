@@ -56,3 +56,40 @@ def test_snapshot_decodes_to_the_same_stack_as_a_full_read(
     assert compared > 100, (compared, misses)
     # AND the stacks compared were real ones, recursion included
     assert deepest >= 10
+
+
+def test_stacks_seen_lately_are_recognised_and_named_as_a_full_read_names_them(
+    r_env: REnv, r_launcher: RLauncher
+) -> None:
+    # GIVEN alpha and beta taking turns: their contexts, and spin's below them, sit at the
+    # same C-stack addresses, so only the calls tell the two stacks apart
+    run = r_launcher.start("split.R", "60", env=r_env)
+    target = attach(run.pid)
+    reader = target.reader
+    tracer = Tracer(run.pid)
+    recognised: set[tuple[str, ...]] = set()
+    try:
+        for _ in range(300):
+            # WHEN one stop is decoded both ways
+            tracer.stop()
+            try:
+                got = reader.snapshot()
+                before = reader.recognised
+                fast = reader.decode_snapshot(got)
+                was_recognised = reader.recognised > before
+                slow = reader.capture()
+            finally:
+                tracer.resume()
+            if fast is None:
+                continue
+            # THEN a recognised stack is exactly the stack a full read finds
+            names = reader.finish(fast).names
+            assert names == reader.finish(slow).names
+            if was_recognised:
+                recognised.add(names)
+            time.sleep(0.003)
+    finally:
+        tracer.detach()
+    # AND both functions' stacks were recognised (so the test saw the turns)
+    innermost_callers = {names[1] for names in recognised if len(names) > 1}
+    assert {"alpha", "beta"} <= innermost_callers, recognised
