@@ -209,8 +209,8 @@ class Tracer:
     def sleep(self, seconds: float) -> None:
         """Wait up to `seconds`, less if the target may have stopped meanwhile.
 
-        Then call `pass_signals()`. With SIGCHLD queued this wakes at the target's first
-        stop, else within _POLL_EVERY.
+        Call `pass_signals()` before and after. With SIGCHLD queued this wakes at the
+        target's first stop, else within _POLL_EVERY.
         """
         if self.signals_queued:
             signal.sigtimedwait(_CHILD_SIGNALS, seconds)
@@ -237,6 +237,11 @@ class Tracer:
             if err.errno == errno.ESRCH:
                 raise TargetGoneError(f"process {self.tid} has exited") from None
             raise
+        if self.signals_queued:
+            # Forget the SIGCHLD our own stop raised, or `sleep()` would wake at once for
+            # it. Sound: a signal stop it may stand for as well (SIGCHLD does not queue)
+            # is found by the `pass_signals()` that precedes every sleep.
+            signal.sigtimedwait(_CHILD_SIGNALS, 0)
 
     def save_registers(self) -> bool:
         """Copy the stopped thread's registers (one system call); False if impossible.

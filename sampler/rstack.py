@@ -66,7 +66,6 @@ _I32 = struct.Struct("<i")
 _F64 = struct.Struct("<d")
 _CELL = struct.Struct("<Q8x16x3Q")  # sxpinfo, (attrib), (gc links), CAR, CDR, TAG
 _HEAD = struct.Struct("<Q24xQ")  # sxpinfo and CAR
-_CELL_KEY = struct.Struct("<Q24xQQ")  # sxpinfo, CAR and CDR
 #: Stacks kept per plan to recognise them in later snapshots (e.g. a loop's few callees).
 _KNOWN_STACKS = 16
 _CALLABLE = (CLOSXP, 7, 8)  # a closure, SPECIALSXP or BUILTINSXP
@@ -88,10 +87,12 @@ class _Same:
 
     head: Address
     contexts: int
-    cell_offsets: list[int]
-    cells: list[tuple[int, int, int]]
-    cells_end: int
+    #: Unpacks the header, CAR and CDR of the sample's call cells from the plan's buffer.
+    cells: struct.Struct
+    cell_links: tuple[int, ...]
     frames: list[RawFrame]
+    #: The finished stack, by (gc, idle): `finish()` names a recognised stack once.
+    stacks: dict[tuple[bool, bool], Stack] = field(default_factory=dict)
 
 
 class _SnapshotMiss(Exception):
@@ -117,6 +118,8 @@ class RawSample:
     head: Address = 0
     #: Source locations to resolve (only when the reader reads lines).
     lines: RawLines | None = None
+    #: The stack seen lately that this sample is (set by the reader, for `finish()`).
+    known: _Same | None = None
 
 
 def _cell(data: bytes) -> tuple[int, int, int, int]:
@@ -209,8 +212,6 @@ class StackReader:
         self._known_plan: ScatterPlan | None = None
         self._known: dict[tuple[Address, tuple[int, ...]], _Same] = {}
 
-        self._last_stack: Stack | None = None
-        self._last_frames: list[RawFrame] = []
         #: Reads source lines when set (`sampler.target.Target.set_lines`); None: no lines.
         self.lines: SrcrefReader | None = None
 
@@ -374,10 +375,7 @@ class StackReader:
         buf = plan.buffer
         head = _U64.unpack_from(buf, plan.offsets[span[0]] + self.global_context - span[0])[0]
         same = self._known.get((head, links.unpack_from(buf)))
-        if same is None or same.cells_end > got:
-            return None
-        cell = _CELL_KEY.unpack_from
-        if [cell(buf, offset) for offset in same.cell_offsets] != same.cells:
+        if same is None or same.cells.size > got or same.cells.unpack_from(buf) != same.cell_links:
             return None
         return same
 
@@ -471,7 +469,9 @@ class StackReader:
         self.last_head = same.head
         self.recognised += 1
         self._remember_same()
-        return RawSample(frames=same.frames, gc=in_gc, head=same.head, contexts=same.contexts)
+        return RawSample(
+            frames=same.frames, gc=in_gc, head=same.head, contexts=same.contexts, known=same
+        )
 
     def decode_stopped(self, got: int) -> RawSample:
         """Decode the last snapshot, reading what it lacks now. Call while stopped."""
@@ -514,8 +514,6 @@ class StackReader:
             for address in stale:
                 del recent[address]
             changed = changed or bool(stale)
-        # A new chain also makes a new plan: the plan leads with the chain (`_unchanged`).
-        changed = changed or chain != self._prev_chain
         self._prev_chain = chain
         self._prev_cells = cells
         deltas = [b - a for a, b in itertools.pairwise(chain) if 0 < b - a < 1 << 20]
@@ -527,10 +525,14 @@ class StackReader:
 
     def _remember_same(self, *, counted: bool = False) -> None:
         """The same stack as last time (list equality runs in C): nothing to learn, but
-        stop guessing once the stack has stayed within known addresses for a while."""
+        stop guessing once the stack has stayed within known addresses for a while, and
+        make the plan recognise this chain once it has lasted two samples (a new plan
+        forgets the stacks recognised with the old one, so a one-sample detour, such as a
+        call to `Sys.time()` in a loop, keeps the plan)."""
         if not counted:
             self._samples += 1
-        if self._plan_guesses and self._samples - self._last_new_context >= _GUESS_FOR:
+        expired = self._plan_guesses and self._samples - self._last_new_context >= _GUESS_FOR
+        if expired or self._prev_chain != self._plan_chain:
             self._plan = self._make_plan()
 
     def _read_speculatively(
@@ -685,7 +687,7 @@ class StackReader:
         if self.lines is not None:
             sample.lines = self._capture_lines(chain, at, live)
         else:
-            self._keep_if_leading(plan, got, first, chain, cells, frames)
+            sample.known = self._keep_if_leading(plan, got, first, chain, cells, frames)
         self._remember(chain, cells)
         return sample
 
@@ -697,34 +699,40 @@ class StackReader:
         chain: list[Address],
         cells: list[Address],
         frames: list[RawFrame],
-    ) -> None:
+    ) -> _Same | None:
         """Keep this sample for `_unchanged` when its chain is the one the plan was made
         after, and it and the sample's cells were read whole (and every frame is named or
         has its symbol)."""
         links = self._snapped_links
         if links is None or links.size > got:
-            return
+            return None
         if chain != self._snapped_chain or any(f.name is None and not f.symbol for f in frames):
-            return
+            return None
         offsets = [plan.offsets.get(c) for c in dict.fromkeys(cells)]  # recursion repeats
         if None in offsets:
-            return
-        cell_offsets = cast(list[int], offsets)
-        cells_end = max(cell_offsets, default=0) + CELL_SIZE
-        if cells_end > got:
-            return
+            return None
+        parts, at = ["<"], 0
+        for offset in sorted(cast(list[int], offsets)):
+            if offset < at:
+                return None  # cells that overlap: not R's
+            parts.append(f"{offset - at}xQ24xQQ")  # header, CAR, CDR
+            at = offset + 48
+        cell_links = struct.Struct("".join(parts))
+        if cell_links.size > got:
+            return None
         if plan is not self._known_plan or len(self._known) >= _KNOWN_STACKS:
             self._known_plan = plan
             self._known = {}
         buf = plan.buffer
-        self._known[head, links.unpack_from(buf)] = _Same(
+        same = _Same(
             head=head,
             contexts=len(chain),
-            cell_offsets=cell_offsets,
-            cells=[_CELL_KEY.unpack_from(buf, offset) for offset in cell_offsets],
-            cells_end=cells_end,
+            cells=cell_links,
+            cell_links=cell_links.unpack_from(buf),
             frames=frames,
         )
+        self._known[head, links.unpack_from(buf)] = same
+        return same
 
     def _capture_lines(
         self,
@@ -881,17 +889,13 @@ class StackReader:
 
     def finish(self, raw: RawSample) -> Stack:
         """The named stack of a captured sample. Safe to call while the target runs."""
-        last = self._last_stack
-        if (
-            last is not None
-            and raw.frames is self._last_frames  # shared by `_unchanged` samples
-            and raw.lines is None
-            and raw.gc == last.gc
-            and raw.idle == last.idle
-        ):
-            return last
-        stack = self._finish(raw)
-        self._last_stack, self._last_frames = stack, raw.frames
+        known = raw.known
+        if known is None or raw.lines is not None:
+            return self._finish(raw)
+        key = (raw.gc, raw.idle)
+        stack = known.stacks.get(key)
+        if stack is None:
+            stack = known.stacks[key] = self._finish(raw)
         return stack
 
     def _finish(self, raw: RawSample) -> Stack:
