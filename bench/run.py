@@ -106,6 +106,7 @@ class Run:
     torn: int = 0
     attempts: int = 0
     perf_stop_us: list[float] = field(default_factory=list)
+    perf_to_wakeup: int = 0  # of those, stops measured to R's wake-up (switch-in not seen)
     note: str = ""
 
     @property
@@ -250,7 +251,7 @@ def run_once(config: Config, depth: int, seconds: float, tmp: Path, index: int) 
             if profiler.returncode not in (0, -15) and config.kind == "xrtop":
                 raise RuntimeError(f"xrtop record failed: {err.decode(errors='replace')}")
         if perf is not None:
-            run.perf_stop_us = stop_perf(perf, perf_data, pid)
+            run.perf_stop_us, run.perf_to_wakeup = stop_perf(perf, perf_data, pid)
             perf = None
     finally:
         if perf is not None:
@@ -316,11 +317,14 @@ def start_live_view(pid: int, hz: float, out: Path) -> tuple[subprocess.Popen[by
 
 
 def start_perf(pid: int, data: Path) -> subprocess.Popen[bytes]:
-    """`perf record` of the scheduler switching R's main thread off and on a CPU."""
+    """`perf record` of the scheduler switching R's main thread off and on a CPU, and of
+    R being woken."""
     perf = subprocess.Popen(
         [
-            "perf", "record", "-q", "-a", "-e", "sched:sched_switch",
-            "--filter", f"prev_pid == {pid} || next_pid == {pid}", "-o", str(data),
+            "perf", "record", "-q", "-a",
+            "-e", "sched:sched_switch", "--filter", f"prev_pid == {pid} || next_pid == {pid}",
+            "-e", "sched:sched_wakeup", "--filter", f"pid == {pid}",
+            "-o", str(data),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -332,12 +336,15 @@ def start_perf(pid: int, data: Path) -> subprocess.Popen[bytes]:
     return perf
 
 
-def stop_perf(perf: subprocess.Popen[bytes], data: Path, pid: int) -> list[float]:
-    """Microseconds R's main thread spent in each ptrace stop, as the scheduler saw it.
+def stop_perf(perf: subprocess.Popen[bytes], data: Path, pid: int) -> tuple[list[float], int]:
+    """Microseconds R's main thread spent in each ptrace stop, as the scheduler saw it,
+    and how many of those ended at R's wake-up rather than its switch-in.
 
     A stop starts when the thread is switched out in state `t` (traced) and ends when it
     is switched in again, so it includes the wait for a CPU after PTRACE_CONT: the whole
-    time R could not run because of the sample.
+    time R could not run because of the sample. On some virtual machines perf misses the
+    switch from the idle task back to R on one of the CPUs; such a stop is measured to
+    R's wake-up instead (a little shorter: without the wait for a CPU).
     """
     perf.send_signal(signal.SIGINT)
     perf.wait(30)
@@ -348,19 +355,27 @@ def stop_perf(perf: subprocess.Popen[bytes], data: Path, pid: int) -> list[float
         check=False,
     )
     stops: list[float] = []
+    to_wakeup = 0
     stopped_at: float | None = None
+    woken_at: float | None = None
     for line in script.stdout.splitlines():
         stamp, _, trace = line.partition(":")
         try:
             when = float(stamp)
         except ValueError:
             continue
-        if f"prev_pid={pid} " in trace and "prev_state=t" in trace:
-            stopped_at = when
+        if "prev_pid=" not in trace:  # sched_wakeup of R
+            if stopped_at is not None and woken_at is None and f" pid={pid} " in f" {trace}":
+                woken_at = when
+        elif f"prev_pid={pid} " in trace and "prev_state=t" in trace:
+            if stopped_at is not None and woken_at is not None:
+                stops.append((woken_at - stopped_at) * 1e6)
+                to_wakeup += 1
+            stopped_at, woken_at = when, None
         elif f"next_pid={pid} " in trace and stopped_at is not None:
             stops.append((when - stopped_at) * 1e6)
-            stopped_at = None
-    return stops
+            stopped_at, woken_at = None, None
+    return stops, to_wakeup
 
 
 def dump_latency(tmp: Path, repeats: int) -> list[float]:
@@ -426,6 +441,7 @@ def summarise(runs: list[Run], schedule: list[Config]) -> list[dict[str, object]
                 "nonblocking": run.config.nonblocking,
                 "perf": run.config.perf,
                 "perf_stops": len(run.perf_stop_us),
+                "perf_to_wakeup": run.perf_to_wakeup,
                 "xrtop_stops": len(run.stop_us),
                 "perf_stop_median_us": (
                     statistics.median(run.perf_stop_us) if run.perf_stop_us else math.nan
@@ -701,19 +717,21 @@ def main(argv: list[str] | None = None) -> int:
     if perf_rows:
         print(
             "\nStops as the scheduler saw them (perf, sched:sched_switch: R switched out "
-            "traced until switched in again,\nso including its wait for a CPU), next to "
+            "traced until switched in again,\nso including its wait for a CPU; 'to wake-up': "
+            "stops whose switch-in perf missed, measured to R's wake-up), next to\n"
             "xrtop's own accounting in the same run, microseconds:"
         )
         print(
             f"{'depth':>5} {'stops seen':>10} {'of':>6} {'perf median':>11} {'mean':>6} "
-            f"{'p99':>7}   xrtop median   (fewer stops seen than made: perf lost events)"
+            f"{'p99':>7}   xrtop median   to wake-up"
         )
         for r in perf_rows:
             print(
                 f"{r['depth']:>5} {r['perf_stops']:>10} {r['xrtop_stops']:>6} "
                 f"{fmt(r['perf_stop_median_us'], '.0f'):>11} "
                 f"{fmt(r['perf_stop_mean_us'], '.0f'):>6} {fmt(r['perf_stop_p99_us'], '.0f'):>7}"
-                f"   {fmt(r['stop_median_us'], '.0f')}" + (" !" if contended(r) else "")
+                f"   {fmt(r['stop_median_us'], '.0f'):>12}   {r['perf_to_wakeup']:>10}"
+                + (" !" if contended(r) else "")
             )
     if dump:
         print(
