@@ -237,11 +237,6 @@ class Tracer:
             if err.errno == errno.ESRCH:
                 raise TargetGoneError(f"process {self.tid} has exited") from None
             raise
-        if self.signals_queued:
-            # Forget the SIGCHLD our own stop raised, or `sleep()` would wake at once for
-            # it. Sound: a signal stop it may stand for as well (SIGCHLD does not queue)
-            # is found by the `pass_signals()` that precedes every sleep.
-            signal.sigtimedwait(_CHILD_SIGNALS, 0)
 
     def save_registers(self) -> bool:
         """Copy the stopped thread's registers (one system call); False if impossible.

@@ -86,7 +86,8 @@ class _Same:
     """A decoded sample kept to recognise the same stack in the next snapshots."""
 
     head: Address
-    contexts: int
+    chain: list[Address]
+    cell_addresses: list[Address]
     #: Unpacks the header, CAR and CDR of the sample's call cells from the plan's buffer.
     cells: struct.Struct
     cell_links: tuple[int, ...]
@@ -468,9 +469,11 @@ class StackReader:
             in_gc = _I32.unpack_from(plan.buffer, self.gc_flag - span[0])[0] != 0
         self.last_head = same.head
         self.recognised += 1
+        # This stack is now the last one, as if it had been walked (`_remember`).
+        self._prev_chain, self._prev_cells = same.chain, same.cell_addresses
         self._remember_same()
         return RawSample(
-            frames=same.frames, gc=in_gc, head=same.head, contexts=same.contexts, known=same
+            frames=same.frames, gc=in_gc, head=same.head, contexts=len(same.chain), known=same
         )
 
     def decode_stopped(self, got: int) -> RawSample:
@@ -726,7 +729,8 @@ class StackReader:
         buf = plan.buffer
         same = _Same(
             head=head,
-            contexts=len(chain),
+            chain=chain,
+            cell_addresses=cells,
             cells=cell_links,
             cell_links=cell_links.unpack_from(buf),
             frames=frames,
