@@ -89,7 +89,7 @@ class _Same:
     chain: list[Address]
     cell_addresses: list[Address]
     #: Unpacks the header, CAR and CDR of the sample's call cells from the plan's buffer.
-    cells: struct.Struct
+    cell_struct: struct.Struct
     cell_links: tuple[int, ...]
     frames: list[RawFrame]
     #: The finished stack, by (gc, idle): `finish()` names a recognised stack once.
@@ -121,6 +121,24 @@ class RawSample:
     lines: RawLines | None = None
     #: The stack seen lately that this sample is (set by the reader, for `finish()`).
     known: _Same | None = None
+
+
+def _gather(
+    plan: ScatterPlan, addresses: list[Address], fields: str, length: int
+) -> struct.Struct | None:
+    """A struct that unpacks `fields` (a struct format `length` bytes long) of every region
+    at `addresses` from `plan`'s buffer in one call, in buffer order; None if the plan
+    lacks one of them or two overlap (not objects R made)."""
+    offsets = [plan.offsets.get(address) for address in addresses]
+    if not offsets or None in offsets:
+        return None
+    parts, at = ["<"], 0
+    for offset in sorted(cast(list[int], offsets)):
+        if offset < at:
+            return None
+        parts.append(f"{offset - at}x{fields}")
+        at = offset + length
+    return struct.Struct("".join(parts))
 
 
 def _cell(data: bytes) -> tuple[int, int, int, int]:
@@ -192,10 +210,10 @@ class StackReader:
         self._recent_cells: dict[Address, int] = {}
         self._plan: ScatterPlan | None = None
         self._snapped: ScatterPlan | None = None  # the plan the last snapshot was read with
-        # The chain each plan's leading block holds (that of the sample before it was made).
+        # The chain each plan was made after (that of the sample before), whose links
+        # `_unchanged` compares, and the struct that unpacks them from the plan's buffer.
         self._plan_chain: list[Address] = []
         self._snapped_chain: list[Address] = []
-        # Unpacks the links of that chain's contexts out of the plan's buffer (`_unchanged`).
         self._plan_links: struct.Struct | None = None
         self._snapped_links: struct.Struct | None = None
         self._plan_guesses = False  # whether the plan holds guessed context addresses
@@ -204,7 +222,6 @@ class StackReader:
         self.last_head: Address = 0
         # Whether every snapshot reads R_GlobalContext again at its end (`snapshot_torn`).
         self.recheck_head = False
-        # The last decoded sample whose chain was the plan's leading block (`_unchanged`).
         #: Samples decoded as a stack seen lately (`_unchanged`), without walking the chain.
         self.recognised = 0
         #: Reads made by `warm()` (while R runs, so not part of any sample's stop).
@@ -212,6 +229,8 @@ class StackReader:
         # Stacks decoded from the plan `_known_plan`, by head and links (`_unchanged`).
         self._known_plan: ScatterPlan | None = None
         self._known: dict[tuple[Address, tuple[int, ...]], _Same] = {}
+        # What `_unchanged` found in the last snapshot (checked while stopped, used after).
+        self._recognised_in_snapshot: _Same | None = None
 
         #: Reads source lines when set (`sampler.target.Target.set_lines`); None: no lines.
         self.lines: SrcrefReader | None = None
@@ -271,9 +290,10 @@ class StackReader:
         """
         size = self.layout.size
         span = self._globals_span or (self.global_context, 8)
-        regions = [span]
-        # The globals are read first (and, without stops, last again: `snapshot_torn`).
+        # The globals are read first, at offset 0 of the buffer (and, without stops, last
+        # again: `snapshot_torn`).
         leading, trailing = [span], [span] if self.recheck_head else []
+        regions: list[tuple[Address, int]] = []
         self._plan_chain = self._prev_chain  # whose links `_unchanged` compares
         # Most recently seen first: a plan holds at most 1024 regions.
         by_recency = sorted(self._recent_contexts, key=self._recent_contexts.__getitem__)
@@ -295,23 +315,10 @@ class StackReader:
             guesses += [(head - k * self._stride, size) for k in range(1, 9)]
             guesses += [(head + k * self._stride, size) for k in range(1, 9)]
         plan = self.memory.plan(regions, guesses, leading=leading, trailing=trailing)
-        self._plan_links = self._links_struct(plan, self._plan_chain)
+        # A context's links: next context, flag (and padding), ..., call.
+        call = self.layout.call
+        self._plan_links = _gather(plan, self._plan_chain, f"Qi{call - 12}xQ", call + 8)
         return plan
-
-    def _links_struct(self, plan: ScatterPlan, chain: list[Address]) -> struct.Struct | None:
-        """A struct that unpacks, from `plan`'s buffer in one call, the links (next context,
-        flag, call) of every context of `chain`; None if the plan lacks one."""
-        offsets = [plan.offsets.get(address) for address in chain]
-        if not offsets or None in offsets:
-            return None
-        layout = self.layout
-        parts, at = ["<"], 0
-        for offset in sorted(cast(list[int], offsets)):
-            if offset < at:
-                return None  # contexts that overlap: not a chain R made
-            parts.append(f"{offset - at}xQi{layout.call - 12}xQ")
-            at = offset + layout.call + 8
-        return struct.Struct("".join(parts))
 
     def snapshot(self) -> int:
         """Copy what the next sample likely needs, in one read. Call while stopped.
@@ -337,6 +344,7 @@ class StackReader:
         self._snapped = self._plan
         self._snapped_chain = self._plan_chain
         self._snapped_links = self._plan_links
+        self._recognised_in_snapshot = None
         return self._plan.read()
 
     def decode_snapshot(self, got: int) -> RawSample | None:
@@ -348,7 +356,7 @@ class StackReader:
         if self.validate or self._snapped is None:
             return None
         if self.lines is None:
-            same = self._unchanged(got)
+            same = self._recognised_in_snapshot or self._unchanged(got)
             if same is not None:
                 return self._same_sample(same)
         try:
@@ -372,13 +380,13 @@ class StackReader:
         if plan is None or plan is not self._known_plan or links is None or links.size > got:
             return None
         span = self._globals_span
-        assert span is not None  # a plan was made, so the globals have an offset
+        assert span is not None  # links exist, so the plan read the globals, at offset 0
         buf = plan.buffer
-        head = _U64.unpack_from(buf, plan.offsets[span[0]] + self.global_context - span[0])[0]
+        head = _U64.unpack_from(buf, self.global_context - span[0])[0]
         same = self._known.get((head, links.unpack_from(buf)))
-        if same is None or same.cells.size > got or same.cells.unpack_from(buf) != same.cell_links:
+        if same is None or same.cell_struct.size > got:
             return None
-        return same
+        return same if same.cell_struct.unpack_from(buf) == same.cell_links else None
 
     def set_recheck_head(self, on: bool) -> None:
         """Make every snapshot read R_GlobalContext again at its end, for sampling without
@@ -412,7 +420,8 @@ class StackReader:
         plan = self._snapped
         if plan is None or self.validate or self.lines is not None:
             return False  # lines need reads that follow the chain: decode while stopped
-        if self._unchanged(got) is not None:
+        self._recognised_in_snapshot = self._unchanged(got)
+        if self._recognised_in_snapshot is not None:
             return True
         buf, offset_of, locate = plan.buffer, plan.offsets.get, plan.locate
         span = self._globals_span
@@ -690,11 +699,11 @@ class StackReader:
         if self.lines is not None:
             sample.lines = self._capture_lines(chain, at, live)
         else:
-            sample.known = self._keep_if_leading(plan, got, first, chain, cells, frames)
+            sample.known = self._keep_known(plan, got, first, chain, cells, frames)
         self._remember(chain, cells)
         return sample
 
-    def _keep_if_leading(
+    def _keep_known(
         self,
         plan: ScatterPlan,
         got: int,
@@ -705,23 +714,15 @@ class StackReader:
     ) -> _Same | None:
         """Keep this sample for `_unchanged` when its chain is the one the plan was made
         after, and it and the sample's cells were read whole (and every frame is named or
-        has its symbol)."""
+        has its symbol). Returns what was kept."""
         links = self._snapped_links
         if links is None or links.size > got:
             return None
         if chain != self._snapped_chain or any(f.name is None and not f.symbol for f in frames):
             return None
-        offsets = [plan.offsets.get(c) for c in dict.fromkeys(cells)]  # recursion repeats
-        if None in offsets:
-            return None
-        parts, at = ["<"], 0
-        for offset in sorted(cast(list[int], offsets)):
-            if offset < at:
-                return None  # cells that overlap: not R's
-            parts.append(f"{offset - at}xQ24xQQ")  # header, CAR, CDR
-            at = offset + 48
-        cell_links = struct.Struct("".join(parts))
-        if cell_links.size > got:
+        # A cell's header, CAR and CDR (a recursive call repeats its cell: once is enough).
+        cell_links = _gather(plan, list(dict.fromkeys(cells)), "Q24xQQ", 48)
+        if cell_links is None or cell_links.size > got:
             return None
         if plan is not self._known_plan or len(self._known) >= _KNOWN_STACKS:
             self._known_plan = plan
@@ -731,7 +732,7 @@ class StackReader:
             head=head,
             chain=chain,
             cell_addresses=cells,
-            cells=cell_links,
+            cell_struct=cell_links,
             cell_links=cell_links.unpack_from(buf),
             frames=frames,
         )
