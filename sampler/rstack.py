@@ -30,6 +30,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 from typing import cast
 
 from sampler.errors import BadAddressError
@@ -68,6 +69,8 @@ _CELL = struct.Struct("<Q8x16x3Q")  # sxpinfo, (attrib), (gc links), CAR, CDR, T
 _HEAD = struct.Struct("<Q24xQ")  # sxpinfo and CAR
 #: Stacks kept per plan to recognise them in later snapshots (e.g. a loop's few callees).
 _KNOWN_STACKS = 16
+#: Chains whose known stacks a new plan takes over (`_make_plan`), most recent first.
+_KNOWN_CHAINS = 8
 _CALLABLE = (CLOSXP, 7, 8)  # a closure, SPECIALSXP or BUILTINSXP
 #: The snapshot plan keeps the addresses the last this many samples needed. Each region
 #: costs the kernel ~0.4 us per stop (more when cold), so the plan holds only what the
@@ -202,6 +205,8 @@ class StackReader:
         # nextcontext, callflag and call only: what `snapshot_complete` follows.
         self._link_struct = struct.Struct(f"<Qi{layout.call - 12}xQ")
         self._prev_chain: list[Address] = []
+        # What a decode while stopped found, for `_learn()` to remember after resuming.
+        self._unlearned: tuple[list[Address], list[Address]] | None = None
         self._prev_cells: list[Address] = []
         self._stride = 0
         # Addresses of the last samples' contexts and cells (calls, non-symbol heads), each
@@ -229,6 +234,12 @@ class StackReader:
         # Stacks decoded from the plan `_known_plan`, by head and links (`_unchanged`).
         self._known_plan: ScatterPlan | None = None
         self._known: dict[tuple[Address, tuple[int, ...]], _Same] = {}
+        # The known stacks of the last few chains a plan was made after, for a new plan
+        # made after the same chain to take over (a loop's stacks outlive the detours that
+        # make new plans).
+        self._known_by_chain: dict[
+            tuple[Address, ...], dict[tuple[Address, tuple[int, ...]], _Same]
+        ] = {}
         # What `_unchanged` found in the last snapshot (checked while stopped, used after).
         self._recognised_in_snapshot: _Same | None = None
 
@@ -318,7 +329,32 @@ class StackReader:
         # A context's links: next context, flag (and padding), ..., call.
         call = self.layout.call
         self._plan_links = _gather(plan, self._plan_chain, f"Qi{call - 12}xQ", call + 8)
+        self._take_over_known(plan)
         return plan
+
+    def _take_over_known(self, plan: ScatterPlan) -> None:
+        """Make `plan` recognise the stacks known after the same chain under earlier plans.
+
+        Sound for the same reason as `_unchanged`: a key holds the values of the chain's
+        links, unpacked in buffer order, which is address order in every plan (checked),
+        so only where the bytes sit changes; each stack's cells are located in the new
+        buffer, and a stack whose cells the plan lacks is dropped.
+        """
+        chain = tuple(self._plan_chain)
+        known: dict[tuple[Address, tuple[int, ...]], _Same] = {}
+        self._known_plan, self._known = plan, known
+        if not chain or self._plan_links is None:
+            return  # nothing this plan could recognise: keep the earlier stacks for later
+        at = [plan.offsets[address] for address in sorted(chain)]
+        if at != sorted(at):
+            return  # links unpacked in another order than address order: keys would differ
+        for key, same in self._known_by_chain.pop(chain, {}).items():
+            cells = _gather(plan, list(dict.fromkeys(same.cell_addresses)), "Q24xQQ", 48)
+            if cells is not None:
+                known[key] = replace(same, cell_struct=cells)
+        self._known_by_chain[chain] = known  # a dict keeps order: most recent last
+        while len(self._known_by_chain) > _KNOWN_CHAINS:
+            del self._known_by_chain[next(iter(self._known_by_chain))]
 
     def snapshot(self) -> int:
         """Copy what the next sample likely needs, in one read. Call while stopped.
@@ -338,6 +374,7 @@ class StackReader:
         self.snapshot_complete(self._read_plan())
 
     def _read_plan(self) -> int:
+        self._learn()  # normally done by `finish()`, after the target resumed
         if self._plan is None:
             self._plan = self._make_plan()
         # Decoding may make a new plan for the next sample; the bytes stay in this one.
@@ -493,8 +530,15 @@ class StackReader:
         """Copy the current stack's volatile parts. Call while the target is stopped."""
         return self._decode(self._read_plan(), live=True)
 
-    def _remember(self, chain: list[Address], cells: list[Address]) -> None:
-        """Remember this sample's addresses to predict the next one (rebuilds the plan)."""
+    def _remember(self, chain: list[Address], cells: list[Address], *, live: bool = False) -> None:
+        """Remember this sample's addresses to predict the next one (rebuilds the plan).
+
+        With `live` (the target is stopped) only note them: `_learn()` does the work once
+        the target runs again, because rebuilding a plan takes ~0.2 ms of Python.
+        """
+        if live:
+            self._unlearned = (chain, cells)
+            return
         self._samples += 1
         lines = self.lines
         if lines is not None and lines.plan_dirty:
@@ -534,6 +578,13 @@ class StackReader:
         expired = self._plan_guesses and self._samples - self._last_new_context >= _GUESS_FOR
         if changed or expired or self._plan is None:
             self._plan = self._make_plan()
+
+    def _learn(self) -> None:
+        """Remember what the last decode while stopped found (see `_remember`)."""
+        unlearned = self._unlearned
+        if unlearned is not None:
+            self._unlearned = None
+            self._remember(*unlearned)
 
     def _remember_same(self, *, counted: bool = False) -> None:
         """The same stack as last time (list equality runs in C): nothing to learn, but
@@ -600,7 +651,7 @@ class StackReader:
         self.last_head = first
         sample = RawSample(gc=in_gc, head=first)
         if not first:
-            self._remember([], [])
+            self._remember([], [], live=live)
             return sample
 
         # The context chain, innermost first. (The lookups below are `at()` written out:
@@ -635,7 +686,7 @@ class StackReader:
                 frame_calls.append(call)
         sample.contexts = len(chain)
         if not frame_calls:
-            self._remember(chain, [])
+            self._remember(chain, [], live=live)
             return sample
 
         # The call objects of frame contexts (they die with their frame: read while stopped).
@@ -700,7 +751,7 @@ class StackReader:
             sample.lines = self._capture_lines(chain, at, live)
         else:
             sample.known = self._keep_known(plan, got, first, chain, cells, frames)
-        self._remember(chain, cells)
+        self._remember(chain, cells, live=live)
         return sample
 
     def _keep_known(
@@ -724,9 +775,10 @@ class StackReader:
         cell_links = _gather(plan, list(dict.fromkeys(cells)), "Q24xQQ", 48)
         if cell_links is None or cell_links.size > got:
             return None
-        if plan is not self._known_plan or len(self._known) >= _KNOWN_STACKS:
-            self._known_plan = plan
-            self._known = {}
+        if plan is not self._known_plan:
+            return None  # a plan made since (`_learn`) recognises what this one did
+        if len(self._known) >= _KNOWN_STACKS:
+            self._known.clear()
         buf = plan.buffer
         same = _Same(
             head=head,
@@ -893,7 +945,11 @@ class StackReader:
         return name
 
     def finish(self, raw: RawSample) -> Stack:
-        """The named stack of a captured sample. Safe to call while the target runs."""
+        """The named stack of a captured sample. Safe to call while the target runs.
+
+        Also learns from a sample decoded while the target was stopped (`_remember`).
+        """
+        self._learn()
         known = raw.known
         if known is None or raw.lines is not None:
             return self._finish(raw)

@@ -160,13 +160,14 @@ class FakePlan:
         trailing: list[tuple[Address, int]],
         speculative: list[tuple[Address, int]],
     ) -> None:
-        """Lay out each distinct region once, in order; trailing ones again."""
+        """Lay out each distinct region once, leading ones first, then the others in address
+        order (as LivePlan does); trailing ones again; guesses last."""
         self.memory = memory
         self.offsets: dict[Address, int] = {}
         self.regions: list[tuple[Address, int]] = []
         self.trailing_offsets: list[int] = []
         offset = 0
-        for address, size in [*leading, *regions]:
+        for address, size in [*leading, *sorted(regions)]:
             if address and address not in self.offsets:
                 self.offsets[address] = offset
                 self.regions.append((address, size))

@@ -287,6 +287,14 @@ def test_a_reader_with_history_names_every_stack_as_a_fresh_reader_does(
     calls, symbols = _calls_and_symbols(segments, layout, contexts)
     memory = FakeMemory({k: bytes(v) for k, v in segments.items()})
     reader = StackReader(memory, image.binary(), layout, version)
+    if len(contexts) > 1 and data.draw(st.booleans(), label="detour first"):
+        # Known stacks, a detour long enough for new plans, and back: the plan the steps
+        # below start from took the loop's known stacks over from an earlier plan.
+        for head, count in ((contexts[0], 2), (contexts[-1], 2), (contexts[0], 2)):
+            struct.pack_into("<Q", segments[GLOBALS], 0, head)
+            memory.segments = {k: bytes(v) for k, v in segments.items()}
+            for _ in range(count):
+                take_sample(reader)
     for _ in range(data.draw(st.integers(1, 12), label="steps")):
         # WHEN R moves on: same addresses, other contents (or nothing changes at all)
         what = data.draw(st.sampled_from(["call", "car", "other", "head", "flag", "same"]))
@@ -327,6 +335,41 @@ def test_a_stack_seen_lately_is_recognised_without_walking_it() -> None:
         assert isinstance(stack, Stack)
         assert stack.names == ("f", "g", "h")
     assert reader.recognised >= 3
+
+
+def test_a_loop_stack_stays_recognised_across_a_detour_that_makes_new_plans() -> None:
+    # A detour to a shallower stack (Sys.time() between calls in a loop) makes the reader
+    # plan for that stack; back in the loop, the plan made for the loop's chain again
+    # recognises the loop's stacks known under the earlier plans, without walking them.
+    layout = LAYOUTS[(4, 2)]
+    image = build_image([Frame("f"), Frame("g"), Frame("h"), Frame("k")], layout)
+    segments = {k: bytearray(v) for k, v in image.segments.items()}
+    memory = FakeMemory({k: bytes(v) for k, v in segments.items()})
+    reader = StackReader(memory, image.binary(), layout, (4, 2))
+    innermost, outer = image.context_addresses[0], image.context_addresses[2]
+
+    def samples(head: int, count: int) -> tuple[str, ...]:
+        struct.pack_into("<Q", segments[GLOBALS], 0, head)
+        memory.segments = {k: bytes(v) for k, v in segments.items()}
+        names = set()
+        for _ in range(count):
+            stack = take_sample(reader)
+            assert isinstance(stack, Stack)
+            names.add(stack.names)
+        assert len(names) == 1
+        return names.pop()
+
+    assert samples(innermost, 4) == ("f", "g", "h", "k")
+    assert samples(outer, 3) == ("h", "k")  # the detour: plans for the shorter chain
+    before = reader.recognised
+    assert samples(innermost, 3) == ("f", "g", "h", "k")
+    # The first sample back is walked (the plan is the detour's); it lasted two samples,
+    # so the reader plans for it again, and that plan knows it: the third is recognised.
+    assert reader.recognised - before == 1
+    # Without taking the known stacks over, the plan would need a walk of its own first.
+    walked = reader.recognised
+    assert samples(innermost, 1) == ("f", "g", "h", "k")
+    assert reader.recognised == walked + 1
 
 
 # -- the Rprof.out reader ----------------------------------------------------------------------
