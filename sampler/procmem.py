@@ -98,7 +98,9 @@ class _IoVec(ctypes.Structure):
     _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
+# PyDLL: reads keep the GIL, like the ptrace calls (see sampler.ptrace): they take
+# microseconds, most of them while the target is stopped.
+_libc = ctypes.PyDLL(None, use_errno=True)
 _process_vm_readv = _libc.process_vm_readv
 _process_vm_readv.restype = ctypes.c_ssize_t
 _process_vm_readv.argtypes = (

@@ -59,10 +59,16 @@ _U64 = struct.Struct("<Q")
 # Kernel-internal restart codes a syscall returns when a stop interrupts it while it blocks.
 _RESTART_CODES = frozenset({512, 513, 514, 516, errno.EINTR})
 
-_libc = ctypes.CDLL(None, use_errno=True)
+# PyDLL: these calls keep the GIL. Each takes microseconds, and most run while the target
+# is stopped, where handing the GIL over costs time the target waits: another thread that
+# took it (xrtop's main thread streams samples) could hold it for milliseconds.
+_libc = ctypes.PyDLL(None, use_errno=True)
 _ptrace = _libc.ptrace
 _ptrace.restype = ctypes.c_long
 _ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
+_waitpid = _libc.waitpid
+_waitpid.restype = ctypes.c_int
+_waitpid.argtypes = (ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int)
 
 
 def queue_child_signals() -> None:
@@ -112,6 +118,7 @@ class Tracer:
         self.attached = False
         self.exit_status: int | None = None
         self._regs = ctypes.create_string_buffer(_X86_REGS.size)
+        self._status = ctypes.c_int()
         self._can_read_regs = os.uname().machine == "x86_64"
         self._group_stopped = False
         #: Whether `sleep()` can wait for SIGCHLD (blocked in this thread) or must poll.
@@ -133,7 +140,14 @@ class Tracer:
         Raises TargetGoneError, keeping the exit status, when the target has exited.
         """
         try:
-            pid, status = os.waitpid(self.tid, options | _WALL)
+            if options & os.WNOHANG:  # keeps the GIL (see _libc): the stop's polling loop
+                pid = _waitpid(self.tid, self._status, options | _WALL)
+                if pid < 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, os.strerror(code))  # ECHILD: ChildProcessError
+                status = self._status.value
+            else:  # sleeps: let the other threads run meanwhile
+                pid, status = os.waitpid(self.tid, options | _WALL)
         except ChildProcessError:
             self.attached = False
             raise TargetGoneError(f"process {self.tid} has exited") from None
