@@ -5,19 +5,23 @@ Run it with `make bench` (or `.venv/bin/python bench/run.py --quick` for a 1-min
 The target is bench/workload.R: a deterministic R loop that splits its time 70/30 between
 `work_a` and `work_b` at a chosen stack depth, and measures from inside R both its own
 split (Sys.time() around every call) and its throughput (loop units per second). Each
-configuration runs in a fresh R process, with an unprofiled run before and after it, so a
-slowdown is always a ratio of runs made minutes apart on the same machine:
+configuration runs in one fresh R process whose time alternates between unprofiled and
+profiled windows (alone, profiled, alone, ..., alone), so a slowdown is a ratio of windows
+seconds apart in the same process (the same memory layout, the same CPU, the same minute);
+runs of separate processes differ by a few per cent among themselves, more than the
+1 % this must resolve. The profiled windows are:
 
-- alone: no profiler (the baseline the slowdown is relative to);
-- Rprof: R's own profiler, started by the workload itself;
-- xrtop (blocking, the default) and xrtop --nonblocking, through `xrtop record -p PID`;
+- Rprof: R's own profiler, switched on and off by the workload itself (a file it checks);
+- xrtop (blocking, the default) and xrtop --nonblocking, through `xrtop record -p PID`,
+  attached for each window and detached after it;
 - xrtop's live view at 100 Hz (`xrtop -o FILE PID` in a 120x40 pseudo-terminal), for what
   the Textual app costs on top of sampling;
 - any other profiler given as a command template (`--other 'xrprof -p {pid} -F {hz} -o {out}'`,
   skipped with a note when its program is not installed).
 
-Per configuration it reports: slowdown (unprofiled throughput / profiled throughput, in the
-same window of the run), achieved vs requested rate, profiler CPU (% of one core, from the
+Per configuration it reports: slowdown (for each profiled window, the mean throughput of
+the unprofiled windows either side of it / its throughput; the mean of those, with its
+standard error), achieved vs requested rate, profiler CPU (% of one core, from the
 profiler process's /proc times over the window), the error of the measured work_a share
 against R's own measurement (with the binomial standard error of that many samples, the
 noise floor), and for xrtop the time the target was stopped per sample (median and p99, from
@@ -60,7 +64,8 @@ sys.path.insert(0, str(ROOT))
 from sampler.rprof import read_rprof  # noqa: E402
 
 WORKLOAD = ROOT / "bench" / "workload.R"
-SETTLE = 0.8  # seconds after the workload is ready (or the profiler attached) before measuring
+SETTLE = 0.8  # seconds after the workload is ready before the first window
+ATTACHED_SETTLE = 0.2  # seconds after a profiler attached (or left) before a window opens
 LIVE_SETTLE = 3.0  # seconds for the live view to start (imports, first screen) and attach
 GOALS = {  # issue #9: what xrtop must do on a quiet 2-core machine
     "stop_median_us": {13: 60.0, 37: 150.0},
@@ -82,11 +87,26 @@ class Config:
     """One way of running the workload."""
 
     label: str
-    kind: str  # "alone", "rprof", "xrtop" (record), "live" (the live view), "other"
+    kind: str  # "rprof", "xrtop" (record), "live" (the live view), "other"
     hz: float = 0.0
     nonblocking: bool = False
     template: str = ""
     perf: bool = False  # also record the target's stops as the scheduler saw them
+
+
+@dataclass
+class Window:
+    """One measured stretch of a run: its wall-clock bounds, and CPU seconds used in it."""
+
+    start: float
+    stop: float
+    profiled: bool
+    profiler_cpu: float = math.nan  # the profiler process's (profiled windows)
+    target_cpu: float = math.nan  # R's
+
+    @property
+    def seconds(self) -> float:
+        return self.stop - self.start
 
 
 @dataclass
@@ -95,13 +115,19 @@ class Run:
 
     config: Config
     depth: int
-    throughput: float = math.nan  # work units per second in the window
+    windows: list[Window] = field(default_factory=list)
+    slowdown: float = math.nan  # mean over profiled windows of (alone either side / it)
+    slowdown_se: float = math.nan  # standard error of that mean
     true_share: float = math.nan  # work_a's share of work_a + work_b time, per R
     samples_a: int = 0
     samples_b: int = 0
+    samples: int = 0  # all samples the profiler wrote
+    profiler_seconds: float = 0.0  # how long the profiler was attached, in all
+    stats_seconds: float = 0.0  # sampling seconds xrtop's own statistics cover
     achieved_hz: float = math.nan
     cpu_pct: float = math.nan
-    target_cpu_pct: float = math.nan  # R's own CPU over the window: < ~95 % alone = contended
+    target_cpu_pct: float = math.nan  # R's own CPU in profiled windows
+    target_cpu_alone_pct: float = math.nan  # ... and in the unprofiled ones (< ~95 %: contended)
     stop_us: list[float] = field(default_factory=list)
     torn: int = 0
     attempts: int = 0
@@ -147,23 +173,22 @@ def read_rounds(path: Path) -> list[tuple[float, int, float, float]]:
     for line in path.read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
-        end, units, ta, tb = line.split()
+        end, units, ta, tb = line.split()[:4]
         rounds.append((float(end), int(units), float(ta), float(tb)))
     return rounds
 
 
 def window_stats(
     rounds: list[tuple[float, int, float, float]], start: float, stop: float
-) -> tuple[float, float]:
-    """(units per second, work_a's share of time) over the rounds ending in [start, stop]."""
+) -> tuple[float, float, float]:
+    """(units per second, seconds in work_a, seconds in work_b) over the rounds ending in
+    [start, stop]; NaNs when fewer than three rounds ended there."""
     inside = [r for r in rounds if start <= r[0] <= stop]
     if len(inside) < 3:
-        return math.nan, math.nan
+        return math.nan, math.nan, math.nan
     work = sum(r[1] for r in inside[1:])
     seconds = inside[-1][0] - inside[0][0]
-    ta = sum(r[2] for r in inside)
-    tb = sum(r[3] for r in inside)
-    return work / seconds, ta / (ta + tb)
+    return work / seconds, sum(r[2] for r in inside), sum(r[3] for r in inside)
 
 
 def count_shares(path: Path) -> tuple[int, int, int]:
@@ -188,107 +213,205 @@ def cpu_seconds(proc: psutil.Process) -> float:
         return math.nan
 
 
-def run_once(config: Config, depth: int, seconds: float, tmp: Path, index: int) -> Run:
-    """Run the workload once under `config`; measure over `seconds` of steady state."""
+@dataclass
+class Attached:
+    """A profiler attached to the workload for one profiled window."""
+
+    proc: subprocess.Popen[bytes] | None  # None for Rprof (it runs inside R)
+    out: Path
+    stats: Path
+    began: float
+    master: int | None = None  # the live view's terminal
+    perf: subprocess.Popen[bytes] | None = None
+    perf_data: Path | None = None
+    switch: Path | None = None  # Rprof is on while this file exists (bench/workload.R)
+
+    @property
+    def process(self) -> psutil.Process | None:
+        return psutil.Process(self.proc.pid) if self.proc is not None else None
+
+
+def attach_profiler(config: Config, pid: int, base: Path, seconds: float, switch: Path) -> Attached:
+    """Start profiling the workload for a window of `seconds`; returns when the window may
+    open (the profiler samples and has settled)."""
+    out, stats = base.with_suffix(".out"), base.with_suffix(".stats.json")
+    attached = Attached(None, out, stats, time.time())
+    if config.perf:
+        attached.perf_data = base.with_suffix(".perf.data")
+        attached.perf = start_perf(pid, attached.perf_data)
+    if config.kind == "rprof":
+        attached.switch = switch
+        switch.touch()  # the workload switches Rprof on before its next round
+    elif config.kind == "xrtop":
+        cmd = [*xrtop_command(), "record", "-p", str(pid), "-F", f"{config.hz:g}"]
+        cmd += ["-d", f"{ATTACHED_SETTLE + seconds + 0.1:g}", "-o", str(out), "-v"]
+        if config.nonblocking:
+            cmd.append("--nonblocking")
+        attached.proc = subprocess.Popen(
+            cmd, env={**os.environ, "XRTOP_BENCH_STATS": str(stats)}, stderr=subprocess.PIPE
+        )
+        assert attached.proc.stderr is not None
+        line = attached.proc.stderr.readline().decode(errors="replace")  # "sampling R ..."
+        if "sampling" not in line:
+            rest = attached.proc.stderr.read().decode(errors="replace")
+            raise RuntimeError(f"xrtop record did not start: {line}{rest}")
+    elif config.kind == "live":
+        attached.proc, attached.master = start_live_view(pid, config.hz, out)
+        time.sleep(LIVE_SETTLE - ATTACHED_SETTLE)
+    elif config.kind == "other":
+        cmd = shlex.split(
+            config.template.format(pid=pid, hz=f"{config.hz:g}", out=out, seconds=seconds + 1)
+        )
+        attached.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5 - ATTACHED_SETTLE)
+    time.sleep(ATTACHED_SETTLE)
+    return attached
+
+
+def detach_profiler(config: Config, attached: Attached, run: Run, pid: int) -> None:
+    """End the window's profiling (`xrtop record` ends by itself) and add what the
+    profiler measured to `run` (Rprof's samples are counted once, after the run)."""
+    proc = attached.proc
+    if attached.switch is not None:
+        attached.switch.unlink()  # Rprof off from the workload's next round
+    if proc is not None:
+        if config.kind in ("other", "live"):
+            proc.terminate()
+        _, err = proc.communicate(timeout=60)
+        if proc.returncode not in (0, -15) and config.kind == "xrtop":
+            raise RuntimeError(f"xrtop record failed: {(err or b'').decode(errors='replace')}")
+    run.profiler_seconds += time.time() - attached.began
+    if attached.master is not None:
+        os.close(attached.master)
+        attached.master = None
+    if attached.perf is not None and attached.perf_data is not None:
+        stops, to_wakeup = stop_perf(attached.perf, attached.perf_data, pid)
+        attached.perf = None
+        run.perf_stop_us += stops
+        run.perf_to_wakeup += to_wakeup
+    if config.kind != "rprof":
+        add_samples(run, attached.out)
+    if attached.stats.exists():
+        stats = json.loads(attached.stats.read_text())
+        weight = stats["elapsed"]
+        so_far = 0.0 if math.isnan(run.achieved_hz) else run.achieved_hz * run.stats_seconds
+        run.stats_seconds += weight
+        run.achieved_hz = (so_far + stats["achieved_hz"] * weight) / run.stats_seconds
+        run.stop_us += [t * 1e6 for t in stats["stop_times"]]
+        run.torn += stats["errors"].get("torn", 0)
+        run.attempts += stats["samples"] + stats["empty"] + sum(stats["errors"].values())
+
+
+def kill_profiler(attached: Attached) -> None:
+    """Clean up after a failed window: nothing of the profiler may outlive the run."""
+    if attached.switch is not None:
+        attached.switch.unlink(missing_ok=True)
+    for proc in (attached.proc, attached.perf):
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if attached.master is not None:
+        os.close(attached.master)
+
+
+def add_samples(run: Run, out: Path) -> None:
+    """Count the work_a / work_b samples of a profiler's output file into `run`."""
+    if not out.exists() or not out.stat().st_size:
+        run.note = f"no output in {out.name}"
+        return
+    try:
+        a, b, total = count_shares(out)
+    except Exception as err:  # another profiler's output may not be Rprof's format
+        run.note = f"cannot read its output: {err}"
+        return
+    run.samples_a += a
+    run.samples_b += b
+    run.samples += total
+
+
+def measure(
+    r_process: psutil.Process, profiler: psutil.Process | None, seconds: float, profiled: bool
+) -> Window:
+    """One window of `seconds`, with the CPU seconds R and the profiler used in it."""
+    start = time.time()
+    cpu0 = cpu_seconds(profiler) if profiler is not None else math.nan
+    r_cpu0 = cpu_seconds(r_process)
+    time.sleep(seconds)
+    stop = time.time()
+    cpu1 = cpu_seconds(profiler) if profiler is not None else math.nan
+    return Window(start, stop, profiled, cpu1 - cpu0, cpu_seconds(r_process) - r_cpu0)
+
+
+def run_once(
+    config: Config, depth: int, windows: int, seconds: float, tmp: Path, index: int
+) -> Run:
+    """Run the workload once: `windows` profiled windows of `seconds` under `config`, each
+    between two unprofiled ones, in one R process."""
     run = Run(config, depth)
     base = tmp / f"run{index:03d}"
     ready, result, stop_file = (base.with_suffix(s) for s in (".ready", ".result", ".stop"))
-    out, stats_file = base.with_suffix(".out"), base.with_suffix(".stats.json")
-    argv = ["Rscript", str(WORKLOAD), str(depth), str(seconds + 60), str(result), str(stop_file)]
+    switch, rprof_out = base.with_suffix(".rprof-on"), base.with_suffix(".Rprof.out")
+    budget = windows * (2 * seconds + LIVE_SETTLE + 10) + seconds + 60
+    argv = ["Rscript", str(WORKLOAD), str(depth), f"{budget:g}", str(result), str(stop_file)]
     if config.kind == "rprof":
-        argv += [str(out), f"{1.0 / config.hz:g}"]
+        argv += [str(rprof_out), f"{1.0 / config.hz:g}", str(switch)]
     env = {**os.environ, "XRTOP_READY": str(ready)}
     target = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
-    profiler: subprocess.Popen[bytes] | None = None
-    master: int | None = None  # the live view's terminal
-    perf: subprocess.Popen[bytes] | None = None
-    perf_data = base.with_suffix(".perf.data")
+    attached: Attached | None = None
     try:
         pid = int(wait_for_file(ready, 60, target))
-        start = time.time() + SETTLE
-        if config.perf:
-            perf = start_perf(pid, perf_data)
-        if config.kind == "xrtop":
-            cmd = [*xrtop_command(), "record", "-p", str(pid), "-F", f"{config.hz:g}"]
-            cmd += ["-d", f"{seconds + 1.0:g}", "-o", str(out), "-v"]
-            if config.nonblocking:
-                cmd.append("--nonblocking")
-            profiler = subprocess.Popen(
-                cmd,
-                env={**os.environ, "XRTOP_BENCH_STATS": str(stats_file)},
-                stderr=subprocess.PIPE,
-            )
-            assert profiler.stderr is not None
-            line = profiler.stderr.readline().decode(errors="replace")  # "sampling R ..."
-            if "sampling" not in line:
-                rest = profiler.stderr.read().decode(errors="replace")
-                raise RuntimeError(f"xrtop record did not start: {line}{rest}")
-            start = max(start, time.time() + 0.2)
-        elif config.kind == "live":
-            profiler, master = start_live_view(pid, config.hz, out)
-            start = max(start, time.time() + LIVE_SETTLE)
-        elif config.kind == "other":
-            cmd = shlex.split(
-                config.template.format(pid=pid, hz=f"{config.hz:g}", out=out, seconds=seconds + 1)
-            )
-            profiler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            start = max(start, time.time() + 0.5)
-        ps = psutil.Process(profiler.pid) if profiler is not None else None
         r_process = psutil.Process(pid)
-        time.sleep(max(0.0, start - time.time()))
-        cpu0 = cpu_seconds(ps) if ps else math.nan
-        r_cpu0 = cpu_seconds(r_process)
-        time.sleep(seconds)
-        stop = time.time()
-        cpu1 = cpu_seconds(ps) if ps else math.nan
-        r_cpu1 = cpu_seconds(r_process)
-        run.cpu_pct = (cpu1 - cpu0) / (stop - start) * 100
-        run.target_cpu_pct = (r_cpu1 - r_cpu0) / (stop - start) * 100
-        if profiler is not None:
-            if config.kind in ("other", "live"):
-                profiler.terminate()
-            _, err = profiler.communicate(timeout=60)
-            if profiler.returncode not in (0, -15) and config.kind == "xrtop":
-                raise RuntimeError(f"xrtop record failed: {err.decode(errors='replace')}")
-        if perf is not None:
-            run.perf_stop_us, run.perf_to_wakeup = stop_perf(perf, perf_data, pid)
-            perf = None
+        time.sleep(SETTLE)
+        for k in range(windows):
+            run.windows.append(measure(r_process, None, seconds, profiled=False))
+            attached = attach_profiler(config, pid, tmp / f"{base.name}-{k}", seconds, switch)
+            run.windows.append(measure(r_process, attached.process, seconds, profiled=True))
+            detach_profiler(config, attached, run, pid)
+            attached = None
+            time.sleep(ATTACHED_SETTLE)
+        run.windows.append(measure(r_process, None, seconds, profiled=False))
     finally:
-        if perf is not None:
-            perf.kill()
-            perf.wait()
+        if attached is not None:
+            kill_profiler(attached)
         stop_file.touch()
         try:
             target.wait(60)
         except subprocess.TimeoutExpired:
             target.kill()
             target.wait()
-        if profiler is not None and profiler.poll() is None:
-            profiler.kill()
-            profiler.wait()
-        if master is not None:
-            os.close(master)
-    rounds = read_rounds(result)
-    run.throughput, run.true_share = window_stats(rounds, start, stop)
-    if config.kind != "alone" and out.exists() and out.stat().st_size:
-        try:
-            run.samples_a, run.samples_b, total = count_shares(out)
-        except Exception as err:  # another profiler's output may not be Rprof's format
-            run.note = f"cannot read its output: {err}"
-            total = 0
-        if config.kind == "rprof":
-            header = result.read_text().splitlines()[0].split()
-            started, stopped = float(header[4]), float(header[6])
-            run.achieved_hz = total / (stopped - started)
-        elif config.kind in ("other", "live"):
-            run.achieved_hz = total / (seconds + 1) if config.kind == "other" else math.nan
-    if stats_file.exists():
-        stats = json.loads(stats_file.read_text())
-        run.achieved_hz = stats["achieved_hz"]
-        run.stop_us = [t * 1e6 for t in stats["stop_times"]]
-        run.torn = stats["errors"].get("torn", 0)
-        run.attempts = stats["samples"] + stats["empty"] + sum(stats["errors"].values())
+    if config.kind == "rprof":
+        for k in range(windows):  # the workload numbers Rprof's files from 1
+            add_samples(run, rprof_out.with_name(f"{rprof_out.name}.{k + 1}"))
+        header = result.read_text().splitlines()[0].split()
+        run.achieved_hz = run.samples / float(header[header.index("rprof_seconds") + 1])
+    elif config.kind == "other" and run.profiler_seconds:
+        run.achieved_hz = run.samples / run.profiler_seconds
+    summarise_windows(run, read_rounds(result))
     return run
+
+
+def summarise_windows(run: Run, rounds: list[tuple[float, int, float, float]]) -> None:
+    """Slowdown, R's share and the CPU figures of `run`, from its windows."""
+    alone = [w for w in run.windows if not w.profiled]
+    profiled = [w for w in run.windows if w.profiled]
+    speed = {id(w): window_stats(rounds, w.start, w.stop) for w in run.windows}
+    ratios = []
+    for i, window in enumerate(profiled):
+        around = [speed[id(w)][0] for w in alone[i : i + 2]]
+        around = [x for x in around if not math.isnan(x)]
+        if around and not math.isnan(speed[id(window)][0]):
+            ratios.append(statistics.fmean(around) / speed[id(window)][0])
+    if ratios:
+        run.slowdown = statistics.fmean(ratios)
+        if len(ratios) > 1:
+            run.slowdown_se = statistics.stdev(ratios) / math.sqrt(len(ratios))
+    ta = sum(speed[id(w)][1] for w in profiled)
+    tb = sum(speed[id(w)][2] for w in profiled)
+    run.true_share = ta / (ta + tb) if ta + tb else math.nan
+    seconds = sum(w.seconds for w in profiled)
+    run.cpu_pct = sum(w.profiler_cpu for w in profiled) / seconds * 100
+    run.target_cpu_pct = sum(w.target_cpu for w in profiled) / seconds * 100
+    run.target_cpu_alone_pct = min(w.target_cpu / w.seconds * 100 for w in alone)
 
 
 def start_live_view(pid: int, hz: float, out: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -418,21 +541,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def summarise(runs: list[Run], schedule: list[Config]) -> list[dict[str, object]]:
-    """One row per profiled run: ratios against the unprofiled runs on either side."""
+def summarise(runs: list[Run]) -> list[dict[str, object]]:
+    """One row per run."""
     rows = []
-    for i, run in enumerate(runs):
-        if run.config.kind == "alone":
-            continue
-        around = [
-            r
-            for r in (runs[i - 1] if i else None, runs[i + 1] if i + 1 < len(runs) else None)
-            if r is not None and r.config.kind == "alone" and r.depth == run.depth
-        ]
-        neighbours = [r.throughput for r in around if not math.isnan(r.throughput)]
-        baseline = statistics.fmean(neighbours) if neighbours else math.nan
-        base_cpu = [r.target_cpu_pct for r in around if not math.isnan(r.target_cpu_pct)]
-        error_pp = abs(run.measured_share - run.true_share) * 100
+    for run in runs:
         rows.append(
             {
                 "depth": run.depth,
@@ -452,13 +564,18 @@ def summarise(runs: list[Run], schedule: list[Config]) -> list[dict[str, object]
                 "perf_stop_p99_us": percentile(run.perf_stop_us, 0.99),
                 "requested_hz": run.config.hz,
                 "achieved_hz": run.achieved_hz,
-                "slowdown": baseline / run.throughput,
+                "slowdown": run.slowdown,
+                "slowdown_se": run.slowdown_se,
+                "windows": sum(w.profiled for w in run.windows),
+                "window_s": statistics.fmean(w.seconds for w in run.windows)
+                if run.windows
+                else math.nan,
                 "cpu_pct": run.cpu_pct,
                 "r_cpu_pct": run.target_cpu_pct,
-                "r_cpu_alone_pct": min(base_cpu) if base_cpu else math.nan,
+                "r_cpu_alone_pct": run.target_cpu_alone_pct,
                 "true_share_pct": run.true_share * 100,
                 "measured_share_pct": run.measured_share * 100,
-                "share_error_pp": error_pp,
+                "share_error_pp": abs(run.measured_share - run.true_share) * 100,
                 "share_se_pp": run.share_se * 100,
                 "samples": run.samples_a + run.samples_b,
                 "stop_median_us": statistics.median(run.stop_us) if run.stop_us else math.nan,
@@ -473,7 +590,7 @@ def summarise(runs: list[Run], schedule: list[Config]) -> list[dict[str, object]
 
 def print_table(rows: list[dict[str, object]]) -> None:
     head = (
-        f"{'depth':>5} {'profiler':<27} {'slowdown':>8} {'req Hz':>6} {'got Hz':>7} "
+        f"{'depth':>5} {'profiler':<27} {'slowdown ±SE':>14} {'req Hz':>6} {'got Hz':>7} "
         f"{'CPU %':>6} {'R CPU %':>8} {'share % (R / prof)':>18} {'err pp':>6} {'±SE':>5} "
         f"{'stop med':>8} {'mean':>5} {'p99 us':>7} {'torn %':>6}"
     )
@@ -482,8 +599,9 @@ def print_table(rows: list[dict[str, object]]) -> None:
     for r in rows:
         share = f"{fmt(r['true_share_pct'], '.1f')} / {fmt(r['measured_share_pct'], '.1f')}"
         r_cpu = f"{fmt(r['r_cpu_pct'], '.0f')}/{fmt(r['r_cpu_alone_pct'], '.0f')}"
+        slowdown = f"{fmt(r['slowdown'], '.3f')} ±{fmt(r['slowdown_se'], '.3f')}"
         print(
-            f"{r['depth']:>5} {r['config']:<27} {fmt(r['slowdown'], '.3f'):>8} "
+            f"{r['depth']:>5} {r['config']:<27} {slowdown:>14} "
             f"{r['requested_hz']:>6g} {fmt(r['achieved_hz'], '.0f'):>7} "
             f"{fmt(r['cpu_pct'], '.1f', 'in R'):>6} {r_cpu:>8} {share:>18} "
             f"{fmt(r['share_error_pp'], '.2f'):>6} {fmt(r['share_se_pp'], '.2f'):>5} "
@@ -496,7 +614,7 @@ def print_table(rows: list[dict[str, object]]) -> None:
 
 
 def contended(row: dict[str, object]) -> bool:
-    """Whether R got less than 95 % of a core in the unprofiled runs around this one: then
+    """Whether R got less than 95 % of a core in an unprofiled window of this run: then
     other work competed for the CPUs, and wall-clock ratios mostly measure that."""
     alone = float(row["r_cpu_alone_pct"])  # type: ignore[arg-type]
     return math.isnan(alone) or alone < 95.0
@@ -632,7 +750,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="13 frames only, short runs (~1 min)")
     parser.add_argument("--depths", default=None, help="stack depths, e.g. 7,13,37")
-    parser.add_argument("--seconds", type=float, default=None, help="measured seconds per run")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per window")
+    parser.add_argument(
+        "--windows", type=int, default=None, help="profiled windows per configuration"
+    )
     parser.add_argument(
         "--other",
         action="append",
@@ -654,13 +775,14 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: Rscript is not installed (make r installs it)", file=sys.stderr)
         return 1
     depths = [int(d) for d in (args.depths or ("13" if args.quick else "7,13,37")).split(",")]
-    seconds = args.seconds or (3.0 if args.quick else 8.0)
+    seconds = args.seconds or (1.5 if args.quick else 2.0)
+    windows = args.windows or (2 if args.quick else 5)
     repeats = args.dump_repeats or (3 if args.quick else 7)
     configs = build_schedule(args)
-    n_runs = len(depths) * (2 * len(configs) + 1)
+    n_runs = len(depths) * len(configs)
     print(
-        f"bench: {n_runs} runs of {seconds:g} s measured (+ ~3 s each to start and settle), "
-        f"depths {depths}, {os.cpu_count()} CPUs, load average before: "
+        f"bench: {n_runs} runs, each {windows} profiled windows of {seconds:g} s between "
+        f"unprofiled ones, depths {depths}, {os.cpu_count()} CPUs, load average before: "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         file=sys.stderr,
     )
@@ -670,14 +792,11 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmpdir)
         index = 0
         for depth in depths:
-            schedule = [Config("alone", "alone")]
             for config in configs:
-                schedule += [config, Config("alone", "alone")]
-            for config in schedule:
                 index += 1
                 print(f"bench: [{index}/{n_runs}] {depth} frames, {config.label}", file=sys.stderr)
                 try:
-                    runs.append(run_once(config, depth, seconds, tmp, index))
+                    runs.append(run_once(config, depth, windows, seconds, tmp, index))
                 except (RuntimeError, subprocess.TimeoutExpired) as err:
                     print(f"bench:   failed: {err}", file=sys.stderr)
                     failed = Run(config, depth)
@@ -689,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as err:
             print(f"bench:   failed: {err}", file=sys.stderr)
             dump = []
-    rows = summarise(runs, configs)
+    rows = summarise(runs)
     load = os.getloadavg()
     version = subprocess.run(["Rscript", "--version"], capture_output=True, text=True)
     r_version = (version.stderr or version.stdout).strip().splitlines()[0]
@@ -697,18 +816,21 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"xrtop benchmark: {sys.platform}, {os.cpu_count()} CPUs, "
         f"{r_version}; "
-        f"{seconds:g} s measured per run; load average after: "
+        f"{windows} profiled windows of {seconds:g} s per run; load average after: "
         f"{' '.join(f'{x:.2f}' for x in load)}; took {time.monotonic() - began:.0f} s"
     )
     print(
-        "slowdown = unprofiled throughput (runs just before and after) / profiled throughput; "
-        "CPU = profiler process, % of one core;\n"
+        "Each row is one R process alternating unprofiled and profiled windows (alone, "
+        "profiled, alone, ...).\n"
+        "slowdown = throughput of the unprofiled windows either side / the profiled window's, "
+        "averaged over the windows, ± its standard error;\n"
+        "CPU = profiler process, % of one core; "
         "share = work_a's % of work_a+work_b time: R's own measurement / the profiler's "
         "samples; ±SE = binomial noise of that many samples;\n"
         "stop = microseconds the target was stopped per sample, median / mean / p99 (xrtop's "
         "own accounting; the mean is what slows the target);\n"
-        "R CPU % = the target's CPU over the window, in this run / in the unprofiled runs "
-        "around it;\n! = R got < 95 % of a core even unprofiled: the machine was busy, and "
+        "R CPU % = the target's CPU in the profiled windows / in the least of the unprofiled "
+        "ones;\n! = R got < 95 % of a core even unprofiled: the machine was busy, and "
         "slowdowns, rates and stops of that row measure the contention."
     )
     print()

@@ -1,9 +1,13 @@
 # Benchmark workload: a deterministic 70/30 split of time between work_a and work_b, at a
 # chosen stack depth, that measures its own split and throughput from inside R.
 #
-# Usage: Rscript workload.R DEPTH SECONDS RESULT [STOP_FILE [RPROF_FILE RPROF_INTERVAL]]
+# Usage: Rscript workload.R DEPTH SECONDS RESULT [STOP_FILE [RPROF_FILE RPROF_INTERVAL
+#        [RPROF_SWITCH]]]
 #
 # It runs for SECONDS, or until STOP_FILE exists (checked once a round, a few ms apart).
+# With RPROF_FILE, R's own profiler writes there from the start; with RPROF_SWITCH, only
+# while a file of that name exists (checked once a round), the Nth time to RPROF_FILE.N,
+# so a harness can alternate profiled and unprofiled windows in one process.
 #
 # Each round calls work_a(7 * u) then work_b(3 * u) at the bottom of a chain of `descend`
 # calls, so R's stack (as Rprof counts frames) is exactly DEPTH frames deep while either
@@ -12,8 +16,9 @@
 # alias with the rounds. Both work functions run the same byte-compiled loop, so time is
 # split 70/30 up to noise; the script measures the real split with Sys.time() around each
 # call and writes, per round: end time (seconds since the epoch), units done, seconds in
-# work_a, seconds in work_b. The harness turns that into throughput and the true share in
-# exactly the window a profiler was attached.
+# work_a, seconds in work_b, and whether Rprof was on (1) or off (0) for the round. The
+# harness turns that into throughput and the true share in exactly the windows a profiler
+# was attached. The header line gives the seconds Rprof was on in all.
 #
 # The PID is written to the file named by XRTOP_READY right before the measured loop, after
 # a warm-up that byte-compiles everything (the JIT compiles a closure on its second call).
@@ -24,6 +29,7 @@ result <- args[[3]]
 stop_file <- if (length(args) >= 4) args[[4]] else ""
 rprof_file <- if (length(args) >= 5) args[[5]] else ""
 rprof_interval <- if (length(args) >= 6) as.numeric(args[[6]]) else 0.01
+rprof_switch <- if (length(args) >= 7) args[[7]] else ""
 stopifnot(depth >= 4)
 
 UNIT <- 2000L # loop iterations per unit; a round is ~100 units, a few ms
@@ -68,14 +74,35 @@ ends <- numeric(max_rounds)
 units <- integer(max_rounds)
 ta <- numeric(max_rounds)
 tb <- numeric(max_rounds)
+profiled <- integer(max_rounds)
 
-if (nzchar(rprof_file)) Rprof(rprof_file, interval = rprof_interval)
+profiling <- FALSE
+rprof_on_at <- 0
+rprof_seconds <- 0
+rprof_windows <- 0L
+rprof <- function(on) {
+  now <- as.numeric(Sys.time())
+  if (on) {
+    rprof_windows <<- rprof_windows + 1L
+    to <- if (nzchar(rprof_switch)) paste0(rprof_file, ".", rprof_windows) else rprof_file
+    Rprof(to, interval = rprof_interval)
+    rprof_on_at <<- now
+  } else {
+    Rprof(NULL)
+    rprof_seconds <<- rprof_seconds + now - rprof_on_at
+  }
+  profiling <<- on
+}
+if (nzchar(rprof_file) && !nzchar(rprof_switch)) rprof(TRUE)
 ready <- Sys.getenv("XRTOP_READY")
 if (nzchar(ready)) writeLines(as.character(Sys.getpid()), ready)
 started <- as.numeric(Sys.time())
 deadline <- started + seconds
 k <- 0L
 repeat {
+  if (nzchar(rprof_switch) && file.exists(rprof_switch) != profiling) {
+    rprof(!profiling)
+  }
   u <- next_units()
   t <- run(u)
   now <- as.numeric(Sys.time())
@@ -84,12 +111,22 @@ repeat {
   units[k] <- u
   ta[k] <- t[[1]]
   tb[k] <- t[[2]]
+  profiled[k] <- as.integer(profiling)
   if (now >= deadline || k >= max_rounds) break
   if (nzchar(stop_file) && file.exists(stop_file)) break
 }
-if (nzchar(rprof_file)) Rprof(NULL)
+if (profiling) rprof(FALSE)
 stopped <- as.numeric(Sys.time())
 out <- file(result, "w")
-writeLines(sprintf("# depth %d started %.6f stopped %.6f", depth, started, stopped), out)
-writeLines(sprintf("%.6f %d %.7f %.7f", ends[1:k], units[1:k], ta[1:k], tb[1:k]), out)
+writeLines(
+  sprintf(
+    "# depth %d started %.6f stopped %.6f rprof_seconds %.6f",
+    depth, started, stopped, rprof_seconds
+  ),
+  out
+)
+writeLines(
+  sprintf("%.6f %d %.7f %.7f %d", ends[1:k], units[1:k], ta[1:k], tb[1:k], profiled[1:k]),
+  out
+)
 close(out)

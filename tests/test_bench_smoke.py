@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).parent.parent / "bench"
 
@@ -32,3 +37,51 @@ def test_ui_bench_runs_on_a_tiny_profile() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Top view" in out.stdout and "Tree view" in out.stdout
+
+
+@pytest.mark.skipif(shutil.which("Rscript") is None, reason="needs R")
+def test_the_profiling_bench_measures_every_configuration(tmp_path: Path) -> None:
+    # One profiled window of each configuration, at 7 frames: every row gets a slowdown
+    # from its unprofiled windows, a rate, and a share from the profiler's own samples.
+    report = tmp_path / "bench.json"
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "run.py"),
+            "--depths",
+            "7",
+            "--windows",
+            "1",
+            "--seconds",
+            "0.6",
+            "--no-perf",
+            "--dump-repeats",
+            "1",
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(report.read_text())["rows"]
+    kinds = sorted((r["kind"], r["requested_hz"], r["nonblocking"]) for r in rows)
+    assert kinds == [
+        ("live", 100.0, False),
+        ("rprof", 100.0, False),
+        ("rprof", 1000.0, False),
+        ("xrtop", 100.0, False),
+        ("xrtop", 100.0, True),
+        ("xrtop", 1000.0, False),
+        ("xrtop", 1000.0, True),
+    ]
+    for row in rows:
+        assert not row["note"], row
+        assert 0.5 < row["slowdown"] < 2.0, row
+        assert row["samples"] > 0 and 50 < row["true_share_pct"] < 90, row
+        if row["kind"] != "live":
+            assert row["achieved_hz"] > 0.5 * min(row["requested_hz"], 250.0), row
+        if row["kind"] == "xrtop" and not row["nonblocking"]:
+            assert math.isfinite(row["stop_median_us"]), row
