@@ -39,8 +39,12 @@ _LIVENESS_EVERY = 0.25  # seconds between checks that the PID is still the same 
 # Longest sleep between looks at the stop request in blocking mode (the tracer's sleep is
 # not interruptible by `stop()`).
 _LONGEST_SLEEP = 0.05
-# Reads of one sample in nonblocking mode before it is dropped as torn.
-_TORN_TRIES = 3
+# Reads of one sample in nonblocking mode before it is dropped as torn. R builds a deep
+# stack one call every microsecond or two, so three tries in a row (~30 us each at 37
+# frames) could all land inside one build-up (0.8 % of samples dropped); eight span about
+# a quarter of a millisecond, well within a sample's period even at 1000 Hz, and a moment
+# represented by one a little later biases a profile less than a moment left out.
+_TORN_TRIES = 8
 # In blocking mode the thread wakes this long before a sample is due and runs the stopped
 # half once while R runs (`StackReader.warm`), so that when R is stopped the code, the
 # kernel's paths and R's page tables are in this CPU's caches: a stop after a sleep costs
@@ -184,7 +188,7 @@ class SamplerThread(threading.Thread):
             # in the same system call, so a copy R changed meanwhile is known at once; it
             # is read again right away (a few microseconds later R has usually finished
             # the calls or returns it was making), and dropped and counted only when every
-            # try was torn.
+            # try was torn (see _TORN_TRIES).
             raw = None
             for _ in range(_TORN_TRIES):
                 got = reader.snapshot()
