@@ -69,7 +69,7 @@ _CELL = struct.Struct("<Q8x16x3Q")  # sxpinfo, (attrib), (gc links), CAR, CDR, T
 _HEAD = struct.Struct("<Q24xQ")  # sxpinfo and CAR
 #: Stacks kept per plan to recognise them in later snapshots (e.g. a loop's few callees).
 _KNOWN_STACKS = 16
-#: Chains whose known stacks a new plan takes over (`_make_plan`), most recent first.
+#: Chains whose known stacks a new plan takes over (`_take_over_known`); older ones are forgotten.
 _KNOWN_CHAINS = 8
 _CALLABLE = (CLOSXP, 7, 8)  # a closure, SPECIALSXP or BUILTINSXP
 #: The snapshot plan keeps the addresses the last this many samples needed. Each region
