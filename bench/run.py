@@ -96,11 +96,11 @@ class Config:
 
 @dataclass
 class Window:
-    """One measured stretch of a run: its wall-clock bounds, and CPU seconds used in it."""
+    """One measured stretch of a run: its wall-clock bounds, and CPU seconds used in it.
+    A run's windows alternate: alone, profiled, alone, ..., alone."""
 
     start: float
     stop: float
-    profiled: bool
     profiler_cpu: float = math.nan  # the profiler process's (profiled windows)
     target_cpu: float = math.nan  # R's
 
@@ -124,6 +124,7 @@ class Run:
     samples: int = 0  # all samples the profiler wrote
     profiler_seconds: float = 0.0  # how long the profiler was attached, in all
     stats_seconds: float = 0.0  # sampling seconds xrtop's own statistics cover
+    stats_rate_sum: float = 0.0  # their achieved rate times those seconds, summed
     achieved_hz: float = math.nan
     cpu_pct: float = math.nan
     target_cpu_pct: float = math.nan  # R's own CPU in profiled windows
@@ -173,7 +174,7 @@ def read_rounds(path: Path) -> list[tuple[float, int, float, float]]:
     for line in path.read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
-        end, units, ta, tb = line.split()[:4]
+        end, units, ta, tb = line.split()
         rounds.append((float(end), int(units), float(ta), float(tb)))
     return rounds
 
@@ -293,10 +294,8 @@ def detach_profiler(config: Config, attached: Attached, run: Run, pid: int) -> N
         add_samples(run, attached.out)
     if attached.stats.exists():
         stats = json.loads(attached.stats.read_text())
-        weight = stats["elapsed"]
-        so_far = 0.0 if math.isnan(run.achieved_hz) else run.achieved_hz * run.stats_seconds
-        run.stats_seconds += weight
-        run.achieved_hz = (so_far + stats["achieved_hz"] * weight) / run.stats_seconds
+        run.stats_seconds += stats["elapsed"]
+        run.stats_rate_sum += stats["achieved_hz"] * stats["elapsed"]
         run.stop_us += [t * 1e6 for t in stats["stop_times"]]
         run.torn += stats["errors"].get("torn", 0)
         run.attempts += stats["samples"] + stats["empty"] + sum(stats["errors"].values())
@@ -329,9 +328,7 @@ def add_samples(run: Run, out: Path) -> None:
     run.samples += total
 
 
-def measure(
-    r_process: psutil.Process, profiler: psutil.Process | None, seconds: float, profiled: bool
-) -> Window:
+def measure(r_process: psutil.Process, profiler: psutil.Process | None, seconds: float) -> Window:
     """One window of `seconds`, with the CPU seconds R and the profiler used in it."""
     start = time.time()
     cpu0 = cpu_seconds(profiler) if profiler is not None else math.nan
@@ -339,7 +336,7 @@ def measure(
     time.sleep(seconds)
     stop = time.time()
     cpu1 = cpu_seconds(profiler) if profiler is not None else math.nan
-    return Window(start, stop, profiled, cpu1 - cpu0, cpu_seconds(r_process) - r_cpu0)
+    return Window(start, stop, cpu1 - cpu0, cpu_seconds(r_process) - r_cpu0)
 
 
 def run_once(
@@ -363,13 +360,13 @@ def run_once(
         r_process = psutil.Process(pid)
         time.sleep(SETTLE)
         for k in range(windows):
-            run.windows.append(measure(r_process, None, seconds, profiled=False))
+            run.windows.append(measure(r_process, None, seconds))
             attached = attach_profiler(config, pid, tmp / f"{base.name}-{k}", seconds, switch)
-            run.windows.append(measure(r_process, attached.process, seconds, profiled=True))
+            run.windows.append(measure(r_process, attached.process, seconds))
             detach_profiler(config, attached, run, pid)
             attached = None
             time.sleep(ATTACHED_SETTLE)
-        run.windows.append(measure(r_process, None, seconds, profiled=False))
+        run.windows.append(measure(r_process, None, seconds))
     finally:
         if attached is not None:
             kill_profiler(attached)
@@ -386,27 +383,27 @@ def run_once(
         run.achieved_hz = run.samples / float(header[header.index("rprof_seconds") + 1])
     elif config.kind == "other" and run.profiler_seconds:
         run.achieved_hz = run.samples / run.profiler_seconds
+    elif run.stats_seconds:  # xrtop: its own count, weighted by each window's length
+        run.achieved_hz = run.stats_rate_sum / run.stats_seconds
     summarise_windows(run, read_rounds(result))
     return run
 
 
 def summarise_windows(run: Run, rounds: list[tuple[float, int, float, float]]) -> None:
     """Slowdown, R's share and the CPU figures of `run`, from its windows."""
-    alone = [w for w in run.windows if not w.profiled]
-    profiled = [w for w in run.windows if w.profiled]
-    speed = {id(w): window_stats(rounds, w.start, w.stop) for w in run.windows}
+    alone, profiled = run.windows[0::2], run.windows[1::2]
+    speed = [window_stats(rounds, w.start, w.stop) for w in run.windows]
     ratios = []
-    for i, window in enumerate(profiled):
-        around = [speed[id(w)][0] for w in alone[i : i + 2]]
-        around = [x for x in around if not math.isnan(x)]
-        if around and not math.isnan(speed[id(window)][0]):
-            ratios.append(statistics.fmean(around) / speed[id(window)][0])
+    for i in range(1, len(run.windows) - 1, 2):
+        around = [x for x in (speed[i - 1][0], speed[i + 1][0]) if not math.isnan(x)]
+        if around and not math.isnan(speed[i][0]):
+            ratios.append(statistics.fmean(around) / speed[i][0])
     if ratios:
         run.slowdown = statistics.fmean(ratios)
         if len(ratios) > 1:
             run.slowdown_se = statistics.stdev(ratios) / math.sqrt(len(ratios))
-    ta = sum(speed[id(w)][1] for w in profiled)
-    tb = sum(speed[id(w)][2] for w in profiled)
+    ta = sum(share[1] for share in speed[1::2])
+    tb = sum(share[2] for share in speed[1::2])
     run.true_share = ta / (ta + tb) if ta + tb else math.nan
     seconds = sum(w.seconds for w in profiled)
     run.cpu_pct = sum(w.profiler_cpu for w in profiled) / seconds * 100
@@ -566,10 +563,7 @@ def summarise(runs: list[Run]) -> list[dict[str, object]]:
                 "achieved_hz": run.achieved_hz,
                 "slowdown": run.slowdown,
                 "slowdown_se": run.slowdown_se,
-                "windows": sum(w.profiled for w in run.windows),
-                "window_s": statistics.fmean(w.seconds for w in run.windows)
-                if run.windows
-                else math.nan,
+                "windows": len(run.windows) // 2,
                 "cpu_pct": run.cpu_pct,
                 "r_cpu_pct": run.target_cpu_pct,
                 "r_cpu_alone_pct": run.target_cpu_alone_pct,

@@ -16,9 +16,9 @@
 # alias with the rounds. Both work functions run the same byte-compiled loop, so time is
 # split 70/30 up to noise; the script measures the real split with Sys.time() around each
 # call and writes, per round: end time (seconds since the epoch), units done, seconds in
-# work_a, seconds in work_b, and whether Rprof was on (1) or off (0) for the round. The
-# harness turns that into throughput and the true share in exactly the windows a profiler
-# was attached. The header line gives the seconds Rprof was on in all.
+# work_a, seconds in work_b. The harness turns that into throughput and the true share in
+# exactly the windows a profiler was attached. The header line gives the seconds Rprof was
+# on in all.
 #
 # The PID is written to the file named by XRTOP_READY right before the measured loop, after
 # a warm-up that byte-compiles everything (the JIT compiles a closure on its second call).
@@ -74,7 +74,6 @@ ends <- numeric(max_rounds)
 units <- integer(max_rounds)
 ta <- numeric(max_rounds)
 tb <- numeric(max_rounds)
-profiled <- integer(max_rounds)
 
 profiling <- FALSE
 rprof_on_at <- 0
@@ -111,7 +110,6 @@ repeat {
   units[k] <- u
   ta[k] <- t[[1]]
   tb[k] <- t[[2]]
-  profiled[k] <- as.integer(profiling)
   if (now >= deadline || k >= max_rounds) break
   if (nzchar(stop_file) && file.exists(stop_file)) break
 }
@@ -126,7 +124,7 @@ writeLines(
   out
 )
 writeLines(
-  sprintf("%.6f %d %.7f %.7f %d", ends[1:k], units[1:k], ta[1:k], tb[1:k], profiled[1:k]),
+  sprintf("%.6f %d %.7f %.7f", ends[1:k], units[1:k], ta[1:k], tb[1:k]),
   out
 )
 close(out)
