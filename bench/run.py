@@ -13,7 +13,8 @@ runs of separate processes differ by a few per cent among themselves, more than 
 
 - Rprof: R's own profiler, switched on and off by the workload itself (a file it checks);
 - xrtop (blocking, the default) and xrtop --nonblocking, through `xrtop record -p PID`,
-  attached for each window and detached after it;
+  attached for each window and detached after it; at 1000 Hz also xrtop --no-cpu-poll
+  (idle CPUs may halt while R is stopped), when the default can make them poll (root);
 - xrtop's live view at 100 Hz (`xrtop -o FILE PID` in a 120x40 pseudo-terminal), for what
   the Textual app costs on top of sampling;
 - any other profiler given as a command template (`--other 'xrprof -p {pid} -F {hz} -o {out}'`,
@@ -61,6 +62,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sampler.ptrace import CPU_LATENCY_DEVICE  # noqa: E402
+from sampler.ptrace import IdlePolling  # noqa: E402
 from sampler.rprof import read_rprof  # noqa: E402
 
 WORKLOAD = ROOT / "bench" / "workload.R"
@@ -90,6 +93,7 @@ class Config:
     kind: str  # "rprof", "xrtop" (record), "live" (the live view), "other"
     hz: float = 0.0
     nonblocking: bool = False
+    cpu_poll: bool = True  # False: xrtop --no-cpu-poll
     template: str = ""
     perf: bool = False  # also record the target's stops as the scheduler saw them
 
@@ -248,6 +252,8 @@ def attach_profiler(config: Config, pid: int, base: Path, seconds: float, switch
         cmd += ["-d", f"{ATTACHED_SETTLE + seconds + 0.1:g}", "-o", str(out), "-v"]
         if config.nonblocking:
             cmd.append("--nonblocking")
+        if not config.cpu_poll:
+            cmd.append("--no-cpu-poll")
         attached.proc = subprocess.Popen(
             cmd, env={**os.environ, "XRTOP_BENCH_STATS": str(stats)}, stderr=subprocess.PIPE
         )
@@ -548,6 +554,7 @@ def summarise(runs: list[Run]) -> list[dict[str, object]]:
                 "config": run.config.label,
                 "kind": run.config.kind,
                 "nonblocking": run.config.nonblocking,
+                "cpu_poll": run.config.cpu_poll,
                 "perf": run.config.perf,
                 "perf_stops": len(run.perf_stop_us),
                 "perf_to_wakeup": run.perf_to_wakeup,
@@ -622,8 +629,13 @@ def check_goals(rows: list[dict[str, object]], dump: list[float]) -> list[tuple[
         return " !" if contended(row) else ""
 
     def pick(**want: object) -> list[dict[str, object]]:
-        # Runs under perf are there for the scheduler's view only: perf perturbs them.
-        return [r for r in rows if not r["perf"] and all(r[k] == v for k, v in want.items())]
+        # Runs under perf are there for the scheduler's view only (perf perturbs them), and
+        # --no-cpu-poll ones for comparison: the goals are the default's.
+        return [
+            r
+            for r in rows
+            if not r["perf"] and r["cpu_poll"] and all(r[k] == v for k, v in want.items())
+        ]
 
     for depth, limit in GOALS["stop_median_us"].items():
         for r in pick(kind="xrtop", nonblocking=False, depth=depth):
@@ -722,6 +734,14 @@ def build_schedule(args: argparse.Namespace) -> list[Config]:
         configs.append(Config("Rprof 1000 Hz (asked)", "rprof", 1000.0))
     for hz in (100.0, 1000.0):
         configs.append(Config(f"xrtop {hz:g} Hz", "xrtop", hz))
+    if IdlePolling().active:  # only then does --no-cpu-poll change anything
+        configs.append(Config("xrtop 1000 Hz --no-cpu-poll", "xrtop", 1000.0, cpu_poll=False))
+    else:
+        print(
+            f"bench: xrtop cannot make idle CPUs poll here ({CPU_LATENCY_DEVICE} needs root): "
+            "every xrtop row runs without it",
+            file=sys.stderr,
+        )
     for hz in (100.0, 1000.0):
         configs.append(Config(f"xrtop --nonblocking {hz:g} Hz", "xrtop", hz, nonblocking=True))
     configs.append(Config("xrtop live view 100 Hz", "live", 100.0))

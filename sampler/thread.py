@@ -27,6 +27,7 @@ from sampler.errors import XrtopError
 from sampler.model import SampleLog
 from sampler.model import SamplerStats
 from sampler.model import Stack
+from sampler.ptrace import IdlePolling
 from sampler.ptrace import Tracer
 from sampler.rstack import RawSample
 from sampler.target import Target
@@ -82,15 +83,23 @@ class SamplerThread(threading.Thread):
         *,
         rate_hz: float,
         blocking: bool = True,
+        poll_idle: bool = True,
         duration: float | None = None,
         on_sample: Callable[[Stack], None] | None = None,
         on_end: Callable[[State], None] | None = None,
     ) -> None:
-        """Prepare; `start()` attaches (ptrace) and begins sampling."""
+        """Prepare; `start()` attaches (ptrace) and begins sampling.
+
+        `poll_idle` (blocking mode): keep idle CPUs polling during each stop where xrtop may
+        (`IdlePolling`), so R runs again at once when continued.
+        """
         super().__init__(name=f"xrtop-sampler-{target.pid}", daemon=True)
         self.target = target
         self.log = log
         self.blocking = blocking
+        self.poll_idle = poll_idle
+        #: Opened by `run()` in blocking mode with `poll_idle`, closed when it ends.
+        self._idle_polling = IdlePolling(None)
         self.duration = duration
         self.on_sample = on_sample
         self.on_end = on_end
@@ -115,6 +124,11 @@ class SamplerThread(threading.Thread):
     def rate_hz(self) -> float:
         """The requested sampling rate."""
         return 1.0 / self._period
+
+    @property
+    def polls_idle(self) -> bool:
+        """Whether idle CPUs poll during this sampler's stops (see `IdlePolling`)."""
+        return self._idle_polling.active
 
     def set_rate(self, hz: float) -> None:
         """Change the sampling rate; takes effect from the next sample."""
@@ -154,29 +168,38 @@ class SamplerThread(threading.Thread):
             # exactly as it was at the stop. When the check fails, the rest is read now,
             # still stopped, so the sample is of this very moment either way.
             reader.warm()
-            began = time.perf_counter()
-            tracer.stop()
-            raw: RawSample | None = None
+            polling = self._idle_polling
+            polling.on()  # from before the stop to after it (see IdlePolling)
             try:
-                got = reader.snapshot()
-                if not reader.snapshot_complete(got):
-                    raw = reader.decode_stopped(got)
-                have_regs = tracer.save_registers()
+                began = time.perf_counter()
+                tracer.stop()
+                raw: RawSample | None = None
+                try:
+                    got = reader.snapshot()
+                    if not reader.snapshot_complete(got):
+                        raw = reader.decode_stopped(got)
+                    have_regs = tracer.save_registers()
+                finally:
+                    tracer.resume()
+                    stopped = time.perf_counter() - began
             finally:
-                tracer.resume()
-                stopped = time.perf_counter() - began
+                polling.off()
             if raw is None:
                 raw = reader.decode_snapshot(got)
             if raw is None:
                 # Only if the check and the decoder disagree (a bug): sample again.
-                began = time.perf_counter()
-                tracer.stop()
+                polling.on()
                 try:
-                    raw = reader.capture()
-                    have_regs = tracer.save_registers()
+                    began = time.perf_counter()
+                    tracer.stop()
+                    try:
+                        raw = reader.capture()
+                        have_regs = tracer.save_registers()
+                    finally:
+                        tracer.resume()
+                        stopped += time.perf_counter() - began
                 finally:
-                    tracer.resume()
-                    stopped += time.perf_counter() - began
+                    polling.off()
             raw.idle = have_regs and tracer.was_in_syscall()
             self.stop_times.append(stopped)
             with self._lock:
@@ -253,6 +276,8 @@ class SamplerThread(threading.Thread):
                     self.attach_error = err
                     self.state = State.FAILED
                     return
+            if tracer is not None and self.poll_idle:
+                self._idle_polling = IdlePolling()
             self.target.reader.set_recheck_head(tracer is None)
             try:
                 verify_layout(self.target, self._stopped_capture(tracer))
@@ -270,6 +295,7 @@ class SamplerThread(threading.Thread):
                 self._stats.count_error("internal", f"{type(err).__name__}: {err}")
             end_state = State.FAILED
         finally:
+            self._idle_polling.close()
             if tracer is not None:
                 tracer.detach()
                 self.exit_status = tracer.exit_status

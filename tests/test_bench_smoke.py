@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from sampler.ptrace import IdlePolling
+
 BENCH = Path(__file__).parent.parent / "bench"
 
 
@@ -67,15 +69,18 @@ def test_the_profiling_bench_measures_every_configuration(tmp_path: Path) -> Non
     )
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(report.read_text())["rows"]
-    kinds = sorted((r["kind"], r["requested_hz"], r["nonblocking"]) for r in rows)
+    kinds = sorted((r["kind"], r["requested_hz"], r["nonblocking"], r["cpu_poll"]) for r in rows)
+    # --no-cpu-poll runs where the default makes idle CPUs poll (root), for comparison
+    no_poll = [("xrtop", 1000.0, False, False)] if IdlePolling().active else []
     assert kinds == [
-        ("live", 100.0, False),
-        ("rprof", 100.0, False),
-        ("rprof", 1000.0, False),
-        ("xrtop", 100.0, False),
-        ("xrtop", 100.0, True),
-        ("xrtop", 1000.0, False),
-        ("xrtop", 1000.0, True),
+        ("live", 100.0, False, True),
+        ("rprof", 100.0, False, True),
+        ("rprof", 1000.0, False, True),
+        ("xrtop", 100.0, False, True),
+        ("xrtop", 100.0, True, True),
+        *no_poll,
+        ("xrtop", 1000.0, False, True),
+        ("xrtop", 1000.0, True, True),
     ]
     for row in rows:
         assert not row["note"], row

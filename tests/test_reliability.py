@@ -23,6 +23,8 @@ from conftest import RLauncher
 from conftest import RRun
 from conftest import rscript
 from conftest import wait_for
+from test_idle_polling import latency_limit
+from test_idle_polling import latency_reader
 
 from sampler.errors import EXIT_INTERNAL
 from sampler.model import SampleLog
@@ -41,6 +43,15 @@ def ready_pid(ready: Path) -> int:
 
 
 pytestmark = pytest.mark.live
+
+
+def cpu_latency_limit() -> int | None:
+    """The machine's CPU-latency limit now (None: the file needs root)."""
+    try:
+        with latency_reader() as fd:
+            return latency_limit(fd)
+    except PermissionError:
+        return None
 
 
 def run_unprofiled(tmp: Path, script: str, *args: str, timeout: float = 120) -> int:
@@ -138,6 +149,8 @@ def test_sigkill_of_xrtop_at_random_moments_leaves_the_target_running(
     run = r_launcher.start("checksum.R", steps, str(profiled))
     rng = random.Random(8)
     kills = 0
+    # (xrtop asks idle CPUs to poll around each stop, where it may: see IdlePolling)
+    limit_before = cpu_latency_limit()
     while kills < 25 and run.alive():
         out = tmp_path / f"kill-{kills}.out"
         proc = start_record(run.pid, out, "-F", "1000")
@@ -149,6 +162,8 @@ def test_sigkill_of_xrtop_at_random_moments_leaves_the_target_running(
             break
         # THEN after each kill the target is neither stopped nor traced
         assert_untouched(run)
+        # AND no request to keep CPUs polling outlives xrtop
+        assert cpu_latency_limit() == limit_before
         # AND the streamed file, if any, holds whole samples only
         text = out.read_text() if out.exists() else ""
         if text:

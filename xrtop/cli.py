@@ -89,6 +89,13 @@ def _sampling_flags(parser: argparse.ArgumentParser) -> None:
         help="never stop the target; drop and count samples torn by its running",
     )
     parser.add_argument(
+        "--no-cpu-poll",
+        dest="poll_idle",
+        action="store_false",
+        help="let idle CPUs sleep while R is stopped (by default, as root, they poll "
+        "through /dev/cpu_dma_latency so that R resumes at once)",
+    )
+    parser.add_argument(
         "--force-version",
         metavar="X.Y",
         help="read the target as R X.Y when its version cannot be detected",
@@ -170,6 +177,7 @@ def _sampling(args: argparse.Namespace) -> SamplingOptions:
     return SamplingOptions(
         rate_hz=args.rate,
         blocking=not args.nonblocking,
+        poll_idle=args.poll_idle,
         force_version=args.force_version,
         options=RprofOptions(
             lines=getattr(args, "lines", False),
@@ -267,9 +275,10 @@ def _sample_into(
         session.start()
         if args.verbose:
             target = session.target
+            polling = "; idle CPUs poll while R is stopped" if session.thread.polls_idle else ""
             print(
                 f"xrtop: sampling R {target.version_text} in PID {target.pid} at "
-                f"{sampling.rate_hz:g} Hz ({target.binary.opened_as})",
+                f"{sampling.rate_hz:g} Hz ({target.binary.opened_as}){polling}",
                 file=sys.stderr,
             )
         for note in capability_notes(session.target, sampling.options):

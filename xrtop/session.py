@@ -51,6 +51,7 @@ class SamplingOptions:
 
     rate_hz: float = 100.0
     blocking: bool = True
+    poll_idle: bool = True  # idle CPUs poll while R is stopped, where allowed (IdlePolling)
     force_version: str | None = None
     options: RprofOptions = field(default_factory=RprofOptions)
 
@@ -351,6 +352,7 @@ class Session:
             self.log,
             rate_hz=sampling.rate_hz,
             blocking=sampling.blocking,
+            poll_idle=sampling.poll_idle,
             duration=duration,
             on_sample=stream.add if stream is not None else None,
             on_end=lambda _state: self.ended.set(),

@@ -1,0 +1,110 @@
+"""Idle CPUs poll while R is stopped, and only then (the kernel's CPU-latency request)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import RLauncher
+from test_record import xrtop
+
+from sampler.model import SampleLog
+from sampler.ptrace import CPU_LATENCY_DEVICE
+from sampler.ptrace import IdlePolling
+from sampler.target import attach
+from sampler.thread import SamplerThread
+
+needs_root = pytest.mark.skipif(
+    not os.access(CPU_LATENCY_DEVICE, os.W_OK), reason=f"{CPU_LATENCY_DEVICE} needs root"
+)
+
+
+@contextlib.contextmanager
+def latency_reader() -> Iterator[int]:
+    """A descriptor to read the machine's CPU-latency limit from (opening it, even to
+    read, adds a request with the default value: it never lowers the limit)."""
+    fd = os.open(CPU_LATENCY_DEVICE, os.O_RDONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def latency_limit(fd: int) -> int:
+    """The limit in force now, in microseconds (0: idle CPUs poll)."""
+    value: int = struct.unpack("=i", os.pread(fd, 4, 0))[0]
+    return value
+
+
+def test_without_the_device_polling_does_nothing() -> None:
+    for path in (None, "/nonexistent/cpu_dma_latency", "/"):
+        polling = IdlePolling(path)
+        assert not polling.active
+        polling.on()
+        polling.off()
+        polling.close()
+
+
+def test_a_refused_request_turns_polling_off_instead_of_failing() -> None:
+    polling = IdlePolling("/dev/full")  # opens for writing; every write fails (ENOSPC)
+    assert polling.active
+    polling.on()
+    assert not polling.active
+    polling.off()
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("blocking", "poll_idle", "expect_polling"),
+    [(True, True, True), (True, False, False), (False, True, False)],
+    ids=["ptrace", "ptrace-no-cpu-poll", "nonblocking"],
+)
+def test_idle_cpus_poll_during_stops_only(
+    r_launcher: RLauncher, blocking: bool, poll_idle: bool, expect_polling: bool
+) -> None:
+    # GIVEN a busy R and the machine's CPU-latency limit before xrtop
+    run = r_launcher.start("busy.R", "60")
+    with latency_reader() as fd:
+        before = latency_limit(fd)
+        assert before > 0, "another process keeps CPUs polling: this test cannot tell"
+        # WHEN it is sampled at 1000 Hz while the limit is read as fast as possible
+        thread = SamplerThread(
+            attach(run.pid), SampleLog(1000), rate_hz=1000, blocking=blocking, poll_idle=poll_idle
+        )
+        thread.start()
+        thread.wait_ready()
+        seen_zero = reads = 0
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            seen_zero += latency_limit(fd) == 0
+            reads += 1
+        samples, polled = thread.stats().samples, thread.polls_idle
+        thread.stop()
+        after = latency_limit(fd)
+    # THEN idle CPUs polled only in blocking mode with polling on, and only part of the
+    # time (around stops, not all along), and the limit is as before once xrtop is done
+    assert samples > 300
+    assert polled is expect_polling
+    if expect_polling:
+        assert 0 < seen_zero < 0.5 * reads, (seen_zero, reads)
+    else:
+        assert seen_zero == 0
+    assert after == before
+
+
+@needs_root
+def test_record_says_when_cpus_poll_and_no_cpu_poll_turns_it_off(r_launcher: RLauncher) -> None:
+    run = r_launcher.start("busy.R", "60")
+    polled = xrtop("record", "-p", str(run.pid), "-d", "0.5", "-o", os.devnull, "-v")
+    assert polled.returncode == 0, polled.stderr
+    assert "idle CPUs poll while R is stopped" in polled.stderr
+    plain = xrtop(
+        "record", "-p", str(run.pid), "-d", "0.5", "-o", os.devnull, "-v", "--no-cpu-poll"
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert "sampling R" in plain.stderr
+    assert "idle CPUs poll" not in plain.stderr
