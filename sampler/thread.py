@@ -127,7 +127,8 @@ class SamplerThread(threading.Thread):
 
     @property
     def polls_idle(self) -> bool:
-        """Whether idle CPUs poll during this sampler's stops (see `IdlePolling`)."""
+        """Whether idle CPUs poll during this sampler's stops (while it samples; see
+        `IdlePolling`)."""
         return self._idle_polling.active
 
     def set_rate(self, hz: float) -> None:
