@@ -19,6 +19,7 @@ import time
 from array import array
 from collections.abc import Callable
 from enum import Enum
+from typing import TypeVar
 
 from sampler.errors import SampleError
 from sampler.errors import TargetGoneError
@@ -40,6 +41,7 @@ _LIVENESS_EVERY = 0.25  # seconds between checks that the PID is still the same 
 # Longest sleep between looks at the stop request in blocking mode (the tracer's sleep is
 # not interruptible by `stop()`).
 _LONGEST_SLEEP = 0.05
+_T = TypeVar("_T")
 # Reads of one sample in nonblocking mode before it is dropped as torn. R builds a deep
 # stack one call every microsecond or two, so three tries in a row (~30 us each at 37
 # frames) could all land inside one build-up (0.8 % of samples dropped); eight span about
@@ -169,38 +171,13 @@ class SamplerThread(threading.Thread):
             # exactly as it was at the stop. When the check fails, the rest is read now,
             # still stopped, so the sample is of this very moment either way.
             reader.warm()
-            polling = self._idle_polling
-            polling.on()  # from before the stop to after it (see IdlePolling)
-            try:
-                began = time.perf_counter()
-                tracer.stop()
-                raw: RawSample | None = None
-                try:
-                    got = reader.snapshot()
-                    if not reader.snapshot_complete(got):
-                        raw = reader.decode_stopped(got)
-                    have_regs = tracer.save_registers()
-                finally:
-                    tracer.resume()
-                    stopped = time.perf_counter() - began
-            finally:
-                polling.off()
+            (got, raw), have_regs, stopped = self._while_stopped(tracer, self._snapshot)
             if raw is None:
                 raw = reader.decode_snapshot(got)
             if raw is None:
                 # Only if the check and the decoder disagree (a bug): sample again.
-                polling.on()
-                try:
-                    began = time.perf_counter()
-                    tracer.stop()
-                    try:
-                        raw = reader.capture()
-                        have_regs = tracer.save_registers()
-                    finally:
-                        tracer.resume()
-                        stopped += time.perf_counter() - began
-                finally:
-                    polling.off()
+                captured, have_regs, again = self._while_stopped(tracer, reader.capture)
+                raw, stopped = captured, stopped + again
             raw.idle = have_regs and tracer.was_in_syscall()
             self.stop_times.append(stopped)
             with self._lock:
@@ -232,6 +209,32 @@ class SamplerThread(threading.Thread):
             raw.idle = self._thread_sleeping()
         return reader.finish(raw)
 
+    def _while_stopped(self, tracer: Tracer, read: Callable[[], _T]) -> tuple[_T, bool, float]:
+        """`read()` while the target is stopped, then its registers saved: the result,
+        whether the registers were saved, and the seconds the target was stopped. Idle
+        CPUs poll from before the stop to after it (`IdlePolling`)."""
+        polling = self._idle_polling
+        polling.on()
+        try:
+            began = time.perf_counter()
+            tracer.stop()
+            try:
+                result = read()
+                have_regs = tracer.save_registers()
+            finally:
+                tracer.resume()
+                stopped = time.perf_counter() - began
+        finally:
+            polling.off()
+        return result, have_regs, stopped
+
+    def _snapshot(self) -> tuple[int, RawSample | None]:
+        """The snapshot's byte count, and the sample decoded now if the snapshot lacks
+        something (`None`: decode it after resuming). Call while the target is stopped."""
+        reader = self.target.reader
+        got = reader.snapshot()
+        return got, None if reader.snapshot_complete(got) else reader.decode_stopped(got)
+
     def _stopped_capture(
         self, tracer: Tracer | None
     ) -> Callable[[], tuple[RawSample, bool | None]] | None:
@@ -241,13 +244,9 @@ class SamplerThread(threading.Thread):
         target = self.target
 
         def capture() -> tuple[RawSample, bool | None]:
-            tracer.stop()
-            try:
-                return target.reader.capture(), layout_discriminator(target)
-            finally:
-                tracer.resume()
+            return target.reader.capture(), layout_discriminator(target)
 
-        return capture
+        return lambda: self._while_stopped(tracer, capture)[0]
 
     def _thread_sleeping(self) -> bool:
         """Whether R's main thread sleeps (nonblocking mode reads /proc, not registers)."""

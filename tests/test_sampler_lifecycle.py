@@ -16,6 +16,7 @@ from conftest import wait_for
 from sampler.errors import NoSuchProcessError
 from sampler.errors import NotRProcessError
 from sampler.model import SampleLog
+from sampler.rstack import RawSample
 from sampler.target import attach
 from sampler.thread import SamplerThread
 from sampler.thread import State
@@ -127,3 +128,34 @@ def test_wrong_layout_is_refused_while_stopped(
     with pytest.raises(UnsupportedRError, match="does not check out"):
         thread.wait_ready()
     assert run.tracer() == 0
+
+
+def test_a_snapshot_the_decoder_rejects_is_sampled_again_while_stopped(
+    r_launcher: RLauncher,
+) -> None:
+    # GIVEN a reader whose decoder rejects every snapshot (what a bug in the check would do)
+    run = r_launcher.start("busy.R", "60")
+    target = attach(run.pid)
+    reader = target.reader
+    reader.decode_snapshot = lambda got: None  # type: ignore[method-assign]
+    full_capture = reader.capture
+    captures = []
+
+    def counted_capture() -> RawSample:
+        captures.append(1)
+        return full_capture()
+
+    reader.capture = counted_capture  # type: ignore[method-assign]
+    log = SampleLog(5000)
+    thread = SamplerThread(target, log, rate_hz=200)
+    thread.start()
+    thread.wait_ready()
+    time.sleep(0.5)
+    thread.stop()
+    # THEN the samples are taken again by a full capture, named as usual
+    stats = thread.stats()
+    assert stats.samples > 20 and not stats.errors
+    # (samples the check sent to a decode while stopped need no second stop)
+    assert len(captures) > 0.8 * stats.samples
+    stacks = list(log.iter_stacks())
+    assert sum("fib" in stack.names for stack in stacks) > 0.8 * len(stacks)
