@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-import time
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -40,6 +41,32 @@ def latency_limit(fd: int) -> int:
     return value
 
 
+_WATCHER = f"""
+import os, struct, time
+fd = os.open({CPU_LATENCY_DEVICE!r}, os.O_RDONLY)
+zero = reads = 0
+end = time.monotonic() + float(os.sys.argv[1])
+while time.monotonic() < end:
+    zero += struct.unpack("=i", os.pread(fd, 4, 0))[0] == 0
+    reads += 1
+print(zero, reads)
+"""
+
+
+def watch_latency(seconds: float) -> tuple[int, int]:
+    """(reads that found idle CPUs polling, all reads) of the limit, read in a loop for
+    `seconds` by another process."""
+    out = subprocess.run(
+        [sys.executable, "-c", _WATCHER, str(seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    )
+    zero, reads = out.stdout.split()
+    return int(zero), int(reads)
+
+
 def test_without_the_device_polling_does_nothing() -> None:
     for path in (None, "/nonexistent/cpu_dma_latency", "/"):
         polling = IdlePolling(path)
@@ -71,17 +98,14 @@ def test_idle_cpus_poll_during_stops_only(
     with latency_reader() as fd:
         before = latency_limit(fd)
         assert before > 0, "another process keeps CPUs polling: this test cannot tell"
-        # WHEN it is sampled at 1000 Hz while the limit is read as fast as possible
+        # WHEN it is sampled at 1000 Hz while another process reads the limit as fast as
+        # it can (not a thread of this one: the sampler keeps the GIL through each stop)
         thread = SamplerThread(
             attach(run.pid), SampleLog(1000), rate_hz=1000, blocking=blocking, poll_idle=poll_idle
         )
         thread.start()
         thread.wait_ready()
-        seen_zero = reads = 0
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:
-            seen_zero += latency_limit(fd) == 0
-            reads += 1
+        seen_zero, reads = watch_latency(1.0)
         samples, polled = thread.stats().samples, thread.polls_idle
         thread.stop()
         after = latency_limit(fd)
