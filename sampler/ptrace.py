@@ -41,12 +41,21 @@ PTRACE_LISTEN = 0x4208
 PTRACE_EVENT_STOP = 128
 _WALL = 0x40000000
 _GROUP_STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
-#: How long `stop()` polls for the stop before it sleeps in waitpid. A running thread stops
-#: within microseconds of the interrupt (one inter-processor interrupt), sooner than a
-#: sleeping waitpid would wake again (a wake-up costs ~13 us on a virtual machine, all of
-#: it time the target stays stopped); only a thread in uninterruptible sleep (disk I/O)
-#: takes longer, and for that one xrtop sleeps after this bound.
-_SPIN_FOR = 0.0005
+#: How long `stop()` polls for the stop before it sleeps in waitpid. A thread running on
+#: another CPU stops within microseconds of the interrupt (one inter-processor interrupt:
+#: 15-45 us on a 2-core virtual machine, 99th percentile), sooner than a sleeping waitpid
+#: would wake again (a wake-up costs ~13 us there, all of it time the target stays
+#: stopped). Polling longer only delays a thread that cannot run now: one in
+#: uninterruptible sleep (disk I/O), or one waiting for the very CPU this poll occupies.
+#: The scheduler sometimes puts R and xrtop's sampler on one CPU even where others idle;
+#: with a 500 us bound every such stop lasted 0.5 ms, with this one ~85 us.
+_SPIN_FOR = 0.00006
+#: After polling, `stop()` sleeps until SIGCHLD announces the stop, keeping the GIL, for
+#: up to this long; only then does it sleep in waitpid and let xrtop's other threads run.
+#: Had it let them run at once, a busy main thread (the live view drawing) would keep the
+#: GIL for up to 5 ms (Python's switch interval) while R stayed stopped: with R, the
+#: sampler and a busy main thread on one CPU, stops took 4.4 ms on average.
+_KEEP_GIL_FOR = 0.002
 #: Without queued SIGCHLD, `sleep()` looks for stops this often (each look is a wake-up,
 #: ~1 % of a core at this rate).
 _POLL_EVERY = 0.002
@@ -110,6 +119,43 @@ def child_signals_unblocked() -> Iterator[None]:
     finally:
         if was_blocked:
             signal.pthread_sigmask(signal.SIG_BLOCK, _CHILD_SIGNALS)
+
+
+_sigtimedwait = _libc.sigtimedwait
+_sigtimedwait.restype = ctypes.c_int
+_sigtimedwait.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
+
+
+def _signal_set(signals: set[signal.Signals]) -> ctypes.Array[ctypes.c_char]:
+    mask = ctypes.create_string_buffer(128)  # sigset_t: 1024 bits in glibc and musl
+    for signum in signals:
+        _libc.sigaddset(mask, int(signum))
+    return mask
+
+
+_CHILD_SIGNAL_SET = _signal_set(_CHILD_SIGNALS)
+_timeout = _Timespec()
+
+
+def _wait_child_signal(seconds: float) -> None:
+    """Sleep until SIGCHLD (blocked in the calling thread) or `seconds` pass, keeping the
+    GIL (`signal.sigtimedwait` would let the other threads take it)."""
+    _timeout.tv_sec, _timeout.tv_nsec = 0, max(int(seconds * 1e9), 0) % 1_000_000_000
+    _sigtimedwait(_CHILD_SIGNAL_SET, None, ctypes.byref(_timeout))
+
+
+def _bound_to_one_shared_cpu(tid: int) -> bool:
+    """Whether the calling thread and thread `tid` may both run on one and the same CPU
+    only (False when their affinities cannot be read)."""
+    try:
+        ours = os.sched_getaffinity(0)
+        return len(ours) == 1 and os.sched_getaffinity(tid) == ours
+    except OSError:
+        return False
 
 
 def _call(request: int, pid: int, data: int = 0, addr: int = 0) -> int:
@@ -178,6 +224,10 @@ class Tracer:
         self._group_stopped = False
         #: Whether `sleep()` can wait for SIGCHLD (blocked in this thread) or must poll.
         self.signals_queued = child_signals_queued()
+        #: Seconds `stop()` polls for the stop before it sleeps (see _SPIN_FOR). 0 where
+        #: the target can only run on the one CPU the calling thread is bound to (a
+        #: one-CPU machine or container): there it reaches its stop only once we sleep.
+        self.spin_for = 0.0 if _bound_to_one_shared_cpu(tid) else _SPIN_FOR
         try:
             _call(PTRACE_SEIZE, tid)
         except OSError as err:
@@ -217,14 +267,21 @@ class Tracer:
     def _wait_stop(self, spin_for: float = 0.0) -> None:
         """Wait for our interrupt's stop, passing every signal through to the target.
 
-        Polls for up to `spin_for` seconds before it sleeps in waitpid (see _SPIN_FOR).
+        Polls for up to `spin_for` seconds (see _SPIN_FOR), then, with SIGCHLD queued,
+        sleeps until it comes keeping the GIL for up to _KEEP_GIL_FOR, then sleeps in
+        waitpid.
         """
-        spin_until = time.perf_counter() + spin_for if spin_for else 0.0
+        now = time.perf_counter()
+        spin_until = now + spin_for
+        keep_gil_until = now + _KEEP_GIL_FOR if self.signals_queued else 0.0
         while True:
-            status = self._wait(os.WNOHANG if spin_until else 0)
+            status = self._wait(os.WNOHANG if now < spin_until or now < keep_gil_until else 0)
             if status is None:
-                if time.perf_counter() >= spin_until:
-                    spin_until = 0.0
+                if now >= spin_until:
+                    # A SIGCHLD left from an earlier stop only makes this return early: the
+                    # loop looks again.
+                    _wait_child_signal(keep_gil_until - now)
+                now = time.perf_counter()
                 continue
             if not os.WIFSTOPPED(status):
                 continue
@@ -293,7 +350,7 @@ class Tracer:
         except OSError as err:
             if err.errno != errno.ESRCH:
                 raise ReadPermissionError(f"cannot interrupt {self.tid}: {err.strerror}") from None
-        self._wait_stop(_SPIN_FOR)
+        self._wait_stop(self.spin_for)
 
     def resume(self) -> None:
         """Continue the thread (or leave it in the group stop the user asked for)."""
