@@ -17,6 +17,8 @@ runs of separate processes differ by a few per cent among themselves, more than 
   (idle CPUs may halt while R is stopped), when the default can make them poll (root);
 - xrtop's live view at 100 Hz (`xrtop -o FILE PID` in a 120x40 pseudo-terminal), for what
   the Textual app costs on top of sampling;
+- xrtop at 100 and 1000 Hz and its live view with R and xrtop bound to one CPU, as on a
+  one-CPU machine or container, where xrtop's work is taken from R's CPU time;
 - any other profiler given as a command template (`--other 'xrprof -p {pid} -F {hz} -o {out}'`,
   skipped with a note when its program is not installed).
 
@@ -53,6 +55,7 @@ import tempfile
 import termios
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -67,6 +70,8 @@ from sampler.ptrace import IdlePolling  # noqa: E402
 from sampler.rprof import read_rprof  # noqa: E402
 
 WORKLOAD = ROOT / "bench" / "workload.R"
+#: The CPU the one-CPU rows bind R and the profiler to.
+ONE_CPU = max(os.sched_getaffinity(0))
 SETTLE = 0.8  # seconds after the workload is ready before the first window
 ATTACHED_SETTLE = 0.2  # seconds after a profiler attached (or left) before a window opens
 LIVE_SETTLE = 3.0  # seconds for the live view to start (imports, first screen) and attach
@@ -97,6 +102,11 @@ class Config:
     window_factor: int = 1  # runs this many times the profiled windows of the others
     template: str = ""
     perf: bool = False  # also record the target's stops as the scheduler saw them
+    one_cpu: bool = False  # R and the profiler bound to one and the same CPU (see ONE_CPU)
+
+    def bind(self) -> Callable[[], None] | None:
+        """What a process of this run calls before it starts (for `Popen(preexec_fn=)`)."""
+        return (lambda: os.sched_setaffinity(0, {ONE_CPU})) if self.one_cpu else None
 
 
 @dataclass
@@ -256,7 +266,10 @@ def attach_profiler(config: Config, pid: int, base: Path, seconds: float, switch
         if not config.cpu_poll:
             cmd.append("--no-cpu-poll")
         attached.proc = subprocess.Popen(
-            cmd, env={**os.environ, "XRTOP_BENCH_STATS": str(stats)}, stderr=subprocess.PIPE
+            cmd,
+            env={**os.environ, "XRTOP_BENCH_STATS": str(stats)},
+            stderr=subprocess.PIPE,
+            preexec_fn=config.bind(),
         )
         assert attached.proc.stderr is not None
         line = attached.proc.stderr.readline().decode(errors="replace")  # "sampling R ..."
@@ -264,7 +277,7 @@ def attach_profiler(config: Config, pid: int, base: Path, seconds: float, switch
             rest = attached.proc.stderr.read().decode(errors="replace")
             raise RuntimeError(f"xrtop record did not start: {line}{rest}")
     elif config.kind == "live":
-        attached.proc, attached.master = start_live_view(pid, config.hz, out)
+        attached.proc, attached.master = start_live_view(pid, config.hz, out, config.bind())
         time.sleep(LIVE_SETTLE - ATTACHED_SETTLE)
     elif config.kind == "other":
         cmd = shlex.split(
@@ -360,7 +373,7 @@ def run_once(
     if config.kind == "rprof":
         argv += [str(rprof_out), f"{1.0 / config.hz:g}", str(switch)]
     env = {**os.environ, "XRTOP_READY": str(ready)}
-    target = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    target = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, preexec_fn=config.bind())
     attached: Attached | None = None
     try:
         pid = int(wait_for_file(ready, 60, target))
@@ -418,9 +431,12 @@ def summarise_windows(run: Run, rounds: list[tuple[float, int, float, float]]) -
     run.target_cpu_alone_pct = min(w.target_cpu / w.seconds * 100 for w in alone)
 
 
-def start_live_view(pid: int, hz: float, out: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_live_view(
+    pid: int, hz: float, out: Path, bind: Callable[[], None] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     """`xrtop PID` in a 120x40 pseudo-terminal, its screen output read and thrown away;
-    returns the process and the terminal's master side (close it when done)."""
+    returns the process and the terminal's master side (close it when done). `bind` runs
+    in the child before xrtop starts."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     cmd = [*xrtop_command(), "-F", f"{hz:g}", "-o", str(out), str(pid)]
@@ -431,6 +447,7 @@ def start_live_view(pid: int, hz: float, out: Path) -> tuple[subprocess.Popen[by
         stderr=slave,
         env={**os.environ, "TERM": "xterm-256color"},
         start_new_session=True,
+        preexec_fn=bind,
     )
     os.close(slave)
 
@@ -557,6 +574,7 @@ def summarise(runs: list[Run]) -> list[dict[str, object]]:
                 "nonblocking": run.config.nonblocking,
                 "cpu_poll": run.config.cpu_poll,
                 "perf": run.config.perf,
+                "one_cpu": run.config.one_cpu,
                 "perf_stops": len(run.perf_stop_us),
                 "perf_to_wakeup": run.perf_to_wakeup,
                 "xrtop_stops": len(run.stop_us),
@@ -592,7 +610,7 @@ def summarise(runs: list[Run]) -> list[dict[str, object]]:
 
 def print_table(rows: list[dict[str, object]]) -> None:
     head = (
-        f"{'depth':>5} {'profiler':<27} {'slowdown ±SE':>14} {'req Hz':>6} {'got Hz':>7} "
+        f"{'depth':>5} {'profiler':<29} {'slowdown ±SE':>14} {'req Hz':>6} {'got Hz':>7} "
         f"{'CPU %':>6} {'R CPU %':>8} {'share % (R / prof)':>18} {'err pp':>6} {'±SE':>5} "
         f"{'stop med':>8} {'mean':>5} {'p99 us':>7} {'torn %':>6}"
     )
@@ -603,7 +621,7 @@ def print_table(rows: list[dict[str, object]]) -> None:
         r_cpu = f"{fmt(r['r_cpu_pct'], '.0f')}/{fmt(r['r_cpu_alone_pct'], '.0f')}"
         slowdown = f"{fmt(r['slowdown'], '.3f')} ±{fmt(r['slowdown_se'], '.3f')}"
         print(
-            f"{r['depth']:>5} {r['config']:<27} {slowdown:>14} "
+            f"{r['depth']:>5} {r['config']:<29} {slowdown:>14} "
             f"{r['requested_hz']:>6g} {fmt(r['achieved_hz'], '.0f'):>7} "
             f"{fmt(r['cpu_pct'], '.1f', 'in R'):>6} {r_cpu:>8} {share:>18} "
             f"{fmt(r['share_error_pp'], '.2f'):>6} {fmt(r['share_se_pp'], '.2f'):>5} "
@@ -631,11 +649,14 @@ def check_goals(rows: list[dict[str, object]], dump: list[float]) -> list[tuple[
 
     def pick(**want: object) -> list[dict[str, object]]:
         # Runs under perf are there for the scheduler's view only (perf perturbs them), and
-        # --no-cpu-poll ones for comparison: the goals are the default's.
+        # --no-cpu-poll and one-CPU ones for comparison: the goals are the default's.
         return [
             r
             for r in rows
-            if not r["perf"] and r["cpu_poll"] and all(r[k] == v for k, v in want.items())
+            if not r["perf"]
+            and r["cpu_poll"]
+            and not r["one_cpu"]
+            and all(r[k] == v for k, v in want.items())
         ]
 
     for depth, limit in GOALS["stop_median_us"].items():
@@ -748,6 +769,10 @@ def build_schedule(args: argparse.Namespace) -> list[Config]:
     for hz in (100.0, 1000.0):
         configs.append(Config(f"xrtop --nonblocking {hz:g} Hz", "xrtop", hz, nonblocking=True))
     configs.append(Config("xrtop live view 100 Hz", "live", 100.0))
+    # A one-CPU machine or container: xrtop's work comes out of R's CPU time.
+    configs.append(Config("xrtop 100 Hz, 1 CPU", "xrtop", 100.0, one_cpu=True))
+    configs.append(Config("xrtop 1000 Hz, 1 CPU", "xrtop", 1000.0, one_cpu=True))
+    configs.append(Config("xrtop live view 100 Hz, 1 CPU", "live", 100.0, one_cpu=True))
     if args.perf and shutil.which("perf"):
         configs.append(Config("xrtop 1000 Hz, perf view", "xrtop", 1000.0, perf=True))
     elif args.perf:
@@ -854,7 +879,9 @@ def main(argv: list[str] | None = None) -> int:
         "stop = microseconds the target was stopped per sample, median / mean / p99 (xrtop's "
         "own accounting; the mean is what slows the target);\n"
         "R CPU % = the target's CPU in the profiled windows / in the least of the unprofiled "
-        "ones;\n! = R got < 95 % of a core even unprofiled: the machine was busy, and "
+        "ones;\n1 CPU = R and the profiler bound to one and the same CPU (a one-CPU machine "
+        "or container): the profiler's CPU time is taken from R's;\n"
+        "! = R got < 95 % of a core even unprofiled: the machine was busy, and "
         "slowdowns, rates and stops of that row measure the contention."
     )
     print()

@@ -69,18 +69,23 @@ def test_the_profiling_bench_measures_every_configuration(tmp_path: Path) -> Non
     )
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(report.read_text())["rows"]
-    kinds = sorted((r["kind"], r["requested_hz"], r["nonblocking"], r["cpu_poll"]) for r in rows)
+    kinds = sorted(
+        (r["kind"], r["requested_hz"], r["nonblocking"], r["cpu_poll"], r["one_cpu"]) for r in rows
+    )
     # --no-cpu-poll runs where the default makes idle CPUs poll (root), for comparison
-    no_poll = [("xrtop", 1000.0, False, False)] if IdlePolling().active else []
+    no_poll = [("xrtop", 1000.0, False, False, False)] if IdlePolling().active else []
     assert kinds == [
-        ("live", 100.0, False, True),
-        ("rprof", 100.0, False, True),
-        ("rprof", 1000.0, False, True),
-        ("xrtop", 100.0, False, True),
-        ("xrtop", 100.0, True, True),
+        ("live", 100.0, False, True, False),
+        ("live", 100.0, False, True, True),
+        ("rprof", 100.0, False, True, False),
+        ("rprof", 1000.0, False, True, False),
+        ("xrtop", 100.0, False, True, False),
+        ("xrtop", 100.0, False, True, True),
+        ("xrtop", 100.0, True, True, False),
         *no_poll,
-        ("xrtop", 1000.0, False, True),
-        ("xrtop", 1000.0, True, True),
+        ("xrtop", 1000.0, False, True, False),
+        ("xrtop", 1000.0, False, True, True),
+        ("xrtop", 1000.0, True, True, False),
     ]
     for row in rows:
         assert not row["note"], row
