@@ -13,7 +13,8 @@ Between samples the tracer must notice the target's signal-delivery stops at onc
 stopped R waits for it). The kernel announces every stop of a tracee to its tracer with
 SIGCHLD; a program that blocks SIGCHLD in all its threads (`queue_child_signals()`, from
 the main thread before it starts any) lets the sampler thread sleep until either its next
-sample or such a stop (`Tracer.sleep()`), instead of waking every 2 ms to look.
+sample or such a stop (`Tracer.sleep()`), instead of waking every 2 ms to look, and lets
+`Tracer.stop()` sleep until the stop it asked for without giving up the GIL.
 """
 
 from __future__ import annotations
@@ -138,14 +139,13 @@ def _signal_set(signals: set[signal.Signals]) -> ctypes.Array[ctypes.c_char]:
 
 
 _CHILD_SIGNAL_SET = _signal_set(_CHILD_SIGNALS)
-_timeout = _Timespec()
 
 
 def _wait_child_signal(seconds: float) -> None:
-    """Sleep until SIGCHLD (blocked in the calling thread) or `seconds` pass, keeping the
-    GIL (`signal.sigtimedwait` would let the other threads take it)."""
-    _timeout.tv_sec, _timeout.tv_nsec = 0, max(int(seconds * 1e9), 0) % 1_000_000_000
-    _sigtimedwait(_CHILD_SIGNAL_SET, None, ctypes.byref(_timeout))
+    """Sleep until SIGCHLD (blocked in the calling thread) or `seconds` (< 1) pass, keeping
+    the GIL (`signal.sigtimedwait` would let the other threads take it)."""
+    timeout = _Timespec(0, int(seconds * 1e9))
+    _sigtimedwait(_CHILD_SIGNAL_SET, None, ctypes.byref(timeout))
 
 
 def _bound_to_one_shared_cpu(tid: int) -> bool:
