@@ -54,8 +54,8 @@ _TORN_TRIES = 8
 # half as much again otherwise. The sample is taken right after, a few microseconds early.
 _WARM_LEAD = 0.00005
 _PR_SET_TIMERSLACK = 29
-#: A longer PTRACE_CONT means this thread lost its CPU to R (`_while_stopped`); normally it
-#: takes 3-5 us, 20 at the 99th percentile.
+#: A longer PTRACE_CONT means this thread lost its CPU meanwhile (`_while_stopped`);
+#: normally it takes 3-5 us, 20 at the 99th percentile.
 _RESUME_TAKES_AT_MOST = 0.0002
 
 
@@ -228,8 +228,9 @@ class SamplerThread(threading.Thread):
                 resuming = time.perf_counter()
                 tracer.resume()
                 resumed = time.perf_counter()
-                # R runs again within resume(), a call of microseconds, unless R took this
-                # thread's CPU on the spot (they share one): then R ran on meanwhile.
+                # R runs again within resume(), a call of microseconds. One that takes much
+                # longer lost this thread's CPU on its way out, to R itself when they share
+                # one: R ran on meanwhile, so the stop is counted to the call's start.
                 ended = resumed if resumed - resuming < _RESUME_TAKES_AT_MOST else resuming
                 stopped = ended - began
         finally:
