@@ -148,7 +148,7 @@ def _wait_child_signal(seconds: float) -> None:
     _sigtimedwait(_CHILD_SIGNAL_SET, None, ctypes.byref(timeout))
 
 
-def _bound_to_one_shared_cpu(tid: int) -> bool:
+def bound_to_one_shared_cpu(tid: int) -> bool:
     """Whether the calling thread and thread `tid` may both run on one and the same CPU
     only (False when their affinities cannot be read)."""
     try:
@@ -224,10 +224,12 @@ class Tracer:
         self._group_stopped = False
         #: Whether `sleep()` can wait for SIGCHLD (blocked in this thread) or must poll.
         self.signals_queued = child_signals_queued()
-        #: Seconds `stop()` polls for the stop before it sleeps (see _SPIN_FOR). 0 where
-        #: the target can only run on the one CPU the calling thread is bound to (a
-        #: one-CPU machine or container): there it reaches its stop only once we sleep.
-        self.spin_for = 0.0 if _bound_to_one_shared_cpu(tid) else _SPIN_FOR
+        #: Whether the target can only run on the one CPU the calling thread is bound to
+        #: (a one-CPU machine or container): then every microsecond xrtop works is R's.
+        self.shares_one_cpu = bound_to_one_shared_cpu(tid)
+        #: Seconds `stop()` polls for the stop before it sleeps (see _SPIN_FOR); none on a
+        #: shared CPU, where the target reaches its stop only once we sleep.
+        self.spin_for = 0.0 if self.shares_one_cpu else _SPIN_FOR
         try:
             _call(PTRACE_SEIZE, tid)
         except OSError as err:

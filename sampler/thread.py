@@ -30,6 +30,7 @@ from sampler.model import SamplerStats
 from sampler.model import Stack
 from sampler.ptrace import IdlePolling
 from sampler.ptrace import Tracer
+from sampler.ptrace import bound_to_one_shared_cpu
 from sampler.rstack import RawSample
 from sampler.target import Target
 from sampler.target import layout_discriminator
@@ -105,6 +106,7 @@ class SamplerThread(threading.Thread):
         self.poll_idle = poll_idle
         #: Opened by `run()` in blocking mode with `poll_idle`, closed when it ends.
         self._idle_polling = IdlePolling(None)
+        self._shares_one_cpu = False
         self.duration = duration
         self.on_sample = on_sample
         self.on_end = on_end
@@ -129,6 +131,12 @@ class SamplerThread(threading.Thread):
     def rate_hz(self) -> float:
         """The requested sampling rate."""
         return 1.0 / self._period
+
+    @property
+    def shares_one_cpu(self) -> bool:
+        """Whether R and this thread can only run on one and the same CPU (known once
+        attached; see `sampler.ptrace.bound_to_one_shared_cpu`)."""
+        return self._shares_one_cpu
 
     @property
     def polls_idle(self) -> bool:
@@ -285,6 +293,7 @@ class SamplerThread(threading.Thread):
                     self.attach_error = err
                     self.state = State.FAILED
                     return
+            self._shares_one_cpu = bound_to_one_shared_cpu(self.target.pid)
             if tracer is not None and self.poll_idle:
                 self._idle_polling = IdlePolling()
             self.target.reader.set_recheck_head(tracer is None)

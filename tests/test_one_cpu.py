@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 from conftest import RLauncher
+from test_record import xrtop
 
 from sampler.model import SampleLog
 from sampler.ptrace import Tracer
@@ -172,3 +173,20 @@ def test_while_r_is_stopped_no_other_python_thread_runs(r_launcher: RLauncher) -
         for began, ended in stops
     )
     assert inside == 0, f"{inside} steps of another thread ran during stops"
+
+
+def test_record_says_when_r_and_xrtop_share_one_cpu(r_launcher: RLauncher) -> None:
+    run = r_launcher.start("split.R", "60")
+    cpus = os.sched_getaffinity(0)
+    cpu = min(cpus)
+    os.sched_setaffinity(run.pid, {cpu})
+    note = "R and xrtop share one CPU"
+    for mode in ([], ["--nonblocking"]):
+        with pinned({cpu}):
+            shared = xrtop("record", "-p", str(run.pid), "-d", "0.3", "-o", os.devnull, "-v", *mode)
+        assert shared.returncode == 0, shared.stderr
+        assert note in shared.stderr
+        if len(cpus) > 1:
+            apart = xrtop("record", "-p", str(run.pid), "-d", "0.3", "-o", os.devnull, "-v", *mode)
+            assert apart.returncode == 0, apart.stderr
+            assert "sampling R" in apart.stderr and note not in apart.stderr
