@@ -276,6 +276,8 @@ def attach_profiler(config: Config, pid: int, base: Path, seconds: float, switch
         if "sampling" not in line:
             rest = attached.proc.stderr.read().decode(errors="replace")
             raise RuntimeError(f"xrtop record did not start: {line}{rest}")
+        if config.one_cpu and "share one CPU" not in line:  # -v says so when bound with R
+            raise RuntimeError(f"xrtop record did not run on R's one CPU: {line}")
     elif config.kind == "live":
         attached.proc, attached.master = start_live_view(pid, config.hz, out, config.bind())
         time.sleep(LIVE_SETTLE - ATTACHED_SETTLE)

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import psutil
+from conftest import REnv
 from conftest import RLauncher
 from test_record import xrtop
 
@@ -39,12 +40,14 @@ def pinned(cpus: set[int]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def child_signals_queued_meanwhile() -> Iterator[None]:
-    """`queue_child_signals()` for a while: threads started meanwhile keep SIGCHLD blocked."""
+    """`queue_child_signals()` for a while: threads started meanwhile keep SIGCHLD blocked.
+    The calling thread's signal mask is as before afterwards."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     queue_child_signals()
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def spin_of_a_tracer_on(pid: int, cpus: set[int]) -> float:
@@ -82,9 +85,11 @@ def test_the_stop_is_awaited_asleep_only_where_r_can_only_run_on_the_samplers_cp
     assert run.alive() and run.tracer() == 0
 
 
-def test_on_one_cpu_r_is_never_counted_stopped_while_it_runs(r_launcher: RLauncher) -> None:
+def test_on_one_cpu_r_is_never_counted_stopped_while_it_runs(
+    r_env: REnv, r_launcher: RLauncher
+) -> None:
     # GIVEN R and the sampler bound to one and the same CPU
-    run = r_launcher.start("split.R", "60")
+    run = r_launcher.start("split.R", "60", env=r_env)
     cpu = min(os.sched_getaffinity(0))
     os.sched_setaffinity(run.pid, {cpu})
     target = attach(run.pid)

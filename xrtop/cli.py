@@ -275,12 +275,12 @@ def _sample_into(
         session.start()
         if args.verbose:
             target = session.target
-            polling = "; idle CPUs poll while R is stopped" if session.thread.polls_idle else ""
+            notes = "; idle CPUs poll while R is stopped" if session.thread.polls_idle else ""
             if session.thread.shares_one_cpu:
-                polling += "; R and xrtop share one CPU, so xrtop's work is taken from R's time"
+                notes += "; R and xrtop share one CPU, so xrtop's work is taken from R's time"
             print(
                 f"xrtop: sampling R {target.version_text} in PID {target.pid} at "
-                f"{sampling.rate_hz:g} Hz ({target.binary.opened_as}){polling}",
+                f"{sampling.rate_hz:g} Hz ({target.binary.opened_as}){notes}",
                 file=sys.stderr,
             )
         for note in capability_notes(session.target, sampling.options):
