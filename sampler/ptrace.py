@@ -91,6 +91,12 @@ _waitpid.argtypes = (ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int)
 _write = _libc.write
 _write.restype = ctypes.c_ssize_t
 _write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+# And `Tracer.running()`'s read, right before a stop.
+_pread = _libc.pread
+_pread.restype = ctypes.c_ssize_t
+_pread.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long)
+#: What /proc/TID/syscall holds for a thread that runs or waits for a CPU.
+_RUNNING = b"running\n"
 
 
 def queue_child_signals() -> None:
@@ -143,7 +149,8 @@ _CHILD_SIGNAL_SET = _signal_set(_CHILD_SIGNALS)
 
 def _wait_child_signal(seconds: float) -> None:
     """Sleep until SIGCHLD (blocked in the calling thread) or `seconds` (< 1) pass, keeping
-    the GIL (`signal.sigtimedwait` would let the other threads take it)."""
+    the GIL (`signal.sigtimedwait` would let the other threads take it). Zero seconds: take
+    a pending SIGCHLD, if any, without sleeping."""
     timeout = _Timespec(0, int(seconds * 1e9))
     _sigtimedwait(_CHILD_SIGNAL_SET, None, ctypes.byref(timeout))
 
@@ -230,6 +237,8 @@ class Tracer:
         #: Seconds `stop()` polls for the stop before it sleeps (see _SPIN_FOR); none on a
         #: shared CPU, where the target reaches its stop only once we sleep.
         self.spin_for = 0.0 if self.shares_one_cpu else _SPIN_FOR
+        #: Whether a SIGCHLD announcing a stop we waited for may still be queued.
+        self._own_signal_queued = False
         try:
             _call(PTRACE_SEIZE, tid)
         except OSError as err:
@@ -240,6 +249,12 @@ class Tracer:
                 raise permission_error(tid, "may not trace") from None
             raise PermissionDeniedError(f"cannot trace process {tid}: {err.strerror}") from None
         self.attached = True
+        # Read by `running()`; None where /proc cannot tell (then it always says no).
+        self._syscall_fd: int | None = None
+        self._syscall_text = ctypes.create_string_buffer(16)
+        with contextlib.suppress(OSError):
+            path = f"/proc/{tid}/task/{tid}/syscall"
+            self._syscall_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
     def _wait(self, options: int) -> int | None:
         """One waitpid on the target: its status (None: nothing to report with WNOHANG).
@@ -292,6 +307,7 @@ class Tracer:
                 # Our interrupt (SIGTRAP), or a group stop from SIGSTOP and friends: the user
                 # stopped the target, so it must stay stopped after we read it.
                 self._group_stopped = sig in _GROUP_STOP_SIGNALS
+                self._own_signal_queued = True
                 return
             # A signal-delivery stop: hand the signal on untouched. Our interrupt stays
             # pending in the kernel and is reported next.
@@ -310,6 +326,13 @@ class Tracer:
         call's SIGCHLD would hold R stopped until the next sample. Call it often between
         samples. Raise TargetGoneError when the target has exited.
         """
+        if self._own_signal_queued and self.signals_queued:
+            # The stop of the last sample announced itself with a SIGCHLD that would end
+            # the next `sleep()` at once, for another round of this: take it now. The
+            # SIGCHLD of any other stop is taken with it (they merge), which the waitpid
+            # below makes up for.
+            self._own_signal_queued = False
+            _wait_child_signal(0.0)
         while self.attached:
             status = self._wait(os.WNOHANG)
             if status is None:
@@ -366,6 +389,20 @@ class Tracer:
                 raise TargetGoneError(f"process {self.tid} has exited") from None
             raise
 
+    def running(self) -> bool:
+        """Whether the thread runs, or waits for a CPU, right now; False when it sleeps or
+        /proc cannot tell. One read of /proc/TID/syscall, ~1 us, made while it runs.
+
+        A thread that runs is not waiting in a system call at a stop that follows within
+        microseconds (unless it blocks in between: that sample counts as busy), so the
+        stop need not read its registers (`save_registers()`).
+        """
+        fd = self._syscall_fd
+        if fd is None:
+            return False
+        got = _pread(fd, self._syscall_text, len(self._syscall_text), 0)
+        return got == len(_RUNNING) and self._syscall_text.raw[:got] == _RUNNING
+
     def save_registers(self) -> bool:
         """Copy the stopped thread's registers (one system call); False if impossible.
 
@@ -405,3 +442,6 @@ class Tracer:
         except (OSError, TargetGoneError):
             pass
         self.attached = False
+        if self._syscall_fd is not None:
+            os.close(self._syscall_fd)
+            self._syscall_fd = None

@@ -182,12 +182,15 @@ class SamplerThread(threading.Thread):
             # exactly as it was at the stop. When the check fails, the rest is read now,
             # still stopped, so the sample is of this very moment either way.
             reader.warm()
-            (got, raw), have_regs, stopped = self._while_stopped(tracer, self._snapshot)
+            # Registers only tell whether R waited in a system call (idle): not worth a
+            # system call in the stop when /proc says R runs right now (`running()`).
+            regs = not tracer.running()
+            (got, raw), have_regs, stopped = self._while_stopped(tracer, self._snapshot, regs)
             if raw is None:
                 raw = reader.decode_snapshot(got)
             if raw is None:
                 # Only if the check and the decoder disagree (a bug): sample again.
-                captured, have_regs, again = self._while_stopped(tracer, reader.capture)
+                captured, have_regs, again = self._while_stopped(tracer, reader.capture, regs)
                 raw, stopped = captured, stopped + again
             raw.idle = have_regs and tracer.was_in_syscall()
             self.stop_times.append(stopped)
@@ -220,10 +223,12 @@ class SamplerThread(threading.Thread):
             raw.idle = self._thread_sleeping()
         return reader.finish(raw)
 
-    def _while_stopped(self, tracer: Tracer, read: Callable[[], _T]) -> tuple[_T, bool, float]:
-        """`read()` while the target is stopped, then its registers saved: the result,
-        whether the registers were saved, and the seconds the target was stopped. Idle
-        CPUs poll from before the stop to after it (`IdlePolling`)."""
+    def _while_stopped(
+        self, tracer: Tracer, read: Callable[[], _T], regs: bool = True
+    ) -> tuple[_T, bool, float]:
+        """`read()` while the target is stopped, then (with `regs`) its registers saved:
+        the result, whether the registers were saved, and the seconds the target was
+        stopped. Idle CPUs poll from before the stop to after it (`IdlePolling`)."""
         polling = self._idle_polling
         polling.on()
         try:
@@ -231,7 +236,7 @@ class SamplerThread(threading.Thread):
             tracer.stop()
             try:
                 result = read()
-                have_regs = tracer.save_registers()
+                have_regs = regs and tracer.save_registers()
             finally:
                 resuming = time.perf_counter()
                 tracer.resume()

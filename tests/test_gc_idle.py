@@ -16,9 +16,11 @@ from conftest import REnv
 from conftest import RLauncher
 from conftest import sample
 from conftest import wait_for
+from test_one_cpu import child_signals_queued_meanwhile
 
 from sampler.decode import find_hidden_globals
 from sampler.model import Aggregate
+from sampler.ptrace import Tracer
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
 from sampler.rprof import parse_rprof
@@ -100,6 +102,63 @@ def test_sleeping_r_is_idle(r_env: REnv, r_launcher: RLauncher, blocking: bool) 
         # R writes no line for a sample without frames (top level between two naps)
         expected = [s for s in stacks if (keep or not s.idle) and (s.names or s.gc)]
         assert len(written) == len(expected)
+
+
+def test_registers_are_read_in_a_stop_only_when_r_was_not_running(
+    r_env: REnv, r_launcher: RLauncher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[int] = []
+    save_registers = Tracer.save_registers
+
+    def counted(tracer: Tracer) -> bool:
+        reads.append(tracer.tid)
+        return save_registers(tracer)
+
+    monkeypatch.setattr(Tracer, "save_registers", counted)
+    # GIVEN an R that computes and an R that sleeps
+    busy = r_launcher.start("gc.R", "quiet", "60", env=r_env)
+    asleep = r_launcher.start("sleep.R", "60", env=r_env)
+    for run, runs in ((busy, True), (asleep, False)):
+        # THEN /proc tells them apart, right before a stop, with the target still running
+        tracer = Tracer(run.pid)
+        try:
+            seen = []
+            for _ in range(100):
+                seen.append(tracer.running())
+                time.sleep(0.002)
+        finally:
+            tracer.detach()
+        assert sum(seen) > 90 if runs else sum(seen) < 10, seen
+        # AND a sample reads the registers of the sleeping R only (whether it waited in a
+        # system call), not those of the one that computes (it did not)
+        log = sample(attach(run.pid), 1.0, rate=100)
+        stacks = list(log.iter_stacks())
+        assert len(stacks) > 50
+        read = reads.count(run.pid)
+        assert read < 0.1 * len(stacks) if runs else read >= 0.9 * len(stacks), (read, len(stacks))
+        idle = sum(s.idle for s in stacks)
+        assert idle < 0.05 * len(stacks) if runs else idle > 0.9 * len(stacks), idle
+
+
+def test_a_sleep_after_a_sample_is_not_cut_short_by_the_samples_own_stop(
+    r_launcher: RLauncher,
+) -> None:
+    # GIVEN a sample's stop and resume (its stop queues a SIGCHLD for the tracer)
+    run = r_launcher.start("gc.R", "quiet", "60")
+    with child_signals_queued_meanwhile():
+        tracer = Tracer(run.pid)
+        try:
+            tracer.stop()
+            tracer.resume()
+            # WHEN the sampler hands on signals, then sleeps until its next sample
+            tracer.pass_signals()
+            began = time.monotonic()
+            tracer.sleep(0.2)
+            slept = time.monotonic() - began
+        finally:
+            tracer.detach()
+    # THEN it sleeps the whole time: nothing is left to wake it
+    assert slept > 0.15, slept
 
 
 def test_busy_r_is_not_idle(r_launcher: RLauncher) -> None:
