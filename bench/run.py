@@ -186,19 +186,19 @@ def wait_for_file(path: Path, timeout: float, proc: subprocess.Popen[bytes]) -> 
     raise RuntimeError(f"timed out waiting for {path}")
 
 
-def read_rounds(path: Path) -> list[tuple[float, int, float, float]]:
+def read_rounds(path: Path) -> list[tuple[float, float, float, float]]:
     """(end time, units, seconds in work_a, seconds in work_b) of each round."""
     rounds = []
     for line in path.read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
         end, units, ta, tb = line.split()
-        rounds.append((float(end), int(units), float(ta), float(tb)))
+        rounds.append((float(end), float(units), float(ta), float(tb)))
     return rounds
 
 
 def window_stats(
-    rounds: list[tuple[float, int, float, float]], start: float, stop: float
+    rounds: list[tuple[float, float, float, float]], start: float, stop: float
 ) -> tuple[float, float, float]:
     """(units per second, seconds in work_a, seconds in work_b) over the rounds ending in
     [start, stop]; NaNs when fewer than three rounds ended there."""
@@ -414,7 +414,7 @@ def run_once(
     return run
 
 
-def summarise_windows(run: Run, rounds: list[tuple[float, int, float, float]]) -> None:
+def summarise_windows(run: Run, rounds: list[tuple[float, float, float, float]]) -> None:
     """Slowdown, R's share and the CPU figures of `run`, from its windows."""
     alone, profiled = run.windows[0::2], run.windows[1::2]
     speed = [window_stats(rounds, w.start, w.stop) for w in run.windows]

@@ -11,12 +11,13 @@
 #
 # Each round calls work_a(7 * u) then work_b(3 * u) at the bottom of a chain of `descend`
 # calls, so R's stack (as Rprof counts frames) is exactly DEPTH frames deep while either
-# works: run -> descend x (DEPTH - 2) -> work_a/work_b. The unit count `u` varies from round
-# to round by a fixed pseudo-random sequence, so a sampler ticking at a fixed rate cannot
-# alias with the rounds. Both work functions run the same byte-compiled loop, so time is
-# split 70/30 up to noise; the script measures the real split with Sys.time() around each
-# call and writes, per round: end time (seconds since the epoch), units done, seconds in
-# work_a, seconds in work_b. The harness turns that into throughput and the true share in
+# works: run -> timed -> descend x (DEPTH - 3) -> work_a/work_b. The unit count `u` (not a
+# whole number) varies from round to round by a fixed pseudo-random sequence, so a sampler
+# ticking at a fixed rate cannot alias with the rounds. Both work functions run the same
+# byte-compiled loop, so time is split 70/30 up to noise; the script measures the real split
+# with Sys.time() right around each work call (at the bottom of the chain) and writes, per
+# round: end time (seconds since the epoch), units done, seconds in work_a, seconds in
+# work_b. The harness turns that into throughput and the true share in
 # exactly the windows a profiler was attached. The header line gives the seconds Rprof was
 # on in all.
 #
@@ -32,7 +33,7 @@ rprof_interval <- if (length(args) >= 6) as.numeric(args[[6]]) else 0.01
 rprof_switch <- if (length(args) >= 7) args[[7]] else ""
 stopifnot(depth >= 4)
 
-UNIT <- 2000L # loop iterations per unit; a round is ~100 units, a few ms
+UNIT <- 2000L # loop iterations per unit; a round is 50 to 150 units, a few ms
 
 # Two identical byte-compiled loops under different names (same speed per unit).
 work_a <- function(n) {
@@ -46,32 +47,41 @@ work_b <- function(n) {
   x
 }
 # The work functions are called by name: Rprof names a frame by its call's head.
+# The clock is read at the bottom of the chain, right around the work function: time spent
+# calling down and returning up the chain (a few percent of a round at 37 frames) belongs
+# to neither function, for R's account as for a profiler's samples.
 descend <- function(k, a, n) {
-  if (k > 0L) descend(k - 1L, a, n) else if (a) work_a(n) else work_b(n)
+  if (k > 0L) {
+    descend(k - 1L, a, n)
+  } else {
+    t0 <- as.numeric(Sys.time())
+    if (a) work_a(n) else work_b(n)
+    as.numeric(Sys.time()) - t0
+  }
 }
-timed <- function(a, n) {
-  t0 <- as.numeric(Sys.time())
-  descend(depth - 4L, a, n)
-  as.numeric(Sys.time()) - t0
-}
+timed <- function(a, n) descend(depth - 4L, a, n)
 run <- function(units) {
-  ta <- timed(TRUE, 7L * units * UNIT)
-  tb <- timed(FALSE, 3L * units * UNIT)
+  ta <- timed(TRUE, as.integer(7 * units * UNIT))
+  tb <- timed(FALSE, as.integer(3 * units * UNIT))
   c(ta, tb)
 }
 # Frames while a work function loops: run, timed, descend x (depth - 3), work_x = depth.
 
-# A small linear congruential generator: the same unit sequence in every run.
+# A small linear congruential generator: the same unit sequence in every run. Units are
+# drawn from a continuum, not whole numbers: with rounds of whole units every round
+# boundary, and every boundary between work_a and work_b, fell on a grid of 10 units
+# (~0.5 ms), and a sampler ticking at a multiple of that grid kept landing on the same
+# points of it for a whole window, so windows' shares scattered more than sampling noise.
 state <- 12345
 next_units <- function() {
   state <<- (state * 1103515245 + 12345) %% 2147483648
-  5L + as.integer(state %% 11) # 5..15 units: rounds of varying length
+  5 + 10 * state / 2147483648 # 5 to 15 units: rounds of varying length
 }
 
-for (i in 1:5) run(1L) # warm-up: byte-compile every closure
+for (i in 1:5) run(1) # warm-up: byte-compile every closure
 max_rounds <- 200000L
 ends <- numeric(max_rounds)
-units <- integer(max_rounds)
+units <- numeric(max_rounds)
 ta <- numeric(max_rounds)
 tb <- numeric(max_rounds)
 
@@ -124,7 +134,7 @@ writeLines(
   out
 )
 writeLines(
-  sprintf("%.6f %d %.7f %.7f", ends[1:k], units[1:k], ta[1:k], tb[1:k]),
+  sprintf("%.6f %.6f %.7f %.7f", ends[1:k], units[1:k], ta[1:k], tb[1:k]),
   out
 )
 close(out)
