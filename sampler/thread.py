@@ -177,10 +177,11 @@ class SamplerThread(threading.Thread):
         reader = self.target.reader
         if tracer is not None:
             # While stopped: one process_vm_readv of what the last samples needed (the
-            # snapshot), a quick check that it has everything, and the registers; decode
-            # after resuming. The copies are ours, so decoding them later sees the stack
-            # exactly as it was at the stop. When the check fails, the rest is read now,
-            # still stopped, so the sample is of this very moment either way.
+            # snapshot), a quick check that it has everything, and the registers unless R
+            # was running right before; decode after resuming. The copies are ours, so
+            # decoding them later sees the stack exactly as it was at the stop. When the
+            # check fails, the rest is read now, still stopped, so the sample is of this
+            # very moment either way.
             reader.warm()
             # Registers only tell whether R waited in a system call (idle): not worth a
             # system call in the stop when /proc says R runs right now (`running()`).
