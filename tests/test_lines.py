@@ -187,9 +187,13 @@ def test_without_bc_globals_lines_fall_back_to_call_sites(r_launcher: RLauncher)
     stacks = [s for s in sample_lines(target, 1.0).iter_stacks() if s.names]
     in_inner = [s for s in stacks if s.names[0] == "inner"]
     assert len(in_inner) > 0.5 * len(stacks)
-    # THEN byte code's current line is unknown, but every call site is still there
+    # THEN byte code's current line is unknown, but every call site is still there. The
+    # one exception is the instant R enters the closure, before its byte code runs: R_Srcref
+    # then holds the function's own srcref, whose first line (15) R's Rprof would write too.
+    entering = [s for s in in_inner if s.sites[0] is not None]
+    assert all(s.sites[0] is not None and s.sites[0][1] == 15 for s in entering)
+    assert len(entering) <= 0.05 * len(in_inner), len(entering)
     for stack in in_inner:
-        assert stack.sites[0] is None
         assert [loc[1] if loc else None for loc in stack.sites[1:4]] in ([23, 33, 43], [24, 33, 43])
 
 
