@@ -231,13 +231,12 @@ class Tracer:
         self._group_stopped = False
         #: Whether `sleep()` can wait for SIGCHLD (blocked in this thread) or must poll.
         self.signals_queued = child_signals_queued()
-        #: Whether the target can only run on the one CPU the calling thread is bound to
-        #: (a one-CPU machine or container): then every microsecond xrtop works is R's.
-        self.shares_one_cpu = bound_to_one_shared_cpu(tid)
-        #: Seconds `stop()` polls for the stop before it sleeps (see _SPIN_FOR); none on a
-        #: shared CPU, where the target reaches its stop only once we sleep.
-        self.spin_for = 0.0 if self.shares_one_cpu else _SPIN_FOR
-        #: Whether a SIGCHLD announcing a stop we waited for may still be queued.
+        #: Seconds `stop()` polls for the stop before it sleeps (see _SPIN_FOR); none where
+        #: the target can only run on the one CPU the calling thread is bound to (a one-CPU
+        #: machine or container): there it reaches its stop only once we sleep.
+        self.spin_for = 0.0 if bound_to_one_shared_cpu(tid) else _SPIN_FOR
+        #: Whether a SIGCHLD announcing a stop we waited for is queued (only ever with
+        #: `signals_queued`).
         self._own_signal_queued = False
         try:
             _call(PTRACE_SEIZE, tid)
@@ -307,7 +306,7 @@ class Tracer:
                 # Our interrupt (SIGTRAP), or a group stop from SIGSTOP and friends: the user
                 # stopped the target, so it must stay stopped after we read it.
                 self._group_stopped = sig in _GROUP_STOP_SIGNALS
-                self._own_signal_queued = True
+                self._own_signal_queued = self.signals_queued
                 return
             # A signal-delivery stop: hand the signal on untouched. Our interrupt stays
             # pending in the kernel and is reported next.
@@ -326,7 +325,7 @@ class Tracer:
         call's SIGCHLD would hold R stopped until the next sample. Call it often between
         samples. Raise TargetGoneError when the target has exited.
         """
-        if self._own_signal_queued and self.signals_queued:
+        if self._own_signal_queued:
             # The stop of the last sample announced itself with a SIGCHLD that would end
             # the next `sleep()` at once, for another round of this: take it now. The
             # SIGCHLD of any other stop is taken with it (they merge), which the waitpid
