@@ -43,6 +43,15 @@ def header_line(interval_us: int, options: RprofOptions) -> str:
     return f"{prefix}sample.interval={int(interval_us)}\n"
 
 
+#: Lines `RprofWriter` keeps formatted (a deep line is a few hundred bytes).
+_KEEP_LINES = 4096
+
+
+def _byte_length(text: str) -> int:
+    """The size of `text` in the file (UTF-8; undecodable bytes of R's names kept as is)."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
 class RprofWriter:
     """Writes samples to a text stream in Rprof.out format, one `write()` per sample."""
 
@@ -53,11 +62,16 @@ class RprofWriter:
         self.file_numbers: dict[str, int] = {}
         self.samples_written = 0
         self.bytes_written = 0
+        # Each stack's line and its length in bytes, once written: a stack recurs sample
+        # after sample (they are interned), and formatting a deep one costs tens of
+        # microseconds of the sampler thread's time per sample otherwise. A line is the
+        # same every time after the first, which alone carries the `#File` lines.
+        self._lines: dict[Stack, tuple[str, int]] = {}
         self._emit(header_line(interval_us, options))
 
     def _emit(self, text: str) -> None:
         self.out.write(text)
-        self.bytes_written += len(text.encode("utf-8", "surrogateescape"))
+        self.bytes_written += _byte_length(text)
 
     def _token(self, loc: SrcLoc | None, new_files: list[str]) -> str:
         if loc is None:
@@ -71,8 +85,13 @@ class RprofWriter:
 
     def format(self, stack: Stack) -> str:
         """The text for one sample (with any `#File` lines first); "" when R writes nothing."""
+        new_files, line = self._format(stack)
+        return "".join(new_files) + line
+
+    def _format(self, stack: Stack) -> tuple[list[str], str]:
+        """The `#File` lines `stack` introduces, and its sample line ("" when none)."""
         if stack.idle and not self.options.idle:
-            return ""
+            return [], ""
         parts: list[str] = []
         new_files: list[str] = []
         if stack.gc and self.options.gc:
@@ -85,16 +104,23 @@ class RprofWriter:
             if lines:
                 parts.append(self._token(stack.site(i + 1), new_files))
         body = "".join(parts)
-        if not body:
-            return ""
-        return "".join(new_files) + body + "\n"
+        return new_files, body + "\n" if body else ""
 
     def add(self, stack: Stack) -> bool:
         """Write one sample; return whether a line was written."""
-        text = self.format(stack)
-        if not text:
+        known = self._lines.get(stack)
+        if known is None:
+            new_files, line = self._format(stack)
+            if new_files:
+                self._emit("".join(new_files))
+            if len(self._lines) >= _KEEP_LINES:
+                self._lines.clear()
+            known = self._lines[stack] = line, _byte_length(line)
+        line, size = known
+        if not line:
             return False
-        self._emit(text)
+        self.out.write(line)
+        self.bytes_written += size
         self.samples_written += 1
         return True
 
