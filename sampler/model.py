@@ -29,6 +29,8 @@ from typing import overload
 SrcLoc = tuple[str, int]
 
 GC_NAME = "<GC>"
+#: Stack objects `SampleLog` recognises by identity (see `SampleLog.intern`).
+_RECENT_STACKS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,11 @@ class SampleLog:
         # One copy of each function name and source location, shared by all stacks.
         self._names: dict[str, str] = {}
         self._places: dict[SrcLoc, SrcLoc] = {}
+        # The ids of the stack objects added lately, by identity: the sampler hands over the
+        # same object each time it recognises a stack, and this spares hashing and comparing
+        # a deep stack's names per sample. An entry holds its object, so that object's id
+        # cannot be reused while the entry lives.
+        self._recent: dict[int, tuple[Stack, int]] = {}
         self.stack_ids = array("I")
         #: Seconds since the first sample, per sample.
         self.times = array("d")
@@ -81,12 +88,18 @@ class SampleLog:
 
     def intern(self, stack: Stack) -> int:
         """The id of `stack`, adding it to the stack table when new."""
+        recent = self._recent.get(id(stack))
+        if recent is not None and recent[0] is stack:
+            return recent[1]
         sid = self._ids.get(stack)
         if sid is None:
-            stack = self._shared(stack)
+            shared = self._shared(stack)
             sid = len(self.stacks)
-            self.stacks.append(stack)
-            self._ids[stack] = sid
+            self.stacks.append(shared)
+            self._ids[shared] = sid
+        if len(self._recent) >= _RECENT_STACKS:
+            self._recent.clear()
+        self._recent[id(stack)] = (stack, sid)
         return sid
 
     def _shared(self, stack: Stack) -> Stack:

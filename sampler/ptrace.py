@@ -61,6 +61,11 @@ _KEEP_GIL_FOR = 0.002
 #: ~1 % of a core at this rate).
 _POLL_EVERY = 0.002
 _CHILD_SIGNALS = {signal.SIGCHLD}
+#: waitpid's options for a look that does not sleep, at any kind of child (a thread, too).
+_LOOK = os.WNOHANG | _WALL
+#: The wait status of the stop our own interrupt causes (PTRACE_EVENT_STOP, SIGTRAP); a
+#: group stop (the user's SIGSTOP) reports its stopping signal instead.
+_INTERRUPT_STOP = (PTRACE_EVENT_STOP << 16) | (signal.SIGTRAP << 8) | 0x7F
 
 # x86_64 `struct user_regs_struct`: 27 unsigned longs; rax is #10, orig_rax #15.
 _X86_REGS = struct.Struct("<27Q")
@@ -147,12 +152,15 @@ def _signal_set(signals: set[signal.Signals]) -> ctypes.Array[ctypes.c_char]:
 _CHILD_SIGNAL_SET = _signal_set(_CHILD_SIGNALS)
 
 
+_NO_WAIT = ctypes.byref(_Timespec(0, 0))
+
+
 def _wait_child_signal(seconds: float) -> None:
     """Sleep until SIGCHLD (blocked in the calling thread) or `seconds` (< 1) pass, keeping
     the GIL (`signal.sigtimedwait` would let the other threads take it). Zero seconds: take
     a pending SIGCHLD, if any, without sleeping."""
-    timeout = _Timespec(0, int(seconds * 1e9))
-    _sigtimedwait(_CHILD_SIGNAL_SET, None, ctypes.byref(timeout))
+    timeout = _NO_WAIT if seconds <= 0 else ctypes.byref(_Timespec(0, int(seconds * 1e9)))
+    _sigtimedwait(_CHILD_SIGNAL_SET, None, timeout)
 
 
 def bound_to_one_shared_cpu(tid: int) -> bool:
@@ -200,15 +208,15 @@ class IdlePolling:
 
     def on(self) -> None:
         """Ask idle CPUs to poll (before stopping R)."""
-        self._write(_POLL)
+        fd = self._fd
+        if fd is not None and _write(fd, _POLL, 4) != 4:
+            self.close()  # refused: sample without it rather than fail
 
     def off(self) -> None:
         """Let idle CPUs halt again (after R runs on)."""
-        self._write(_NO_REQUEST)
-
-    def _write(self, value: bytes) -> None:
-        if self._fd is not None and _write(self._fd, value, len(value)) != len(value):
-            self.close()  # refused: sample without it rather than fail
+        fd = self._fd
+        if fd is not None and _write(fd, _NO_REQUEST, 4) != 4:
+            self.close()
 
     def close(self) -> None:
         """Drop the request for good."""
@@ -227,8 +235,10 @@ class Tracer:
         self.exit_status: int | None = None
         self._regs = ctypes.create_string_buffer(_X86_REGS.size)
         self._status = ctypes.c_int()
+        self._status_ref = ctypes.byref(self._status)
         self._can_read_regs = os.uname().machine == "x86_64"
-        self._group_stopped = False
+        #: Whether the target is in a stop someone else asked for (SIGSTOP, Ctrl-Z).
+        self.user_stopped = False
         #: Whether `sleep()` can wait for SIGCHLD (blocked in this thread) or must poll.
         self.signals_queued = child_signals_queued()
         #: Seconds `stop()` polls for the stop before it sleeps (see _SPIN_FOR); none where
@@ -260,38 +270,51 @@ class Tracer:
 
         Raises TargetGoneError, keeping the exit status, when the target has exited.
         """
-        try:
-            if options & os.WNOHANG:  # keeps the GIL (see _libc): the stop's polling loop
-                pid = _waitpid(self.tid, self._status, options | _WALL)
-                if pid < 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, os.strerror(code))  # ECHILD: ChildProcessError
-                status = self._status.value
-            else:  # sleeps: let the other threads run meanwhile
-                pid, status = os.waitpid(self.tid, options | _WALL)
+        if options & os.WNOHANG:  # keeps the GIL (see _libc): the stop's polling loop
+            return self._reaped(_waitpid(self.tid, self._status_ref, options | _WALL))
+        try:  # sleeps: let the other threads run meanwhile
+            _, status = os.waitpid(self.tid, options | _WALL)
         except ChildProcessError:
             self.attached = False
             raise TargetGoneError(f"process {self.tid} has exited") from None
+        return self._reported(status)
+
+    def _reaped(self, pid: int) -> int | None:
+        """The status a ctypes waitpid that returned `pid` left (None: nothing to report).
+
+        Raises TargetGoneError, keeping the exit status, when the target has exited.
+        """
         if pid == 0:
             return None
+        if pid < 0:
+            code = ctypes.get_errno()
+            if code == errno.ECHILD:
+                self.attached = False
+                raise TargetGoneError(f"process {self.tid} has exited")
+            raise OSError(code, os.strerror(code))
+        return self._reported(self._status.value)
+
+    def _reported(self, status: int) -> int:
+        """`status`, unless it says the target has exited: then TargetGoneError."""
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             self.attached = False
             self.exit_status = status
             raise TargetGoneError(f"process {self.tid} has exited")
         return status
 
-    def _wait_stop(self, spin_for: float = 0.0) -> None:
+    def _wait_stop(self, spin_for: float = 0.0, status: int | None = None) -> None:
         """Wait for our interrupt's stop, passing every signal through to the target.
 
-        Polls for up to `spin_for` seconds (see _SPIN_FOR), then, with SIGCHLD queued,
-        sleeps until it comes keeping the GIL for up to _KEEP_GIL_FOR, then sleeps in
-        waitpid.
+        `status`: one already reaped, handled first. Polls for up to `spin_for` seconds
+        (see _SPIN_FOR), then, with SIGCHLD queued, sleeps until it comes keeping the GIL
+        for up to _KEEP_GIL_FOR, then sleeps in waitpid.
         """
         now = time.perf_counter()
         spin_until = now + spin_for
         keep_gil_until = now + _KEEP_GIL_FOR if self.signals_queued else 0.0
         while True:
-            status = self._wait(os.WNOHANG if now < spin_until or now < keep_gil_until else 0)
+            if status is None:
+                status = self._wait(os.WNOHANG if now < spin_until or now < keep_gil_until else 0)
             if status is None:
                 if now >= spin_until:
                     # A SIGCHLD left from an earlier stop only makes this return early: the
@@ -300,12 +323,14 @@ class Tracer:
                 now = time.perf_counter()
                 continue
             if not os.WIFSTOPPED(status):
+                status = None
                 continue
-            sig = os.WSTOPSIG(status)
-            if status >> 16 == PTRACE_EVENT_STOP:
+            sig, event = os.WSTOPSIG(status), status >> 16
+            status = None
+            if event == PTRACE_EVENT_STOP:
                 # Our interrupt (SIGTRAP), or a group stop from SIGSTOP and friends: the user
                 # stopped the target, so it must stay stopped after we read it.
-                self._group_stopped = sig in _GROUP_STOP_SIGNALS
+                self.user_stopped = sig in _GROUP_STOP_SIGNALS
                 self._own_signal_queued = self.signals_queued
                 return
             # A signal-delivery stop: hand the signal on untouched. Our interrupt stays
@@ -331,30 +356,30 @@ class Tracer:
             # SIGCHLD of any other stop is taken with it (they merge), which the waitpid
             # below makes up for.
             self._own_signal_queued = False
-            _wait_child_signal(0.0)
-        while self.attached:
-            status = self._wait(os.WNOHANG)
-            if status is None:
-                return
-            if not os.WIFSTOPPED(status):
-                continue
-            sig = os.WSTOPSIG(status)
-            try:
-                if status >> 16 == PTRACE_EVENT_STOP:
-                    # A group stop (the user's SIGSTOP) stays in effect; anything else here
-                    # is the trap that ends one (SIGCONT): let the target run.
-                    self._group_stopped = sig in _GROUP_STOP_SIGNALS
-                    _call(PTRACE_LISTEN if self._group_stopped else PTRACE_CONT, self.tid)
-                else:
-                    _call(PTRACE_CONT, self.tid, sig)
-            except OSError as err:
-                if err.errno != errno.ESRCH:
-                    raise
+            _sigtimedwait(_CHILD_SIGNAL_SET, None, _NO_WAIT)
+        if not self.attached:
+            return
+        # The first look written out: this runs after every sample, and mostly finds nothing.
+        status = self._reaped(_waitpid(self.tid, self._status_ref, _LOOK))
+        while status is not None:
+            if os.WIFSTOPPED(status):
+                self._pass_on(status)
+            status = self._wait(os.WNOHANG) if self.attached else None
 
-    @property
-    def user_stopped(self) -> bool:
-        """Whether the target is in a stop someone else asked for (SIGSTOP, Ctrl-Z)."""
-        return self._group_stopped
+    def _pass_on(self, status: int) -> None:
+        """Let the target go on from the stop `status` reports (see `pass_signals`)."""
+        sig = os.WSTOPSIG(status)
+        try:
+            if status >> 16 == PTRACE_EVENT_STOP:
+                # A group stop (the user's SIGSTOP) stays in effect; anything else here is
+                # the trap that ends one (SIGCONT): let the target run.
+                self.user_stopped = sig in _GROUP_STOP_SIGNALS
+                _call(PTRACE_LISTEN if self.user_stopped else PTRACE_CONT, self.tid)
+            else:
+                _call(PTRACE_CONT, self.tid, sig)
+        except OSError as err:
+            if err.errno != errno.ESRCH:
+                raise
 
     def sleep(self, seconds: float) -> None:
         """Wait up to `seconds`, less if the target may have stopped meanwhile.
@@ -369,24 +394,33 @@ class Tracer:
 
     def stop(self) -> None:
         """Stop the thread; raise TargetGoneError if it is gone."""
-        try:
-            _call(PTRACE_INTERRUPT, self.tid)
-        except OSError as err:
-            if err.errno != errno.ESRCH:
-                raise ReadPermissionError(f"cannot interrupt {self.tid}: {err.strerror}") from None
-        self._wait_stop(self.spin_for)
+        tid = self.tid
+        if _ptrace(PTRACE_INTERRUPT, tid, None, None) == -1:
+            code = ctypes.get_errno()
+            if code != errno.ESRCH:  # gone: the wait below says how
+                raise ReadPermissionError(f"cannot interrupt {tid}: {os.strerror(code)}")
+        # The common case written out, as this runs in every sample while R is on its way
+        # to the stop: poll until our interrupt's stop is reported. Anything else, or
+        # nothing within `spin_for`, is for `_wait_stop`.
+        until = time.perf_counter() + self.spin_for
+        while (pid := _waitpid(tid, self._status_ref, _LOOK)) == 0:
+            if time.perf_counter() >= until:
+                self._wait_stop()
+                return
+        if pid == tid and self._status.value == _INTERRUPT_STOP:
+            self.user_stopped = False
+            self._own_signal_queued = self.signals_queued
+            return
+        self._wait_stop(self.spin_for, self._reaped(pid))
 
     def resume(self) -> None:
         """Continue the thread (or leave it in the group stop the user asked for)."""
-        try:
-            if self._group_stopped:
-                _call(PTRACE_LISTEN, self.tid)
-            else:
-                _call(PTRACE_CONT, self.tid)
-        except OSError as err:
-            if err.errno == errno.ESRCH:
-                raise TargetGoneError(f"process {self.tid} has exited") from None
-            raise
+        request = PTRACE_LISTEN if self.user_stopped else PTRACE_CONT
+        if _ptrace(request, self.tid, None, None) == -1:
+            code = ctypes.get_errno()
+            if code == errno.ESRCH:
+                raise TargetGoneError(f"process {self.tid} has exited")
+            raise OSError(code, os.strerror(code))
 
     def running(self) -> bool:
         """Whether the thread runs, or waits for a CPU, right now; False when it sleeps or

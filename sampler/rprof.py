@@ -62,11 +62,12 @@ class RprofWriter:
         self.file_numbers: dict[str, int] = {}
         self.samples_written = 0
         self.bytes_written = 0
-        # Each stack's line and its length in bytes, once written: a stack recurs sample
-        # after sample (they are interned), and formatting a deep one costs tens of
-        # microseconds of the sampler thread's time per sample otherwise. A line is the
-        # same every time after the first, which alone carries the `#File` lines.
-        self._lines: dict[Stack, tuple[str, int]] = {}
+        # Each stack's line and its length in bytes, once written, by the stack object's
+        # identity: the sampler hands over the same object each time it recognises a stack,
+        # and formatting a deep one, or even hashing it, costs the sampler thread microseconds
+        # per sample. A line is the same every time after the first, which alone carries
+        # the `#File` lines. An entry holds its object, so that id cannot be reused.
+        self._lines: dict[int, tuple[Stack, str, int]] = {}
         self._emit(header_line(interval_us, options))
 
     def _emit(self, text: str) -> None:
@@ -108,15 +109,15 @@ class RprofWriter:
 
     def add(self, stack: Stack) -> bool:
         """Write one sample; return whether a line was written."""
-        known = self._lines.get(stack)
-        if known is None:
+        known = self._lines.get(id(stack))
+        if known is None or known[0] is not stack:
             new_files, line = self._format(stack)
             if new_files:
                 self._emit("".join(new_files))
             if len(self._lines) >= _KEEP_LINES:
                 self._lines.clear()
-            known = self._lines[stack] = line, _byte_length(line)
-        line, size = known
+            known = self._lines[id(stack)] = stack, line, _byte_length(line)
+        _, line, size = known
         if not line:
             return False
         self.out.write(line)

@@ -114,6 +114,8 @@ class SamplerThread(threading.Thread):
         self.attach_error: XrtopError | None = None
         self.ready = threading.Event()
         self._stop_event = threading.Event()
+        # Set with `_stop_event`: the loop reads this plain flag at every turn.
+        self._stopping = False
         self._stats = SamplerStats(requested_hz=rate_hz)
         self._lock = threading.Lock()
         #: Seconds the target was stopped, per sample (blocking mode).
@@ -161,6 +163,7 @@ class SamplerThread(threading.Thread):
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop sampling, detach from the target, and wait for the thread to end."""
+        self._stopping = True
         self._stop_event.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
@@ -173,8 +176,10 @@ class SamplerThread(threading.Thread):
 
     # -- the sampling loop ---------------------------------------------------------------
 
-    def _sample(self, tracer: Tracer | None) -> Stack:
+    def _sample(self, tracer: Tracer | None) -> tuple[Stack, float]:
+        """One sample, and the seconds the target was stopped for it (0 without stops)."""
         reader = self.target.reader
+        stopped = 0.0
         if tracer is not None:
             # While stopped: one process_vm_readv of what the last samples needed (the
             # snapshot), a quick check that it has everything, and the registers unless R
@@ -195,9 +200,6 @@ class SamplerThread(threading.Thread):
                 raw, stopped = captured, stopped + again
             raw.idle = have_regs and tracer.was_in_syscall()
             self.stop_times.append(stopped)
-            with self._lock:
-                self._stats.stopped_total += stopped
-                self._stats.stopped_max = max(self._stats.stopped_max, stopped)
         else:
             # Without a stop, R runs on while the chain is read: if its head moved, the
             # copy may mix two stacks. Each snapshot reads the head first and again last,
@@ -222,7 +224,7 @@ class SamplerThread(threading.Thread):
             if raw is None:
                 raise TornSampleError("the stack changed while it was read")
             raw.idle = self._thread_sleeping()
-        return reader.finish(raw)
+        return reader.finish(raw), stopped
 
     def _while_stopped(
         self, tracer: Tracer, read: Callable[[], _T], regs: bool = True
@@ -340,9 +342,11 @@ class SamplerThread(threading.Thread):
         deadline_end = started + self.duration if self.duration else None
         next_due = started
         next_liveness = started + _LIVENESS_EVERY
-        log = self.log
-        while not self._stop_event.is_set():
-            now = time.monotonic()
+        log, lock, monotonic = self.log, self._lock, time.monotonic
+        # Blocking mode wakes a little early to warm the caches (see `_sample`).
+        lead = _WARM_LEAD if tracer is not None else 0.0
+        while not self._stopping:
+            now = monotonic()
             if deadline_end is not None and now >= deadline_end:
                 return State.DETACHED
             if now >= next_liveness:
@@ -361,8 +365,7 @@ class SamplerThread(threading.Thread):
                     tracer.sleep(_LONGEST_SLEEP)
                 next_due = time.monotonic()
                 continue
-            # Blocking mode wakes a little early to warm the caches (see `_sample`).
-            wait = next_due - now - (_WARM_LEAD if tracer is not None else 0.0)
+            wait = next_due - now - lead
             if wait > 0:
                 if deadline_end is not None:
                     wait = min(wait, deadline_end - now)
@@ -381,21 +384,27 @@ class SamplerThread(threading.Thread):
                     time.sleep(wait)
                 continue
             period = self._period
-            if now - next_due > period:
-                with self._lock:
-                    stats.late += 1
+            late = now - next_due > period
+            if late:
                 next_due = now
             next_due += period
             try:
-                stack = self._sample(tracer)
+                stack, stopped = self._sample(tracer)
             except TargetGoneError:
+                with lock:
+                    stats.late += late
                 return State.EXITED
             except SampleError as err:
-                with self._lock:
+                with lock:
+                    stats.late += late
                     stats.count_error(err.kind, str(err))
                 continue
-            taken = time.monotonic()
-            with self._lock:
+            taken = monotonic()
+            with lock:
+                stats.late += late
+                stats.stopped_total += stopped
+                if stopped > stats.stopped_max:
+                    stats.stopped_max = stopped
                 if stack.names or stack.gc:
                     stats.samples += 1
                     if stack.idle:
@@ -409,6 +418,7 @@ class SamplerThread(threading.Thread):
                 stats.last_sample_at = taken
             log.add(stack, taken)
             self.last_stack = stack
-            if self.on_sample is not None:
-                self.on_sample(stack)
+            on_sample = self.on_sample
+            if on_sample is not None:
+                on_sample(stack)
         return State.DETACHED
