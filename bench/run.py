@@ -224,12 +224,29 @@ def count_shares(path: Path) -> tuple[int, int, int]:
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
-    """User + system CPU seconds of `proc` and its children so far."""
+    """CPU seconds of `proc` (every thread, ended ones too) and its reaped children so far.
+
+    The process's own time comes from its CPU-time clock (clock_gettime of the clock id
+    clock_getcpuclockid(3) makes: the scheduler's count, in nanoseconds). /proc's user and
+    system times come in clock ticks of 10 ms: over a 2 s window that is 0.5 % of a core
+    either way, as much as the margins judged here. Falls back to those where the clock
+    cannot be read.
+    """
     try:
         times = proc.cpu_times()
-        return times.user + times.system + times.children_user + times.children_system
     except psutil.Error:
         return math.nan
+    children = times.children_user + times.children_system
+    try:
+        return time.clock_gettime(_process_cpu_clock(proc.pid)) + children
+    except OSError:
+        return times.user + times.system + children
+
+
+def _process_cpu_clock(pid: int) -> int:
+    """Linux's clock id for the CPU time of process `pid` (MAKE_PROCESS_CPUCLOCK with
+    CPUCLOCK_SCHED, as glibc's clock_getcpuclockid builds it)."""
+    return (~pid << 3) | 2
 
 
 @dataclass
