@@ -324,6 +324,7 @@ class LivePlan:
         self._starts = [span[0] for span in self._spans]
         self.buffer = ctypes.create_string_buffer(max(offset, 1))
         self._local = _IoVec(ctypes.addressof(self.buffer), offset)
+        self._local_ref = ctypes.byref(self._local)
         self._remote = (_IoVec * max(self.count, 1))()
         if self.count:
             ctypes.memmove(self._remote, remote.buffer_info()[0], len(remote) * 8)
@@ -340,13 +341,12 @@ class LivePlan:
 
     def read(self) -> int:
         """Read every region in one `process_vm_readv`; return the valid byte count."""
-        if not self.count:
+        count = self.count
+        if not count:
             return 0
         memory = self._memory
         memory.calls += 1
-        got: int = _process_vm_readv(
-            memory.pid, ctypes.byref(self._local), 1, self._remote, self.count, 0
-        )
+        got: int = _process_vm_readv(memory.pid, self._local_ref, 1, self._remote, count, 0)
         if got < 0:
             code = ctypes.get_errno()
             if code in (errno.ESRCH, errno.EPERM):

@@ -197,6 +197,10 @@ class StackReader:
         # links is the same expression; a node freed and reused gets different links.
         self.compound_names: dict[tuple[Address, Address, Address], str] = {}
         self._globals_span = self._span([self.global_context, gc_flag])
+        # Where R_GlobalContext and the GC flag sit in a read of the globals' span.
+        span_start = self._globals_span[0] if self._globals_span else self.global_context
+        self._head_at = self.global_context - span_start
+        self._gc_at = gc_flag - span_start if gc_flag else -1
         # nextcontext, callflag, callfun, call, cloenv in one unpack (call follows sysparent).
         self._context_struct = struct.Struct(
             f"<Qi{layout.callfun - 12}xQ{layout.call - layout.callfun - 8}xQQ"
@@ -328,7 +332,13 @@ class StackReader:
         plan = self.memory.plan(regions, guesses, leading=leading, trailing=trailing)
         # A context's links: next context, flag (and padding), ..., call.
         call = self.layout.call
-        self._plan_links = _gather(plan, self._plan_chain, f"Qi{call - 12}xQ", call + 8)
+        # (Only with the globals in one span: `_unchanged` and `_same_sample` find R's
+        # head and GC flag in it.)
+        self._plan_links = (
+            _gather(plan, self._plan_chain, f"Qi{call - 12}xQ", call + 8)
+            if self._globals_span is not None
+            else None
+        )
         self._take_over_known(plan)
         return plan
 
@@ -374,15 +384,17 @@ class StackReader:
         self.snapshot_complete(self._read_plan())
 
     def _read_plan(self) -> int:
-        self._learn()  # normally done by `finish()`, after the target resumed
-        if self._plan is None:
-            self._plan = self._make_plan()
+        if self._unlearned is not None:
+            self._learn()  # normally done by `finish()`, after the target resumed
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = self._make_plan()
         # Decoding may make a new plan for the next sample; the bytes stay in this one.
-        self._snapped = self._plan
+        self._snapped = plan
         self._snapped_chain = self._plan_chain
         self._snapped_links = self._plan_links
         self._recognised_in_snapshot = None
-        return self._plan.read()
+        return plan.read()
 
     def decode_snapshot(self, got: int) -> RawSample | None:
         """Decode the last `snapshot()`; None when it lacks something (sample again).
@@ -416,10 +428,9 @@ class StackReader:
         plan, links = self._snapped, self._snapped_links
         if plan is None or plan is not self._known_plan or links is None or links.size > got:
             return None
-        span = self._globals_span
-        assert span is not None  # links exist, so the plan read the globals, at offset 0
+        # Links exist, so the plan read the globals, at offset 0.
         buf = plan.buffer
-        head = _U64.unpack_from(buf, self.global_context - span[0])[0]
+        head = _U64.unpack_from(buf, self._head_at)[0]
         same = self._known.get((head, links.unpack_from(buf)))
         if same is None or same.cell_struct.size > got:
             return None
@@ -508,11 +519,9 @@ class StackReader:
 
     def _same_sample(self, same: _Same) -> RawSample:
         """The sample `_unchanged` found: its frames, and this snapshot's GC flag."""
-        plan, span = self._snapped, self._globals_span
-        assert plan is not None and span is not None
-        in_gc = False
-        if self.gc_flag:
-            in_gc = _I32.unpack_from(plan.buffer, self.gc_flag - span[0])[0] != 0
+        plan = self._snapped
+        assert plan is not None and self._globals_span is not None
+        in_gc = self._gc_at >= 0 and _I32.unpack_from(plan.buffer, self._gc_at)[0] != 0
         self.last_head = same.head
         self.recognised += 1
         # This stack is now the last one, as if it had been walked (`_remember`).
@@ -949,7 +958,8 @@ class StackReader:
 
         Also learns from a sample decoded while the target was stopped (`_remember`).
         """
-        self._learn()
+        if self._unlearned is not None:
+            self._learn()
         known = raw.known
         if known is None or raw.lines is not None:
             return self._finish(raw)
