@@ -44,11 +44,13 @@ from sampler.target import parse_version
 from sampler.target import verify_layout
 from sampler.thread import State
 from xrtop import __version__
+from xrtop.session import FLUSH_EVERY
 from xrtop.session import Launched
 from xrtop.session import SamplingOptions
 from xrtop.session import Session
 from xrtop.session import StartupHold
 from xrtop.session import StreamedFile
+from xrtop.session import Wakeup
 from xrtop.session import capability_notes
 from xrtop.session import check_duration
 from xrtop.session import default_output_name
@@ -188,8 +190,11 @@ def _sampling(args: argparse.Namespace) -> SamplingOptions:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event, received: list[int] | None = None) -> Iterator[None]:
-    """Turn SIGINT, SIGTERM and SIGHUP into `stop` so that the output is finished cleanly.
+def _stop_on_signals(
+    stop: threading.Event, received: list[int] | None = None, wakeup: Wakeup | None = None
+) -> Iterator[None]:
+    """Turn SIGINT, SIGTERM and SIGHUP into `stop` so that the output is finished cleanly,
+    and wake `wakeup` (when given) to notice it at once.
 
     Each signal number is also appended to `received` (when given), so that a launched
     command can be handed the same signals.
@@ -199,6 +204,8 @@ def _stop_on_signals(stop: threading.Event, received: list[int] | None = None) -
         stop.set()
         if received is not None:
             received.append(signum)
+        if wakeup is not None:
+            wakeup.wake()
 
     wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     old = {sig: signal.signal(sig, handler) for sig in wanted}
@@ -253,8 +260,11 @@ def _sample_into(
     session: Session,
     out: IO[str],
     stop: threading.Event,
+    wakeup: Wakeup,
 ) -> bool:
     """Sample until -d ends, the target exits or `stop` is set; leave `out` complete and closed.
+
+    Sleeps in `wakeup` meanwhile, which sampling's end wakes, and signals (`_stop_on_signals`).
 
     Rprof.out streams as samples come (a kill -9 of xrtop loses at most about a second);
     the other formats need every sample and are written at the end. Prints the summary.
@@ -272,6 +282,7 @@ def _sample_into(
                     "Choose a writable path with -o.",
                 )
             session.set_stream(stream)
+        session.wake_when_ended(wakeup)
         session.start()
         if args.verbose:
             target = session.target
@@ -285,7 +296,9 @@ def _sample_into(
             )
         for note in capability_notes(session.target, sampling.options):
             print(f"xrtop: {note}", file=sys.stderr)
-        while not stop.is_set() and not session.ended.wait(0.1):
+        # Wakes only to flush (every few samples, or with none coming: an idle target).
+        while not stop.is_set() and not session.ended.is_set():
+            wakeup.wait(FLUSH_EVERY)
             if stream is not None:
                 stream.tick()
                 if stream.error:  # e.g. the reader of a pipe went away: nobody gets more
@@ -344,10 +357,10 @@ def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
     # the user named must survive a failed start.
     created = bool(args.output) and not os.path.lexists(args.output)
     out: IO[str] = open_output(args.output) if args.output else sys.stdout
-    stop = threading.Event()
+    stop, wakeup = threading.Event(), Wakeup()
     try:
-        with _stop_on_signals(stop):
-            ok = _sample_into(args, sampling, session, out, stop)
+        with _stop_on_signals(stop, wakeup=wakeup):
+            ok = _sample_into(args, sampling, session, out, stop, wakeup)
         _write_bench_stats(session)
     except XrtopError:
         if args.output:  # sampling never started: no half-made file
@@ -429,9 +442,9 @@ def _record_launched(
     # Open -o before starting anything, so that a bad path starts nothing.
     out: IO[str] | None = open_output(args.output) if args.output else None
     path = args.output
-    stop = threading.Event()
+    stop, wakeup = threading.Event(), Wakeup()
     received: list[int] = []
-    with _stop_on_signals(stop, received):
+    with _stop_on_signals(stop, received, wakeup):
         launched = Launched(command)
         session: Session | None = None
         try:
@@ -443,7 +456,7 @@ def _record_launched(
                 out = open_output(path)
             if session is not None:
                 try:
-                    ok = _sample_into(args, sampling, session, out, stop)
+                    ok = _sample_into(args, sampling, session, out, stop, wakeup)
                 except XrtopError:
                     if not _gone(session.target.pid):
                         raise

@@ -45,6 +45,29 @@ from sampler.thread import State
 FLUSH_EVERY = 0.5  # seconds: a kill -9 of xrtop loses at most about this much of the stream
 
 
+class Wakeup:
+    """Lets the main thread sleep until a signal handler or another thread wakes it.
+
+    A bare lock rather than an Event: a signal handler runs in the main thread, perhaps
+    while that thread is inside an Event's own methods holding the Event's internal lock,
+    and setting the Event there would wait for ever. Releasing a bare lock never waits.
+    """
+
+    def __init__(self) -> None:
+        """Start asleep: `wait()` blocks until `wake()`."""
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def wake(self) -> None:
+        """End the current or next `wait()` (safe from signal handlers and any thread)."""
+        with contextlib.suppress(RuntimeError):  # woken already
+            self._lock.release()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep until `wake()` or `seconds` pass."""
+        self._lock.acquire(timeout=seconds)
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingOptions:
     """How to sample, shared by every command that samples."""
@@ -345,6 +368,7 @@ class Session:
         self.log = SampleLog(sampling.interval_us)
         self.stream = stream
         self.ended = threading.Event()
+        self._wakeups: list[Wakeup] = []
         # Lines cost reads per sample: read them only when the output wants them.
         target.set_lines(sampling.options.lines)
         self.thread = SamplerThread(
@@ -355,8 +379,17 @@ class Session:
             poll_idle=sampling.poll_idle,
             duration=duration,
             on_sample=stream.add if stream is not None else None,
-            on_end=lambda _state: self.ended.set(),
+            on_end=lambda _state: self._end(),
         )
+
+    def _end(self) -> None:
+        self.ended.set()
+        for wakeup in self._wakeups:
+            wakeup.wake()
+
+    def wake_when_ended(self, wakeup: Wakeup) -> None:
+        """Also wake `wakeup` when sampling ends (before `start()`)."""
+        self._wakeups.append(wakeup)
 
     def set_stream(self, stream: StreamedFile) -> None:
         """Stream every sample to `stream` (before `start()`)."""
