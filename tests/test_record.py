@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from conftest import wait_for
 
 from sampler.rprof import parse_rprof
 from sampler.rprof import read_rprof
+from xrtop.session import Wakeup
 
 XRTOP = [sys.executable, "-m", "xrtop"]
 
@@ -488,3 +490,44 @@ def test_rates_up_to_1000_hz_are_accepted(r_launcher: RLauncher, tmp_path: Path)
     assert out.read_text().startswith("sample.interval=1000\n")
     assert summary_rprof(out).total["fib"] > 0
     assert_left_alone(run)
+
+
+# ---------------------------------------------------------------------------------------------
+# The recording's main thread sleeps between flushes, and wakes at once when it must
+
+
+def test_a_signal_handler_wakes_the_recordings_main_thread_at_once() -> None:
+    # GIVEN the main thread asleep for up to 20 s, as `record` sleeps between flushes
+    wakeup = Wakeup()
+    previous = signal.signal(signal.SIGALRM, lambda _signum, _frame: wakeup.wake())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        started = time.monotonic()
+        # WHEN a signal arrives meanwhile, whose handler wakes it
+        wakeup.wait(20)
+        # THEN it wakes then, not when its sleep would have ended
+        assert time.monotonic() - started < 10
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_the_end_of_sampling_wakes_the_recordings_main_thread_at_once() -> None:
+    # GIVEN the main thread asleep for up to 20 s
+    wakeup = Wakeup()
+    # WHEN another thread (the sampler, ending) wakes it, even twice
+    waker = threading.Timer(0.05, lambda: (wakeup.wake(), wakeup.wake()))
+    waker.start()
+    started = time.monotonic()
+    wakeup.wait(20)
+    # THEN it wakes then
+    assert time.monotonic() - started < 10
+    waker.join()
+    # AND a wake-up before a sleep ends that sleep at once, and only that one
+    wakeup.wake()
+    started = time.monotonic()
+    wakeup.wait(20)
+    assert time.monotonic() - started < 10
+    started = time.monotonic()
+    wakeup.wait(0.2)
+    assert time.monotonic() - started >= 0.15
