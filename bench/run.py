@@ -139,6 +139,9 @@ class Run:
     true_share: float = math.nan  # work_a's share of work_a + work_b time, per R
     samples_a: int = 0
     samples_b: int = 0
+    # (work_a, work_b) samples of each profiled window, in order (see `share_se_windows`).
+    window_samples: list[tuple[int, int]] = field(default_factory=list)
+    share_se_windows: float = math.nan
     samples: int = 0  # all samples the profiler wrote
     profiler_seconds: float = 0.0  # how long the profiler was attached, in all
     stats_seconds: float = 0.0  # sampling seconds xrtop's own statistics cover
@@ -165,6 +168,23 @@ class Run:
         n = self.samples_a + self.samples_b
         p = self.true_share
         return math.sqrt(p * (1 - p) / n) if n else math.nan
+
+
+def windows_share_se(samples: list[tuple[int, int]], seconds: list[tuple[float, float]]) -> float:
+    """The standard error of the share error from its spread across windows: the standard
+    deviation over the profiled windows of (the samples' share - R's share), over the
+    square root of their number (NaN with fewer than three). It holds whatever noise the
+    binomial SE leaves out (samples that are not independent draws, the few tenths of a
+    second the profiler samples outside each window), so a miss judged on the binomial SE
+    can be told from noise."""
+    errors = [
+        a / (a + b) - ta / (ta + tb)
+        for (a, b), (ta, tb) in zip(samples, seconds, strict=True)
+        if a + b and ta + tb
+    ]
+    if len(errors) < 3:
+        return math.nan
+    return statistics.stdev(errors) / math.sqrt(len(errors))
 
 
 def xrtop_command() -> list[str]:
@@ -368,6 +388,7 @@ def add_samples(run: Run, out: Path) -> None:
     run.samples_a += a
     run.samples_b += b
     run.samples += total
+    run.window_samples.append((a, b))
 
 
 def measure(r_process: psutil.Process, profiler: psutil.Process | None, seconds: float) -> Window:
@@ -447,6 +468,10 @@ def summarise_windows(run: Run, rounds: list[tuple[float, float, float, float]])
     ta = sum(share[1] for share in speed[1::2])
     tb = sum(share[2] for share in speed[1::2])
     run.true_share = ta / (ta + tb) if ta + tb else math.nan
+    if len(run.window_samples) == len(profiled):  # else a window's file was missing
+        r_seconds = [(share[1], share[2]) for share in speed[1::2]]
+        r_seconds = [(0.0, 0.0) if math.isnan(a + b) else (a, b) for a, b in r_seconds]
+        run.share_se_windows = windows_share_se(run.window_samples, r_seconds)
     seconds = sum(w.seconds for w in profiled)
     run.cpu_pct = sum(w.profiler_cpu for w in profiled) / seconds * 100
     run.target_cpu_pct = sum(w.target_cpu for w in profiled) / seconds * 100
@@ -619,6 +644,7 @@ def summarise(runs: list[Run]) -> list[dict[str, object]]:
                 "measured_share_pct": run.measured_share * 100,
                 "share_error_pp": abs(run.measured_share - run.true_share) * 100,
                 "share_se_pp": run.share_se * 100,
+                "share_se_windows_pp": run.share_se_windows * 100,
                 "samples": run.samples_a + run.samples_b,
                 "stop_median_us": statistics.median(run.stop_us) if run.stop_us else math.nan,
                 "stop_p99_us": percentile(run.stop_us, 0.99),
@@ -634,6 +660,7 @@ def print_table(rows: list[dict[str, object]]) -> None:
     head = (
         f"{'depth':>5} {'profiler':<29} {'slowdown ±SE':>14} {'req Hz':>6} {'got Hz':>7} "
         f"{'CPU %':>6} {'R CPU %':>8} {'share % (R / prof)':>18} {'err pp':>6} {'±SE':>5} "
+        f"{'±SEw':>5} "
         f"{'stop med':>8} {'mean':>5} {'p99 us':>7} {'torn %':>6}"
     )
     print(head)
@@ -647,6 +674,7 @@ def print_table(rows: list[dict[str, object]]) -> None:
             f"{r['requested_hz']:>6g} {fmt(r['achieved_hz'], '.0f'):>7} "
             f"{fmt(r['cpu_pct'], '.1f', 'in R'):>6} {r_cpu:>8} {share:>18} "
             f"{fmt(r['share_error_pp'], '.2f'):>6} {fmt(r['share_se_pp'], '.2f'):>5} "
+            f"{fmt(r['share_se_windows_pp'], '.2f'):>5} "
             f"{fmt(r['stop_median_us'], '.0f'):>8} {fmt(r['stop_mean_us'], '.0f'):>5} "
             f"{fmt(r['stop_p99_us'], '.0f'):>7} "
             f"{fmt(r['torn_pct'], '.2f'):>6}"
@@ -907,7 +935,8 @@ def main(argv: list[str] | None = None) -> int:
         "averaged over the windows, ± its standard error;\n"
         "CPU = profiler process, % of one core; "
         "share = work_a's % of work_a+work_b time: R's own measurement / the profiler's "
-        "samples; ±SE = binomial noise of that many samples;\n"
+        "samples; ±SE = binomial noise of that many samples (what the goal allows for); ±SEw = the "
+        "same error's spread across the profiled windows / sqrt(windows);\n"
         "stop = microseconds the target was stopped per sample, median / mean / p99 (xrtop's "
         "own accounting; the mean is what slows the target);\n"
         "R CPU % = the target's CPU in the profiled windows / in the least of the unprofiled "
