@@ -110,18 +110,20 @@ class RprofWriter:
     def add(self, stack: Stack) -> bool:
         """Write one sample; return whether a line was written."""
         known = self._lines.get(id(stack))
-        if known is None or known[0] is not stack:
+        if known is not None and known[0] is stack:
+            _, line, size = known
+            if not line:
+                return False
+            self.out.write(line)
+            self.bytes_written += size
+        else:
             new_files, line = self._format(stack)
-            if new_files:
-                self._emit("".join(new_files))
             if len(self._lines) >= _KEEP_LINES:
                 self._lines.clear()
-            known = self._lines[id(stack)] = stack, line, _byte_length(line)
-        _, line, size = known
-        if not line:
-            return False
-        self.out.write(line)
-        self.bytes_written += size
+            self._lines[id(stack)] = stack, line, _byte_length(line)
+            if not line:
+                return False
+            self._emit("".join(new_files) + line)
         self.samples_written += 1
         return True
 

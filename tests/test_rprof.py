@@ -45,6 +45,29 @@ def test_gc_marker_first_and_idle_only_when_asked() -> None:
     assert len(write(stacks, RprofOptions(gc=True, idle=True)).splitlines()) == 3
 
 
+def test_a_stack_written_again_is_the_same_line_and_its_files_come_once() -> None:
+    # GIVEN one stack object written again and again (the sampler hands over the same object
+    # each time it recognises a stack), an equal but distinct one, and a new one
+    stack = Stack(("busy", "run"), sites=(("a.R", 3), ("a.R", 8), ("b.R", 22)))
+    equal = Stack(("busy", "run"), sites=(("a.R", 3), ("a.R", 8), ("b.R", 22)))
+    other = Stack(("idle",), sites=(("c.R", 1), None), idle=True)
+    out = io.StringIO()
+    writer = RprofWriter(out, 10000, RprofOptions(lines=True))
+    written = [writer.add(s) for s in (stack, stack, equal, other, stack, other)]
+    # THEN every sample of it is the same line, after its `#File` lines, which come once
+    assert out.getvalue().splitlines() == [
+        "line profiling: sample.interval=10000",
+        "#File 1: a.R",
+        "#File 2: b.R",
+        *['1#3 "busy" 1#8 "run" 2#22 '] * 4,
+    ]
+    # AND the idle sample writes nothing (and no `#File` line), each time
+    assert written == [True, True, True, False, True, False]
+    assert writer.samples_written == 4
+    # AND the byte count is the file's
+    assert writer.bytes_written == len(out.getvalue().encode())
+
+
 @pytest.mark.parametrize("lines", [False, True])
 def test_round_trip(lines: bool) -> None:
     stacks = [
