@@ -180,7 +180,7 @@ def windows_share_se(samples: list[tuple[int, int]], seconds: list[tuple[float, 
     errors = [
         a / (a + b) - ta / (ta + tb)
         for (a, b), (ta, tb) in zip(samples, seconds, strict=True)
-        if a + b and ta + tb
+        if a + b and ta + tb > 0  # False for a window without rounds (NaN)
     ]
     if len(errors) < 3:
         return math.nan
@@ -470,7 +470,6 @@ def summarise_windows(run: Run, rounds: list[tuple[float, float, float, float]])
     run.true_share = ta / (ta + tb) if ta + tb else math.nan
     if len(run.window_samples) == len(profiled):  # else a window's file was missing
         r_seconds = [(share[1], share[2]) for share in speed[1::2]]
-        r_seconds = [(0.0, 0.0) if math.isnan(a + b) else (a, b) for a, b in r_seconds]
         run.share_se_windows = windows_share_se(run.window_samples, r_seconds)
     seconds = sum(w.seconds for w in profiled)
     run.cpu_pct = sum(w.profiler_cpu for w in profiled) / seconds * 100

@@ -208,15 +208,15 @@ class IdlePolling:
 
     def on(self) -> None:
         """Ask idle CPUs to poll (before stopping R)."""
-        fd = self._fd
-        if fd is not None and _write(fd, _POLL, 4) != 4:
-            self.close()  # refused: sample without it rather than fail
+        self._write(_POLL)
 
     def off(self) -> None:
         """Let idle CPUs halt again (after R runs on)."""
-        fd = self._fd
-        if fd is not None and _write(fd, _NO_REQUEST, 4) != 4:
-            self.close()
+        self._write(_NO_REQUEST)
+
+    def _write(self, value: bytes) -> None:
+        if self._fd is not None and _write(self._fd, value, len(value)) != len(value):
+            self.close()  # refused: sample without it rather than fail
 
     def close(self) -> None:
         """Drop the request for good."""
@@ -356,7 +356,7 @@ class Tracer:
             # SIGCHLD of any other stop is taken with it (they merge), which the waitpid
             # below makes up for.
             self._own_signal_queued = False
-            _sigtimedwait(_CHILD_SIGNAL_SET, None, _NO_WAIT)
+            _wait_child_signal(0.0)
         if not self.attached:
             return
         # The first look written out: this runs after every sample, and mostly finds nothing.

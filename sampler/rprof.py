@@ -84,11 +84,6 @@ class RprofWriter:
             new_files.append(f"#File {number}: {loc[0]}\n")
         return f"{number}#{loc[1]} "
 
-    def format(self, stack: Stack) -> str:
-        """The text for one sample (with any `#File` lines first); "" when R writes nothing."""
-        new_files, line = self._format(stack)
-        return "".join(new_files) + line
-
     def _format(self, stack: Stack) -> tuple[list[str], str]:
         """The `#File` lines `stack` introduces, and its sample line ("" when none)."""
         if stack.idle and not self.options.idle:

@@ -114,8 +114,6 @@ class SamplerThread(threading.Thread):
         self.attach_error: XrtopError | None = None
         self.ready = threading.Event()
         self._stop_event = threading.Event()
-        # Set with `_stop_event`: the loop reads this plain flag at every turn.
-        self._stopping = False
         self._stats = SamplerStats(requested_hz=rate_hz)
         self._lock = threading.Lock()
         #: Seconds the target was stopped, per sample (blocking mode).
@@ -163,7 +161,6 @@ class SamplerThread(threading.Thread):
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop sampling, detach from the target, and wait for the thread to end."""
-        self._stopping = True
         self._stop_event.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
@@ -345,7 +342,7 @@ class SamplerThread(threading.Thread):
         log, lock, monotonic = self.log, self._lock, time.monotonic
         # Blocking mode wakes a little early to warm the caches (see `_sample`).
         lead = _WARM_LEAD if tracer is not None else 0.0
-        while not self._stopping:
+        while not self._stop_event.is_set():
             now = monotonic()
             if deadline_end is not None and now >= deadline_end:
                 return State.DETACHED
@@ -384,24 +381,21 @@ class SamplerThread(threading.Thread):
                     time.sleep(wait)
                 continue
             period = self._period
-            late = now - next_due > period
-            if late:
+            if now - next_due > period:
+                with lock:
+                    stats.late += 1
                 next_due = now
             next_due += period
             try:
                 stack, stopped = self._sample(tracer)
             except TargetGoneError:
-                with lock:
-                    stats.late += late
                 return State.EXITED
             except SampleError as err:
                 with lock:
-                    stats.late += late
                     stats.count_error(err.kind, str(err))
                 continue
             taken = monotonic()
             with lock:
-                stats.late += late
                 stats.stopped_total += stopped
                 if stopped > stats.stopped_max:
                     stats.stopped_max = stopped

@@ -368,7 +368,7 @@ class Session:
         self.log = SampleLog(sampling.interval_us)
         self.stream = stream
         self.ended = threading.Event()
-        self._wakeups: list[Wakeup] = []
+        self._wakeup: Wakeup | None = None
         # Lines cost reads per sample: read them only when the output wants them.
         target.set_lines(sampling.options.lines)
         self.thread = SamplerThread(
@@ -384,12 +384,12 @@ class Session:
 
     def _end(self) -> None:
         self.ended.set()
-        for wakeup in self._wakeups:
-            wakeup.wake()
+        if self._wakeup is not None:
+            self._wakeup.wake()
 
     def wake_when_ended(self, wakeup: Wakeup) -> None:
         """Also wake `wakeup` when sampling ends (before `start()`)."""
-        self._wakeups.append(wakeup)
+        self._wakeup = wakeup
 
     def set_stream(self, stream: StreamedFile) -> None:
         """Stream every sample to `stream` (before `start()`)."""
