@@ -67,8 +67,9 @@ _I32 = struct.Struct("<i")
 _F64 = struct.Struct("<d")
 _CELL = struct.Struct("<Q8x16x3Q")  # sxpinfo, (attrib), (gc links), CAR, CDR, TAG
 _HEAD = struct.Struct("<Q24xQ")  # sxpinfo and CAR
-#: Stacks kept per plan to recognise them in later snapshots (e.g. a loop's few callees).
-_KNOWN_STACKS = 16
+#: Stacks kept per plan to recognise them in later snapshots (a loop's callees, and the
+#: shallower stacks of its path while it calls down or returns); the oldest goes first.
+_KNOWN_STACKS = 64
 #: Chains whose known stacks a new plan takes over (`_take_over_known`); older ones are forgotten.
 _KNOWN_CHAINS = 8
 _CALLABLE = (CLOSXP, 7, 8)  # a closure, SPECIALSXP or BUILTINSXP
@@ -76,7 +77,8 @@ _CALLABLE = (CLOSXP, 7, 8)  # a closure, SPECIALSXP or BUILTINSXP
 #: costs the kernel ~0.4 us per stop (more when cold), so the plan holds only what the
 #: stack needed lately (e.g. both sides of a loop that alternates two functions).
 _RECENT_SAMPLES = 64
-#: ... and at most this many addresses beyond the current sample's, per kind.
+#: ... and at most this many addresses beyond the current sample's (for contexts, or the
+#: plan chain's if longer: a shallow detour must not push the loop's chain out), per kind.
 _RECENT = 24
 #: For how many samples after the stack reached a new address the plan guesses deeper ones.
 _GUESS_FOR = 64
@@ -97,6 +99,8 @@ class _Same:
     frames: list[RawFrame]
     #: The finished stack, by (gc, idle): `finish()` names a recognised stack once.
     stacks: dict[tuple[bool, bool], Stack] = field(default_factory=dict)
+    #: The last sample that showed this stack, on the reader's sample clock.
+    last_seen: int = 0
 
 
 class _SnapshotMiss(Exception):
@@ -219,14 +223,17 @@ class StackReader:
         self._recent_cells: dict[Address, int] = {}
         self._plan: ScatterPlan | None = None
         self._snapped: ScatterPlan | None = None  # the plan the last snapshot was read with
-        # The chain each plan was made after (that of the sample before), whose links
-        # `_unchanged` compares, and the struct that unpacks them from the plan's buffer.
+        # The chain whose links each plan's `_unchanged` compares (the loop's: see
+        # `_make_plan`), its contexts, and the struct that unpacks those links from the
+        # plan's buffer.
         self._plan_chain: list[Address] = []
-        self._snapped_chain: list[Address] = []
+        self._plan_contexts: frozenset[Address] = frozenset()
+        self._snapped_contexts: frozenset[Address] = frozenset()
         self._plan_links: struct.Struct | None = None
         self._snapped_links: struct.Struct | None = None
         self._plan_guesses = False  # whether the plan holds guessed context addresses
         self._samples = 0  # samples decoded, as a clock for `_last_new_context`
+        self._walked_at = 0  # the clock at the last `_remember` that marked addresses
         self._last_new_context = 0  # when a context address not seen recently last appeared
         self.last_head: Address = 0
         # Whether every snapshot reads R_GlobalContext again at its end (`snapshot_torn`).
@@ -292,7 +299,7 @@ class StackReader:
         in_gc = bool(self.gc_flag) and _I32.unpack(self.memory.read(self.gc_flag or 0, 4))[0] != 0
         return context, in_gc
 
-    def _make_plan(self) -> ScatterPlan:
+    def _make_plan(self, chain: list[Address] | None = None) -> ScatterPlan:
         """The regions the next sample likely needs, read by `snapshot()` in one call.
 
         Contexts: the last samples' chains (the outer part of a stack rarely moves, and a
@@ -302,6 +309,10 @@ class StackReader:
         its function's body, so every call of `f(x)` in one body is the same object).
         Regions known to have been readable come first and guesses last, because a read
         stops at the first unmapped region.
+
+        The plan recognises stacks whose contexts all lie on `chain` (`_unchanged`): by
+        default the chain of the plan before, while the plan still reads all of it (a
+        loop's chain outlives its detours), else the last sample's.
         """
         size = self.layout.size
         span = self._globals_span or (self.global_context, 8)
@@ -309,7 +320,11 @@ class StackReader:
         # again: `snapshot_torn`).
         leading, trailing = [span], [span] if self.recheck_head else []
         regions: list[tuple[Address, int]] = []
-        self._plan_chain = self._prev_chain  # whose links `_unchanged` compares
+        if chain is None:
+            kept, recent = self._plan_chain, self._recent_contexts
+            chain = kept if kept and all(a in recent for a in kept) else self._prev_chain
+        self._plan_chain = chain
+        self._plan_contexts = frozenset(chain)
         # Most recently seen first: a plan holds at most 1024 regions.
         by_recency = sorted(self._recent_contexts, key=self._recent_contexts.__getitem__)
         regions += [(a, size) for a in reversed(by_recency)]
@@ -391,7 +406,7 @@ class StackReader:
             plan = self._plan = self._make_plan()
         # Decoding may make a new plan for the next sample; the bytes stay in this one.
         self._snapped = plan
-        self._snapped_chain = self._plan_chain
+        self._snapped_contexts = self._plan_contexts
         self._snapped_links = self._plan_links
         self._recognised_in_snapshot = None
         return plan.read()
@@ -415,8 +430,9 @@ class StackReader:
 
     def _unchanged(self, got: int) -> _Same | None:
         """A stack decoded lately from this plan if this snapshot shows it again: the same
-        head, every context of the chain the plan was made after with the same links, and
-        the same call cells.
+        head, every context of the plan's chain with the same links, and the same call
+        cells. The stack's own chain lies on the plan's (`_keep_known`), so the walk from
+        the head meets only links compared here.
 
         The links are what the walk and the names depend on: a context's next context,
         flag and call; a cell's header (its type), CAR and CDR. Names come from symbols,
@@ -526,7 +542,8 @@ class StackReader:
         self.recognised += 1
         # This stack is now the last one, as if it had been walked (`_remember`).
         self._prev_chain, self._prev_cells = same.chain, same.cell_addresses
-        self._remember_same()
+        self._remember_same(recognised=True)
+        same.last_seen = self._samples
         return RawSample(
             frames=same.frames, gc=in_gc, head=same.head, contexts=len(same.chain), known=same
         )
@@ -557,6 +574,17 @@ class StackReader:
             self._remember_same(counted=True)
             return
         now = self._samples
+        # Stacks recognised since the last walk (`_same_sample`) were not marked as needed:
+        # mark them as of the last sample that showed them, or a decode after many
+        # recognised samples would drop a loop's other stacks from the plan as unused.
+        for same in self._known.values():
+            seen = same.last_seen
+            if seen > self._walked_at:
+                for address in same.chain:
+                    self._recent_contexts[address] = seen
+                for address in same.cell_addresses:
+                    self._recent_cells[address] = seen
+        self._walked_at = now
         changed = False
         for recent, previous, addresses in (
             (self._recent_contexts, self._prev_chain, chain),
@@ -573,9 +601,12 @@ class StackReader:
                         self._last_new_context = now
                 recent[address] = now
             stale = [a for a, seen in recent.items() if now - seen > _RECENT_SAMPLES]
-            if len(recent) - len(stale) > len(addresses) + _RECENT:
+            keep = len(addresses)
+            if recent is self._recent_contexts:
+                keep = max(keep, len(self._plan_chain))
+            if len(recent) - len(stale) > keep + _RECENT:
                 by_age = sorted(recent, key=recent.__getitem__)
-                stale = by_age[: len(recent) - len(addresses) - _RECENT]
+                stale = by_age[: len(recent) - keep - _RECENT]
             for address in stale:
                 del recent[address]
             changed = changed or bool(stale)
@@ -595,16 +626,17 @@ class StackReader:
             self._unlearned = None
             self._remember(*unlearned)
 
-    def _remember_same(self, *, counted: bool = False) -> None:
-        """The same stack as last time (list equality runs in C): nothing to learn, but
-        stop guessing once the stack has stayed within known addresses for a while, and
-        make the plan recognise this chain once it has lasted two samples (a new plan
-        forgets the stacks recognised with the old one, so a one-sample detour, such as a
-        call to `Sys.time()` in a loop, keeps the plan)."""
+    def _remember_same(self, *, counted: bool = False, recognised: bool = False) -> None:
+        """The same stack as last time (list equality runs in C), or one `recognised`:
+        nothing to learn, but stop guessing once the stack has stayed within known
+        addresses for a while, and plan after a chain that lasted two samples without
+        being recognised (a plan made after another chain knows other stacks, so a
+        one-sample detour, such as a call to `Sys.time()` in a loop, keeps the plan)."""
         if not counted:
             self._samples += 1
-        expired = self._plan_guesses and self._samples - self._last_new_context >= _GUESS_FOR
-        if expired or self._prev_chain != self._plan_chain:
+        if not recognised and self._prev_chain != self._plan_chain:
+            self._plan = self._make_plan(self._prev_chain)
+        elif self._plan_guesses and self._samples - self._last_new_context >= _GUESS_FOR:
             self._plan = self._make_plan()
 
     def _read_speculatively(
@@ -772,13 +804,16 @@ class StackReader:
         cells: list[Address],
         frames: list[RawFrame],
     ) -> _Same | None:
-        """Keep this sample for `_unchanged` when its chain is the one the plan was made
-        after, and it and the sample's cells were read whole (and every frame is named or
-        has its symbol). Returns what was kept."""
+        """Keep this sample for `_unchanged` when every context of its chain is on the
+        plan's chain (so the links compared cover its walk: a shallower stack of the same
+        path, the same path running other calls), and it and the sample's cells were read
+        whole (and every frame is named or has its symbol). Returns what was kept."""
         links = self._snapped_links
         if links is None or links.size > got:
             return None
-        if chain != self._snapped_chain or any(f.name is None and not f.symbol for f in frames):
+        if not self._snapped_contexts.issuperset(chain):
+            return None
+        if any(f.name is None and not f.symbol for f in frames):
             return None
         # A cell's header, CAR and CDR (a recursive call repeats its cell: once is enough).
         cell_links = _gather(plan, list(dict.fromkeys(cells)), "Q24xQQ", 48)
@@ -787,7 +822,7 @@ class StackReader:
         if plan is not self._known_plan:
             return None  # a plan made since (`_learn`) recognises what this one did
         if len(self._known) >= _KNOWN_STACKS:
-            self._known.clear()
+            del self._known[next(iter(self._known))]
         buf = plan.buffer
         same = _Same(
             head=head,

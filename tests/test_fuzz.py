@@ -15,6 +15,7 @@ import io
 import random
 import struct
 from collections import Counter
+from collections.abc import Callable
 from collections.abc import Sequence
 
 import pytest
@@ -337,39 +338,98 @@ def test_a_stack_seen_lately_is_recognised_without_walking_it() -> None:
     assert reader.recognised >= 3
 
 
-def test_a_loop_stack_stays_recognised_across_a_detour_that_makes_new_plans() -> None:
-    # A detour to a shallower stack (Sys.time() between calls in a loop) makes the reader
-    # plan for that stack; back in the loop, the plan made for the loop's chain again
-    # recognises the loop's stacks known under the earlier plans, without walking them.
-    layout = LAYOUTS[(4, 2)]
-    image = build_image([Frame("f"), Frame("g"), Frame("h"), Frame("k")], layout)
-    segments = {k: bytearray(v) for k, v in image.segments.items()}
-    memory = FakeMemory({k: bytes(v) for k, v in segments.items()})
-    reader = StackReader(memory, image.binary(), layout, (4, 2))
-    innermost, outer = image.context_addresses[0], image.context_addresses[2]
+def _sampler(
+    segments: dict[int, bytearray], memory: FakeMemory, reader: StackReader
+) -> Callable[[int, int], tuple[tuple[str, ...], int]]:
+    """`samples(head, count)`: take `count` samples with R_GlobalContext at `head`; return
+    the one stack they all named and how many of them the reader recognised."""
 
-    def samples(head: int, count: int) -> tuple[str, ...]:
+    def samples(head: int, count: int) -> tuple[tuple[str, ...], int]:
         struct.pack_into("<Q", segments[GLOBALS], 0, head)
         memory.segments = {k: bytes(v) for k, v in segments.items()}
+        before = reader.recognised
         names = set()
         for _ in range(count):
             stack = take_sample(reader)
             assert isinstance(stack, Stack)
             names.add(stack.names)
         assert len(names) == 1
-        return names.pop()
+        return names.pop(), reader.recognised - before
 
-    assert samples(innermost, 4) == ("f", "g", "h", "k")
-    assert samples(outer, 3) == ("h", "k")  # the detour: plans for the shorter chain
-    before = reader.recognised
-    assert samples(innermost, 3) == ("f", "g", "h", "k")
-    # The first sample back is walked (the plan is the detour's); it lasted two samples,
-    # so the reader plans for it again, and that plan knows it: the third is recognised.
-    assert reader.recognised - before == 1
-    # Without taking the known stacks over, the plan would need a walk of its own first.
-    walked = reader.recognised
-    assert samples(innermost, 1) == ("f", "g", "h", "k")
-    assert reader.recognised == walked + 1
+    return samples
+
+
+def test_a_loop_keeps_its_plan_through_a_detour_to_its_own_outer_frames() -> None:
+    # GIVEN a loop's stack, known to the reader
+    layout = LAYOUTS[(4, 2)]
+    image = build_image([Frame("f"), Frame("g"), Frame("h"), Frame("k")], layout)
+    segments = {k: bytearray(v) for k, v in image.segments.items()}
+    memory = FakeMemory({k: bytes(v) for k, v in segments.items()})
+    reader = StackReader(memory, image.binary(), layout, (4, 2))
+    samples = _sampler(segments, memory, reader)
+    innermost, outer = image.context_addresses[0], image.context_addresses[2]
+    assert samples(innermost, 4)[0] == ("f", "g", "h", "k")
+    # WHEN R returns to an outer frame of the same path for a while (a recursion climbing
+    # back, Sys.time() called from h): its contexts all lie on the loop's chain
+    # THEN that stack is walked once and recognised from then on, under the loop's plan
+    assert samples(outer, 3) == (("h", "k"), 2)
+    # AND back in the loop, its stack is still known: no walk at all
+    assert samples(innermost, 3) == (("f", "g", "h", "k"), 3)
+
+
+def test_a_loop_stack_stays_recognised_across_a_detour_that_makes_new_plans() -> None:
+    # GIVEN a loop's stack f g h k, known to the reader, and x, which h calls instead of g
+    # in a detour: its context x is not on the loop's chain, and g is not on the detour's
+    layout = LAYOUTS[(4, 2)]
+    image = build_image([Frame("x"), Frame("f"), Frame("g"), Frame("h"), Frame("k")], layout)
+    segments = {k: bytearray(v) for k, v in image.segments.items()}
+    x, f, _, h, _ = image.context_addresses
+    struct.pack_into("<Q", segments[STACK], x - STACK, h)  # x's next context: h
+    memory = FakeMemory({k: bytes(v) for k, v in segments.items()})
+    reader = StackReader(memory, image.binary(), layout, (4, 2))
+    samples = _sampler(segments, memory, reader)
+    assert samples(f, 4)[0] == ("f", "g", "h", "k")
+    # WHEN the detour lasts: the reader plans for its chain
+    assert samples(x, 3)[0] == ("x", "h", "k")
+    # THEN back in the loop, the first sample is walked (the plan is the detour's); it lasted
+    # two samples, so the reader plans for it again, and that plan knows it: the third is
+    # recognised
+    assert samples(f, 3) == (("f", "g", "h", "k"), 1)
+    # AND without taking the known stacks over, the plan would need a walk of its own first
+    assert samples(f, 1) == (("f", "g", "h", "k"), 1)
+
+
+def test_a_loop_of_two_stacks_recognised_for_long_keeps_both_in_the_plan_after_a_walk() -> None:
+    # GIVEN a loop alternating two stacks at the same contexts, a(...) and b(...) called from
+    # g: only the innermost call differs, and b's call cell serves nothing else
+    layout = LAYOUTS[(4, 2)]
+    image = build_image([Frame("a"), Frame("g"), Frame("h"), Frame("k"), Frame("b")], layout)
+    segments = {k: bytearray(v) for k, v in image.segments.items()}
+    inner, _, outer, k, unused = image.context_addresses
+    struct.pack_into("<Q", segments[STACK], k - STACK, 0)  # the chain ends at k
+    call_of = layout.call
+    call_a, call_b = (
+        struct.unpack_from("<Q", segments[STACK], c - STACK + call_of)[0] for c in (inner, unused)
+    )
+    memory = FakeMemory({k: bytes(v) for k, v in segments.items()})
+    reader = StackReader(memory, image.binary(), layout, (4, 2))
+    samples = _sampler(segments, memory, reader)
+
+    def run(call: int, count: int) -> tuple[tuple[str, ...], int]:
+        struct.pack_into("<Q", segments[STACK], inner - STACK + call_of, call)
+        return samples(inner, count)
+
+    # WHEN both are recognised sample after sample, far longer than the plan's memory
+    for _ in range(2):
+        run(call_a, 2)
+        run(call_b, 2)
+    assert all(run(call, 1)[1] == 1 for _ in range(50) for call in (call_a, call_b))
+    # AND then one sample must be walked (a detour to an outer frame, not seen before)
+    assert samples(outer, 1) == (("h", "k"), 0)
+    # THEN both loop stacks are still recognised at once: the walk's bookkeeping counted
+    # them as needed lately although they were never walked in all that time
+    assert run(call_a, 1) == (("a", "g", "h", "k"), 1)
+    assert run(call_b, 1) == (("b", "g", "h", "k"), 1)
 
 
 # -- the Rprof.out reader ----------------------------------------------------------------------
