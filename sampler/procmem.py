@@ -278,6 +278,10 @@ class LivePlan:
         spans: list[tuple[int, int, list[Address]]] = []
         for address, size in sorted({r for r in regions if r[0] and r[0] not in known}):
             end = address + size
+            within = [members for start, stop, members in first if start <= address < end <= stop]
+            if within:
+                within[0].append(address)  # inside a leading region: read with it
+                continue
             if spans and address - spans[-1][1] <= _MERGE_GAP:
                 start, last_end, members = spans[-1]
                 spans[-1] = (start, max(last_end, end), members)

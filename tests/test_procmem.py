@@ -38,6 +38,26 @@ def test_leading_regions_come_first_in_order_and_trailing_ones_are_read_again() 
     assert plan.locate(c + 8, 8) == 8
 
 
+def test_a_region_inside_a_leading_region_is_read_with_it() -> None:
+    # GIVEN R's globals read first as one span, and the top-level context inside that span
+    buffer, span = _region(bytes(range(200)))
+    _, other = _region(b"\x44" * 8)
+    memory = LiveMemory(os.getpid())
+    # WHEN a plan leads with the span and also asks for the context (and something else)
+    plan = memory.plan([(span + 40, 64), (other, 8)], leading=[(span, 200)])
+    got = plan.read()
+    data = plan.buffer.raw[:got]
+    # THEN the context is found in the span's bytes: one iovec and 64 bytes fewer
+    assert plan.offsets[span + 40] == 40
+    assert data[40:104] == bytes(range(40, 104))
+    assert plan.count == 2 and got == plan.size == 200 + 8
+    assert data[plan.offsets[other] : plan.offsets[other] + 8] == b"\x44" * 8
+    # AND a region reaching past the span's end is read on its own
+    plan = memory.plan([(span + 150, 64)], leading=[(span, 200)])
+    assert plan.count == 2 and plan.offsets[span + 150] == 200
+    del buffer
+
+
 def test_a_trailing_copy_sees_memory_as_it_is_at_the_end_of_the_read() -> None:
     # GIVEN a region read first and again last: both copies of one read agree
     buffer, address = _region(b"\x11" * 8)
