@@ -271,14 +271,15 @@ class LivePlan:
         self._memory = memory
         self.offsets: dict[Address, int] = {}
         # Leading regions keep their order and are not merged: they are read before all
-        # others (the stack reader's first look at R_GlobalContext).
+        # others (the stack reader's first look at R_GlobalContext). A region inside one
+        # is read with it (R_Toplevel lies among the globals).
         first = [(address, address + size, [address]) for address, size in leading if address]
         known = {start for start, _, _ in first}
         # Merged spans of the known regions, in address order: [start, end, members].
         spans: list[tuple[int, int, list[Address]]] = []
         for address, size in sorted({r for r in regions if r[0] and r[0] not in known}):
             end = address + size
-            within = [members for start, stop, members in first if start <= address < end <= stop]
+            within = [members for start, stop, members in first if start <= address and end <= stop]
             if within:
                 within[0].append(address)  # inside a leading region: read with it
                 continue

@@ -24,13 +24,13 @@ symbol, string or number; everything else `<Anonymous>`.
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
-from dataclasses import replace
 from typing import cast
 
 from sampler.errors import BadAddressError
@@ -68,8 +68,9 @@ _F64 = struct.Struct("<d")
 _CELL = struct.Struct("<Q8x16x3Q")  # sxpinfo, (attrib), (gc links), CAR, CDR, TAG
 _HEAD = struct.Struct("<Q24xQ")  # sxpinfo and CAR
 #: Stacks kept per plan to recognise them in later snapshots (a loop's callees, and the
-#: shallower stacks of its path while it calls down or returns); the oldest goes first.
-_KNOWN_STACKS = 64
+#: shallower stacks of its path while it calls down or returns). When full, a stack on the
+#: whole plan chain replaces the least recently seen; others are not kept.
+_KNOWN_STACKS = 32
 #: Chains whose known stacks a new plan takes over (`_take_over_known`); older ones are forgotten.
 _KNOWN_CHAINS = 8
 _CALLABLE = (CLOSXP, 7, 8)  # a closure, SPECIALSXP or BUILTINSXP
@@ -93,8 +94,12 @@ class _Same:
     head: Address
     chain: list[Address]
     cell_addresses: list[Address]
-    #: Unpacks the header, CAR and CDR of the sample's call cells from the plan's buffer.
-    cell_struct: struct.Struct
+    #: Each call cell once (a recursive call repeats its cell).
+    distinct_cells: list[Address]
+    #: Unpacks the header, CAR and CDR of `distinct_cells` from the buffer of `cell_plan`
+    #: (None: that plan lacks one of them).
+    cell_struct: struct.Struct | None
+    cell_plan: ScatterPlan
     cell_links: tuple[int, ...]
     frames: list[RawFrame]
     #: The finished stack, by (gc, idle): `finish()` names a recognised stack once.
@@ -139,8 +144,15 @@ def _gather(
     offsets = [plan.offsets.get(address) for address in addresses]
     if not offsets or None in offsets:
         return None
+    return _struct_at(tuple(sorted(cast(list[int], offsets))), fields, length)
+
+
+@functools.lru_cache(maxsize=1024)
+def _struct_at(offsets: tuple[int, ...], fields: str, length: int) -> struct.Struct | None:
+    """`_gather`'s struct for sorted `offsets`, made once: a plan made again, or a stack
+    decoded again, usually puts the same regions at the same offsets."""
     parts, at = ["<"], 0
-    for offset in sorted(cast(list[int], offsets)):
+    for offset in offsets:
         if offset < at:
             return None
         parts.append(f"{offset - at}x{fields}")
@@ -362,21 +374,18 @@ class StackReader:
 
         Sound for the same reason as `_unchanged`: a key holds the values of the chain's
         links, unpacked in buffer order, which is address order in every plan (checked),
-        so only where the bytes sit changes; each stack's cells are located in the new
-        buffer, and a stack whose cells the plan lacks is dropped.
+        so only where the bytes sit changes. Each stack's cells are located in the new
+        buffer when it is next recognised (`_cells_in`), not here: most stacks of a
+        recursion are never seen again.
         """
         chain = tuple(self._plan_chain)
-        known: dict[tuple[Address, tuple[int, ...]], _Same] = {}
-        self._known_plan, self._known = plan, known
+        self._known_plan, self._known = plan, {}
         if not chain or self._plan_links is None:
             return  # nothing this plan could recognise: keep the earlier stacks for later
         at = [plan.offsets[address] for address in sorted(chain)]
         if at != sorted(at):
             return  # links unpacked in another order than address order: keys would differ
-        for key, same in self._known_by_chain.pop(chain, {}).items():
-            cells = _gather(plan, list(dict.fromkeys(same.cell_addresses)), "Q24xQQ", 48)
-            if cells is not None:
-                known[key] = replace(same, cell_struct=cells)
+        known = self._known = self._known_by_chain.pop(chain, {})
         self._known_by_chain[chain] = known  # a dict keeps order: most recent last
         while len(self._known_by_chain) > _KNOWN_CHAINS:
             del self._known_by_chain[next(iter(self._known_by_chain))]
@@ -448,9 +457,19 @@ class StackReader:
         buf = plan.buffer
         head = _U64.unpack_from(buf, self._head_at)[0]
         same = self._known.get((head, links.unpack_from(buf)))
-        if same is None or same.cell_struct.size > got:
+        if same is None:
             return None
-        return same if same.cell_struct.unpack_from(buf) == same.cell_links else None
+        cells = same.cell_struct if same.cell_plan is plan else self._cells_in(plan, same)
+        if cells is None or cells.size > got:
+            return None
+        return same if cells.unpack_from(buf) == same.cell_links else None
+
+    @staticmethod
+    def _cells_in(plan: ScatterPlan, same: _Same) -> struct.Struct | None:
+        """Locate a known stack's cells in a plan made since it was decoded."""
+        same.cell_struct = _gather(plan, same.distinct_cells, "Q24xQQ", 48)
+        same.cell_plan = plan
+        return same.cell_struct
 
     def set_recheck_head(self, on: bool) -> None:
         """Make every snapshot read R_GlobalContext again at its end, for sampling without
@@ -811,26 +830,37 @@ class StackReader:
         links = self._snapped_links
         if links is None or links.size > got:
             return None
-        if not self._snapped_contexts.issuperset(chain):
+        on_chain = self._snapped_contexts
+        if not on_chain.issuperset(chain):
+            return None
+        known = self._known
+        # A stack on part of the chain only while there is room: a recursion's stacks come
+        # and go by the thousand, and a loop's own stacks must not be pushed out by them.
+        full = len(known) >= _KNOWN_STACKS
+        if full and len(chain) != len(on_chain):
             return None
         if any(f.name is None and not f.symbol for f in frames):
             return None
         # A cell's header, CAR and CDR (a recursive call repeats its cell: once is enough).
-        cell_links = _gather(plan, list(dict.fromkeys(cells)), "Q24xQQ", 48)
+        distinct_cells = list(dict.fromkeys(cells))
+        cell_links = _gather(plan, distinct_cells, "Q24xQQ", 48)
         if cell_links is None or cell_links.size > got:
             return None
         if plan is not self._known_plan:
             return None  # a plan made since (`_learn`) recognises what this one did
-        if len(self._known) >= _KNOWN_STACKS:
-            del self._known[next(iter(self._known))]
+        if full:
+            del known[min(known, key=lambda key: known[key].last_seen)]
         buf = plan.buffer
         same = _Same(
             head=head,
             chain=chain,
             cell_addresses=cells,
+            distinct_cells=distinct_cells,
             cell_struct=cell_links,
+            cell_plan=plan,
             cell_links=cell_links.unpack_from(buf),
             frames=frames,
+            last_seen=self._samples,
         )
         self._known[head, links.unpack_from(buf)] = same
         return same
