@@ -338,11 +338,20 @@ def test_a_stack_seen_lately_is_recognised_without_walking_it() -> None:
     assert reader.recognised >= 3
 
 
-def _sampler(
-    segments: dict[int, bytearray], memory: FakeMemory, reader: StackReader
-) -> Callable[[int, int], tuple[tuple[str, ...], int]]:
-    """`samples(head, count)`: take `count` samples with R_GlobalContext at `head`; return
-    the one stack they all named and how many of them the reader recognised."""
+Samples = Callable[[int, int], tuple[tuple[str, ...], int]]
+_LOOP_LAYOUT = LAYOUTS[(4, 2)]
+
+
+def _reader_over(names: list[str]) -> tuple[list[int], dict[int, bytearray], Samples]:
+    """A fake image of function frames `names` (innermost first), its segments to edit, and
+    `samples(head, count)`: take `count` samples with R_GlobalContext at `head` through
+    one reader with history; return the one stack they all named and how many of them the
+    reader recognised."""
+    layout = _LOOP_LAYOUT
+    image = build_image([Frame(name) for name in names], layout)
+    segments = {k: bytearray(v) for k, v in image.segments.items()}
+    memory = FakeMemory({k: bytes(v) for k, v in segments.items()})
+    reader = StackReader(memory, image.binary(), layout, (4, 2))
 
     def samples(head: int, count: int) -> tuple[tuple[str, ...], int]:
         struct.pack_into("<Q", segments[GLOBALS], 0, head)
@@ -356,18 +365,13 @@ def _sampler(
         assert len(names) == 1
         return names.pop(), reader.recognised - before
 
-    return samples
+    return image.context_addresses, segments, samples
 
 
 def test_a_loop_keeps_its_plan_through_a_detour_to_its_own_outer_frames() -> None:
     # GIVEN a loop's stack, known to the reader
-    layout = LAYOUTS[(4, 2)]
-    image = build_image([Frame("f"), Frame("g"), Frame("h"), Frame("k")], layout)
-    segments = {k: bytearray(v) for k, v in image.segments.items()}
-    memory = FakeMemory({k: bytes(v) for k, v in segments.items()})
-    reader = StackReader(memory, image.binary(), layout, (4, 2))
-    samples = _sampler(segments, memory, reader)
-    innermost, outer = image.context_addresses[0], image.context_addresses[2]
+    contexts, _, samples = _reader_over(["f", "g", "h", "k"])
+    innermost, outer = contexts[0], contexts[2]
     assert samples(innermost, 4)[0] == ("f", "g", "h", "k")
     # WHEN R returns to an outer frame of the same path for a while (a recursion climbing
     # back, Sys.time() called from h): its contexts all lie on the loop's chain
@@ -380,14 +384,8 @@ def test_a_loop_keeps_its_plan_through_a_detour_to_its_own_outer_frames() -> Non
 def test_a_loop_stack_stays_recognised_across_a_detour_that_makes_new_plans() -> None:
     # GIVEN a loop's stack f g h k, known to the reader, and x, which h calls instead of g
     # in a detour: its context x is not on the loop's chain, and g is not on the detour's
-    layout = LAYOUTS[(4, 2)]
-    image = build_image([Frame("x"), Frame("f"), Frame("g"), Frame("h"), Frame("k")], layout)
-    segments = {k: bytearray(v) for k, v in image.segments.items()}
-    x, f, _, h, _ = image.context_addresses
+    (x, f, _, h, _), segments, samples = _reader_over(["x", "f", "g", "h", "k"])
     struct.pack_into("<Q", segments[STACK], x - STACK, h)  # x's next context: h
-    memory = FakeMemory({k: bytes(v) for k, v in segments.items()})
-    reader = StackReader(memory, image.binary(), layout, (4, 2))
-    samples = _sampler(segments, memory, reader)
     assert samples(f, 4)[0] == ("f", "g", "h", "k")
     # WHEN the detour lasts: the reader plans for its chain
     assert samples(x, 3)[0] == ("x", "h", "k")
@@ -402,18 +400,12 @@ def test_a_loop_stack_stays_recognised_across_a_detour_that_makes_new_plans() ->
 def test_a_loop_of_two_stacks_recognised_for_long_keeps_both_in_the_plan_after_a_walk() -> None:
     # GIVEN a loop alternating two stacks at the same contexts, a(...) and b(...) called from
     # g: only the innermost call differs, and b's call cell serves nothing else
-    layout = LAYOUTS[(4, 2)]
-    image = build_image([Frame("a"), Frame("g"), Frame("h"), Frame("k"), Frame("b")], layout)
-    segments = {k: bytearray(v) for k, v in image.segments.items()}
-    inner, _, outer, k, unused = image.context_addresses
+    (inner, _, outer, k, unused), segments, samples = _reader_over(["a", "g", "h", "k", "b"])
     struct.pack_into("<Q", segments[STACK], k - STACK, 0)  # the chain ends at k
-    call_of = layout.call
+    call_of = _LOOP_LAYOUT.call
     call_a, call_b = (
         struct.unpack_from("<Q", segments[STACK], c - STACK + call_of)[0] for c in (inner, unused)
     )
-    memory = FakeMemory({k: bytes(v) for k, v in segments.items()})
-    reader = StackReader(memory, image.binary(), layout, (4, 2))
-    samples = _sampler(segments, memory, reader)
 
     def run(call: int, count: int) -> tuple[tuple[str, ...], int]:
         struct.pack_into("<Q", segments[STACK], inner - STACK + call_of, call)
