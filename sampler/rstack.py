@@ -605,9 +605,16 @@ class StackReader:
                     self._recent_cells[address] = seen
         self._walked_at = now
         changed = False
-        for recent, previous, addresses in (
-            (self._recent_contexts, self._prev_chain, chain),
-            (self._recent_cells, self._prev_cells, cells),
+        # Each kind keeps this many addresses at least: the sample's own, and for contexts
+        # the plan's chain if longer (a shallow detour must not push the loop's chain out).
+        for recent, previous, addresses, keep in (
+            (
+                self._recent_contexts,
+                self._prev_chain,
+                chain,
+                max(len(chain), len(self._plan_chain)),
+            ),
+            (self._recent_cells, self._prev_cells, cells, len(cells)),
         ):
             # The previous stack lasted until the last sample (identical samples return
             # early above, without touching these).
@@ -620,9 +627,6 @@ class StackReader:
                         self._last_new_context = now
                 recent[address] = now
             stale = [a for a, seen in recent.items() if now - seen > _RECENT_SAMPLES]
-            keep = len(addresses)
-            if recent is self._recent_contexts:
-                keep = max(keep, len(self._plan_chain))
             if len(recent) - len(stale) > keep + _RECENT:
                 by_age = sorted(recent, key=recent.__getitem__)
                 stale = by_age[: len(recent) - keep - _RECENT]
