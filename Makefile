@@ -7,7 +7,7 @@ LAB_SUITES ?= bullseye trixie sid
 DEMO   := xrtop/demo/demo.R
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest r lab tools bench screenshots clean
+.PHONY: demo test test-quick lint typecheck pytest r lab tools bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ pytest: $(STAMP) r tools lab
 	XRTOP_LAB=$(LAB) $(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The pure-logic tests alone (no R needed; under a minute): pytest -m "not live".
+test-quick: $(STAMP)
+	$(BIN)/pytest -m "not live"
 
 bench: $(STAMP) r
 	$(BIN)/python bench/run.py

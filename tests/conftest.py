@@ -6,6 +6,11 @@ the workload itself (the script writes a ready file; a shell wrapper never does)
 stops what it started. `r_env` parametrises a test over every R the machine offers.
 
 In CI (CI=true) nothing here may skip: a missing R or lab is a failure.
+
+The `live` marker names the tests that need a real R, so that `pytest -m "not live"` runs
+the pure-logic tests alone: a test that uses a fixture starting R (`LIVE_FIXTURES`, also
+through another fixture) is marked here; one that starts R itself carries the mark in its
+module. The harness refuses to start R for a test without the mark, so none escapes it.
 """
 
 from __future__ import annotations
@@ -37,8 +42,36 @@ LAB = Path(os.environ.get("XRTOP_LAB", TESTS.parent.parent / "shared" / "lab")).
 RLAB_ROOT = Path(os.environ.get("RLAB_ROOT", "/opt/rlab"))
 IN_CI = os.environ.get("CI") == "true"
 
+#: Fixtures that start R or need one: a test using any of them (directly or through another
+#: fixture) is marked `live`.
+LIVE_FIXTURES = frozenset({"r_launcher", "r_env"})
+
+#: Whether the test being set up or run carries the `live` mark (see `require_live`).
+_current_test_is_live = False
+
 #: Lab suites and the R (major, minor) each one has.
 LAB_SUITES = {"bullseye": (4, 0), "trixie": (4, 5), "sid": (4, 6)}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `live` every test that uses a fixture in LIVE_FIXTURES, before `-m` selects."""
+    for item in items:
+        if LIVE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.live)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Record whether `item` is live before any of its fixtures (of any scope) is set up."""
+    global _current_test_is_live
+    _current_test_is_live = item.get_closest_marker("live") is not None
+
+
+def require_live(what: str) -> None:
+    """Fail when a test not marked `live` is about to start R: `-m "not live"` must not."""
+    if not _current_test_is_live:
+        pytest.fail(f"{what} starts R, so this test must be marked live (pytest.mark.live)")
 
 
 @dataclass(frozen=True)
@@ -70,6 +103,7 @@ ALL_ENVS = [REnv("host")] + [REnv(s, m) for s in LAB_SUITES for m in ("plain", "
 
 def need(env: REnv) -> None:
     """Skip (or, in CI, fail) when `env` cannot run here."""
+    require_live(f"need({env.id})")
     why = env.available()
     if why is not None:
         if IN_CI:
@@ -122,6 +156,7 @@ class RLauncher:
         extra_env: dict[str, str] | None = None,
         timeout: float = 60.0,
     ) -> RRun:
+        require_live(f"r_launcher.start({script!r})")
         need(env)
         token = uuid.uuid4().hex[:12]
         source = R_SCRIPTS / script if not os.path.isabs(script) else Path(script)
@@ -221,6 +256,7 @@ def expected_version(env: REnv) -> tuple[int, int] | None:
 
 def rscript(code: str, timeout: float = 120) -> str:
     """Run R code on the host's R and return its standard output."""
+    require_live("rscript()")
     if not shutil.which("Rscript"):
         if IN_CI:
             pytest.fail("R is not installed")

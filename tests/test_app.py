@@ -379,6 +379,7 @@ def test_run_live_without_a_terminal_is_a_usage_error() -> None:
         run_live(os.getpid(), None, SamplingOptions(), None)
 
 
+@pytest.mark.live
 async def test_top_view_matches_summaryrprof_on_rs_own_file(tmp_path: Path) -> None:
     # GIVEN a profile written by R's own Rprof (no line profiling) and R's summary of it
     out = tmp_path / "r.out"

@@ -41,6 +41,7 @@ def test_ui_bench_runs_on_a_tiny_profile() -> None:
     assert "Top view" in out.stdout and "Tree view" in out.stdout
 
 
+@pytest.mark.live
 @pytest.mark.skipif(shutil.which("Rscript") is None, reason="needs R")
 def test_the_profiling_bench_measures_every_configuration(tmp_path: Path) -> None:
     # One profiled window of each configuration, at 7 frames: every row gets a slowdown

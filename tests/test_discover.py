@@ -134,6 +134,7 @@ def test_plain_chroot_r_version(r_launcher: RLauncher) -> None:
     assert not row.container
 
 
+@pytest.mark.live
 def test_embedded_r_listed_once_threads_never(embedded_r: subprocess.Popen[bytes]) -> None:
     # GIVEN a python process that maps libR.so and has three more threads
     tids = {int(t) for t in os.listdir(f"/proc/{embedded_r.pid}/task")}
@@ -154,6 +155,7 @@ def test_embedded_r_listed_once_threads_never(embedded_r: subprocess.Popen[bytes
         assert f"Tgid:\t{pid}\n" in status
 
 
+@pytest.mark.live
 def test_process_that_loads_r_later_is_found(tmp_path: Path) -> None:
     # GIVEN a python process that is not R yet when first scanned
     if not LIBR.exists():
@@ -191,6 +193,7 @@ def test_process_that_loads_r_later_is_found(tmp_path: Path) -> None:
         proc.wait()
 
 
+@pytest.mark.live
 def test_process_that_execs_r_is_found_at_once(tmp_path: Path) -> None:
     # GIVEN a shell (not R) that will exec Rscript in place: same PID, same start time
     go, ready = tmp_path / "go", tmp_path / "ready"

@@ -15,6 +15,8 @@ from conftest import wait_for
 
 from sampler.target import attach
 
+pytestmark = pytest.mark.live
+
 CODE = (
     "fib <- function(n) if (n < 2) n else fib(n - 1) + fib(n - 2); "
     "embedded_work <- function() fib(14); "

@@ -205,6 +205,7 @@ def r_own_profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return where
 
 
+@pytest.mark.live
 def test_rprof_writer_reproduces_rs_own_files_byte_for_byte(r_own_profiles: Path) -> None:
     for name in ("plain.out", "gcline.out"):
         text = (r_own_profiles / name).read_text()
@@ -217,6 +218,7 @@ def test_rprof_writer_reproduces_rs_own_files_byte_for_byte(r_own_profiles: Path
     assert gcline.startswith("GC profiling: line profiling: ") and "#File 1: " in gcline
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("name", ["plain.out", "gcline.out", "all.out", "toplevel.out"])
 def test_convert_reads_rs_own_files(name: str, r_own_profiles: Path, tmp_path: Path) -> None:
     path = r_own_profiles / name

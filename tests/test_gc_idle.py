@@ -168,6 +168,7 @@ def test_busy_r_is_not_idle(r_launcher: RLauncher) -> None:
     assert sum(s.idle for s in stacks) < 0.05 * len(stacks)
 
 
+@pytest.mark.live
 def test_r_waiting_for_input_is_idle(tmp_path: Path) -> None:
     # GIVEN an R at its top level, waiting for the next line on standard input
     if not shutil.which("R"):

@@ -160,6 +160,7 @@ def test_pid_that_is_not_r(sleeper: int, tmp_path: Path) -> None:
     assert not (tmp_path / "x.out").exists()
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("front_end", ["R CMD BATCH", "sh -c"])
 def test_pid_of_rs_shell_front_end_names_the_child(front_end: str, tmp_path: Path) -> None:
     # GIVEN a shell that runs R as its child: R CMD BATCH's front-end script, or a wrapper
@@ -444,6 +445,7 @@ def test_another_users_process_gets_the_doctors_paragraph(
     assert run.tracer() == 0
 
 
+@pytest.mark.live
 def test_a_users_own_r_process_can_be_profiled(
     unprivileged: tuple[int, int], shared_dir: Path
 ) -> None:
