@@ -62,7 +62,7 @@ pytest: $(STAMP) r tools lab
 
 test: lint typecheck pytest
 
-# The pure-logic tests alone (no R needed; under a minute): pytest -m "not live".
+# The pure-logic tests alone (no R needed; ~30 s of CPU): pytest -m "not live".
 test-quick: $(STAMP)
 	$(BIN)/pytest -m "not live"
 
