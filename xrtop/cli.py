@@ -35,7 +35,6 @@ from sampler.ptrace import queue_child_signals
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
 from sampler.rprof import read_rprof
-from sampler.rprof import write_rprof
 from sampler.rstack import RawSample
 from sampler.target import attach
 from sampler.target import layout_discriminator
@@ -606,11 +605,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.output:
         print(f"xrtop: {count} samples written to {args.output}", file=sys.stderr)
     return 0
-
-
-def save_rprof(session: Session, path: Path, start: int = 0) -> tuple[int, int]:
-    """Write the session's samples from index `start` to `path` as Rprof.out."""
-    return write_rprof(path, session.log, session.sampling.options, start)
 
 
 def cmd_live(args: argparse.Namespace, command: list[str] | None) -> int:
