@@ -10,7 +10,7 @@ blocks the sampler. Attaching, launching and tearing down happen outside the app
 Where things are: what is shown and why is `xrtop.view_model`; the sources are
 `xrtop.sources`; the modal screens `xrtop.screens`; file names and formats for `s` and
 `e` are `xrtop.saving`; the picker is `xrtop.picker`. A new view is one entry in
-`VIEW_TABS` and one `_show_<id>` method.
+`VIEW_TABS` and its drawing method in `_show_view`.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ REFRESH_S = 0.5
 
 @dataclass(frozen=True)
 class ViewTab:
-    """One of the views the tabs switch between; the app draws it with `_show_<id>`."""
+    """One of the views the tabs switch between (drawn by the method `_show_view` names)."""
 
     id: str
     title: str  #: the tab's and the key's name
@@ -87,7 +87,10 @@ VIEWS = tuple(tab.id for tab in VIEW_TABS)
 
 #: Every key, for the help screen and the README (key, what it does).
 KEYS: tuple[tuple[str, str], ...] = (
-    ("1 2 3 / tab", "switch view: Top, Tree, Now"),
+    (
+        " ".join(tab.key for tab in VIEW_TABS) + " / tab",
+        "switch view: " + ", ".join(tab.title for tab in VIEW_TABS),
+    ),
     ("space", "pause the display; sampling goes on, new samples wait"),
     ("s", "save the samples since attach or reset as Rprof.out"),
     ("e", "export collapsed stacks or speedscope JSON"),
