@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -58,8 +59,6 @@ from xrtop.session import check_duration
 from xrtop.session import default_output_name
 from xrtop.session import r_children_hint
 from xrtop.session import source_note
-
-COMMANDS = ("record", "dump", "view", "convert")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -609,19 +608,24 @@ def run(argv: list[str]) -> int:
     """Run one command line; raise XrtopError for user mistakes."""
     own, command = split_command(argv)
     parsers = build_parsers()
-    name = own[0] if own and own[0] in COMMANDS else ""
+    name = own[0] if own and own[0] and own[0] in parsers else ""
     args = parsers[name].parse_args(own[1:] if name else own)
     if name == "record":
         return cmd_record(args, command)
-    if command is not None and name:
+    if not name:
+        return cmd_live(args, command)
+    if command is not None:
         raise UsageError(f"'xrtop {name}' takes no command after --")
-    if name == "dump":
-        return cmd_dump(args)
-    if name == "convert":
-        return cmd_convert(args)
-    if name == "view":
-        return cmd_view(args)
-    return cmd_live(args, command)
+    return SUBCOMMANDS[name](args)
+
+
+#: The commands that launch nothing, by name: a new one is its parser in `build_parsers`
+#: and its entry here.
+SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "dump": cmd_dump,
+    "view": cmd_view,
+    "convert": cmd_convert,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
