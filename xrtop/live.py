@@ -70,8 +70,9 @@ def _start(
     pid: int | None, command: list[str] | None, sampling: SamplingOptions, output: str | None
 ) -> LiveSource:
     """Open -o, launch `command` (when given) and wait for its R, attach to it or to `pid`,
-    and start sampling into the -o stream. On any failure nothing is left behind: no
-    sampler, no launched command, no -o file."""
+    and start sampling into the -o stream. On any failure no sampler runs and no launched
+    command is left running; the -o file is removed unless the attach succeeded (then it
+    holds the header)."""
     launched: Launched | None = None
     session: Session | None = None
     out: IO[str] | None = None
