@@ -24,6 +24,7 @@ from sampler.model import SampleLog
 from sampler.model import SamplerStats
 from sampler.model import Stack
 from sampler.rprof import RprofOptions
+from sampler.thread import State
 from xrtop.app import XrtopApp
 
 
@@ -63,8 +64,8 @@ class SyntheticSource:
             self.log.add(stack, self._t)
             self._t += 0.01
 
-    def state(self) -> str:
-        return "running"
+    def state(self) -> State | None:
+        return State.RUNNING
 
     def stats(self) -> SamplerStats:
         return SamplerStats(requested_hz=100, samples=len(self.log), elapsed=self._t)
@@ -119,7 +120,7 @@ async def main(args: argparse.Namespace) -> None:
     app = XrtopApp(source, refresh_s=3600)  # refreshes are driven by hand below
     async with app.run_test(size=(160, 50)) as pilot:
         await pilot.pause()
-        agg = app.agg
+        agg = app.model.agg
         print(
             f"profile: {len(source.log)} samples, {len(source.log.stacks)} distinct stacks, "
             f"{len(agg.total)} functions, {len(agg.tree)} tree nodes "

@@ -21,18 +21,19 @@ from sampler.model import SamplerStats
 from sampler.model import Stack
 from sampler.rprof import RprofOptions
 from sampler.rprof import read_rprof
+from sampler.thread import State
 from widgets.call_tree import CallTreeView
 from widgets.hot_table import HotTable
-from xrtop.app import ChoiceScreen
-from xrtop.app import FileSource
-from xrtop.app import HelpScreen
 from xrtop.app import XrtopApp
-from xrtop.app import run_live
+from xrtop.live import run_live
+from xrtop.screens import ChoiceScreen
+from xrtop.screens import HelpScreen
+from xrtop.screenshots import DEMO_PROFILE  # xrtop record of xrtop/demo/demo.R
 from xrtop.session import SamplingOptions
+from xrtop.sources import FileSource
 
 DATA = Path(__file__).parent / "data"
 DEMO_LINES = DATA / "demo-rprof-lines.out"  # R's own Rprof, line and GC profiling
-DEMO_XRTOP = DATA / "demo-xrtop.out"  # xrtop record of xrtop/demo/demo.R
 
 FIB = Stack(("fib", "fib", "middle", "outer"))
 LOOP = Stack(("loop", "outer"))
@@ -55,7 +56,7 @@ class FakeLive:
         self.note: str | None = None
         self.rate = 100.0
         self.stopped = False
-        self.state_value = "running"
+        self.state_value: State | None = State.RUNNING
         self._t = 0.0
 
     def add(self, stack: Stack, count: int = 1) -> None:
@@ -63,7 +64,7 @@ class FakeLive:
             self.log.add(stack, self._t)
             self._t += 0.01
 
-    def state(self) -> str:
+    def state(self) -> State | None:
         return self.state_value
 
     def stats(self) -> SamplerStats:
@@ -138,9 +139,9 @@ async def test_views_switch_with_digits_and_tab() -> None:
 async def test_file_view_is_read_only() -> None:
     app = file_app()
     async with app.run_test(size=(100, 30)) as pilot:
-        before = app.reset_at
+        before = app.model.reset_at
         await pilot.press("r", "plus")
-        assert app.reset_at == before
+        assert app.model.reset_at == before
         assert app.check_action("reset", ()) is False
         assert app.check_action("rate", ()) is False
         footer_keys = {k for k, b in app.active_bindings.items() if b.binding.show}
@@ -165,12 +166,12 @@ async def test_filter_as_you_type_and_escape_clears() -> None:
         assert table.keys and all("fib" in str(k) for k in table.keys)
         await pilot.press("enter")
         assert app.focused is table
-        assert app.view_state.needle == "fib"
+        assert app.model.view_state.needle == "fib"
         await pilot.press("2")  # the tree shows only paths to matches
         labels = {app.tree_view.calltree.key[n] for n in app.tree_view.keys}  # type: ignore[union-attr]
         assert "fib" in labels and "simulate" not in labels
         await pilot.press("1", "escape")
-        assert app.view_state.needle == ""
+        assert app.model.view_state.needle == ""
         assert len(table.keys) > 5
 
 
@@ -208,7 +209,7 @@ async def test_pause_freezes_the_display_while_samples_arrive() -> None:
         source.add(LOOP, 20)
         app.refresh_data()
         assert table.samples == 30 and "loop" not in table.keys
-        status = app.status()
+        status = app.model.status()
         assert status.paused and status.waiting == 20
         await pilot.press("space")
         assert table.samples == 50 and "loop" in table.keys
@@ -224,7 +225,7 @@ async def test_reset_counts_from_now_and_saves_from_now(in_tmp: Path) -> None:
         source.add(LOOP, 5)
         app.refresh_data()
         assert app.query_one(HotTable).keys == ["loop", "outer"]
-        path, samples, _ = app.save_rprof()
+        path, samples, _ = app.save()
         assert samples == 5
         assert [s.names for s in read_rprof(path).stacks] == [LOOP.names] * 5
 
@@ -305,7 +306,7 @@ async def test_target_exit_keeps_the_view_and_says_so() -> None:
     source.add(FIB, 5)
     app = live_app(source)
     async with app.run_test(size=(100, 30)) as pilot:
-        source.state_value = "target exited"
+        source.state_value = State.EXITED
         app.refresh_data()
         await pilot.pause()
         header = app.query_one("#status")
@@ -322,12 +323,12 @@ async def test_window_shows_only_recent_samples() -> None:
     app = live_app(source)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("w")  # last 10 s
-        agg = app.current()
+        agg = app.model.current()
         assert agg.total["loop"] == 500
         assert agg.total["fib"] == 500  # the 5 s of fib inside the last 10 s
         assert app.query_one(HotTable).samples == agg.samples
         await pilot.press("w", "w")  # 60 s, then cumulative
-        assert app.current().total["fib"] == 2000
+        assert app.model.current().total["fib"] == 2000
 
 
 async def test_start_session_failure_stays_in_the_app() -> None:
@@ -366,7 +367,7 @@ def test_run_live_attach_error_is_raised_before_the_ui(
 ) -> None:
     # A PID that is not R: the error comes back as an exception (cli prints it), and no
     # -o file is left behind.
-    monkeypatch.setattr("xrtop.app.require_terminal", lambda: None)
+    monkeypatch.setattr("xrtop.live.require_terminal", lambda: None)
     out = tmp_path / "x.out"
     with pytest.raises(NotRProcessError):
         run_live(os.getpid(), None, SamplingOptions(), str(out))
@@ -474,7 +475,7 @@ async def test_idle_key_counts_idle_samples_in_and_out() -> None:
         # WHEN the user presses i
         await pilot.press("i")
         # THEN every sample counts, the waiting ones under their own rows
-        assert app.view_state.include_idle and app.current().include_idle
+        assert app.model.view_state.include_idle and app.model.current().include_idle
         assert table.samples == 100
         assert {"nap", "Sys.sleep", "<idle>"} <= set(table.keys)
         assert table._cells("fib")[1] == "60.0%"
@@ -489,10 +490,10 @@ async def test_idle_key_counts_idle_samples_in_and_out() -> None:
         await pilot.press("2")
         assert app.tree_view.whole == 100
         await pilot.press("w")
-        assert app.current().samples == 100  # the whole fake run is 1 s: all in the window
+        assert app.model.current().samples == 100  # the whole fake run is 1 s: all in the window
         # WHEN i is pressed again, idle samples are out again
         await pilot.press("i")
-        assert app.current().samples == 60 and app.tree_view.whole == 60
+        assert app.model.current().samples == 60 and app.tree_view.whole == 60
 
 
 async def test_idle_key_starts_included_with_the_idle_option() -> None:
@@ -532,7 +533,7 @@ async def test_top_view_inverts_the_sort_with_shift_i() -> None:
         assert table.descending and table.keys[0] == "fib"
         await pilot.press("I")
         assert not table.descending and table.keys[-1] == "fib"
-        assert not app.view_state.include_idle, "I is not the idle key"
+        assert not app.model.view_state.include_idle, "I is not the idle key"
 
 
 async def test_a_file_has_no_idle_key_and_no_busy_share() -> None:
@@ -551,7 +552,7 @@ async def test_a_file_has_no_idle_key_and_no_busy_share() -> None:
 
 
 async def test_file_without_gc_profiling_shows_no_gc_share() -> None:
-    app = XrtopApp(FileSource(DEMO_XRTOP, read_rprof(DEMO_XRTOP)), refresh_s=60)
+    app = XrtopApp(FileSource(DEMO_PROFILE, read_rprof(DEMO_PROFILE)), refresh_s=60)
     async with app.run_test(size=(120, 30)):
         assert "GC" not in header_text(app)
 
@@ -625,13 +626,13 @@ async def test_toggles_while_paused_recount_the_frozen_samples() -> None:
         # WHEN idle samples are counted in, lines asked for, and a window chosen
         await pilot.press("i")
         # THEN the same frozen samples are shown, counted the new way
-        assert app.current().samples == 2500 and "loop" not in app.current().total
+        assert app.model.current().samples == 2500 and "loop" not in app.model.current().total
         await pilot.press("l", "l")
-        assert app.current().samples == 2500
+        assert app.model.current().samples == 2500
         await pilot.press("w")  # last 10 s of the frozen samples
-        assert app.current().samples in (1000, 1001)  # 10 s at 100 Hz (float times)
-        assert app.current().total["nap"] == 500
-        assert app.status().waiting == 300
+        assert app.model.current().samples in (1000, 1001)  # 10 s at 100 Hz (float times)
+        assert app.model.current().total["nap"] == 500
+        assert app.model.status().waiting == 300
         # AND resuming takes in the waiting samples
         await pilot.press("space")
-        assert app.current().total["loop"] == 300
+        assert app.model.current().total["loop"] == 300

@@ -21,10 +21,10 @@ from textual.pilot import Pilot
 
 from sampler.rprof import RprofOptions
 from widgets.hot_table import HotTable
-from xrtop.app import LiveSource
 from xrtop.app import XrtopApp
 from xrtop.session import SamplingOptions
 from xrtop.session import Session
+from xrtop.sources import LiveSource
 
 pytestmark = pytest.mark.live
 
@@ -108,11 +108,11 @@ async def test_idle_key_and_busy_share_on_a_half_busy_r(
 
     async with live_view(run) as (app, pilot):
         busy0, elapsed0 = r_says()
-        await wait_until(pilot, lambda: len(app.agg.log) >= 300, "3 s of samples")
+        await wait_until(pilot, lambda: len(app.model.agg.log) >= 300, "3 s of samples")
         # WHEN the display is paused, so that what is read next holds still
         await pilot.press("space")
         busy1, elapsed1 = r_says()
-        agg = app.current()
+        agg = app.model.current()
         every = agg.consumed - agg.start
         # THEN by default the sleeping samples are out of the percentages
         assert 0 < agg.idle < every and agg.samples == every - agg.idle
@@ -128,7 +128,7 @@ async def test_idle_key_and_busy_share_on_a_half_busy_r(
         assert "idle hidden" in header(app)
         # WHEN the user presses i
         await pilot.press("i")
-        agg = app.current()
+        agg = app.model.current()
         # THEN every sample counts, the sleeping ones under nap, and no share passes 100 %
         assert agg.include_idle and agg.samples == agg.consumed - agg.start
         assert agg.total["nap"] / agg.samples == pytest.approx(1 - busy, abs=0.1)
@@ -136,7 +136,7 @@ async def test_idle_key_and_busy_share_on_a_half_busy_r(
         assert "idle shown" in header(app) and f"busy {100 * busy:.0f}%" in header(app)
         # AND i again leaves them out again
         await pilot.press("i")
-        assert app.current().samples == every - agg.idle
+        assert app.model.current().samples == every - agg.idle
 
 
 async def test_gc_share_of_an_allocating_r(r_launcher: RLauncher) -> None:
@@ -144,9 +144,9 @@ async def test_gc_share_of_an_allocating_r(r_launcher: RLauncher) -> None:
     run = r_launcher.start("gc.R", "alloc", "60")
     async with live_view(run) as (app, pilot):
         assert app.source is not None and app.source.gc_available
-        await wait_until(pilot, lambda: app.current().samples >= 150, "samples")
+        await wait_until(pilot, lambda: app.model.current().samples >= 150, "samples")
         await pilot.press("space")
-        agg = app.current()
+        agg = app.model.current()
         # THEN the header's GC share is the share of samples shown that carry the marker
         assert 0 < agg.gc < agg.samples
         assert f"GC {100 * agg.gc / agg.samples:.1f}%" in header(app)
@@ -183,7 +183,7 @@ async def test_no_note_when_r_keeps_source_references(r_launcher: RLauncher) -> 
         await wait_until(
             pilot,
             lambda: any(
-                isinstance(r.key, tuple) and r.name == "inner" for r in app.current().rows()
+                isinstance(r.key, tuple) and r.name == "inner" for r in app.model.current().rows()
             ),
             "inner by line",
         )

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from sampler.rprof import read_rprof
-from xrtop.app import FileSource
 from xrtop.app import XrtopApp
+from xrtop.screenshots import DEMO_PROFILE
 from xrtop.screenshots import ReplaySource
+from xrtop.sources import FileSource
 
 DEMO_LINES = Path(__file__).parent / "data" / "demo-rprof-lines.out"
 SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
@@ -45,8 +46,7 @@ def test_screens(snap_compare: Any, screen: str, size: tuple[int, int]) -> None:
 def test_live_paused_with_samples_waiting(snap_compare: Any, size: tuple[int, int]) -> None:
     # The recorded demo replayed as a running target (fixed PID, R version, CPU and memory),
     # paused while 25 more samples arrive.
-    path = Path(__file__).parent / "data" / "demo-xrtop.out"
-    source = ReplaySource(path, read_rprof(path))
+    source = ReplaySource(DEMO_PROFILE, read_rprof(DEMO_PROFILE))
     app = XrtopApp(source, refresh_s=3600)
 
     async def arrive(pilot: Any) -> None:

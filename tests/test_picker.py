@@ -15,18 +15,19 @@ from textual.widgets import Static
 
 from sampler.discover import Discovery
 from sampler.model import RProcessInfo
+from sampler.thread import State
 from widgets.process_picker import ProcessPicker
 from widgets.process_picker import fit_command
 from widgets.process_picker import format_bytes
 from widgets.process_picker import format_elapsed
 from widgets.process_picker import matches
 from widgets.process_picker import order
-from xrtop.app import ChoiceScreen
-from xrtop.app import LiveSource
 from xrtop.app import XrtopApp
 from xrtop.picker import PickerScreen
 from xrtop.picker import ProblemScreen
+from xrtop.screens import ChoiceScreen
 from xrtop.session import SamplingOptions
+from xrtop.sources import LiveSource
 
 ROOT = Path(__file__).parent.parent
 
@@ -166,7 +167,9 @@ async def test_app_without_pid_picks_attaches_and_returns_to_picker(
         )
         assert not isinstance(app.screen, PickerScreen)
         await wait_until(
-            pilot, lambda: "fib" in {r.name for r in app.current().rows()}, "fib in the profile"
+            pilot,
+            lambda: "fib" in {r.name for r in app.model.current().rows()},
+            "fib in the profile",
         )
         assert run.tracer() != 0
         source = app.source
@@ -183,7 +186,7 @@ async def test_app_without_pid_picks_attaches_and_returns_to_picker(
         await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), "the picker again")
         # THEN the target was detached first, and left running
         assert app.source is None
-        assert source is not None and source.state() == "detached"
+        assert source is not None and source.state() is State.DETACHED
         assert run.tracer() == 0
         assert run.state() in ("R", "S")
         await wait_until(pilot, lambda: run.pid in shown_pids(app), "busy.R listed again")

@@ -165,11 +165,6 @@ class RowTable(ScrollView, can_focus=True):
         self.descending = descending
         self.refresh(self._header_region())
 
-    def set_columns(self, columns: Sequence[Column]) -> None:
-        """Replace the columns (e.g. when a view changes what it lists)."""
-        self.columns = tuple(columns)
-        self.refresh()
-
     @property
     def cursor_key(self) -> Hashable | None:
         """The key of the row under the cursor, or None when the table is empty."""

@@ -16,9 +16,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+from typing import Any
 from typing import NoReturn
 
 import psutil
@@ -26,16 +28,11 @@ import psutil
 from sampler.errors import EXIT_INTERNAL
 from sampler.errors import UsageError
 from sampler.errors import XrtopError
-from sampler.export import FORMATS
-from sampler.export import write_collapsed
-from sampler.export import write_speedscope
 from sampler.model import Stack
 from sampler.ptrace import Tracer
 from sampler.ptrace import queue_child_signals
 from sampler.rprof import RprofOptions
-from sampler.rprof import RprofWriter
 from sampler.rprof import read_rprof
-from sampler.rprof import write_rprof
 from sampler.rstack import RawSample
 from sampler.target import attach
 from sampler.target import layout_discriminator
@@ -44,21 +41,24 @@ from sampler.target import parse_version
 from sampler.target import verify_layout
 from sampler.thread import State
 from xrtop import __version__
+from xrtop.formats import FORMATS
+from xrtop.formats import RPROF
+from xrtop.formats import Profile
+from xrtop.formats import close_output
+from xrtop.formats import open_output
+from xrtop.formats import standard_output
+from xrtop.formats import write_profile
 from xrtop.session import FLUSH_EVERY
 from xrtop.session import Launched
 from xrtop.session import SamplingOptions
 from xrtop.session import Session
 from xrtop.session import StartupHold
-from xrtop.session import StreamedFile
 from xrtop.session import Wakeup
 from xrtop.session import capability_notes
 from xrtop.session import check_duration
 from xrtop.session import default_output_name
-from xrtop.session import open_output
 from xrtop.session import r_children_hint
 from xrtop.session import source_note
-
-COMMANDS = ("record", "dump", "view", "convert")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -148,11 +148,12 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     record.add_argument("-v", "--verbose", action="store_true", help="say what happens")
     # xrprof's -m (mixed R + native stacks) has no xrtop equivalent: refuse it by name.
     record.add_argument("-m", dest="mixed", action="store_true", help=argparse.SUPPRESS)
+    names = list(FORMATS)
     record.add_argument(
         "--format",
-        choices=FORMATS,
-        default="rprof",
-        help="rprof (R's Rprof.out, default), collapsed or speedscope",
+        choices=names,
+        default=names[0],
+        help=f"{names[0]} (R's Rprof.out, default), {', '.join(names[1:-1])} or {names[-1]}",
     )
     _file_flags(record)
 
@@ -167,7 +168,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
 
     convert = _Parser(prog="xrtop convert", description="Convert an Rprof.out file.")
     convert.add_argument("file", help="an Rprof.out file (xrtop's or R's own)")
-    convert.add_argument("--format", choices=FORMATS[1:], required=True)
+    convert.add_argument(
+        "--format", choices=[f.name for f in FORMATS.values() if f.convertible], required=True
+    )
     convert.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
     convert.add_argument("--idle", action="store_true", help=argparse.SUPPRESS)
     return {"": live, "record": record, "dump": dump, "view": view, "convert": convert}
@@ -216,36 +219,6 @@ def _stop_on_signals(
             signal.signal(sig, previous)
 
 
-#: The default file name's suffix per format (launch mode without -o).
-_SUFFIXES = {"rprof": "out", "collapsed": "collapsed.txt", "speedscope": "speedscope.json"}
-
-
-def _write_format(
-    out: IO[str],
-    fmt: str,
-    stacks: list[Stack],
-    interval_us: int,
-    name: str,
-    idle: bool,
-    lines: bool = False,
-) -> int:
-    if fmt == "collapsed":
-        return write_collapsed(out, stacks, idle=idle, lines=lines)
-    return write_speedscope(out, stacks, interval_us, name=name, idle=idle, lines=lines)
-
-
-def _write_whole(
-    out: IO[str], fmt: str, stacks: list[Stack], sampling: SamplingOptions, name: str
-) -> int:
-    """Write `stacks` in `fmt` in one go; return the number of samples written."""
-    if fmt == "rprof":
-        writer = RprofWriter(out, sampling.interval_us, sampling.options)
-        writer.add_all(stacks)
-        return writer.samples_written
-    options = sampling.options
-    return _write_format(out, fmt, stacks, sampling.interval_us, name, options.idle, options.lines)
-
-
 def _gone(pid: int) -> bool:
     """Whether `pid` has exited (a zombie counts as exited)."""
     try:
@@ -258,7 +231,7 @@ def _sample_into(
     args: argparse.Namespace,
     sampling: SamplingOptions,
     session: Session,
-    out: IO[str],
+    out: IO[Any],
     stop: threading.Event,
     wakeup: Wakeup,
 ) -> bool:
@@ -271,19 +244,10 @@ def _sample_into(
     Returns False when writing the output failed. Raises the attach error when sampling
     could not start.
     """
-    stream: StreamedFile | None = None
     try:
-        if args.format == "rprof":
-            stream = StreamedFile(out, sampling.interval_us, sampling.options)
-            if stream.error:  # not even the header went out: say so before sampling
-                reason = stream.error.removeprefix("writing samples failed: ")
-                raise UsageError(
-                    f"cannot write {args.output or 'standard output'}: {reason}",
-                    "Choose a writable path with -o.",
-                )
-            session.set_stream(stream)
-        session.wake_when_ended(wakeup)
-        session.start()
+        streams = args.format == RPROF
+        session.start(out if streams else None, where=args.output or "", wakeup=wakeup)
+        stream = session.stream
         if args.verbose:
             target = session.target
             notes = "; idle CPUs poll while R is stopped" if session.thread.polls_idle else ""
@@ -309,21 +273,16 @@ def _sample_into(
     ok = True
     if stream is None:
         try:
-            _write_whole(
-                out,
-                args.format,
-                list(session.log.iter_stacks()),
-                sampling,
-                f"xrtop: R PID {session.target.pid}",
-            )
+            name = f"xrtop: R PID {session.target.pid}"
+            profile = Profile.of_log(session.log, sampling.options, name)
+            write_profile(out, args.format, profile)
             out.flush()
         except OSError as err:
             print(f"xrtop: writing the profile failed: {err.strerror}", file=sys.stderr)
             ok = False
         finally:
-            if out is not sys.stdout:
-                with contextlib.suppress(OSError):
-                    out.close()
+            with contextlib.suppress(OSError):
+                close_output(out)
     elif stream.error:
         ok = False
     print(session.summary(), file=sys.stderr)
@@ -356,7 +315,7 @@ def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
     # Only a file xrtop creates may be removed again: -o /dev/null or an existing file
     # the user named must survive a failed start.
     created = bool(args.output) and not os.path.lexists(args.output)
-    out: IO[str] = open_output(args.output) if args.output else sys.stdout
+    out = open_output(args.output, args.format) if args.output else standard_output(args.format)
     stop, wakeup = threading.Event(), Wakeup()
     try:
         with _stop_on_signals(stop, wakeup=wakeup):
@@ -440,7 +399,7 @@ def _record_launched(
     file in the current directory. Signals xrtop receives are passed on to the command.
     """
     # Open -o before starting anything, so that a bad path starts nothing.
-    out: IO[str] | None = open_output(args.output) if args.output else None
+    out = open_output(args.output, args.format) if args.output else None
     path = args.output
     stop, wakeup = threading.Event(), Wakeup()
     received: list[int] = []
@@ -452,8 +411,9 @@ def _record_launched(
             if r_pid is not None:
                 session = _attach_launched(launched, r_pid, sampling, duration)
             if out is None:
-                path = str(default_output_name(launched.process.pid, _SUFFIXES[args.format]))
-                out = open_output(path)
+                suffix = FORMATS[args.format].suffix
+                path = str(default_output_name(launched.process.pid, suffix))
+                out = open_output(path, args.format)
             if session is not None:
                 try:
                     ok = _sample_into(args, sampling, session, out, stop, wakeup)
@@ -462,10 +422,11 @@ def _record_launched(
                         raise
                     launched.adopt_status(session.target.pid, session.thread.exit_status)
                     session = None
-                    out = open_output(path)
+                    out = open_output(path, args.format)
             if session is None:
                 # R ended (or never started) before it could be sampled: an empty profile.
-                _write_whole(out, args.format, [], sampling, shlex.join(command))
+                empty = Profile([], sampling.interval_us, sampling.options, shlex.join(command))
+                write_profile(out, args.format, empty)
                 out.close()
                 print(
                     f"xrtop: {shlex.join(command)} ended before its R could be sampled: "
@@ -478,8 +439,6 @@ def _record_launched(
         except BaseException:
             # xrtop cannot record it: do not leave the command running on its own.
             launched.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                launched.process.wait(5)
             raise
         if ok:
             print(f"xrtop: profile written to {path}", file=sys.stderr)
@@ -595,27 +554,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
         profile = read_rprof(path)
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror}") from None
-    out: IO[str] = open_output(args.output) if args.output else sys.stdout
+    out = open_output(args.output, args.format) if args.output else standard_output(args.format)
+    # Every sample, by function: what R's file holds, as R's own tools count it.
+    whole = Profile(profile.stacks, profile.interval_us, RprofOptions(idle=True), path.name)
     try:
-        count = _write_format(
-            out, args.format, profile.stacks, profile.interval_us, path.name, True
-        )
+        count = write_profile(out, args.format, whole)
     finally:
-        if out is not sys.stdout:
-            out.close()
+        close_output(out)
     if args.output:
         print(f"xrtop: {count} samples written to {args.output}", file=sys.stderr)
     return 0
 
 
-def save_rprof(session: Session, path: Path, start: int = 0) -> tuple[int, int]:
-    """Write the session's samples from index `start` to `path` as Rprof.out."""
-    return write_rprof(path, session.log, session.sampling.options, start)
-
-
 def cmd_live(args: argparse.Namespace, command: list[str] | None) -> int:
     """`xrtop [PID]` and `xrtop -- cmd`: the live view (or the picker with no PID)."""
-    from xrtop.app import run_live  # Textual loads only for the live view
+    from xrtop.live import run_live  # Textual loads only for the live view
 
     pid_text = args.pid or args.pid_flag
     sampling = _sampling(args)
@@ -638,7 +591,7 @@ def cmd_view(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {path}: {err.strerror}") from None
     # Textual loads only once the file is known to be good: a bad file gets its one-line
     # answer even where the live view cannot start.
-    from xrtop.app import run_view
+    from xrtop.live import run_view
 
     return run_view(path, profile)
 
@@ -655,19 +608,24 @@ def run(argv: list[str]) -> int:
     """Run one command line; raise XrtopError for user mistakes."""
     own, command = split_command(argv)
     parsers = build_parsers()
-    name = own[0] if own and own[0] in COMMANDS else ""
+    name = own[0] if own and own[0] and own[0] in parsers else ""
     args = parsers[name].parse_args(own[1:] if name else own)
     if name == "record":
         return cmd_record(args, command)
-    if command is not None and name:
+    if not name:
+        return cmd_live(args, command)
+    if command is not None:
         raise UsageError(f"'xrtop {name}' takes no command after --")
-    if name == "dump":
-        return cmd_dump(args)
-    if name == "convert":
-        return cmd_convert(args)
-    if name == "view":
-        return cmd_view(args)
-    return cmd_live(args, command)
+    return SUBCOMMANDS[name](args)
+
+
+#: The commands that launch nothing, by name: a new one is its parser in `build_parsers`
+#: and its entry here.
+SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "dump": cmd_dump,
+    "view": cmd_view,
+    "convert": cmd_convert,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

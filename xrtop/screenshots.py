@@ -1,11 +1,11 @@
 """Render the README's screenshots: `python -m xrtop.screenshots DIR` (`make screenshots`).
 
 The screens come from a recorded profile of the demo workload (`xrtop record` of
-xrtop/demo/demo.R, stored as tests/data/demo-xrtop.out), replayed as if it were live, with
-fixed header values, so the SVGs are identical from run to run and machine to machine.
-Re-record the profile with:
+xrtop/demo/demo.R, shipped as xrtop/demo/demo-xrtop.out so that an installed xrtop has it),
+replayed as if it were live, with fixed header values, so the SVGs are identical from run to
+run and machine to machine. Re-record the profile with:
 
-    xrtop record -F 100 -d 4 -o tests/data/demo-xrtop.out -- Rscript xrtop/demo/demo.R 6
+    xrtop record -F 100 -d 4 -o xrtop/demo/demo-xrtop.out -- Rscript xrtop/demo/demo.R 6
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from pathlib import Path
 
 from sampler.rprof import RprofFile
 from sampler.rprof import read_rprof
-from xrtop.app import FileSource
+from sampler.thread import State
 from xrtop.app import XrtopApp
+from xrtop.sources import FileSource
 
-DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "tests" / "data" / "demo-xrtop.out"
+#: The demo workload's recorded profile, shipped in the package.
+DEMO_PROFILE = Path(__file__).resolve().parent / "demo" / "demo-xrtop.out"
 SIZE = (120, 36)
 
 #: file name -> (keys pressed before the shot, title)
@@ -48,8 +50,8 @@ class ReplaySource(FileSource):
         # (made without --idle) lost none, and "busy 100%" is what it would show live.
         self.idle_known = True
 
-    def state(self) -> str:
-        return "running"
+    def state(self) -> State | None:
+        return State.RUNNING
 
     def rate_hz(self) -> float:
         return self.stats().requested_hz
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     """Render the screenshots into the directory given."""
     parser = argparse.ArgumentParser(prog="python -m xrtop.screenshots", description=__doc__)
     parser.add_argument("out_dir", type=Path, help="where to write the SVGs")
-    parser.add_argument("--profile", type=Path, default=DEFAULT_PROFILE, help="an Rprof.out")
+    parser.add_argument("--profile", type=Path, default=DEMO_PROFILE, help="an Rprof.out")
     args = parser.parse_args(argv)
     if not args.profile.exists():
         print(f"xrtop: {args.profile} does not exist; record it first (see --help).")

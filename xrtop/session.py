@@ -14,6 +14,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -97,17 +98,6 @@ def check_duration(seconds: float | None) -> float | None:
     if seconds is not None and not 0 < seconds < 1e7:
         raise UsageError(f"duration {seconds:g} s is out of range", "Use -d with seconds > 0.")
     return seconds
-
-
-def open_output(path: str) -> IO[str]:
-    """Open `path` for writing samples; raise UsageError with the reason if impossible."""
-    try:
-        return open(path, "w", encoding="utf-8", errors="surrogateescape", newline="\n")
-    except OSError as err:
-        raise UsageError(
-            f"cannot write {path}: {err.strerror}",
-            "Choose a writable path with -o.",
-        ) from None
 
 
 class StreamedFile:
@@ -208,26 +198,32 @@ def r_children_hint(pid: int) -> str:
 class Launched:
     """A command xrtop started itself; its R process is found as soon as it appears."""
 
-    def __init__(
-        self, argv: list[str], output: IO[bytes] | None = None, output_path: str = ""
-    ) -> None:
-        """Start `argv` with xrtop's stdin, stdout and stderr, or, given `output` (the open
-        file at `output_path`), with no stdin and stdout+stderr into it (the live view: the
+    def __init__(self, argv: list[str], *, quiet: bool = False) -> None:
+        """Start `argv` with xrtop's stdin, stdout and stderr, or, when `quiet`, with no
+        stdin and stdout+stderr into a new file, `output_path` (the live view: the
         program's output must not garble the screen)."""
         if not argv:
             raise UsageError("nothing to launch after --", "Example: xrtop -- Rscript script.R")
+        self.argv = argv
+        self.output_path = ""
+        self._output: IO[bytes] | None = None
+        if quiet:
+            fd, self.output_path = tempfile.mkstemp(prefix="xrtop-output-", suffix=".log")
+            self._output = os.fdopen(fd, "wb")
         try:
             with child_signals_unblocked():  # the program gets the mask it would get anyway
-                if output is None:
+                if self._output is None:
                     self.process = subprocess.Popen(argv)
                 else:
                     self.process = subprocess.Popen(
-                        argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=self._output,
+                        stderr=subprocess.STDOUT,
                     )
         except OSError as err:
+            self.close_output()
             raise UsageError(f"cannot start {shlex.join(argv)}: {err.strerror}") from None
-        self.argv = argv
-        self.output_path = output_path
 
     def wait_for_r(
         self, timeout: float = 30.0, cancel: threading.Event | None = None
@@ -274,8 +270,23 @@ class Launched:
                 self.process.send_signal(signum)
 
     def terminate(self) -> None:
-        """Stop the launched command (used when xrtop gives up on it)."""
+        """Stop the launched command and wait up to 5 s for it (when xrtop gives up on it)."""
         self.send(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+
+    def close_output(self) -> str | None:
+        """Close the program's output file (when `quiet`); return its path, or None when
+        there is none or it is empty (an empty one is removed)."""
+        if self._output is None:
+            return None
+        self._output.close()
+        self._output = None
+        if os.path.getsize(self.output_path):
+            return self.output_path
+        with contextlib.suppress(OSError):
+            os.unlink(self.output_path)
+        return None
 
 
 #: What to tell a user whose R keeps no source references (Rscript's default).
@@ -360,13 +371,12 @@ class Session:
         sampling: SamplingOptions,
         *,
         duration: float | None = None,
-        stream: StreamedFile | None = None,
     ) -> None:
         """Prepare the sampler; `start()` attaches."""
         self.target = target
         self.sampling = sampling
         self.log = SampleLog(sampling.interval_us)
-        self.stream = stream
+        self.stream: StreamedFile | None = None
         self.ended = threading.Event()
         self._wakeup: Wakeup | None = None
         # Lines cost reads per sample: read them only when the output wants them.
@@ -378,7 +388,6 @@ class Session:
             blocking=sampling.blocking,
             poll_idle=sampling.poll_idle,
             duration=duration,
-            on_sample=stream.add if stream is not None else None,
             on_end=lambda _state: self._end(),
         )
 
@@ -387,15 +396,6 @@ class Session:
         if self._wakeup is not None:
             self._wakeup.wake()
 
-    def wake_when_ended(self, wakeup: Wakeup) -> None:
-        """Also wake `wakeup` when sampling ends (before `start()`)."""
-        self._wakeup = wakeup
-
-    def set_stream(self, stream: StreamedFile) -> None:
-        """Stream every sample to `stream` (before `start()`)."""
-        self.stream = stream
-        self.thread.on_sample = stream.add
-
     @classmethod
     def attach_pid(
         cls,
@@ -403,19 +403,42 @@ class Session:
         sampling: SamplingOptions,
         *,
         duration: float | None = None,
-        stream: StreamedFile | None = None,
     ) -> Session:
         """Attach to `pid` (not started yet); raise an XrtopError with a fix when impossible."""
         try:
             target = attach(pid, force_version=sampling.force_version)
         except NotRProcessError as err:
             raise NotRProcessError(err.message, r_children_hint(pid)) from None
-        return cls(target, sampling, duration=duration, stream=stream)
+        return cls(target, sampling, duration=duration)
 
-    def start(self) -> None:
-        """Start sampling; raise the attach error (e.g. ptrace refused) in this thread."""
-        self.thread.start()
-        self.thread.wait_ready()
+    def start(
+        self, stream_to: IO[str] | None = None, *, where: str = "", wakeup: Wakeup | None = None
+    ) -> None:
+        """Start sampling, streaming each sample as Rprof.out to `stream_to` when given and
+        waking `wakeup` (when given) once sampling ends.
+
+        The one way every command starts a session. Raises UsageError, naming `where`
+        (default: standard output), when not even the stream's header can be written, and
+        the attach error (e.g. ptrace refused) in this thread; either way the session is
+        stopped and `stream_to` closed.
+        """
+        self._wakeup = wakeup
+        try:
+            if stream_to is not None:
+                stream = StreamedFile(stream_to, self.sampling.interval_us, self.sampling.options)
+                self.stream = stream
+                self.thread.on_sample = stream.add
+                if stream.error:  # not even the header went out: say so before sampling
+                    reason = stream.error.removeprefix("writing samples failed: ")
+                    raise UsageError(
+                        f"cannot write {where or 'standard output'}: {reason}",
+                        "Choose a writable path with -o.",
+                    )
+            self.thread.start()
+            self.thread.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Stop sampling and detach; close the streamed file."""

@@ -1,0 +1,160 @@
+"""Every output format xrtop writes, in one table, and the one entry point that writes them.
+
+`xrtop record --format`, `xrtop convert`, the live view's `s` (save) and `e` (export) all
+write through `write_profile` (to an open stream) or `save_profile` (to a file, renamed
+into place when complete). Adding a format is one entry in `FORMATS`: the command line's
+choices, the default file name, `convert` and the export prompt all follow it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+from typing import Any
+
+from sampler.errors import UsageError
+from sampler.export import write_collapsed
+from sampler.export import write_speedscope
+from sampler.model import SampleLog
+from sampler.model import Stack
+from sampler.rprof import RprofOptions
+from sampler.rprof import RprofWriter
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Samples to write, and what every writer needs to know about them."""
+
+    stacks: Iterable[Stack]
+    interval_us: int
+    #: lines: frames carry the line running in them; idle: keep samples where R waits;
+    #: gc: Rprof.out marks samples taken in GC.
+    options: RprofOptions
+    #: What the profile is of (speedscope shows it as the title).
+    name: str = ""
+
+    @classmethod
+    def of_log(cls, log: SampleLog, options: RprofOptions, name: str, start: int = 0) -> Profile:
+        """The samples of `log` from index `start` on."""
+        return cls(list(log.iter_stacks(start)), log.interval_us, options, name)
+
+
+#: Writes a profile to an open stream (text, or bytes for a binary format); returns the
+#: number of samples written.
+Writer = Callable[[IO[Any], Profile], int]
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """One format xrtop can write."""
+
+    name: str  #: the value of --format
+    suffix: str  #: the ending of a default file name
+    label: str  #: a few words for --help and the export prompt
+    write: Writer
+    #: The key that picks it in the live view's export prompt ("" : not offered there).
+    export_key: str = ""
+    #: Whether `xrtop convert` (Rprof.out in, this out) offers it.
+    convertible: bool = True
+    #: Written as bytes rather than text.
+    binary: bool = False
+
+
+def _write_rprof(out: IO[str], profile: Profile) -> int:
+    writer = RprofWriter(out, profile.interval_us, profile.options)
+    writer.add_all(profile.stacks)
+    return writer.samples_written
+
+
+def _write_collapsed(out: IO[str], profile: Profile) -> int:
+    options = profile.options
+    return write_collapsed(out, profile.stacks, idle=options.idle, lines=options.lines)
+
+
+def _write_speedscope(out: IO[str], profile: Profile) -> int:
+    options = profile.options
+    return write_speedscope(
+        out,
+        profile.stacks,
+        profile.interval_us,
+        name=profile.name,
+        idle=options.idle,
+        lines=options.lines,
+    )
+
+
+#: Every format, the default first.
+FORMATS: dict[str, OutputFormat] = {
+    f.name: f
+    for f in (
+        OutputFormat("rprof", "out", "R's Rprof.out", _write_rprof, convertible=False),
+        OutputFormat(
+            "collapsed", "collapsed.txt", "collapsed stacks", _write_collapsed, export_key="c"
+        ),
+        OutputFormat(
+            "speedscope", "speedscope.json", "speedscope JSON", _write_speedscope, export_key="j"
+        ),
+    )
+}
+#: The format of a live stream and of `s` in the live view.
+RPROF = "rprof"
+
+
+def output_format(name: str) -> OutputFormat:
+    """The format called `name`; raise UsageError for an unknown one."""
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise UsageError(f"unknown format '{name}'", f"Use one of: {', '.join(FORMATS)}.") from None
+
+
+def write_profile(out: IO[Any], fmt: str, profile: Profile) -> int:
+    """Write `profile` to `out` in format `fmt`; return the number of samples written."""
+    return output_format(fmt).write(out, profile)
+
+
+def _open(path: str | Path, fmt: str) -> IO[Any]:
+    if output_format(fmt).binary:
+        return open(path, "wb")
+    return open(path, "w", encoding="utf-8", errors="surrogateescape", newline="\n")
+
+
+def open_output(path: str, fmt: str = RPROF) -> IO[Any]:
+    """Open `path` for writing format `fmt`; raise UsageError with the reason if impossible."""
+    try:
+        return _open(path, fmt)
+    except OSError as err:
+        raise UsageError(
+            f"cannot write {path}: {err.strerror}",
+            "Choose a writable path with -o.",
+        ) from None
+
+
+def standard_output(fmt: str = RPROF) -> IO[Any]:
+    """Standard output, as bytes for a binary format."""
+    return sys.stdout.buffer if output_format(fmt).binary else sys.stdout
+
+
+def close_output(out: IO[Any]) -> None:
+    """Close `out` unless it is standard output (which is only flushed)."""
+    if out is sys.stdout or out is getattr(sys.stdout, "buffer", None):
+        out.flush()
+    else:
+        out.close()
+
+
+def save_profile(path: Path, fmt: str, profile: Profile) -> tuple[int, int]:
+    """Write `profile` to the file `path`; return (samples, bytes) written.
+
+    The file is written beside its final name and renamed into place, so a reader never
+    sees half a file. Raises OSError when the file cannot be written.
+    """
+    tmp = path.with_name(f".{path.name}.partial")
+    with _open(tmp, fmt) as out:
+        count = write_profile(out, fmt, profile)
+    tmp.replace(path)
+    return count, path.stat().st_size

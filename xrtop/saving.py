@@ -1,0 +1,56 @@
+"""Saving and exporting from the live view: file names, and what each format is given.
+
+Both go through `xrtop.formats.save_profile`, the writer the command line uses too.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sampler.rprof import RprofOptions
+from xrtop.formats import FORMATS
+from xrtop.formats import RPROF
+from xrtop.formats import Profile
+from xrtop.formats import save_profile
+from xrtop.session import default_output_name
+from xrtop.sources import FileSource
+from xrtop.sources import ProfileSource
+
+
+def new_path(source: ProfileSource, suffix: str) -> Path:
+    """A new file name in the current directory for `source`'s samples: after the file
+    shown, or after the PID and the time."""
+    if isinstance(source, FileSource):
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = source.path.name.removesuffix(".out")
+        path = Path(f"{base}-{stamp}.{suffix}")
+        n = 1
+        while path.exists():
+            n += 1
+            path = Path(f"{base}-{stamp}-{n}.{suffix}")
+        return path
+    return default_output_name(source.pid if source.pid else 0, suffix)
+
+
+def profile_name(source: ProfileSource) -> str:
+    """What a profile of `source` is called inside a file that names it (speedscope)."""
+    return source.title if source.pid is None else f"{source.title} (PID {source.pid})"
+
+
+def write_samples(
+    source: ProfileSource, fmt: str, start: int, by_line: bool, path: Path | None = None
+) -> tuple[Path, int, int]:
+    """Write `source`'s samples from index `start` in format `fmt` to `path` (default: a
+    new name); return (path, samples, bytes).
+
+    Rprof.out records what the source records (its lines, GC marker and idle samples);
+    the other formats split functions by line when the view does (`by_line`).
+    """
+    options = source.options
+    if fmt != RPROF:
+        options = RprofOptions(lines=by_line, gc=options.gc, idle=options.idle)
+    target = path or new_path(source, FORMATS[fmt].suffix)
+    profile = Profile.of_log(source.log, options, profile_name(source), start)
+    samples, size = save_profile(target, fmt, profile)
+    return target, samples, size
