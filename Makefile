@@ -71,8 +71,10 @@ ENGINE_CMD := $(ENGINE) $(ENGINE_FLAGS)
 
 container: $(STAMP)
 	@command -v $(ENGINE) >/dev/null 2>&1 || { echo "xrtop: neither podman nor docker is installed (make tools, as root)"; exit 1; }
-	@rm -rf .container/wheels
-	$(BIN)/pip wheel -q --wheel-dir .container/wheels . 2>&1 | grep -v -e '^ *$$' -e 'WARNING' || true
+	@rm -rf .container/wheels && mkdir -p .container
+	@# A fixed date in the wheels' files: unchanged sources give the same wheel (a cached build).
+	@SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel -q --wheel-dir .container/wheels . >.container/wheels.log 2>&1 \
+	  || { tail -n 30 .container/wheels.log; exit 1; }
 	@base="$(BASE)"; \
 	if ! $(ENGINE_CMD) image inspect "$$base" >/dev/null 2>&1 \
 	   && ! $(ENGINE_CMD) pull -q "$$base" >/dev/null 2>&1; then \
