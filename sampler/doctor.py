@@ -4,8 +4,8 @@
 already attached, Yama's ptrace_scope, the target's owner, a target that made itself
 non-dumpable, a container without CAP_SYS_PTRACE, and a target whose files xrtop cannot
 see (another user namespace, e.g. a rootless container). Each reason says what is wrong
-and what to run instead; inside a container, the fix is a flag for the container (--user,
---cap-add SYS_PTRACE, --pid=host), as sudo would not help there.
+and what to run instead; inside a container, also the flags to start the container with
+(--user, --cap-add SYS_PTRACE, --pid=host), as sudo may not exist there.
 
 It never runs sudo and never suggests giving capabilities to the Python interpreter (that
 would give every Python program on the machine ptrace rights).
@@ -151,13 +151,14 @@ def diagnose(pid: int) -> list[str]:
         )
     contained = in_container()
     if owner is not None and owner != me and not privileged:
-        fix = (
-            f"Start xrtop's container as that user (--user {owner})"
+        in_a_container = (
+            f"; in a container, start it as that user (--user {owner}) or with --cap-add SYS_PTRACE"
             if contained
-            else f"Run xrtop as that user, or as root: sudo xrtop {pid}"
+            else ""
         )
         reasons.append(
-            f"Process {pid} belongs to another user, {_user(owner)}; you are {_user(me)}. {fix}"
+            f"Process {pid} belongs to another user, {_user(owner)}; you are {_user(me)}. "
+            f"Run xrtop as that user, or as root: sudo xrtop {pid}{in_a_container}"
         )
     if scope == 1 and not privileged:
         reasons.append(
@@ -182,9 +183,9 @@ def diagnose(pid: int) -> list[str]:
         reasons.append(
             "xrtop runs in a container without CAP_SYS_PTRACE, which it needs to trace "
             "another user's process or one with more capabilities than the container (a "
-            "root process on the host). Start the container with --cap-add SYS_PTRACE, "
-            "or --privileged (Kubernetes: securityContext.capabilities.add: "
-            '["SYS_PTRACE"]).'
+            "root process on the host). Start the container with --pid=host --cap-add "
+            "SYS_PTRACE, or --pid=host --privileged (Kubernetes: hostPID: true and "
+            'securityContext.capabilities.add: ["SYS_PTRACE"]).'
         )
     if _root_unreadable(pid) and (_other_user_namespace(pid) or not reasons):
         reasons.append(
