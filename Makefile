@@ -94,7 +94,10 @@ container: $(STAMP)
 	  fi; \
 	fi; \
 	echo "xrtop: building $(IMAGE) on $$base with $(ENGINE)"; \
-	$(ENGINE_CMD) build -q --build-arg BASE="$$base" -t $(IMAGE) -f Containerfile . >/dev/null
+	old=$$($(ENGINE_CMD) image inspect -f '{{.Id}}' $(IMAGE) 2>/dev/null); \
+	$(ENGINE_CMD) build -q --build-arg BASE="$$base" -t $(IMAGE) -f Containerfile . >/dev/null || exit 1; \
+	new=$$($(ENGINE_CMD) image inspect -f '{{.Id}}' $(IMAGE)); \
+	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then $(ENGINE_CMD) rmi "$$old" >/dev/null 2>&1 || true; fi
 
 SOURCES := $(wildcard xrtop sampler widgets tests bench)
 

@@ -28,6 +28,7 @@ from conftest import IN_CI
 from conftest import R_SCRIPTS
 from conftest import RLAB_ROOT
 from conftest import REnv
+from conftest import RRun
 from conftest import need
 from conftest import wait_for
 from test_e2e_tmux import Tmux
@@ -38,7 +39,9 @@ from test_e2e_tmux import xrtop
 from sampler.discover import Discovery
 from xrtop.session import find_r_descendant
 
-pytestmark = [pytest.mark.live, pytest.mark.lab]
+# The first test to use an image waits for it: a cold `make container` (debootstrap
+# included) took over 180 s on this machine under load, past the project's default timeout.
+pytestmark = [pytest.mark.live, pytest.mark.lab, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).parent.parent
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]
@@ -112,11 +115,10 @@ def xrtop_image(engine: None) -> str:
 
 
 @dataclass
-class Container:
-    """An R workload running in a podman container."""
+class Container(RRun):
+    """An R workload running in a podman container (`pid`: as the host numbers it)."""
 
-    name: str
-    pid: int  # R's PID as the host numbers it
+    name: str = ""
 
 
 class Containers:
@@ -143,7 +145,7 @@ class Containers:
         wait_for(lambda: (shared / "ready").exists(), 60, "R in the container to start")
         top = int(podman("inspect", "-f", "{{.State.Pid}}", name).stdout.strip())
         pid = wait_for(lambda: find_r_descendant(top), 30, "R in the container")
-        return Container(name, pid)
+        return Container(pid, REnv(SUITE, "podman"), None, name)
 
     def remove_all(self) -> None:
         for name in self.names:
@@ -160,23 +162,17 @@ def containers(engine: None, tmp_path: Path) -> Iterator[Containers]:
         made.remove_all()
 
 
-@dataclass
-class HostR:
-    pid: int
-    handle: subprocess.Popen[bytes]
-
-
 class HostRs:
     """Starts busy.R on the host's R as a given user, in a folder of its own that any user
     may use (pytest's are root's alone); kills them all at the end."""
 
     def __init__(self) -> None:
-        self.runs: list[HostR] = []
+        self.runs: list[RRun] = []
         self.folder = Path(tempfile.mkdtemp(prefix="xrtop-container-test-"))
         self.folder.chmod(0o755)
         shutil.copy(R_SCRIPTS / "busy.R", self.folder)
 
-    def start(self, uid: int = 0) -> HostR:
+    def start(self, uid: int = 0) -> RRun:
         if shutil.which("Rscript") is None:
             if IN_CI:
                 pytest.fail("R is not installed (make r)")
@@ -194,15 +190,15 @@ class HostRs:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        run = HostR(0, handle)
-        self.runs.append(run)
+        self.runs.append(RRun(0, REnv("host"), handle))
         wait_for(lambda: ready.exists() or handle.poll() is not None, 60, "R to start")
         assert ready.exists(), f"Rscript exited with {handle.returncode}"
-        run.pid = wait_for(lambda: find_r_descendant(handle.pid), 30, "the R process")
-        return run
+        self.runs[-1].pid = wait_for(lambda: find_r_descendant(handle.pid), 30, "the R process")
+        return self.runs[-1]
 
     def stop_all(self) -> None:
         for run in self.runs:
+            assert run.handle is not None
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(run.handle.pid, signal.SIGKILL)
             run.handle.wait(10)
@@ -220,11 +216,6 @@ def host_r() -> Iterator[HostRs]:
 
 def host_xrtop(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(xrtop(*args), capture_output=True, text=True, timeout=120, check=False)
-
-
-def tracer(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(status.split("TracerPid:")[1].split()[0])
 
 
 # --- R in a container, xrtop on the host ------------------------------------------------
@@ -251,7 +242,7 @@ def test_host_xrtop_dumps_and_records_r_in_a_container(
     summary = summary_rprof(path)
     assert summary["self"] == "fib"
     assert {"fib", "middle", "outer"} <= set(summary["total"].split(","))
-    assert tracer(box.pid) == 0
+    assert box.tracer() == 0
 
 
 def test_discovery_names_the_container(r_image: str, containers: Containers) -> None:
@@ -296,7 +287,7 @@ def test_picker_shows_the_container_and_attaches(
     tmux.wait_screen("XRTOP-EXIT=0")
     (saved,) = tmp_path.glob(f"xrtop-{box.pid}-*.out")
     assert summary_rprof(saved)["self"] == "fib"
-    assert tracer(box.pid) == 0
+    assert box.tracer() == 0
 
 
 # --- xrtop in its own image, R on the host ----------------------------------------------
@@ -329,7 +320,7 @@ def test_image_dumps_and_records_r_on_the_host(
     assert out.returncode == 0, out.stderr
     # THEN the host has the file, and R's summaryRprof reads it
     assert summary_rprof(out_dir / "x.out")["self"] == "fib"
-    assert tracer(run.pid) == 0
+    assert run.tracer() == 0
 
 
 def test_image_live_view_saves_to_the_output_folder(
@@ -355,7 +346,7 @@ def test_image_live_view_saves_to_the_output_folder(
     tmux.wait_screen("XRTOP-EXIT=0")
     (saved,) = out_dir.glob(f"xrtop-{run.pid}-*.out")
     assert summary_rprof(saved)["self"] == "fib"
-    assert tracer(run.pid) == 0
+    assert run.tracer() == 0
 
 
 def test_image_doctor_names_the_container_flags(
@@ -382,7 +373,7 @@ def test_image_doctor_names_the_container_flags(
     words = refused("--pid=host", "--user", str(NOBODY))
     assert "in a container, start it as that user (--user 0)" in words
     assert "--cap-add SYS_PTRACE" in words
-    assert run.handle.poll() is None and tracer(run.pid) == 0
+    assert run.alive() and run.tracer() == 0
 
 
 def test_image_runs_the_xrtop_of_this_tree(xrtop_image: str) -> None:
