@@ -7,7 +7,7 @@ LAB_SUITES ?= bullseye trixie sid
 DEMO   := xrtop/demo/demo.R
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-quick lint typecheck pytest r lab tools bench screenshots clean
+.PHONY: demo test test-quick lint typecheck pytest r lab tools bench screenshots clean container
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,14 +27,23 @@ r:
 	fi
 
 # Programs the tests drive: tmux (end-to-end), littler (embedded R), profvis (reads our
-# files), when running as root.
+# files), podman with runc and debootstrap (the container image), when running as root.
 tools: r
 	@missing=""; command -v tmux >/dev/null 2>&1 || missing="$$missing tmux"; \
 	command -v r >/dev/null 2>&1 || missing="$$missing r-cran-littler"; \
 	Rscript -e 'quit(status = !requireNamespace("profvis", quietly = TRUE))' >/dev/null 2>&1 || missing="$$missing r-cran-profvis"; \
+	command -v podman >/dev/null 2>&1 || missing="$$missing podman runc"; \
+	command -v debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 	  echo "xrtop: installing$$missing with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@# podman's default ulimits cannot be set inside some VMs and containers (CI): none.
+	@conf=/etc/containers/containers.conf; \
+	if [ "$$(id -u)" = 0 ] && command -v podman >/dev/null 2>&1 && ! grep -qs '^default_ulimits' $$conf; then \
+	  echo "xrtop: podman: default_ulimits = [] in $$conf"; mkdir -p /etc/containers; \
+	  if grep -qs '^\[containers\]' $$conf; then sed -i '/^\[containers\]/a default_ulimits = []' $$conf; \
+	  else printf '[containers]\ndefault_ulimits = []\n' >> $$conf; fi; \
 	fi
 
 # Other R versions in Debian chroots (../shared/lab); idempotent, minutes the first time.
@@ -47,6 +56,48 @@ lab:
 
 demo: $(STAMP) r
 	$(BIN)/xrtop -- Rscript $(DEMO)
+
+# The container image (docs/container-image.md), with podman, else docker. xrtop and its
+# dependencies are built into wheels here, so the build downloads nothing; when BASE cannot
+# be pulled (no registry), a Debian base with python3 is made with debootstrap (as root).
+ENGINE     ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+IMAGE      ?= localhost/xrtop
+BASE       ?= python:3.12-slim
+BASE_SUITE ?= bookworm
+LOCAL_BASE ?= localhost/xrtop-base:$(BASE_SUITE)
+# podman on a machine without systemd (CI, VMs, containers) must manage cgroups itself.
+ENGINE_FLAGS ?= $(if $(filter podman,$(ENGINE)),$(if $(wildcard /run/systemd/system),,--cgroup-manager=cgroupfs))
+ENGINE_CMD := $(ENGINE) $(ENGINE_FLAGS)
+
+container: $(STAMP)
+	@command -v $(ENGINE) >/dev/null 2>&1 || { echo "xrtop: neither podman nor docker is installed (make tools, as root)"; exit 1; }
+	@rm -rf .container/wheels && mkdir -p .container
+	@# A fixed date in the wheels' files: unchanged sources give the same wheel (a cached build).
+	@SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel -q --wheel-dir .container/wheels . >.container/wheels.log 2>&1 \
+	  || { tail -n 30 .container/wheels.log; exit 1; }
+	@base="$(BASE)"; \
+	if ! $(ENGINE_CMD) image inspect "$$base" >/dev/null 2>&1 \
+	   && ! $(ENGINE_CMD) pull -q "$$base" >/dev/null 2>&1; then \
+	  base="$(LOCAL_BASE)"; \
+	  if ! $(ENGINE_CMD) image inspect "$$base" >/dev/null 2>&1; then \
+	    if [ "$$(id -u)" != 0 ] || ! command -v debootstrap >/dev/null 2>&1; then \
+	      echo "xrtop: $(BASE) cannot be pulled, and making a Debian base needs root and debootstrap: sudo make container"; exit 1; \
+	    fi; \
+	    echo "xrtop: $(BASE) cannot be pulled; making $$base from Debian $(BASE_SUITE) (debootstrap)"; \
+	    mirror=$$(sed -n 's|^URIs: *\([^ ]*/debian\)/*$$|\1|p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1); \
+	    root=$$(mktemp -d /var/tmp/xrtop-base.XXXXXX); \
+	    debootstrap --variant=minbase --include=python3,python3-venv $(BASE_SUITE) $$root $$mirror >$$root.log 2>&1 \
+	      || { tail -n 20 $$root.log; rm -rf --one-file-system $$root $$root.log; exit 1; }; \
+	    rm -rf $$root/var/cache/apt/archives/*.deb $$root/var/lib/apt/lists/* $$root.log; \
+	    tar -C $$root -c . | $(ENGINE_CMD) import -q - "$$base" >/dev/null; status=$$?; \
+	    rm -rf --one-file-system $$root; [ $$status = 0 ] || exit 1; \
+	  fi; \
+	fi; \
+	echo "xrtop: building $(IMAGE) on $$base with $(ENGINE)"; \
+	old=$$($(ENGINE_CMD) image inspect -f '{{.Id}}' $(IMAGE) 2>/dev/null); \
+	$(ENGINE_CMD) build -q --build-arg BASE="$$base" -t $(IMAGE) -f Containerfile . >/dev/null || exit 1; \
+	new=$$($(ENGINE_CMD) image inspect -f '{{.Id}}' $(IMAGE)); \
+	if [ -n "$$old" ] && [ "$$old" != "$$new" ]; then $(ENGINE_CMD) rmi "$$old" >/dev/null 2>&1 || true; fi
 
 SOURCES := $(wildcard xrtop sampler widgets tests bench)
 
@@ -73,4 +124,4 @@ screenshots: $(STAMP) r
 	$(BIN)/python -m xrtop.screenshots screenshots
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .container

@@ -18,6 +18,7 @@ import contextlib
 import os
 import platform
 import pwd
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,7 @@ class _RProc:
     embedded: bool
     readable: bool
     container: bool
+    container_name: str
     version: tuple[int, int, int] | None
     version_problem: Problem | None
     cpu_primed: bool = False
@@ -243,6 +245,7 @@ class Discovery:
             uid = process.uids().effective
         except psutil.Error:
             return None
+        container = self._other_mount_ns(pid)
         version, problem = (None, None)
         if readable:
             version, problem = self._version(pid, libr_path or identity)
@@ -255,7 +258,8 @@ class Discovery:
             uid=uid,
             embedded=not exe_is_r and st.comm != "R",
             readable=readable,
-            container=self._other_mount_ns(pid),
+            container=container,
+            container_name=container_name(pid) if container else "",
             version=version,
             version_problem=problem,
         )
@@ -328,6 +332,7 @@ class Discovery:
             command=r.command,
             r_version=".".join(map(str, version)) if version else None,
             container=r.container,
+            container_name=r.container_name,
             embedded=r.embedded,
             profilable=problem is None,
             blocker=problem.blocker if problem else "",
@@ -362,6 +367,39 @@ class Discovery:
                 f"Detach or quit {who} (PID {tracer}), then pick process {pid} again.",
             )
         return r.version_problem
+
+
+#: A container's ID in its cgroup path: podman's libpod-ID, docker's docker-ID.scope or
+#: /docker/ID, containerd's cri-containerd-ID.
+_CGROUP_ID = re.compile(r"(?:libpod-|docker[-/]|cri-containerd-|crio-)([0-9a-f]{64})")
+
+
+def container_name(pid: int) -> str:
+    """The name the container engine gave the container `pid` runs in; else its short ID
+    (12 hex digits, as `podman ps` and `docker ps` show it); "" when no engine says.
+
+    Podman names it in the container's /run/.containerenv (privileged containers only) and
+    on the command line of conmon, the monitor it starts above every container (`-n NAME`).
+    Docker and containerd leave only the ID, in the process's cgroup path.
+    """
+    with contextlib.suppress(OSError):
+        env = Path(f"/proc/{pid}/root/run/.containerenv").read_text(errors="replace")
+        found = re.search(r'^name="([^"]+)"', env, re.M)
+        if found:
+            return found[1]
+    with contextlib.suppress(psutil.Error):
+        for ancestor in psutil.Process(pid).parents():
+            if ancestor.name() == "conmon":
+                argv = ancestor.cmdline()
+                for flag in ("-n", "--name"):
+                    if flag in argv[:-1]:
+                        return argv[argv.index(flag) + 1]
+                break
+    with contextlib.suppress(OSError):
+        found = _CGROUP_ID.search(Path(f"/proc/{pid}/cgroup").read_text())
+        if found:
+            return found[1][:12]
+    return ""
 
 
 def _tracer_of(proc: str, pid: int) -> int:

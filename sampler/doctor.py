@@ -4,7 +4,8 @@
 already attached, Yama's ptrace_scope, the target's owner, a target that made itself
 non-dumpable, a container without CAP_SYS_PTRACE, and a target whose files xrtop cannot
 see (another user namespace, e.g. a rootless container). Each reason says what is wrong
-and what to run instead.
+and what to run instead; inside a container, also the flags to start the container with
+(--user, --cap-add SYS_PTRACE, --pid=host), as sudo may not exist there.
 
 It never runs sudo and never suggests giving capabilities to the Python interpreter (that
 would give every Python program on the machine ptrace rights).
@@ -77,6 +78,16 @@ def in_container() -> bool:
         return False
 
 
+def missing_process_hint() -> str:
+    """What to do about a PID that names no process xrtop can see."""
+    if in_container():
+        return (
+            "xrtop runs in a container: it sees the host's processes (by the host's PIDs) "
+            "only when the container is started with --pid=host."
+        )
+    return "Check the PID with ps, or run xrtop alone to pick one."
+
+
 def tracer_of(pid: int) -> int:
     """The PID tracing `pid` (0: none or unknown)."""
     field = _status_field(pid, "TracerPid")
@@ -138,10 +149,16 @@ def diagnose(pid: int) -> list[str]:
             "The kernel forbids all tracing: /proc/sys/kernel/yama/ptrace_scope is 3 "
             f"({_YAMA_MEANING[3]}). Only a reboot with a lower setting allows profiling."
         )
+    contained = in_container()
     if owner is not None and owner != me and not privileged:
+        in_a_container = (
+            f"; in a container, start it as that user (--user {owner}) or with --cap-add SYS_PTRACE"
+            if contained
+            else ""
+        )
         reasons.append(
             f"Process {pid} belongs to another user, {_user(owner)}; you are {_user(me)}. "
-            f"Run xrtop as that user, or as root: sudo xrtop {pid}"
+            f"Run xrtop as that user, or as root: sudo xrtop {pid}{in_a_container}"
         )
     if scope == 1 and not privileged:
         reasons.append(
@@ -160,12 +177,15 @@ def diagnose(pid: int) -> list[str]:
             f"Process {pid} made itself non-dumpable (a setuid or setgid program, or "
             "prctl(PR_SET_DUMPABLE, 0)), so only root may read it: sudo xrtop " + str(pid)
         )
-    # Only root lacks nothing but the capability; other users have the reasons above.
-    if in_container() and not privileged and (me == 0 or (owner is not None and owner != me)):
+    # Without the capability, a container may trace only its own user's processes that have
+    # no capability it lacks: not root's processes on the host, nor other users'.
+    if contained and not privileged and (me == 0 or (owner is not None and owner != me)):
         reasons.append(
-            "xrtop runs in a container without CAP_SYS_PTRACE. Start the container with "
-            "--cap-add SYS_PTRACE (Kubernetes: securityContext.capabilities.add: "
-            '["SYS_PTRACE"]), and with --pid=host to see processes outside it.'
+            "xrtop runs in a container without CAP_SYS_PTRACE, which it needs to trace "
+            "another user's process or one with more capabilities than the container (a "
+            "root process on the host). Start the container with --pid=host --cap-add "
+            "SYS_PTRACE, or --pid=host --privileged (Kubernetes: hostPID: true and "
+            'securityContext.capabilities.add: ["SYS_PTRACE"]).'
         )
     if _root_unreadable(pid) and (_other_user_namespace(pid) or not reasons):
         reasons.append(

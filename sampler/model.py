@@ -478,3 +478,4 @@ class RProcessInfo:
     blocker: str = ""
     reason: str = ""
     fix: str = ""
+    container_name: str = ""  # the container's name (or short ID) where its engine tells it

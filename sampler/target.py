@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sampler.decode import HiddenGlobals
 from sampler.decode import find_hidden_globals
+from sampler.doctor import missing_process_hint
 from sampler.doctor import permission_error
 from sampler.errors import NoSuchProcessError
 from sampler.errors import NotRProcessError
@@ -85,9 +86,7 @@ def inspect_process(pid: int) -> ProcessInfo:
         state, flags, start = read_stat(pid)
         status = Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
-        raise NoSuchProcessError(
-            f"no process with PID {pid}", "Check the PID with ps, or run xrtop alone to pick one."
-        ) from None
+        raise NoSuchProcessError(f"no process with PID {pid}", missing_process_hint()) from None
     except PermissionError:
         raise permission_error(pid, "cannot read /proc entries of") from None
     tgid = int(re.search(r"^Tgid:\s*(\d+)", status, re.M)[1])  # type: ignore[index]

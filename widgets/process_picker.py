@@ -1,10 +1,11 @@
 """The process picker widget: a sortable, filter-as-you-type table of R processes.
 
 It shows `RProcessInfo` rows it is given (`set_processes`); it never looks at the system.
-The R column reads e.g. "4.5.0 ctr" for a process in a container. Typing filters (every
-word must match the PID, user, command, R version or "container"), Backspace edits the
-filter, Escape clears it; F6 cycles the sort column, ctrl+r reverses it, and clicking a
-header sorts by that column. Enter posts `ProcessPicker.Chosen`.
+The R column reads e.g. "4.5.0 ctr" for a process in a container, "4.5.0 ctr web" when its
+engine names it (web). Typing filters (every word must match the PID, user, command, R
+version, "container" or the container's name), Backspace edits the filter, Escape clears
+it; F6 cycles the sort column, ctrl+r reverses it, and clicking a header sorts by that
+column. Enter posts `ProcessPicker.Chosen`.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def matches(info: RProcessInfo, text: str) -> bool:
             f"r{info.r_version}" if info.r_version else "",
             info.r_version or "",
             "container ctr" if info.container else "",
+            info.container_name,
             info.blocker,
         ]
     ).lower()
@@ -202,11 +204,21 @@ class ProcessTable(DataTable[Text]):
             Text(format_elapsed(info.elapsed), style=style, justify="right"),
             Text.assemble(
                 (info.r_version or "?", style),
-                (" ctr" if info.container else "", style or "cyan"),
+                (container_label(info), style or "cyan"),
             ),
             status,
             Text(info.command, style=style),
         ]
+
+
+def container_label(info: RProcessInfo, width: int = 16) -> str:
+    """The R column's container mark: ' ctr', then the name when known (cut to `width`)."""
+    if not info.container:
+        return ""
+    name = info.container_name
+    if len(name) > width:
+        name = name[: width - 1] + "…"
+    return f" ctr {name}" if name else " ctr"
 
 
 def fit_command(command: str, width: int) -> str:
