@@ -322,6 +322,20 @@ def take_sample(reader: object) -> object:
     return reader.finish(raw)
 
 
+def outcome(reader: object) -> object:
+    """One sample (`take_sample`) or the SampleError it ended in; anything else escapes
+    (and fails the test). A sample is a `Stack` of string names."""
+    from sampler.model import Stack
+
+    try:
+        stack = take_sample(reader)
+    except SampleError as err:
+        return err
+    assert isinstance(stack, Stack)
+    assert all(isinstance(n, str) for n in stack.names)
+    return stack
+
+
 __all__ = [
     "FakeMemory",
     "FakePlan",
@@ -330,5 +344,6 @@ __all__ = [
     "RequestTooLarge",
     "SampleError",
     "build_image",
+    "outcome",
     "take_sample",
 ]
