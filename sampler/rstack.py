@@ -239,11 +239,10 @@ class StackReader:
         Safe while the target runs: it reads only the snapshot, plus symbol names, which
         never change (see `finish()`).
         """
-        plan = self._snapped
-        if self.validate or plan is None:
+        if self.validate or self._snapped is None:
             return None
         if self.lines is None:
-            same = self._recognised_in_snapshot or self._find_known(plan, got)
+            same = self._recognised_in_snapshot or self._find_known(self._snapped, got)
             if same is not None:
                 return self._same_sample(same)
         try:
@@ -258,11 +257,7 @@ class StackReader:
         in_gc = self._gc_at >= 0 and I32.unpack_from(plan.buffer, self._gc_at)[0] != 0
         self.last_head = same.head
         self.recognised += 1
-        # This stack is now the last one, as if it had been walked.
-        planner = self._planner
-        planner.prev_chain, planner.prev_cells = same.chain, same.cell_addresses
-        planner.remember_same(self.lines, recognised=True)
-        same.last_seen = planner.samples
+        self._planner.recognised(same, self.lines)
         return RawSample(
             frames=same.frames, gc=in_gc, head=same.head, contexts=len(same.chain), known=same
         )
@@ -313,9 +308,8 @@ class StackReader:
 
         Also learns from a sample decoded while the target was stopped (`SnapshotPlanner`).
         """
-        planner = self._planner
-        if planner.unlearned is not None:
-            planner.learn(self.lines)
+        if self._planner.unlearned is not None:
+            self._planner.learn(self.lines)
         known = raw.known
         if known is None or raw.lines is not None:
             return self._finish(raw)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import struct
 
+from sampler.knownstacks import KnownStack
 from sampler.knownstacks import KnownStacks
 from sampler.knownstacks import gather
 from sampler.layouts import CELL_SIZE
@@ -160,7 +161,7 @@ class SnapshotPlanner:
             lines.plan_dirty = False
             self.plan = None  # made again below, with the line reader's new regions
         if chain == self.prev_chain and cells == self.prev_cells and self.plan is not None:
-            self.remember_same(lines, counted=True)
+            self.remember_same(lines)
             return
         now = self.samples
         self._mark_recognised()
@@ -222,17 +223,24 @@ class SnapshotPlanner:
             self.unlearned = None
             self.remember(*unlearned, lines)
 
-    def remember_same(
-        self, lines: SrcrefReader | None, *, counted: bool = False, recognised: bool = False
-    ) -> None:
-        """The same stack as last time (list equality runs in C), or one `recognised`:
-        nothing to learn, but stop guessing once the stack has stayed within known
-        addresses for a while, and plan after a chain that lasted two samples without
-        being recognised (a plan made after another chain knows other stacks, so a
-        one-sample detour, such as a call to `Sys.time()` in a loop, keeps the plan)."""
-        if not counted:
-            self.samples += 1
-        if not recognised and self.prev_chain != self.plan_chain:
+    def remember_same(self, lines: SrcrefReader | None) -> None:
+        """The same stack as last time (list equality runs in C): nothing to learn, but
+        plan after a chain that lasted two samples without being recognised (a plan made
+        after another chain knows other stacks, so a one-sample detour, such as a call to
+        `Sys.time()` in a loop, keeps the plan), and stop guessing once the stack has
+        stayed within known addresses for a while."""
+        if self.prev_chain != self.plan_chain:
             self.plan = self.make_plan(lines, self.prev_chain)
         elif self._guesses and self.samples - self._last_new_context >= _GUESS_FOR:
+            self.plan = self.make_plan(lines)
+
+    def recognised(self, same: KnownStack, lines: SrcrefReader | None) -> None:
+        """Remember a sample recognised as `same` (sampler.knownstacks): it is now the last
+        stack, as if it had been walked. Nothing to learn, but stop guessing once the stack
+        has stayed within known addresses for a while."""
+        self.prev_chain = same.chain
+        self.prev_cells = same.cell_addresses
+        self.samples += 1
+        same.last_seen = self.samples
+        if self._guesses and self.samples - self._last_new_context >= _GUESS_FOR:
             self.plan = self.make_plan(lines)

@@ -26,6 +26,10 @@ from sampler.errors import PermissionDeniedError
 from sampler.errors import SampleError
 from sampler.errors import UnsupportedRError
 from sampler.errors import UsageError
+from sampler.layouts import CTXT_FUNCTION
+from sampler.layouts import LISTSXP
+from sampler.layouts import NILSXP
+from sampler.layouts import TYPE_MASK
 from sampler.layouts import ContextLayout
 from sampler.layouts import layout_for
 from sampler.procmem import LiveMemory
@@ -340,13 +344,13 @@ def layout_discriminator(target: Target, depth: int = 8) -> bool | None:
         data = memory.read(address, offset + 8)
         nxt, flag = struct.unpack_from("<Qi", data)
         word = struct.unpack_from("<q", data, offset)[0]
-        if flag & 4:  # CTXT_FUNCTION: made by begincontext, which sets this word
+        if flag & CTXT_FUNCTION:  # made by begincontext, which sets this word
             if layout.relpc is not None:
                 verdicts.append(-1 <= word < 1 << 24)
             else:
                 pointer = word & 0xFFFFFFFFFFFFFFFF
                 kind = memory.read_many([(pointer, 1)])[0] if pointer >= 1 << 12 else None
-                verdicts.append(kind is not None and kind[0] & 0x1F in (0, 2))
+                verdicts.append(kind is not None and kind[0] & TYPE_MASK in (NILSXP, LISTSXP))
         address = nxt
     return all(verdicts) if verdicts else None
 
