@@ -119,16 +119,6 @@ class StackReader:
         #: Reads source lines when set (`sampler.target.Target.set_lines`); None: no lines.
         self.lines: SrcrefReader | None = None
 
-    @property
-    def names(self) -> dict[Address, str]:
-        """Names of the symbols read so far, by address."""
-        return self.namer.names
-
-    @property
-    def recheck_head(self) -> bool:
-        """Whether every snapshot reads R_GlobalContext again at its end (`snapshot_torn`)."""
-        return self._planner.recheck_head
-
     def symbol_name(self, symbol: Address) -> str:
         """The name of the symbol at `symbol` (read once, then cached)."""
         return self.namer.symbol_name(symbol)

@@ -81,15 +81,15 @@ def inspect_process(pid: int) -> ProcessInfo:
     """Check that `pid` is a live user-space process (not a thread); describe it."""
     try:
         stat = read_stat(pid)
-        if stat is None:
-            raise FileNotFoundError(pid)
-        status = Path(f"/proc/{pid}/status").read_text()
+        status = Path(f"/proc/{pid}/status").read_text() if stat is not None else ""
     except FileNotFoundError:
-        raise NoSuchProcessError(
-            f"no process with PID {pid}", "Check the PID with ps, or run xrtop alone to pick one."
-        ) from None
+        stat = None
     except PermissionError:
         raise permission_error(pid, "cannot read /proc entries of") from None
+    if stat is None:
+        raise NoSuchProcessError(
+            f"no process with PID {pid}", "Check the PID with ps, or run xrtop alone to pick one."
+        )
     tgid = int(re.search(r"^Tgid:\s*(\d+)", status, re.M)[1])  # type: ignore[index]
     if tgid != pid:
         raise NoSuchProcessError(

@@ -305,7 +305,7 @@ def build_image(frames: list[Frame], layout: ContextLayout, stride: int = 0) -> 
 
 
 def take_sample(reader: object) -> object:
-    """One sample the way the sampler thread takes it (sampler.thread `_sample`): the
+    """One sample the way the sampler thread takes it (`StoppedCapture.sample`): the
     snapshot, checked while "stopped" and completed by decoding then if it lacks anything,
     else decoded after "resuming"; a full capture only if the two disagree."""
     from sampler.rstack import StackReader

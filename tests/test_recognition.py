@@ -44,7 +44,7 @@ def outcome(reader: StackReader) -> Stack | SampleError:
     return result
 
 
-# # The reader recognises a stack it decoded lately from a few links (StackReader._unchanged)
+# The reader recognises a stack it decoded lately from a few links (KnownStacks.find)
 # instead of walking it again. R reuses the same addresses all the time (a loop calling
 # f then g puts both contexts at one C-stack address; a freed call cell is reused), so
 # a reader with history must name every stack exactly as a reader seeing it first does.
