@@ -68,8 +68,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sampler.ptrace import CPU_LATENCY_DEVICE  # noqa: E402
-from sampler.ptrace import IdlePolling  # noqa: E402
+from sampler.idlepoll import CPU_LATENCY_DEVICE  # noqa: E402
+from sampler.idlepoll import IdlePolling  # noqa: E402
 from sampler.rprof import read_rprof  # noqa: E402
 
 WORKLOAD = ROOT / "bench" / "workload.R"

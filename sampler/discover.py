@@ -33,6 +33,10 @@ from sampler.errors import XrtopError
 from sampler.layouts import layout_for
 from sampler.model import RProcessInfo
 from sampler.procmem import LiveMemory
+from sampler.procstat import EXITED_STATES
+from sampler.procstat import PF_KTHREAD
+from sampler.procstat import ProcStat
+from sampler.procstat import read_stat
 from sampler.symbols import RBinary
 from sampler.symbols import find_libr_mapping
 from sampler.symbols import load_r_binary
@@ -41,39 +45,17 @@ from sampler.target import ProcessInfo
 from sampler.target import detect_version
 from sampler.target import parse_version
 
-_PF_KTHREAD = 0x00200000
 #: Names of R's processes, trusted only when xrtop may not read a process's maps.
 _R_NAMES = frozenset({"R", "r", "rsession"})
 _ELF_MACHINE = {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64", "arm64": "EM_AARCH64"}
 
 
-@dataclass(frozen=True, slots=True)
-class _Stat:
-    comm: str
-    state: str
-    flags: int
-    cpu_ticks: int
-    start: int
-
-
-def _read_stat(proc: str, pid: int) -> _Stat | None:
-    """The fields of /proc/PID/stat that discovery needs; None when the process is gone."""
+def _read_stat(proc: str, pid: int) -> ProcStat | None:
+    """The stat fields of `pid` (sampler.procstat); None when gone or not readable."""
     try:
-        with open(f"{proc}/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
+        return read_stat(pid, proc)
+    except PermissionError:
         return None
-    left, right = data.find(b"("), data.rfind(b")")
-    fields = data[right + 2 :].split()
-    if left < 0 or len(fields) < 20:
-        return None
-    return _Stat(
-        data[left + 1 : right].decode(errors="replace"),
-        fields[0].decode(),
-        int(fields[6]),
-        int(fields[11]) + int(fields[12]),
-        int(fields[19]),
-    )
 
 
 def command_label(pid: int, name: str, cmdline: list[str]) -> str:
@@ -173,7 +155,7 @@ class Discovery:
             if pid == self.self_pid:
                 continue
             st = _read_stat(self.proc, pid)
-            if st is None or st.flags & _PF_KTHREAD or st.state in ("Z", "X"):
+            if st is None or st.flags & PF_KTHREAD or st.state in EXITED_STATES:
                 continue
             seen.add(pid)
             try:
@@ -188,7 +170,7 @@ class Discovery:
         rows.sort(key=lambda r: r.pid)
         return rows
 
-    def _look_at(self, pid: int, st: _Stat, now: float) -> RProcessInfo | None:
+    def _look_at(self, pid: int, st: ProcStat, now: float) -> RProcessInfo | None:
         identity = self._identity(pid, st.comm)
         known = self._r.get(pid)
         if known is not None and (known.start, known.identity) != (st.start, identity):
@@ -208,7 +190,7 @@ class Discovery:
         except OSError:
             return "comm:" + comm
 
-    def _classify(self, pid: int, st: _Stat, identity: str, now: float) -> _RProc | None:
+    def _classify(self, pid: int, st: ProcStat, identity: str, now: float) -> _RProc | None:
         """Find out whether `pid` runs R (reading its maps); None when it does not."""
         old = self._not_r.get(pid)
         if (
@@ -415,8 +397,3 @@ def _tracer_of(proc: str, pid: int) -> int:
 def _name_of(proc: str, pid: int) -> str:
     st = _read_stat(proc, pid)
     return st.comm if st is not None else "another process"
-
-
-def list_r_processes(force_version: str | None = None) -> list[RProcessInfo]:
-    """The R processes running now (a one-off scan; keep a `Discovery` to refresh)."""
-    return Discovery(force_version=force_version).scan()

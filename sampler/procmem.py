@@ -18,6 +18,8 @@ from sampler.errors import BadAddressError
 from sampler.errors import ReadPermissionError
 from sampler.errors import SampleError
 from sampler.errors import TargetGoneError
+from sampler.libc import IoVec as _IoVec
+from sampler.libc import process_vm_readv as _process_vm_readv
 
 Address = int
 
@@ -93,24 +95,6 @@ class ScatterPlan(Protocol):
         """
         ...
 
-
-class _IoVec(ctypes.Structure):
-    _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
-
-
-# PyDLL: reads keep the GIL, like the ptrace calls (see sampler.ptrace): they take
-# microseconds, most of them while the target is stopped.
-_libc = ctypes.PyDLL(None, use_errno=True)
-_process_vm_readv = _libc.process_vm_readv
-_process_vm_readv.restype = ctypes.c_ssize_t
-_process_vm_readv.argtypes = (
-    ctypes.c_int,
-    ctypes.POINTER(_IoVec),
-    ctypes.c_ulong,
-    ctypes.POINTER(_IoVec),
-    ctypes.c_ulong,
-    ctypes.c_ulong,
-)
 
 #: The kernel's limit on iovecs per call (UIO_MAXIOV).
 _MAX_IOV = 1024

@@ -10,11 +10,9 @@ All calls must come from the one thread that seized the target: Linux ties a tra
 its tracer thread.
 
 Between samples the tracer must notice the target's signal-delivery stops at once (a
-stopped R waits for it). The kernel announces every stop of a tracee to its tracer with
-SIGCHLD; a program that blocks SIGCHLD in all its threads (`queue_child_signals()`, from
-the main thread before it starts any) lets the sampler thread sleep until either its next
-sample or such a stop (`Tracer.sleep()`), instead of waking every 2 ms to look, and lets
-`Tracer.stop()` sleep until the stop it asked for without giving up the GIL.
+stopped R waits for it): with SIGCHLD queued (sampler.childsignals) it sleeps until one
+comes. Idle polling (sampler.idlepoll) and CPU affinity (sampler.affinity) live apart; the
+libc calls are bound in sampler.libc.
 """
 
 from __future__ import annotations
@@ -26,12 +24,18 @@ import os
 import signal
 import struct
 import time
-from collections.abc import Iterator
 
+from sampler.affinity import bound_to_one_shared_cpu
+from sampler.childsignals import CHILD_SIGNALS
+from sampler.childsignals import child_signals_queued
+from sampler.childsignals import wait_child_signal
 from sampler.doctor import permission_error
 from sampler.errors import PermissionDeniedError
 from sampler.errors import ReadPermissionError
 from sampler.errors import TargetGoneError
+from sampler.libc import pread as _pread
+from sampler.libc import ptrace as _ptrace
+from sampler.libc import waitpid as _waitpid
 
 PTRACE_CONT = 7
 PTRACE_GETREGS = 12
@@ -60,7 +64,6 @@ _KEEP_GIL_FOR = 0.002
 #: Without queued SIGCHLD, `sleep()` looks for stops this often (each look is a wake-up,
 #: ~1 % of a core at this rate).
 _POLL_EVERY = 0.002
-_CHILD_SIGNALS = {signal.SIGCHLD}
 #: waitpid's options for a look that does not sleep, at any kind of child (a thread, too).
 _LOOK = os.WNOHANG | _WALL
 #: The wait status of the stop our own interrupt causes (PTRACE_EVENT_STOP, SIGTRAP); a
@@ -74,103 +77,8 @@ _U64 = struct.Struct("<Q")
 # Kernel-internal restart codes a syscall returns when a stop interrupts it while it blocks.
 _RESTART_CODES = frozenset({512, 513, 514, 516, errno.EINTR})
 
-#: The kernel's CPU-latency request file (PM QoS): while a process holds it open with a
-#: value written, no CPU picks an idle state slower than that many microseconds to leave;
-#: 0 makes idle CPUs poll. The request dies with the file descriptor, however xrtop ends.
-CPU_LATENCY_DEVICE = "/dev/cpu_dma_latency"
-_POLL = struct.pack("=i", 0)
-_NO_REQUEST = struct.pack("=i", 2_000_000_000)  # the kernel's default: any idle state
-
-# PyDLL: these calls keep the GIL. Each takes microseconds, and most run while the target
-# is stopped, where handing the GIL over costs time the target waits: another thread that
-# took it (xrtop's main thread streams samples) could hold it for milliseconds.
-_libc = ctypes.PyDLL(None, use_errno=True)
-_ptrace = _libc.ptrace
-_ptrace.restype = ctypes.c_long
-_ptrace.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
-_waitpid = _libc.waitpid
-_waitpid.restype = ctypes.c_int
-_waitpid.argtypes = (ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int)
-# Also `IdlePolling`'s writes, right before and after a stop: os.write would let another
-# thread take the GIL there, delaying the stop with idle CPUs already polling.
-_write = _libc.write
-_write.restype = ctypes.c_ssize_t
-_write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
-# And `Tracer.running()`'s read, right before a stop.
-_pread = _libc.pread
-_pread.restype = ctypes.c_ssize_t
-_pread.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long)
 #: What /proc/TID/syscall holds for a thread that runs or waits for a CPU.
 _RUNNING = b"running\n"
-
-
-def queue_child_signals() -> None:
-    """Block SIGCHLD in the calling thread and so in every thread it starts afterwards.
-
-    Call from the main thread before any other thread starts. The signals then wait in the
-    process's queue, where `Tracer.sleep()` picks them up; nothing in xrtop needs SIGCHLD's
-    default action (which is to ignore it). Start children in `child_signals_unblocked()`.
-    """
-    signal.pthread_sigmask(signal.SIG_BLOCK, _CHILD_SIGNALS)
-
-
-def child_signals_queued() -> bool:
-    """Whether the calling thread has SIGCHLD blocked (see `queue_child_signals()`)."""
-    return signal.SIGCHLD in signal.pthread_sigmask(signal.SIG_BLOCK, ())
-
-
-@contextlib.contextmanager
-def child_signals_unblocked() -> Iterator[None]:
-    """Unblock SIGCHLD in this thread meanwhile: a child started here inherits the mask,
-    and a launched program must get the signal mask it would have without xrtop."""
-    was_blocked = child_signals_queued()
-    if was_blocked:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _CHILD_SIGNALS)
-    try:
-        yield
-    finally:
-        if was_blocked:
-            signal.pthread_sigmask(signal.SIG_BLOCK, _CHILD_SIGNALS)
-
-
-_sigtimedwait = _libc.sigtimedwait
-_sigtimedwait.restype = ctypes.c_int
-_sigtimedwait.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
-
-
-def _signal_set(signals: set[signal.Signals]) -> ctypes.Array[ctypes.c_char]:
-    mask = ctypes.create_string_buffer(128)  # sigset_t: 1024 bits in glibc and musl
-    for signum in signals:
-        _libc.sigaddset(mask, int(signum))
-    return mask
-
-
-_CHILD_SIGNAL_SET = _signal_set(_CHILD_SIGNALS)
-
-
-_NO_WAIT = ctypes.byref(_Timespec(0, 0))
-
-
-def _wait_child_signal(seconds: float) -> None:
-    """Sleep until SIGCHLD (blocked in the calling thread) or `seconds` (< 1) pass, keeping
-    the GIL (`signal.sigtimedwait` would let the other threads take it). Zero seconds: take
-    a pending SIGCHLD, if any, without sleeping."""
-    timeout = _NO_WAIT if seconds <= 0 else ctypes.byref(_Timespec(0, int(seconds * 1e9)))
-    _sigtimedwait(_CHILD_SIGNAL_SET, None, timeout)
-
-
-def bound_to_one_shared_cpu(tid: int) -> bool:
-    """Whether the calling thread and thread `tid` may both run on one and the same CPU
-    only (False when their affinities cannot be read)."""
-    try:
-        ours = os.sched_getaffinity(0)
-        return len(ours) == 1 and os.sched_getaffinity(tid) == ours
-    except OSError:
-        return False
 
 
 def _call(request: int, pid: int, data: int = 0, addr: int = 0) -> int:
@@ -180,49 +88,6 @@ def _call(request: int, pid: int, data: int = 0, addr: int = 0) -> int:
         if code:
             raise OSError(code, os.strerror(code))
     return result
-
-
-class IdlePolling:
-    """Makes idle CPUs poll instead of halting between `on()` and `off()`.
-
-    A stopped R leaves its CPU with nothing to run. Where that CPU halts at once (virtual
-    machines whose guest halt polling is off), continuing R costs a wake-up of the CPU,
-    and R runs slower for a while after it: measured on a 2-core KVM guest, 13 frames at
-    1000 Hz, R lost 62 us of work per sample stopped 44 us, and 34 us with polling. The
-    request exists only between `on()` and `off()` and dies with the file descriptor, so
-    nothing outlives xrtop. Opening the file needs root; without it this does nothing.
-    The cost: each `on()` wakes the idle CPUs once, and they poll until `off()`.
-    """
-
-    def __init__(self, path: str | None = CPU_LATENCY_DEVICE) -> None:
-        """Open the request file (None: never poll); `active` says whether that worked."""
-        self._fd: int | None = None
-        if path is not None:
-            with contextlib.suppress(OSError):
-                self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-
-    @property
-    def active(self) -> bool:
-        """Whether on()/off() reach the kernel."""
-        return self._fd is not None
-
-    def on(self) -> None:
-        """Ask idle CPUs to poll (before stopping R)."""
-        self._write(_POLL)
-
-    def off(self) -> None:
-        """Let idle CPUs halt again (after R runs on)."""
-        self._write(_NO_REQUEST)
-
-    def _write(self, value: bytes) -> None:
-        if self._fd is not None and _write(self._fd, value, len(value)) != len(value):
-            self.close()  # refused: sample without it rather than fail
-
-    def close(self) -> None:
-        """Drop the request for good."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 class Tracer:
@@ -270,7 +135,7 @@ class Tracer:
 
         Raises TargetGoneError, keeping the exit status, when the target has exited.
         """
-        if options & os.WNOHANG:  # keeps the GIL (see _libc): the stop's polling loop
+        if options & os.WNOHANG:  # keeps the GIL (see sampler.libc): the stop's polling loop
             return self._reaped(_waitpid(self.tid, self._status_ref, options | _WALL))
         try:  # sleeps: let the other threads run meanwhile
             _, status = os.waitpid(self.tid, options | _WALL)
@@ -319,7 +184,7 @@ class Tracer:
                 if now >= spin_until:
                     # A SIGCHLD left from an earlier stop only makes this return early: the
                     # loop looks again.
-                    _wait_child_signal(keep_gil_until - now)
+                    wait_child_signal(keep_gil_until - now)
                 now = time.perf_counter()
                 continue
             if not os.WIFSTOPPED(status):
@@ -356,7 +221,7 @@ class Tracer:
             # SIGCHLD of any other stop is taken with it (they merge), which the waitpid
             # below makes up for.
             self._own_signal_queued = False
-            _wait_child_signal(0.0)
+            wait_child_signal(0.0)
         if not self.attached:
             return
         # The first look written out: this runs after every sample, and mostly finds nothing.
@@ -388,7 +253,7 @@ class Tracer:
         target's first stop, else within _POLL_EVERY.
         """
         if self.signals_queued:
-            signal.sigtimedwait(_CHILD_SIGNALS, seconds)
+            signal.sigtimedwait(CHILD_SIGNALS, seconds)
         else:
             time.sleep(min(seconds, _POLL_EVERY))
 

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from sampler.errors import SampleError
-from sampler.layouts import ALTREP_BIT
 from sampler.layouts import BCODESXP
 from sampler.layouts import CELL_SIZE
 from sampler.layouts import ENVSXP
@@ -47,11 +46,16 @@ from sampler.layouts import STRSXP
 from sampler.layouts import TYPE_MASK
 from sampler.layouts import VECSXP
 from sampler.layouts import VECTOR_DATA
-from sampler.layouts import VECTOR_LENGTH
 from sampler.layouts import ContextLayout
 from sampler.model import SrcLoc
 from sampler.procmem import Address
 from sampler.procmem import ProcessMemory
+from sampler.sexp import NODE
+from sampler.sexp import is_plain_vector
+from sampler.sexp import read_charsxp
+from sampler.sexp import read_node
+from sampler.sexp import read_vector
+from sampler.sexp import vector_length
 from sampler.symbols import RBinary
 
 #: Reads regions as they were at the stop: bytes, or None where unreadable.
@@ -62,12 +66,10 @@ Blob = bytes | bytearray | memoryview | ctypes.Array[ctypes.c_char]
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 _I32 = struct.Struct("<i")
-_CELL = struct.Struct("<QQ16xQQQ")  # sxpinfo, attrib, (gc links), CAR, CDR, TAG
 _NODE = VECTOR_DATA + 8  # a srcref's header and its first two integers
 _BCODE_SIZE = 8  # sizeof(BCODE) with threaded code (a union of a pointer and an int)
 _MAX_POOL = 1 << 20  # constant pools and location tables longer than this are corrupt
 _MAX_CHAIN = 256  # bindings walked in one environment frame or hash bucket
-_MAX_FILENAME = 4096
 _ACTIVE_BINDING = 1 << (8 + 15)  # gp bit 15 of sxpinfo
 _EXTRA_SHIFT = 48  # sxpinfo.extra: nonzero marks an unboxed value in a binding cell
 _RECENT = 48  # regions of earlier samples kept in the plan beyond this sample's
@@ -183,11 +185,6 @@ class SrcrefReader:
         self._constants_ready = all(values)
 
     @property
-    def current_line_available(self) -> bool:
-        """Whether the innermost line of byte-compiled code can be read in this build."""
-        return self.bc_globals is not None
-
-    @property
     def keeps_source(self) -> bool | None:
         """Whether the target's code carries source references (None: not seen enough yet).
 
@@ -299,7 +296,7 @@ class SrcrefReader:
         user = []
         for _ in funs:
             cell = next(got)
-            user.append(cell is not None and _CELL.unpack(cell)[4] == self.global_env)
+            user.append(cell is not None and NODE.unpack(cell)[4] == self.global_env)
         return RawLines(sites, user)
 
     # -- running half --------------------------------------------------------------------
@@ -327,7 +324,7 @@ class SrcrefReader:
             return self._srcref_loc(site.srcref, site.node)
         if site.kind != _BC or site.cell is None:
             return None
-        info, _, code, consts, _ = _CELL.unpack(site.cell)
+        info, _, code, consts, _ = NODE.unpack(site.cell)
         if info & TYPE_MASK != BCODESXP:
             return None
         body = self._body(site.body, code, consts)
@@ -360,9 +357,7 @@ class SrcrefReader:
         if node is None or len(node) < _NODE:
             return None
         info = node[0]
-        if info & TYPE_MASK != INTSXP or info & ALTREP_BIT:
-            return None
-        if _U64.unpack_from(node, VECTOR_LENGTH)[0] < 1:
+        if not is_plain_vector(info, INTSXP) or vector_length(node) < 1:
             return None
         attrib = _U64.unpack_from(node, 8)[0]
         line = _I32.unpack_from(node, VECTOR_DATA)[0]
@@ -379,11 +374,6 @@ class SrcrefReader:
         self._srcrefs[key] = loc
         return loc
 
-    def _cell(self, address: Address) -> tuple[int, int, int, int, int]:
-        """(sxpinfo, attrib, CAR, CDR, TAG) of the node at `address`."""
-        info, attrib, car, cdr, tag = _CELL.unpack(self.memory.read(address, CELL_SIZE))
-        return info, attrib, car, cdr, tag
-
     def _filename(self, attrib: Address) -> str | None:
         """The `filename` in the srcfile environment among the attributes `attrib`."""
         env = 0
@@ -391,14 +381,14 @@ class SrcrefReader:
         for _ in range(8):
             if not node or node == self.nil:
                 break
-            _, _, car, cdr, tag = self._cell(node)
+            _, _, car, cdr, tag = read_node(self.memory, node)
             if tag == self.srcfile_symbol:
                 env = car
                 break
             node = cdr
         if not env:
             return None
-        info, _, frame, _, hashtab = self._cell(env)
+        info, _, frame, _, hashtab = read_node(self.memory, env)
         if info & TYPE_MASK != ENVSXP:
             return None
         key = (env, frame, hashtab)
@@ -409,7 +399,7 @@ class SrcrefReader:
     def _lookup_filename(self, frame: Address, hashtab: Address) -> str | None:
         if hashtab and hashtab != self.nil:
             header = self.memory.read(hashtab, VECTOR_DATA)
-            size = _U64.unpack_from(header, VECTOR_LENGTH)[0]
+            size = vector_length(header)
             if header[0] & TYPE_MASK != VECSXP or not 0 < size <= _MAX_POOL:
                 return None
             buckets = array("Q", self.memory.read(hashtab + VECTOR_DATA, 8 * size))
@@ -428,7 +418,7 @@ class SrcrefReader:
         for _ in range(_MAX_CHAIN):
             if not node or node == self.nil:
                 return None
-            info, _, value, cdr, tag = self._cell(node)
+            info, _, value, cdr, tag = read_node(self.memory, node)
             if tag and tag != self.nil and self.symbol_name(tag) == "filename":
                 if info >> _EXTRA_SHIFT or info & _ACTIVE_BINDING:
                     return (None,)
@@ -438,18 +428,10 @@ class SrcrefReader:
 
     def _first_string(self, value: Address) -> str | None:
         header = self.memory.read(value, VECTOR_DATA + 8)
-        if header[0] & TYPE_MASK != STRSXP or header[0] & ALTREP_BIT:
-            return None
-        if _U64.unpack_from(header, VECTOR_LENGTH)[0] < 1:
+        if not is_plain_vector(header[0], STRSXP) or vector_length(header) < 1:
             return None
         charsxp = _U64.unpack_from(header, VECTOR_DATA)[0]
-        data = self.memory.read_upto(charsxp, VECTOR_DATA + 256)
-        length = _U64.unpack_from(data, VECTOR_LENGTH)[0]
-        if length > _MAX_FILENAME:
-            return None
-        if VECTOR_DATA + length > len(data):
-            data = self.memory.read(charsxp, VECTOR_DATA + length)
-        return data[VECTOR_DATA : VECTOR_DATA + length].decode("utf-8", "surrogateescape")
+        return read_charsxp(self.memory, charsxp, "surrogateescape")
 
     def _body(self, body: Address, code: Address, consts: Address) -> _Body | None:
         """The location table and constants of a byte-code body (cached; read once)."""
@@ -458,20 +440,14 @@ class SrcrefReader:
             return self._bodies[key]
         info = self._read_body(code, consts)
         # The body was live when captured; if it changed since, what was read is not its.
-        _, _, code_now, consts_now, _ = self._cell(body)
+        _, _, code_now, consts_now, _ = read_node(self.memory, body)
         if (code_now, consts_now) != (code, consts):
             return None
         self._bodies[key] = info
         return info
 
     def _vector(self, address: Address, kind: int, item: int) -> bytes | None:
-        header = self.memory.read(address, VECTOR_DATA)
-        if header[0] & TYPE_MASK != kind or header[0] & ALTREP_BIT:
-            return None
-        length = _U64.unpack_from(header, VECTOR_LENGTH)[0]
-        if length > _MAX_POOL:
-            return None
-        return self.memory.read(address + VECTOR_DATA, length * item) if length else b""
+        return read_vector(self.memory, address, kind, item, _MAX_POOL)
 
     def _read_body(self, code: Address, consts: Address) -> _Body | None:
         pool_bytes = self._vector(consts, VECSXP, 8)
@@ -513,16 +489,11 @@ class SrcrefReader:
         for _ in range(8):
             if not node or node == self.nil:
                 return False
-            _, _, car, cdr, tag = self._cell(node)
+            _, _, car, cdr, tag = read_node(self.memory, node)
             if tag and tag != self.nil and self.symbol_name(tag) == "class":
                 classes = self._vector(car, STRSXP, 8)
                 if classes is None:
                     return False
-                return any(self._charsxp(c) == wanted for c in array("Q", classes)[:8])
+                return any(read_charsxp(self.memory, c) == wanted for c in array("Q", classes)[:8])
             node = cdr
         return False
-
-    def _charsxp(self, address: Address) -> str:
-        data = self.memory.read_upto(address, VECTOR_DATA + 64)
-        length = min(_U64.unpack_from(data, VECTOR_LENGTH)[0], len(data) - VECTOR_DATA)
-        return data[VECTOR_DATA : VECTOR_DATA + length].decode("utf-8", "replace")

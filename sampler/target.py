@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
+from sampler.chain import RawSample
 from sampler.decode import HiddenGlobals
 from sampler.decode import find_hidden_globals
 from sampler.doctor import missing_process_hint
@@ -26,18 +27,22 @@ from sampler.errors import PermissionDeniedError
 from sampler.errors import SampleError
 from sampler.errors import UnsupportedRError
 from sampler.errors import UsageError
+from sampler.layouts import CTXT_FUNCTION
+from sampler.layouts import LISTSXP
+from sampler.layouts import NILSXP
+from sampler.layouts import TYPE_MASK
 from sampler.layouts import ContextLayout
 from sampler.layouts import layout_for
 from sampler.procmem import LiveMemory
-from sampler.rstack import RawSample
+from sampler.procstat import EXITED_STATES
+from sampler.procstat import PF_KTHREAD
+from sampler.procstat import read_stat
 from sampler.rstack import StackReader
 from sampler.srcref import SrcrefReader
 from sampler.symbols import RBinary
 from sampler.symbols import load_r_binary
 from sampler.symbols import read_maps
 from sampler.symbols import resolve_in_root
-
-_PF_KTHREAD = 0x00200000
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +65,6 @@ class ProcessInfo:
         return " ".join(self.cmdline) or self.name
 
 
-def read_stat(pid: int) -> tuple[str, int, int]:
-    """(state letter, flags, start time in clock ticks) from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return fields[0].decode(), int(fields[6]), int(fields[19])
-
-
 def parse_pid(text: str) -> int:
     """A PID from the command line; raise UsageError when it is not a positive number."""
     try:
@@ -83,21 +81,23 @@ def parse_pid(text: str) -> int:
 def inspect_process(pid: int) -> ProcessInfo:
     """Check that `pid` is a live user-space process (not a thread); describe it."""
     try:
-        state, flags, start = read_stat(pid)
-        status = Path(f"/proc/{pid}/status").read_text()
+        stat = read_stat(pid)
+        status = Path(f"/proc/{pid}/status").read_text() if stat is not None else ""
     except FileNotFoundError:
-        raise NoSuchProcessError(f"no process with PID {pid}", missing_process_hint()) from None
+        stat = None
     except PermissionError:
         raise permission_error(pid, "cannot read /proc entries of") from None
+    if stat is None:
+        raise NoSuchProcessError(f"no process with PID {pid}", missing_process_hint())
     tgid = int(re.search(r"^Tgid:\s*(\d+)", status, re.M)[1])  # type: ignore[index]
     if tgid != pid:
         raise NoSuchProcessError(
             f"{pid} is a thread of process {tgid}, not a process",
             f"Profile the process instead: xrtop {tgid}",
         )
-    if flags & _PF_KTHREAD:
+    if stat.flags & PF_KTHREAD:
         raise NotRProcessError(f"{pid} is a kernel thread, not an R process")
-    if state in ("Z", "X"):
+    if stat.state in EXITED_STATES:
         raise NoSuchProcessError(f"process {pid} has exited (it is a zombie)")
     name = re.search(r"^Name:\s*(.*)$", status, re.M)[1]  # type: ignore[index]
     uid = int(re.search(r"^Uid:\s*\d+\s+(\d+)", status, re.M)[1])  # type: ignore[index]
@@ -110,7 +110,7 @@ def inspect_process(pid: int) -> ProcessInfo:
         other_ns = os.stat(f"/proc/{pid}/ns/mnt").st_ino != os.stat("/proc/self/ns/mnt").st_ino
     except OSError:
         other_ns = False
-    return ProcessInfo(pid, name, cmdline, uid, start, other_ns)
+    return ProcessInfo(pid, name, cmdline, uid, stat.start, other_ns)
 
 
 _VERSION = re.compile(r"^Version:\s*(\d+)\.(\d+)(?:\.(\d+))?", re.M)
@@ -231,7 +231,7 @@ class Target:
                 self.layout,
                 nil=reader.nil,
                 bc_globals=self.hidden.bc_globals,
-                symbol_name=reader._symbol_name,
+                symbol_name=reader.symbol_name,
                 setup_memory=LiveMemory(self.pid, scratch_size=64),
             )
         return reader.lines
@@ -254,10 +254,14 @@ class Target:
     def alive(self) -> bool:
         """Whether the same process still runs (not exited, not a zombie, PID not reused)."""
         try:
-            state, _, start = read_stat(self.pid)
+            stat = read_stat(self.pid)
         except OSError:
             return False
-        return state not in ("Z", "X") and start == self.info.start_ticks
+        return (
+            stat is not None
+            and stat.state not in EXITED_STATES
+            and stat.start == self.info.start_ticks
+        )
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -339,13 +343,13 @@ def layout_discriminator(target: Target, depth: int = 8) -> bool | None:
         data = memory.read(address, offset + 8)
         nxt, flag = struct.unpack_from("<Qi", data)
         word = struct.unpack_from("<q", data, offset)[0]
-        if flag & 4:  # CTXT_FUNCTION: made by begincontext, which sets this word
+        if flag & CTXT_FUNCTION:  # made by begincontext, which sets this word
             if layout.relpc is not None:
                 verdicts.append(-1 <= word < 1 << 24)
             else:
                 pointer = word & 0xFFFFFFFFFFFFFFFF
                 kind = memory.read_many([(pointer, 1)])[0] if pointer >= 1 << 12 else None
-                verdicts.append(kind is not None and kind[0] & 0x1F in (0, 2))
+                verdicts.append(kind is not None and kind[0] & TYPE_MASK in (NILSXP, LISTSXP))
         address = nxt
     return all(verdicts) if verdicts else None
 

@@ -12,28 +12,28 @@ requires, and the target is detached on every way out of `run()`.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 import time
 from array import array
 from collections.abc import Callable
 from enum import Enum
-from typing import TypeVar
 
+from sampler.affinity import bound_to_one_shared_cpu
+from sampler.affinity import tight_timer_slack
+from sampler.capture import StoppedCapture
+from sampler.capture import sample_running
 from sampler.errors import SampleError
 from sampler.errors import TargetGoneError
-from sampler.errors import TornSampleError
 from sampler.errors import XrtopError
+from sampler.idlepoll import IdlePolling
 from sampler.model import SampleLog
 from sampler.model import SamplerStats
 from sampler.model import Stack
-from sampler.ptrace import IdlePolling
+from sampler.procstat import SLEEPING_STATES
+from sampler.procstat import state_letter
 from sampler.ptrace import Tracer
-from sampler.ptrace import bound_to_one_shared_cpu
-from sampler.rstack import RawSample
 from sampler.target import Target
-from sampler.target import layout_discriminator
 from sampler.target import verify_layout
 
 MIN_HZ = 1.0
@@ -42,22 +42,11 @@ _LIVENESS_EVERY = 0.25  # seconds between checks that the PID is still the same 
 # Longest sleep between looks at the stop request in blocking mode (the tracer's sleep is
 # not interruptible by `stop()`).
 _LONGEST_SLEEP = 0.05
-_T = TypeVar("_T")
-# Reads of one sample in nonblocking mode before it is dropped as torn. R builds a deep
-# stack one call every microsecond or two, so three tries in a row (~30 us each at 37
-# frames) could all land inside one build-up (0.8 % of samples dropped); eight span about
-# a quarter of a millisecond, well within a sample's period even at 1000 Hz, and a moment
-# represented by one a little later biases a profile less than a moment left out.
-_TORN_TRIES = 8
 # In blocking mode the thread wakes this long before a sample is due and runs the stopped
 # half once while R runs (`StackReader.warm`), so that when R is stopped the code, the
 # kernel's paths and R's page tables are in this CPU's caches: a stop after a sleep costs
 # half as much again otherwise. The sample is taken right after, a few microseconds early.
 _WARM_LEAD = 0.00005
-_PR_SET_TIMERSLACK = 29
-#: A longer PTRACE_CONT means this thread lost its CPU meanwhile (`_while_stopped`);
-#: normally it takes 3-5 us, 20 at the 99th percentile.
-_RESUME_TAKES_AT_MOST = 0.0002
 
 
 class State(Enum):
@@ -68,15 +57,6 @@ class State(Enum):
     EXITED = "target exited"
     DETACHED = "detached"
     FAILED = "failed"
-
-
-def _tight_timer_slack() -> None:
-    """Ask the kernel to wake this thread on time (the default slack is 50 us)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 class SamplerThread(threading.Thread):
@@ -135,7 +115,7 @@ class SamplerThread(threading.Thread):
     @property
     def shares_one_cpu(self) -> bool:
         """Whether R and this thread can only run on one and the same CPU (known once
-        attached; see `sampler.ptrace.bound_to_one_shared_cpu`)."""
+        attached; see `sampler.affinity.bound_to_one_shared_cpu`)."""
         return self._shares_one_cpu
 
     @property
@@ -173,102 +153,10 @@ class SamplerThread(threading.Thread):
 
     # -- the sampling loop ---------------------------------------------------------------
 
-    def _sample(self, tracer: Tracer | None) -> tuple[Stack, float]:
-        """One sample, and the seconds the target was stopped for it (0 without stops)."""
+    def _sample_running(self) -> tuple[Stack, float]:
+        """One sample without stopping the target (and 0 seconds stopped)."""
         reader = self.target.reader
-        stopped = 0.0
-        if tracer is not None:
-            # While stopped: one process_vm_readv of what the last samples needed (the
-            # snapshot), a quick check that it has everything, and the registers unless R
-            # was running right before; decode after resuming. The copies are ours, so
-            # decoding them later sees the stack exactly as it was at the stop. When the
-            # check fails, the rest is read now, still stopped, so the sample is of this
-            # very moment either way.
-            reader.warm()
-            # Registers only tell whether R waited in a system call (idle): not worth a
-            # system call in the stop when /proc says R runs right now (`running()`).
-            regs = not tracer.running()
-            (got, raw), have_regs, stopped = self._while_stopped(tracer, self._snapshot, regs)
-            if raw is None:
-                raw = reader.decode_snapshot(got)
-            if raw is None:
-                # Only if the check and the decoder disagree (a bug): sample again.
-                captured, have_regs, again = self._while_stopped(tracer, reader.capture, regs)
-                raw, stopped = captured, stopped + again
-            raw.idle = have_regs and tracer.was_in_syscall()
-            self.stop_times.append(stopped)
-        else:
-            # Without a stop, R runs on while the chain is read: if its head moved, the
-            # copy may mix two stacks. Each snapshot reads the head first and again last,
-            # in the same system call, so a copy R changed meanwhile is known at once; it
-            # is read again right away (a few microseconds later R has usually finished
-            # the calls or returns it was making), and dropped and counted only when every
-            # try was torn (see _TORN_TRIES).
-            raw = None
-            for _ in range(_TORN_TRIES):
-                got = reader.snapshot()
-                torn = reader.snapshot_torn(got)
-                if torn:
-                    continue
-                raw = reader.decode_snapshot(got) if torn is not None else None
-                if raw is None:
-                    # The copy lacks something: read the rest, and check the head after.
-                    raw = reader.capture()
-                    if reader.read_globals()[0] != raw.head:
-                        raw = None
-                        continue
-                break
-            if raw is None:
-                raise TornSampleError("the stack changed while it was read")
-            raw.idle = self._thread_sleeping()
-        return reader.finish(raw), stopped
-
-    def _while_stopped(
-        self, tracer: Tracer, read: Callable[[], _T], regs: bool = True
-    ) -> tuple[_T, bool, float]:
-        """`read()` while the target is stopped, then (with `regs`) its registers saved:
-        the result, whether the registers were saved, and the seconds the target was
-        stopped. Idle CPUs poll from before the stop to after it (`IdlePolling`)."""
-        polling = self._idle_polling
-        polling.on()
-        try:
-            began = time.perf_counter()
-            tracer.stop()
-            try:
-                result = read()
-                have_regs = regs and tracer.save_registers()
-            finally:
-                resuming = time.perf_counter()
-                tracer.resume()
-                resumed = time.perf_counter()
-                # R runs again within resume(), a call of microseconds. One that takes much
-                # longer lost this thread's CPU on its way out, to R itself when they share
-                # one: R ran on meanwhile, so the stop is counted to the call's start.
-                ended = resumed if resumed - resuming < _RESUME_TAKES_AT_MOST else resuming
-                stopped = ended - began
-        finally:
-            polling.off()
-        return result, have_regs, stopped
-
-    def _snapshot(self) -> tuple[int, RawSample | None]:
-        """The snapshot's byte count, and the sample decoded now if the snapshot lacks
-        something (`None`: decode it after resuming). Call while the target is stopped."""
-        reader = self.target.reader
-        got = reader.snapshot()
-        return got, None if reader.snapshot_complete(got) else reader.decode_stopped(got)
-
-    def _stopped_capture(
-        self, tracer: Tracer | None
-    ) -> Callable[[], tuple[RawSample, bool | None]] | None:
-        """A layout-checking capture that stops the target around the reads."""
-        if tracer is None:
-            return None
-        target = self.target
-
-        def capture() -> tuple[RawSample, bool | None]:
-            return target.reader.capture(), layout_discriminator(target)
-
-        return lambda: self._while_stopped(tracer, capture)[0]
+        return reader.finish(sample_running(reader, self._thread_sleeping)), 0.0
 
     def _thread_sleeping(self) -> bool:
         """Whether R's main thread sleeps (nonblocking mode reads /proc, not registers)."""
@@ -277,8 +165,7 @@ class SamplerThread(threading.Thread):
                 self._stat_fd = os.open(
                     f"/proc/{self.target.pid}/task/{self.target.pid}/stat", os.O_RDONLY
                 )
-            data = os.pread(self._stat_fd, 512, 0)
-            return data.rsplit(b")", 1)[1].split()[0] in (b"S", b"D")
+            return state_letter(os.pread(self._stat_fd, 512, 0)) in SLEEPING_STATES
         except OSError:
             return False
 
@@ -287,7 +174,7 @@ class SamplerThread(threading.Thread):
         tracer: Tracer | None = None
         end_state = State.DETACHED
         try:
-            _tight_timer_slack()
+            tight_timer_slack()
             if self.blocking:
                 try:
                     tracer = Tracer(self.target.pid)
@@ -302,8 +189,16 @@ class SamplerThread(threading.Thread):
             if tracer is not None and self.poll_idle:
                 self._idle_polling = IdlePolling()
             self.target.reader.set_recheck_head(tracer is None)
+            capture = None
+            if tracer is not None:
+                capture = StoppedCapture(
+                    tracer, self.target.reader, self._idle_polling, self.stop_times
+                )
             try:
-                verify_layout(self.target, self._stopped_capture(tracer))
+                if capture is not None:
+                    capture.verify_layout(self.target)
+                else:
+                    verify_layout(self.target)
             except XrtopError as err:
                 self.attach_error = err
                 self.state = State.FAILED
@@ -312,7 +207,7 @@ class SamplerThread(threading.Thread):
             with self._lock:
                 self._stats.started_at = time.monotonic()
             self.ready.set()
-            end_state = self._loop(tracer)
+            end_state = self._loop(tracer, capture)
         except Exception as err:  # a bug must not leave the target stopped or traced
             with self._lock:
                 self._stats.count_error("internal", f"{type(err).__name__}: {err}")
@@ -333,14 +228,16 @@ class SamplerThread(threading.Thread):
             if self.on_end is not None:
                 self.on_end(self.state)
 
-    def _loop(self, tracer: Tracer | None) -> State:
+    def _loop(self, tracer: Tracer | None, capture: StoppedCapture | None) -> State:
         stats = self._stats
         started = stats.started_at
         deadline_end = started + self.duration if self.duration else None
         next_due = started
         next_liveness = started + _LIVENESS_EVERY
         log, lock, monotonic = self.log, self._lock, time.monotonic
-        # Blocking mode wakes a little early to warm the caches (see `_sample`).
+        # One sample, and the seconds the target was stopped for it.
+        sample = capture.sample if capture is not None else self._sample_running
+        # Blocking mode wakes a little early to warm the caches (`StoppedCapture.sample`).
         lead = _WARM_LEAD if tracer is not None else 0.0
         while not self._stop_event.is_set():
             now = monotonic()
@@ -387,7 +284,7 @@ class SamplerThread(threading.Thread):
                 next_due = now
             next_due += period
             try:
-                stack, stopped = self._sample(tracer)
+                stack, stopped = sample()
             except TargetGoneError:
                 return State.EXITED
             except SampleError as err:

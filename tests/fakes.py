@@ -305,7 +305,7 @@ def build_image(frames: list[Frame], layout: ContextLayout, stride: int = 0) -> 
 
 
 def take_sample(reader: object) -> object:
-    """One sample the way the sampler thread takes it (sampler.thread `_sample`): the
+    """One sample the way the sampler thread takes it (`StoppedCapture.sample`): the
     snapshot, checked while "stopped" and completed by decoding then if it lacks anything,
     else decoded after "resuming"; a full capture only if the two disagree."""
     from sampler.rstack import StackReader
@@ -322,6 +322,20 @@ def take_sample(reader: object) -> object:
     return reader.finish(raw)
 
 
+def outcome(reader: object) -> object:
+    """One sample (`take_sample`) or the SampleError it ended in; anything else escapes
+    (and fails the test). A sample is a `Stack` of string names."""
+    from sampler.model import Stack
+
+    try:
+        stack = take_sample(reader)
+    except SampleError as err:
+        return err
+    assert isinstance(stack, Stack)
+    assert all(isinstance(n, str) for n in stack.names)
+    return stack
+
+
 __all__ = [
     "FakeMemory",
     "FakePlan",
@@ -330,5 +344,6 @@ __all__ = [
     "RequestTooLarge",
     "SampleError",
     "build_image",
+    "outcome",
     "take_sample",
 ]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sampler.ptrace import IdlePolling
+from sampler.idlepoll import IdlePolling
 
 BENCH = Path(__file__).parent.parent / "bench"
 

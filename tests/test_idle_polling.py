@@ -13,9 +13,9 @@ import pytest
 from conftest import RLauncher
 from test_record import xrtop
 
+from sampler.idlepoll import CPU_LATENCY_DEVICE
+from sampler.idlepoll import IdlePolling
 from sampler.model import SampleLog
-from sampler.ptrace import CPU_LATENCY_DEVICE
-from sampler.ptrace import IdlePolling
 from sampler.target import attach
 from sampler.thread import SamplerThread
 

@@ -19,9 +19,10 @@ from conftest import REnv
 from conftest import RLauncher
 from test_record import xrtop
 
+from sampler.capture import StoppedCapture
+from sampler.childsignals import queue_child_signals
 from sampler.model import SampleLog
 from sampler.ptrace import Tracer
-from sampler.ptrace import queue_child_signals
 from sampler.target import attach
 from sampler.thread import SamplerThread
 from sampler.thread import State
@@ -131,9 +132,9 @@ class _CPUTakingTracer:
 
 
 def test_a_resume_that_loses_the_cpu_is_not_counted_as_stopped() -> None:
-    thread = SamplerThread(SimpleNamespace(pid=1), SampleLog(10_000), rate_hz=100)  # type: ignore[arg-type]
     tracer: Any = _CPUTakingTracer()
-    result, have_regs, stopped = thread._while_stopped(tracer, lambda: 42)
+    capture = StoppedCapture(tracer, SimpleNamespace())  # type: ignore[arg-type]
+    result, have_regs, stopped = capture.while_stopped(lambda: 42)
     assert (result, have_regs) == (42, True)
     assert stopped < 0.02
 

@@ -14,10 +14,10 @@ from conftest import RLauncher
 from conftest import sample
 from conftest import wait_for
 
+from sampler.chain import RawSample
 from sampler.errors import NoSuchProcessError
 from sampler.errors import NotRProcessError
 from sampler.model import SampleLog
-from sampler.rstack import RawSample
 from sampler.target import attach
 from sampler.thread import SamplerThread
 from sampler.thread import State

@@ -25,20 +25,16 @@ from typing import NoReturn
 
 import psutil
 
+from sampler.capture import sample_once
+from sampler.childsignals import queue_child_signals
 from sampler.errors import EXIT_INTERNAL
 from sampler.errors import UsageError
 from sampler.errors import XrtopError
-from sampler.model import Stack
-from sampler.ptrace import Tracer
-from sampler.ptrace import queue_child_signals
 from sampler.rprof import RprofOptions
 from sampler.rprof import read_rprof
-from sampler.rstack import RawSample
 from sampler.target import attach
-from sampler.target import layout_discriminator
 from sampler.target import parse_pid
 from sampler.target import parse_version
-from sampler.target import verify_layout
 from sampler.thread import State
 from xrtop import __version__
 from xrtop.formats import FORMATS
@@ -469,56 +465,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
             err.hint = r_children_hint(pid)
         raise
     target.set_lines(True)  # one sample: where each frame is, when R keeps source references
-    reader = target.reader
-    result: dict[str, object] = {}
-    done = threading.Event()
-
-    # ptrace requires the same thread for every call, and it must not be the main thread's
-    # signal handling that interrupts it: one short-lived thread does the whole stop.
-    def one_sample() -> None:
-        try:
-            if args.nonblocking:
-                verify_layout(target)
-                raw = reader.capture()
-            else:
-                tracer = Tracer(pid)
-                try:
-
-                    def stopped() -> tuple[RawSample, bool | None]:
-                        tracer.stop()
-                        try:
-                            return reader.capture(), layout_discriminator(target)
-                        finally:
-                            tracer.resume()
-
-                    verify_layout(target, stopped, attempts=10)
-                    tracer.stop()
-                    try:
-                        raw = reader.capture()
-                        raw.idle = bool(tracer.blocked_in_syscall())
-                    finally:
-                        tracer.resume()
-                finally:
-                    tracer.detach()
-            result["stack"] = reader.finish(raw)
-        except Exception as err:
-            result["error"] = err
-        finally:
-            done.set()
-
-    worker = threading.Thread(target=one_sample, daemon=True)
-    worker.start()
-    done.wait(10)
-    error = result.get("error")
-    if isinstance(error, XrtopError):
-        raise error
-    if error is not None:
-        raise XrtopError(
-            f"could not read the stack of process {pid}: {error}",
-            "The target may have exited; try again.",
-        )
-    stack = result["stack"]
-    assert isinstance(stack, Stack)
+    stack = sample_once(target, blocking=not args.nonblocking)
     frames = [
         {"name": name, "file": loc[0] if loc else None, "line": loc[1] if loc else None}
         for name, loc in ((n, stack.site(i)) for i, n in enumerate(stack.names))

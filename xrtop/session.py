@@ -24,6 +24,7 @@ from typing import IO
 
 import psutil
 
+from sampler.childsignals import child_signals_unblocked
 from sampler.errors import NotRProcessError
 from sampler.errors import SampleError
 from sampler.errors import UsageError
@@ -31,7 +32,6 @@ from sampler.errors import XrtopError
 from sampler.model import SampleLog
 from sampler.model import Stack
 from sampler.ptrace import Tracer
-from sampler.ptrace import child_signals_unblocked
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
 from sampler.symbols import find_libr_mapping

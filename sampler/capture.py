@@ -1,0 +1,210 @@
+"""One sample's capture: stop R, copy what changes as it runs, resume; then finish the copy.
+
+This is where a sample is taken, for the sampler thread and `xrtop dump` alike. A sample has
+two halves, so that R stays stopped as briefly as possible:
+
+- stopped (`StoppedCapture.sample`): the stack reader's snapshot, one `process_vm_readv`
+  of what the last samples needed (`sampler.rstack`), a check that it holds the whole
+  chain, and R's registers unless it was running right before; all copies of our own.
+- resumed: the copies are decoded and named (`StackReader.decode_snapshot`, `finish`).
+
+Copies taken while stopped belong in `StoppedCapture.sample`'s stop and their decoding after
+`resume()`: e.g. whole spans of R's C stack and byte-code node stack, or the registers and
+stack for unwinding native frames.
+Without stops (`--nonblocking`) `sample_running` reads R as it runs and drops torn copies.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from array import array
+from collections.abc import Callable
+from typing import TypeVar
+
+from sampler.errors import TornSampleError
+from sampler.errors import XrtopError
+from sampler.idlepoll import IdlePolling
+from sampler.model import Stack
+from sampler.ptrace import Tracer
+from sampler.rstack import RawSample
+from sampler.rstack import StackReader
+from sampler.target import Target
+from sampler.target import layout_discriminator
+from sampler.target import verify_layout
+
+_T = TypeVar("_T")
+#: A longer PTRACE_CONT means this thread lost its CPU meanwhile (`while_stopped`);
+#: normally it takes 3-5 us, 20 at the 99th percentile.
+_RESUME_TAKES_AT_MOST = 0.0002
+# Reads of one sample in nonblocking mode before it is dropped as torn. R builds a deep
+# stack one call every microsecond or two, so three tries in a row (~30 us each at 37
+# frames) could all land inside one build-up (0.8 % of samples dropped); eight span about
+# a quarter of a millisecond, well within a sample's period even at 1000 Hz, and a moment
+# represented by one a little later biases a profile less than a moment left out.
+_TORN_TRIES = 8
+
+
+class StoppedCapture:
+    """Samples one target by stopping its traced thread around the copies.
+
+    Call from the thread that seized the target (`Tracer`).
+    """
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        reader: StackReader,
+        idle_polling: IdlePolling | None = None,
+        stop_times: array[float] | None = None,
+    ) -> None:
+        """Sample through `tracer` and `reader`; idle CPUs poll during stops with
+        `idle_polling` (see `IdlePolling`); each sample's stop adds its seconds to
+        `stop_times`."""
+        self.tracer = tracer
+        self.reader = reader
+        self.idle_polling = idle_polling or IdlePolling(None)
+        self.stop_times = stop_times if stop_times is not None else array("f")
+
+    def sample(self) -> tuple[Stack, float]:
+        """One sample, and the seconds the target was stopped for it.
+
+        While stopped: the snapshot, a quick check that it has everything, and the
+        registers unless R was running right before; decoded after resuming. The copies
+        are ours, so decoding them later sees the stack exactly as it was at the stop.
+        When the check fails, the rest is read still stopped, so the sample is of this very
+        moment either way.
+        """
+        reader, tracer = self.reader, self.tracer
+        reader.warm()
+        # Registers only tell whether R waited in a system call (idle): not worth a
+        # system call in the stop when /proc says R runs right now (`running()`).
+        regs = not tracer.running()
+        (got, raw), have_regs, stopped = self.while_stopped(self._snapshot, regs)
+        if raw is None:
+            raw = reader.decode_snapshot(got)
+        if raw is None:
+            # Only if the check and the decoder disagree (a bug): sample again.
+            captured, have_regs, again = self.while_stopped(reader.capture, regs)
+            raw, stopped = captured, stopped + again
+        raw.idle = have_regs and tracer.was_in_syscall()
+        self.stop_times.append(stopped)
+        return reader.finish(raw), stopped
+
+    def while_stopped(self, read: Callable[[], _T], regs: bool = True) -> tuple[_T, bool, float]:
+        """`read()` while the target is stopped, then (with `regs`) its registers saved:
+        the result, whether the registers were saved, and the seconds the target was
+        stopped. Idle CPUs poll from before the stop to after it (`IdlePolling`)."""
+        polling = self.idle_polling
+        tracer = self.tracer
+        polling.on()
+        try:
+            began = time.perf_counter()
+            tracer.stop()
+            try:
+                result = read()
+                have_regs = regs and tracer.save_registers()
+            finally:
+                resuming = time.perf_counter()
+                tracer.resume()
+                resumed = time.perf_counter()
+                # R runs again within resume(), a call of microseconds. One that takes much
+                # longer lost this thread's CPU on its way out, to R itself when they share
+                # one: R ran on meanwhile, so the stop is counted to the call's start.
+                ended = resumed if resumed - resuming < _RESUME_TAKES_AT_MOST else resuming
+                stopped = ended - began
+        finally:
+            polling.off()
+        return result, have_regs, stopped
+
+    def _snapshot(self) -> tuple[int, RawSample | None]:
+        """The snapshot's byte count, and the sample decoded now if the snapshot lacks
+        something (`None`: decode it after resuming). Call while the target is stopped."""
+        reader = self.reader
+        got = reader.snapshot()
+        return got, None if reader.snapshot_complete(got) else reader.decode_stopped(got)
+
+    def verify_layout(self, target: Target, attempts: int = 40) -> None:
+        """`sampler.target.verify_layout`, each try taken while the target is stopped."""
+
+        def capture() -> tuple[RawSample, bool | None]:
+            return target.reader.capture(), layout_discriminator(target)
+
+        verify_layout(target, lambda: self.while_stopped(capture)[0], attempts=attempts)
+
+
+def sample_running(reader: StackReader, sleeping: Callable[[], bool]) -> RawSample:
+    """One sample read while R runs (`--nonblocking`); `finish` it. `sleeping` says whether
+    R's thread sleeps now (the idle flag). Raise TornSampleError when every try was torn.
+
+    If R's head moved while the chain was read, the copy may mix two stacks. Each snapshot
+    reads the head first and again last, in the same system call, so a copy R changed
+    meanwhile is known at once; it is read again right away (a few microseconds later R has
+    usually finished the calls or returns it was making), and dropped only when every try
+    was torn (see _TORN_TRIES).
+    """
+    for _ in range(_TORN_TRIES):
+        got = reader.snapshot()
+        torn = reader.snapshot_torn(got)
+        if torn:
+            continue
+        raw = reader.decode_snapshot(got) if torn is not None else None
+        if raw is None:
+            # The copy lacks something: read the rest, and check the head after.
+            raw = reader.capture()
+            if reader.read_globals()[0] != raw.head:
+                continue
+        raw.idle = sleeping()
+        return raw
+    raise TornSampleError("the stack changed while it was read")
+
+
+def sample_once(
+    target: Target,
+    *,
+    blocking: bool = True,
+    sleeping: Callable[[], bool] = lambda: False,
+    timeout: float = 10.0,
+) -> Stack:
+    """The stack of `target` right now, taken as the sampler thread takes each sample
+    (after checking the layout); raise XrtopError when it cannot be read.
+
+    Blocking, it seizes, stops and detaches the target in a short-lived thread of its own:
+    ptrace ties a tracee to one thread, and the main thread's signal handling must not
+    interrupt it. `sleeping` gives the idle flag without stops.
+    """
+    result: list[Stack | BaseException] = []
+
+    def take() -> None:
+        try:
+            if blocking:
+                tracer = Tracer(target.pid)
+                try:
+                    capture = StoppedCapture(tracer, target.reader)
+                    capture.verify_layout(target, attempts=10)
+                    stack = capture.sample()[0]
+                finally:
+                    tracer.detach()
+            else:
+                stack = target.reader.finish(sample_running(target.reader, sleeping))
+            result.append(stack)
+        except Exception as err:
+            result.append(err)
+
+    worker = threading.Thread(target=take, name=f"xrtop-sample-{target.pid}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not result:
+        raise XrtopError(
+            f"could not read the stack of process {target.pid} within {timeout:g} s",
+            "The target may be stuck in the kernel; try again.",
+        )
+    outcome = result[0]
+    if isinstance(outcome, XrtopError):
+        raise outcome
+    if isinstance(outcome, BaseException):
+        raise XrtopError(
+            f"could not read the stack of process {target.pid}: {outcome}",
+            "The target may have exited; try again.",
+        )
+    return outcome
