@@ -66,6 +66,7 @@ from sampler.thread import MAX_HZ
 from sampler.thread import MIN_HZ
 from sampler.thread import State
 from widgets.call_tree import CallTreeView
+from widgets.flame import FlameView
 from widgets.format import Status
 from widgets.format import fmt_bytes
 from widgets.hot_table import HotTable
@@ -86,11 +87,11 @@ REFRESH_S = 0.5
 WINDOWS: tuple[float | None, ...] = (None, 10.0, 60.0)
 #: Sampling rates `+` and `-` step through.
 RATES: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
-VIEWS = ("top", "tree", "now")
+VIEWS = ("top", "tree", "now", "flame")
 
 #: Every key, for the help screen and the README (key, what it does).
 KEYS: tuple[tuple[str, str], ...] = (
-    ("1 2 3 / tab", "switch view: Top, Tree, Now"),
+    ("1 2 3 4 / tab", "switch view: Top, Tree, Now, Flame"),
     ("space", "pause the display; sampling goes on, new samples wait"),
     ("s", "save the samples since attach or reset as Rprof.out"),
     ("e", "export collapsed stacks or speedscope JSON"),
@@ -108,6 +109,8 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("Tree view", "enter toggles, → opens, ← closes"),
     ("", "E expand all, C collapse all"),
     ("", "f focus on the subtree, u leave the focus"),
+    ("Flame view", "arrows move, enter zooms in, backspace zooms out"),
+    ("", "c colours by package or own share (or change)"),
     ("ctrl+p", "command palette"),
 )
 
@@ -367,6 +370,7 @@ class XrtopApp(App[int]):
         Binding("1", "view('top')", "Top", show=False),
         Binding("2", "view('tree')", "Tree", show=False),
         Binding("3", "view('now')", "Now", show=False),
+        Binding("4", "view('flame')", "Flame", show=False),
         Binding("tab", "next_view", "Next view", show=False, priority=True),
         Binding("p", "show_picker", "Pick", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
@@ -416,6 +420,8 @@ class XrtopApp(App[int]):
                 yield CallTreeView(id="tree-view")
             with TabPane("3 Now", id="now"):
                 yield NowView(id="now-view")
+            with TabPane("4 Flame", id="flame"):
+                yield FlameView(id="flame-view")
         yield Input(
             placeholder="filter: function or file (enter keeps, escape clears)", id="filter"
         )
@@ -433,7 +439,7 @@ class XrtopApp(App[int]):
         self.query_one("#filter", Input).display = False
         self.refresh_data()
         self.set_interval(self.refresh_s, self.refresh_data)
-        self.query_one(HotTable).focus()
+        self._focus_view()
         if self.source is None:
             self.call_after_refresh(self.action_show_picker)
         elif isinstance(self.source, LiveSource) and self.source.launched is not None:
@@ -546,6 +552,8 @@ class XrtopApp(App[int]):
             reset = self._tree_reset
             self._tree_reset = False
             self.tree_view.show(agg.tree, agg.samples, needle, reset=reset)
+        elif view == "flame":
+            self.query_one(FlameView).show(agg.tree, agg.samples, needle)
         elif self.source is not None:
             if self.view_state.paused and self.agg.consumed:
                 stack: Stack | None = self.source.log.stack_at(self.agg.consumed - 1)
@@ -683,7 +691,7 @@ class XrtopApp(App[int]):
         return True
 
     def action_view(self, name: str) -> None:
-        """Show the view `name` ("top", "tree" or "now")."""
+        """Show the view `name` ("top", "tree", "now" or "flame")."""
         self.query_one(TabbedContent).active = name
 
     def action_next_view(self) -> None:
@@ -695,7 +703,12 @@ class XrtopApp(App[int]):
     def _view_changed(self, event: TabbedContent.TabActivated) -> None:
         self._dirty = True
         self._show_view()
-        focus = {"top": "#top-table", "tree": "#tree-view", "now": "#now-table"}
+        focus = {
+            "top": "#top-table",
+            "tree": "#tree-view",
+            "now": "#now-table",
+            "flame": "#flame-view",
+        }
         self.query_one(focus.get(self.active_view, "#top-table")).focus()
 
     def action_pause(self) -> None:
@@ -793,7 +806,12 @@ class XrtopApp(App[int]):
             self._focus_view()
 
     def _focus_view(self) -> None:
-        focus = {"top": "#top-table", "tree": "#tree-view", "now": "#now-table"}
+        focus = {
+            "top": "#top-table",
+            "tree": "#tree-view",
+            "now": "#now-table",
+            "flame": "#flame-view",
+        }
         self.query_one(focus.get(self.active_view, "#top-table")).focus()
 
     def action_help(self) -> None:
@@ -974,6 +992,7 @@ class XrtopApp(App[int]):
         yield SystemCommand("Show Top view", "Flat table", lambda: self.action_view("top"))
         yield SystemCommand("Show Tree view", "Call tree", lambda: self.action_view("tree"))
         yield SystemCommand("Show Now view", "Latest stack", lambda: self.action_view("now"))
+        yield SystemCommand("Show Flame view", "Icicle graph", lambda: self.action_view("flame"))
         if self.source is not None and self.source.live:
             yield SystemCommand("Reset", "Count from now", self.action_reset)
         yield SystemCommand("Keys", "Every key", self.action_help)

@@ -1,4 +1,4 @@
-"""The `xrtop` command line: the live view, `record`, `dump`, `view` and `convert`.
+"""The `xrtop` command line: the live view, `record`, `dump`, `view`, `convert` and `diff`.
 
 Every user mistake becomes one clear message on standard error and a documented exit code
 (see sampler.errors); tracebacks are for bugs only.
@@ -44,6 +44,8 @@ from sampler.target import parse_version
 from sampler.target import verify_layout
 from sampler.thread import State
 from xrtop import __version__
+from xrtop.diff import add_arguments as add_diff_arguments
+from xrtop.diff import cmd_diff
 from xrtop.session import FLUSH_EVERY
 from xrtop.session import Launched
 from xrtop.session import SamplingOptions
@@ -58,7 +60,7 @@ from xrtop.session import open_output
 from xrtop.session import r_children_hint
 from xrtop.session import source_note
 
-COMMANDS = ("record", "dump", "view", "convert")
+COMMANDS = ("record", "dump", "view", "convert", "diff")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,7 +121,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     live = _Parser(
         prog="xrtop",
         description="Live, top-style sampling profiler for R. Run alone to pick an R process.",
-        epilog="Commands: xrtop record | dump | view | convert  (each has --help).",
+        epilog="Commands: xrtop record | dump | view | convert | diff  (each has --help).",
     )
     live.add_argument("pid", nargs="?", help="the R process to watch")
     live.add_argument("-p", "--pid", dest="pid_flag", metavar="PID", help="same as PID")
@@ -170,7 +172,18 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     convert.add_argument("--format", choices=FORMATS[1:], required=True)
     convert.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
     convert.add_argument("--idle", action="store_true", help=argparse.SUPPRESS)
-    return {"": live, "record": record, "dump": dump, "view": view, "convert": convert}
+    diff = _Parser(
+        prog="xrtop diff", description="Compare two profiles: what changed from BASE to NEW."
+    )
+    add_diff_arguments(diff)
+    return {
+        "": live,
+        "record": record,
+        "dump": dump,
+        "view": view,
+        "convert": convert,
+        "diff": diff,
+    }
 
 
 def _sampling(args: argparse.Namespace) -> SamplingOptions:
@@ -667,6 +680,8 @@ def run(argv: list[str]) -> int:
         return cmd_convert(args)
     if name == "view":
         return cmd_view(args)
+    if name == "diff":
+        return cmd_diff(args)
     return cmd_live(args, command)
 
 
