@@ -253,8 +253,8 @@ class FlameView(Widget, can_focus=True):
     }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("left,h", "step(-1)", "Left", show=False),
-        Binding("right,l", "step(1)", "Right", show=False),
+        Binding("left", "step(-1)", "Left", show=False),
+        Binding("right", "step(1)", "Right", show=False),
         Binding("up,k", "up", "Caller", show=False),
         Binding("down,j", "down", "Callee", show=False),
         Binding("enter", "zoom_in", "Zoom"),
