@@ -106,15 +106,15 @@ def profiles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             pytest.fail("R is not installed")
         pytest.skip("R is not installed")
     tmp = tmp_path_factory.mktemp("diff")
-    paths = tmp / "before.out", tmp / "after.out"
-    for version, path, steps in zip(("before", "after"), paths, ("30", "90")):
+    runs = {"before": (tmp / "before.out", "30"), "after": (tmp / "after.out", "90")}
+    for version, (path, steps) in runs.items():
         subprocess.run(
             ["Rscript", str(R_SCRIPTS / "optimise.R"), version, str(path), steps],
             check=True,
             capture_output=True,
             timeout=300,
         )
-    return paths
+    return runs["before"][0], runs["after"][0]
 
 
 def test_print_matches_summaryrprof_of_each_profile(profiles: tuple[Path, Path]) -> None:
