@@ -6,6 +6,12 @@ fixed header values, so the SVGs are identical from run to run and machine to ma
 Re-record the profile with:
 
     xrtop record -F 100 -d 4 -o tests/data/demo-xrtop.out -- Rscript xrtop/demo/demo.R 6
+
+The `xrtop diff` screens compare R's own Rprof of tests/r/optimise.R before and after its
+change (tests/data/diff-before.out, diff-after.out); re-record them with:
+
+    Rscript tests/r/optimise.R before tests/data/diff-before.out 40
+    Rscript tests/r/optimise.R after tests/data/diff-after.out 120
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ from sampler.rprof import RprofFile
 from sampler.rprof import read_rprof
 from xrtop.app import FileSource
 from xrtop.app import XrtopApp
+from xrtop.diff_app import DiffApp
 
-DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "tests" / "data" / "demo-xrtop.out"
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+DEFAULT_PROFILE = DATA / "demo-xrtop.out"
+DIFF_PROFILES = (DATA / "diff-before.out", DATA / "diff-after.out")
 SIZE = (120, 36)
 
 #: file name -> (keys pressed before the shot, title)
@@ -28,7 +37,13 @@ SHOTS: dict[str, tuple[list[str], str]] = {
     "top.svg": ([], "xrtop: Top view"),
     "tree.svg": (["2"], "xrtop: Tree view"),
     "now.svg": (["3"], "xrtop: Now view"),
+    "flame.svg": (["4"], "xrtop: Flame view"),
     "help.svg": (["question_mark"], "xrtop: keys"),
+}
+#: The same for `xrtop diff` of DIFF_PROFILES.
+DIFF_SHOTS: dict[str, tuple[list[str], str]] = {
+    "diff.svg": ([], "xrtop diff: Top view"),
+    "diff-flame.svg": (["4"], "xrtop diff: Flame view"),
 }
 
 
@@ -62,12 +77,19 @@ class ReplaySource(FileSource):
 
 
 async def render(profile_path: Path, out_dir: Path) -> list[Path]:
-    """Write one SVG per entry of SHOTS into `out_dir`; return their paths."""
+    """Write one SVG per entry of SHOTS and DIFF_SHOTS into `out_dir`; return their paths."""
     profile = read_rprof(profile_path)
+    base_path, new_path = DIFF_PROFILES
+    base, new = read_rprof(base_path), read_rprof(new_path)
     written = []
-    for name, (keys, title) in SHOTS.items():
-        source = ReplaySource(profile_path, profile)
-        app = XrtopApp(source, refresh_s=3600)
+    shots = [(name, shot, False) for name, shot in SHOTS.items()]
+    shots += [(name, shot, True) for name, shot in DIFF_SHOTS.items()]
+    for name, (keys, title), diff in shots:
+        app = (
+            DiffApp(base_path, base, new_path, new)
+            if diff
+            else XrtopApp(ReplaySource(profile_path, profile), refresh_s=3600)
+        )
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
             if keys:
