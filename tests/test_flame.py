@@ -192,7 +192,7 @@ async def test_arrows_move_between_cells_enter_zooms_backspace_zooms_out() -> No
         lines = screen_text(view)
         assert lines[0].startswith("a ") and lines[1].startswith("b ")
         assert view.rows[1][0].width == 80 * 40 // 60
-        assert "zoomed to a" in lines[-2]
+        assert "zoomed: a" in lines[-2]
         await pilot.press("backspace")
         assert screen_text(view)[0].startswith("all")
         assert view.label(view.selected) == "a"  # the selection stays

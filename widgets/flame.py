@@ -277,6 +277,9 @@ class FlameView(Widget, can_focus=True):
         self.rows: list[list[Cell]] = []
         self._match_cache: dict[FunctionKey, bool] = {}
         self._matched: int | None = None
+        # The (width, rows) `rows` were laid out for: a view shown in a hidden tab gets its
+        # size only when first drawn.
+        self._laid_out_for = (0, 0)
 
     # -- data ----------------------------------------------------------------------------
 
@@ -331,6 +334,7 @@ class FlameView(Widget, can_focus=True):
         if rows and depth >= self.top_depth + rows:
             self.top_depth = depth - rows + 1
         self.rows = flame_rows(tree, self.zoom, self.size.width, self.top_depth + rows)
+        self._laid_out_for = (self.size.width, rows)
         # The selection may have grown too narrow to draw: its nearest drawn caller instead.
         while self._cell(self.selected) is None and self.selected != self.zoom:
             self.selected = tree.parent[self.selected]
@@ -497,10 +501,11 @@ class FlameView(Widget, can_focus=True):
             else:
                 share = pct(tree.total[node], self.whole)
                 text += f"  change {signed_points(self.change.delta(node, share))} pp"
-        if self.zoom != CallTree.ROOT:
-            text += f"  · zoomed to {self.label(self.zoom)} (backspace: out)"
+        # The match before the zoom: the line is cut at the right on a narrow screen.
         if self.needle:
             text += f"  · match '{self.needle}': {fmt_pct(self.matched(), self.whole)}"
+        if self.zoom != CallTree.ROOT:
+            text += f"  · zoomed: {self.label(self.zoom)}"
         return text
 
     def _groups(self) -> list[str]:
@@ -535,6 +540,8 @@ class FlameView(Widget, can_focus=True):
         """The graph's rows, then the selected cell's line, then the legend."""
         width = self.size.width
         rows = self._visible_rows()
+        if self._laid_out_for != (width, rows):
+            self._relayout()
         if y == rows:
             return Strip([Segment(fit(self.info_line(), width, right=False), self.rich_style)])
         if y == rows + 1:
