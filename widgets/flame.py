@@ -20,6 +20,7 @@ import math
 import os
 import zlib
 from collections.abc import Callable
+from functools import lru_cache
 from typing import ClassVar
 from typing import NamedTuple
 
@@ -581,5 +582,8 @@ class FlameView(Widget, can_focus=True):
         return segments
 
 
+@lru_cache(maxsize=256)
 def _fill(rgb: RGB) -> Style:
+    """Black or white text on `rgb` (made once per colour: every cell of every line needs
+    one)."""
     return Style(bgcolor=Color.from_rgb(*rgb), color=Color.from_rgb(*text_on(rgb)))
