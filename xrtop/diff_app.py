@@ -16,6 +16,7 @@ from textual.widgets import TabPane
 from sampler.diff import function_changes
 from sampler.diff import tree_change
 from sampler.model import Aggregate
+from sampler.model import CallTree
 from sampler.model import TreeChange
 from sampler.rprof import RprofFile
 from widgets.diff_views import DiffTable
@@ -54,7 +55,7 @@ class DiffApp(XrtopApp):
         super().__init__(DiffSource(base_path, new_path, new), refresh_s=refresh_s)
         self.base_log = base.to_log()
         self._base: Aggregate | None = None
-        self._change: tuple[int, TreeChange] | None = None
+        self._change: tuple[CallTree, TreeChange] | None = None
 
     def compose(self) -> ComposeResult:
         """Header, the three views, the filter line, the footer."""
@@ -86,9 +87,9 @@ class DiffApp(XrtopApp):
     def tree_change(self) -> TreeChange:
         """BASE's share of each node of NEW's tree shown."""
         tree = self.current().tree
-        if self._change is None or self._change[0] != id(tree):
+        if self._change is None or self._change[0] is not tree:
             base = self.base()
-            self._change = (id(tree), tree_change(base.tree, base.samples, tree))
+            self._change = (tree, tree_change(base.tree, base.samples, tree))
         return self._change[1]
 
     def _show_view(self) -> None:
