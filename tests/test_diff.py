@@ -16,6 +16,8 @@ from conftest import rscript
 from sampler.diff import change_table
 from sampler.diff import function_changes
 from sampler.diff import tree_change
+from sampler.errors import EXIT_FILE
+from sampler.errors import EXIT_USAGE
 from sampler.model import Aggregate
 from sampler.model import CallTree
 from sampler.model import SampleLog
@@ -231,3 +233,38 @@ async def test_tree_and_flame_show_each_paths_change() -> None:
         assert "change, pp:" in flame.legend_strip(120).text
         await pilot.press("tab")
         assert app.active_view == "top"
+
+
+@pytest.mark.parametrize("which", ["base", "new"])
+@pytest.mark.parametrize(
+    ("content", "code", "says"),
+    [
+        (None, EXIT_USAGE, "No such file or directory"),
+        (b"", EXIT_FILE, ":1: not a valid Rprof.out file: the file is empty"),
+        (b"library(stats)\nx <- 1\n", EXIT_FILE, ":1: not a valid Rprof.out file"),
+        ("DIR", EXIT_USAGE, "Is a directory"),
+    ],
+    ids=["missing", "empty", "not-rprof", "dir"],
+)
+def test_bad_profile_files_name_the_file(
+    which: str, content: bytes | str | None, code: int, says: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "profile.out"
+    if content == "DIR":
+        path = tmp_path
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    files = [str(path), str(AFTER)] if which == "base" else [str(BEFORE), str(path)]
+    for view in ([], ["--print"]):  # the view reads both files before it needs a terminal
+        out = subprocess.run(
+            [sys.executable, "-m", "xrtop", "diff", *view, *files],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == code, out.stderr
+        assert out.stdout == ""
+        line = out.stderr.splitlines()[0]
+        assert says in line and str(path) in line, line
+        assert "Traceback" not in out.stderr
