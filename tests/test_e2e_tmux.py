@@ -219,6 +219,7 @@ def test_flame_view_of_a_running_r_zooms_and_searches(
     tmux.wait_screen("filter: function")  # keys typed before the line opens go to the view
     tmux.keys("f", "i", "b", "Enter")
     screen = tmux.wait_screen("match 'fib':")
+    tmux.wait_screen("Zoom out")  # the footer of the flame: the filter line gave focus back
     share = float(screen.split("match 'fib':")[1].split("%")[0])
     assert 50.0 < share <= 100.0
     # WHEN backspace zooms out and q quits (choosing to quit without saving)
