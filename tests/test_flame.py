@@ -292,3 +292,19 @@ async def test_lines_key_regroups_the_flame_by_line_and_keeps_the_selection() ->
         assert view.calltree is app.agg.tree
         assert view.label(view.selected) == before  # by line, the outer frames keep names
         assert any("@" in view.label(c.node) for row in view.rows for c in row)
+
+
+async def test_down_scrolls_a_graph_deeper_than_the_screen() -> None:
+    chain = tuple(f"f{i}" for i in range(20))  # f0 innermost, f19 outermost
+    tree = tree_of((chain, 10))
+    view = FlameView()
+    async with Harness(view).run_test(size=(40, 8)) as pilot:  # 6 rows of graph
+        view.show(tree, 10)
+        view.focus()
+        await pilot.press(*["down"] * 10)
+        assert view.label(view.selected) == "f10"  # all, f19, ..., f10
+        lines = screen_text(view)
+        assert view.top_depth == 5 and lines[5].startswith("f10")
+        assert lines[0].startswith("f15")
+        await pilot.press(*["up"] * 10)
+        assert view.top_depth == 0 and screen_text(view)[0].startswith("all")

@@ -405,20 +405,10 @@ class FlameView(Widget, can_focus=True):
             self._select(self.calltree.parent[self.selected])
 
     def action_down(self) -> None:
-        """Select the hottest drawn callee of the selected cell."""
-        found = self._cell(self.selected)
-        if found is None or self.calltree is None:
-            return
-        row = found[0] + 1
-        if row >= len(self.rows):
-            self.top_depth += 1  # the callees may be drawn below the screen
-            self._relayout()
-            row = min(row, len(self.rows) - 1)
-        parent = self.calltree.parent
-        for cell in self.rows[row] if row > found[0] else ():
-            if parent[cell.node] == self.selected:
-                self._select(cell.node)
-                return
+        """Select the hottest callee of the selected cell (the graph scrolls down to it)."""
+        tree = self.calltree
+        if tree is not None and tree.children[self.selected]:
+            self._select(max(tree.children[self.selected].values(), key=tree.total.__getitem__))
 
     def action_zoom_in(self) -> None:
         """Make the selected cell the full width."""
