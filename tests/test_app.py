@@ -133,6 +133,8 @@ async def test_views_switch_with_digits_and_tab() -> None:
         assert app.active_view == "now"
         assert app.now_view.table.keys
         await pilot.press("tab")
+        assert app.active_view == "flame"
+        await pilot.press("tab")
         assert app.active_view == "top"
 
 
