@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
 from types import MappingProxyType
+from typing import ClassVar
 from typing import overload
 
 #: A source location: (file path as R stores it, 1-based line).
@@ -479,3 +480,69 @@ class RProcessInfo:
     reason: str = ""
     fix: str = ""
     container_name: str = ""  # the container's name (or short ID) where its engine tells it
+
+
+# --- Two profiles compared (`xrtop diff`) --------------------------------------------------
+
+
+def signed_points(points: float) -> str:
+    """A change in percentage points with its sign and one decimal: "+12.5", "-50.0"; "0.0"
+    when it rounds to nothing."""
+    text = f"{points:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
+
+
+@dataclass(frozen=True)
+class FunctionChange:
+    """One function in two profiles: its own and total shares in percent of each profile's
+    samples (0 where it does not occur). Made by `sampler.diff.function_changes`."""
+
+    key: FunctionKey
+    base_own: float
+    base_total: float
+    new_own: float
+    new_total: float
+    in_base: bool
+    in_new: bool
+
+    @property
+    def delta_own(self) -> float:
+        """The change in own share, in percentage points (new minus base)."""
+        return self.new_own - self.base_own
+
+    @property
+    def delta_total(self) -> float:
+        """The change in total share, in percentage points (new minus base)."""
+        return self.new_total - self.base_total
+
+    @property
+    def only(self) -> str:
+        """ "new" (only in the new profile), "gone" (only in the base) or ""."""
+        if not self.in_base:
+            return "new"
+        return "" if self.in_new else "gone"
+
+
+@dataclass(frozen=True)
+class TreeChange:
+    """The base profile's share of each node of the new profile's call tree, matched by
+    the path of function keys from the root. Made by `sampler.diff.tree_change`.
+
+    `base_share[node]` is in percent of the base's samples, or `ABSENT` where the base
+    has no such path (the node is new).
+    """
+
+    base_share: Sequence[float]
+
+    ABSENT: ClassVar[float] = -1.0
+
+    def is_new(self, node: int) -> bool:
+        """Whether the base has no call path like `node`'s."""
+        return node < len(self.base_share) and self.base_share[node] < 0
+
+    def delta(self, node: int, new_share: float) -> float:
+        """The change of `node`'s total share (`new_share` %), in percentage points; a new
+        node counts from 0."""
+        if node >= len(self.base_share):
+            return 0.0
+        return new_share - max(0.0, self.base_share[node])

@@ -24,6 +24,7 @@ from sampler.rprof import read_rprof
 from sampler.thread import State
 from widgets.call_tree import CallTreeView
 from widgets.hot_table import HotTable
+from xrtop.app import KEYS
 from xrtop.app import XrtopApp
 from xrtop.live import run_live
 from xrtop.screens import ChoiceScreen
@@ -132,6 +133,8 @@ async def test_views_switch_with_digits_and_tab() -> None:
         await pilot.press("3")
         assert app.active_view == "now"
         assert app.now_view.table.keys
+        await pilot.press("tab")
+        assert app.active_view == "flame"
         await pilot.press("tab")
         assert app.active_view == "top"
 
@@ -521,6 +524,16 @@ async def test_idle_key_is_shown_and_in_help_and_palette() -> None:
         body = str(app.screen.query_one("#help-body").render())
         assert any(line.split()[:1] == ["i"] and "idle" in line for line in body.splitlines())
         assert "I inverts" in body
+
+
+async def test_help_shows_every_key_at_80x24() -> None:
+    async with file_app().run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        box = pilot.app.screen.query_one("#help-box")
+        assert len(str(box.query_one("#help-body").render()).splitlines()) == len(KEYS)
+        # One row per key inside the border, and the box within the screen: nothing cut.
+        assert box.region.height == len(KEYS) + 2 and box.region.bottom <= 24
+        assert box.border_subtitle == "escape closes"
 
 
 async def test_top_view_inverts_the_sort_with_shift_i() -> None:

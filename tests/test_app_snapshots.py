@@ -15,7 +15,9 @@ import pytest
 
 from sampler.rprof import read_rprof
 from xrtop.app import XrtopApp
+from xrtop.diff_app import DiffApp
 from xrtop.screenshots import DEMO_PROFILE
+from xrtop.screenshots import DIFF_PROFILES
 from xrtop.screenshots import ReplaySource
 from xrtop.sources import FileSource
 
@@ -28,6 +30,26 @@ PRESSES = {
     "top-by-line": ["l"],
     "tree-filtered": ["2", "slash", "f", "i", "b", "enter"],
     "help": ["question_mark"],
+    "flame": ["4"],
+    "flame-zoomed-search": [
+        "4",
+        "down",
+        "down",
+        "down",
+        "right",
+        "enter",
+        "slash",
+        "f",
+        "i",
+        "b",
+        "enter",
+    ],
+    "flame-own": ["4", "c"],
+}
+DIFF_PRESSES = {
+    "diff-top": [],
+    "diff-tree": ["2"],
+    "diff-flame": ["4"],
 }
 
 
@@ -40,6 +62,15 @@ def app() -> XrtopApp:
 @pytest.mark.parametrize("screen", list(PRESSES))
 def test_screens(snap_compare: Any, screen: str, size: tuple[int, int]) -> None:
     assert snap_compare(app(), press=PRESSES[screen], terminal_size=size)
+
+
+@pytest.mark.parametrize("size", list(SIZES.values()), ids=list(SIZES))
+@pytest.mark.parametrize("screen", list(DIFF_PRESSES))
+def test_diff_screens(snap_compare: Any, screen: str, size: tuple[int, int]) -> None:
+    # R's own Rprof of tests/r/optimise.R before and after its change.
+    base, new = DIFF_PROFILES
+    app = DiffApp(base, read_rprof(base), new, read_rprof(new))
+    assert snap_compare(app, press=DIFF_PRESSES[screen], terminal_size=size)
 
 
 @pytest.mark.parametrize("size", list(SIZES.values()), ids=list(SIZES))

@@ -38,7 +38,7 @@ def test_ui_bench_runs_on_a_tiny_profile() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "Top view" in out.stdout and "Tree view" in out.stdout
+    assert "Top view" in out.stdout and "Tree view" in out.stdout and "Flame view" in out.stdout
 
 
 @pytest.mark.live

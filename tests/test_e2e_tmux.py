@@ -27,6 +27,8 @@ from conftest import RLauncher
 from conftest import rscript
 from conftest import wait_for
 
+from xrtop.screenshots import DIFF_PROFILES
+
 pytestmark = pytest.mark.live
 
 
@@ -193,3 +195,56 @@ def test_sigterm_detaches_and_restores_the_terminal(
     assert f"(PID {run.pid})" in screen
     assert run.alive() and run.tracer() == 0
     assert run.state() in ("R", "S")
+
+
+def test_flame_view_of_a_running_r_zooms_and_searches(
+    r_launcher: RLauncher, tmux: Tmux, tmp_path: Path
+) -> None:
+    # GIVEN xrtop watching R busy in fib() under middle() under outer()
+    run = r_launcher.start("busy.R", "300")
+    tmux.start(xrtop(str(run.pid)))
+    tmux.wait_screen(" fib")
+    # WHEN the user opens the Flame view
+    tmux.keys("4")
+    screen = tmux.wait_screen("all  total 100.0%")
+    # THEN the icicle shows the chain from the root down, the root's line and the legend
+    assert "package:" in screen
+    rows = [line.split()[0] for line in screen.splitlines()[5:12] if line.split()]
+    assert rows[:4] == ["all", "outer", "middle", "fib"], screen
+    # WHEN the user moves down to outer and zooms into it
+    tmux.keys("Down")
+    tmux.wait_screen("outer  total")
+    tmux.keys("Enter")
+    tmux.wait_screen("zoomed: outer")
+    # AND searches for fib: its summed share shows
+    tmux.keys("/")
+    tmux.wait_screen("filter: function")  # keys typed before the line opens go to the view
+    tmux.keys("f", "i", "b", "Enter")
+    screen = tmux.wait_screen("match 'fib':")
+    tmux.wait_screen("Zoom out")  # the footer of the flame: the filter line gave focus back
+    share = float(screen.split("match 'fib':")[1].split("%")[0])
+    assert 50.0 < share <= 100.0
+    # WHEN backspace zooms out and q quits (choosing to quit without saving)
+    tmux.keys("BSpace", "Up")  # out of the zoom, the root above outer can be selected
+    tmux.wait_screen("all  total 100.0%")
+    tmux.keys("q")
+    tmux.wait_screen("Quit without saving")
+    tmux.keys("q")
+    tmux.wait_screen("XRTOP-EXIT=0")
+    assert run.alive() and run.tracer() == 0
+
+
+def test_diff_of_two_profiles_in_a_terminal(tmux: Tmux) -> None:
+    # GIVEN R's own profiles of tests/r/optimise.R before and after its change
+    tmux.start(xrtop("diff", *(str(path) for path in DIFF_PROFILES)))
+    # THEN the Top view lists the changes, the largest first, marking the gone function
+    screen = tmux.wait_screen("ΔTotal")
+    assert "diff diff-before.out → diff-after.out" in screen
+    grow = next(line for line in screen.splitlines() if " grow " in line)
+    assert grow.split()[0] == "-76.9" and grow.split()[-1] == "gone"
+    # WHEN the user opens the Flame view
+    tmux.keys("4")
+    screen = tmux.wait_screen("change, pp:")
+    assert "all  total 100.0% (191)" in screen
+    tmux.keys("q")
+    tmux.wait_screen("XRTOP-EXIT=0")

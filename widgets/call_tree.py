@@ -19,32 +19,18 @@ from textual.binding import Binding
 from textual.binding import BindingType
 
 from sampler.model import CallTree
-from sampler.model import FunctionKey
 from widgets.format import TREE_COLUMNS
 from widgets.format import TreeLine
 from widgets.format import descendants
+from widgets.format import find_path
 from widgets.format import flatten_tree
+from widgets.format import key_path
 from widgets.format import matching_nodes
-from widgets.format import path_to
 from widgets.format import tree_cells
 from widgets.row_table import RowTable
 
 #: "Expand all" opens at most this many nodes (a deep recursion can have 100,000).
 EXPAND_LIMIT = 5000
-
-
-def _key_path(tree: CallTree, node: int) -> tuple[FunctionKey, ...]:
-    return tuple(tree.key[n] for n in path_to(tree, node))
-
-
-def _find(tree: CallTree, keys: tuple[FunctionKey, ...]) -> int | None:
-    node = CallTree.ROOT
-    for key in keys:
-        found = tree.children[node].get(key)
-        if found is None:
-            return None
-        node = found
-    return node
 
 
 class CallTreeView(RowTable):
@@ -92,15 +78,15 @@ class CallTreeView(RowTable):
         """Map expansion, focus and cursor from `old` node ids to `new` ones."""
         expanded = set()
         for node in self.expanded:
-            found = _find(new, _key_path(old, node))
+            found = find_path(new, key_path(old, node))
             if found is not None:
                 expanded.add(found)
         self.expanded = expanded
-        root = _find(new, _key_path(old, self.root)) if self.root else CallTree.ROOT
+        root = find_path(new, key_path(old, self.root)) if self.root else CallTree.ROOT
         self.root = root if root is not None else CallTree.ROOT
         cursor = self.cursor_key
         if isinstance(cursor, int) and cursor < len(old):
-            moved = _find(new, _key_path(old, cursor))
+            moved = find_path(new, key_path(old, cursor))
             self.keys = [moved] if moved is not None else []
             self.cursor = 0
 

@@ -258,6 +258,23 @@ def path_to(tree: CallTree, node: int) -> list[int]:
     return path
 
 
+def key_path(tree: CallTree, node: int) -> tuple[FunctionKey, ...]:
+    """The function keys from the root's child down to `node` (what identifies a node
+    across trees)."""
+    return tuple(tree.key[n] for n in path_to(tree, node))
+
+
+def find_path(tree: CallTree, keys: tuple[FunctionKey, ...]) -> int | None:
+    """The node of `tree` at the path `keys` (see `key_path`), or None."""
+    node = CallTree.ROOT
+    for key in keys:
+        found = tree.children[node].get(key)
+        if found is None:
+            return None
+        node = found
+    return node
+
+
 def descendants(tree: CallTree, node: int, limit: int) -> list[int]:
     """Up to `limit` nodes with children under `node` (itself included), hottest first."""
     out: list[int] = []

@@ -10,7 +10,7 @@ blocks the sampler. Attaching, launching and tearing down happen outside the app
 Where things are: what is shown and why is `xrtop.view_model`; the sources are
 `xrtop.sources`; the modal screens `xrtop.screens`; file names and formats for `s` and
 `e` are `xrtop.saving`; the picker is `xrtop.picker`. A new view is one entry in
-`VIEW_TABS` and its drawing method in `_show_view`.
+`VIEW_TABS` and its drawing method in `_show_view`; `xrtop.diff_app` shows other tabs.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from sampler.errors import UsageError
 from sampler.errors import XrtopError
 from sampler.thread import State
 from widgets.call_tree import CallTreeView
+from widgets.flame import FlameView
 from widgets.format import fmt_bytes
 from widgets.hot_table import HotTable
 from widgets.now_view import NowView
@@ -82,8 +83,10 @@ VIEW_TABS: tuple[ViewTab, ...] = (
     ViewTab("top", "Top", "1", lambda: HotTable(id="top-table"), "#top-table", "Flat table"),
     ViewTab("tree", "Tree", "2", lambda: CallTreeView(id="tree-view"), "#tree-view", "Call tree"),
     ViewTab("now", "Now", "3", lambda: NowView(id="now-view"), "#now-table", "Latest stack"),
+    ViewTab(
+        "flame", "Flame", "4", lambda: FlameView(id="flame-view"), "#flame-view", "Icicle graph"
+    ),
 )
-VIEWS = tuple(tab.id for tab in VIEW_TABS)
 
 #: Every key, for the help screen and the README (key, what it does).
 KEYS: tuple[tuple[str, str], ...] = (
@@ -108,6 +111,8 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("Tree view", "enter toggles, → opens, ← closes"),
     ("", "E expand all, C collapse all"),
     ("", "f focus on the subtree, u leave the focus"),
+    ("Flame view", "arrows move, enter zooms in, backspace zooms out"),
+    ("", "c colours by package or own share (or change)"),
     ("ctrl+p", "command palette"),
 )
 
@@ -145,6 +150,10 @@ class XrtopApp(App[int]):
         Binding("p", "show_picker", "Pick", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
+    #: The views this app shows, in tab order (a view key of another view does nothing).
+    TABS: ClassVar[tuple[ViewTab, ...]] = VIEW_TABS
+    #: What the filter line matches.
+    FILTER_MATCHES: ClassVar[str] = "function or file"
 
     def __init__(
         self,
@@ -177,12 +186,12 @@ class XrtopApp(App[int]):
         """Header, the views, the filter line, the footer."""
         yield StatusHeader(id="status")
         yield Static("", id="message", markup=False)
-        with TabbedContent(id="views", initial=VIEW_TABS[0].id):
-            for number, tab in enumerate(VIEW_TABS, 1):
-                with TabPane(f"{number} {tab.title}", id=tab.id):
+        with TabbedContent(id="views", initial=self.TABS[0].id):
+            for tab in self.TABS:
+                with TabPane(f"{tab.key} {tab.title}", id=tab.id):
                     yield tab.make()
         yield Input(
-            placeholder="filter: function or file (enter keeps, escape clears)", id="filter"
+            placeholder=f"filter: {self.FILTER_MATCHES} (enter keeps, escape clears)", id="filter"
         )
         yield Footer()
 
@@ -198,7 +207,7 @@ class XrtopApp(App[int]):
         self.query_one("#filter", Input).display = False
         self.refresh_data()
         self.set_interval(self.refresh_s, self.refresh_data)
-        self.query_one(HotTable).focus()
+        self._focus_view()
         if self.source is None:
             self.call_after_refresh(self.action_show_picker)
         elif isinstance(self.source, LiveSource) and self.source.launched is not None:
@@ -220,7 +229,7 @@ class XrtopApp(App[int]):
 
     @property
     def active_view(self) -> str:
-        return self.query_one(TabbedContent).active or VIEWS[0]
+        return self.query_one(TabbedContent).active or self.TABS[0].id
 
     # -- drawing ---------------------------------------------------------------------------
 
@@ -250,6 +259,7 @@ class XrtopApp(App[int]):
             "top": self._show_top,
             "tree": self._show_tree,
             "now": self._show_now,
+            "flame": self._show_flame,
         }
         show[self.active_view]()
 
@@ -266,6 +276,10 @@ class XrtopApp(App[int]):
     def _show_now(self) -> None:
         if self.source is not None:
             self.now_view.show(self.model.now_stack())
+
+    def _show_flame(self) -> None:
+        agg = self.model.current()
+        self.query_one(FlameView).show(agg.tree, agg.samples, self.model.view_state.needle)
 
     def _show_status(self) -> None:
         self.query_one(StatusHeader).show(self.model.status())
@@ -353,12 +367,14 @@ class XrtopApp(App[int]):
         return True
 
     def action_view(self, name: str) -> None:
-        """Show the view `name` (an id of VIEW_TABS)."""
-        self.query_one(TabbedContent).active = name
+        """Show the view `name` if it is one of TABS."""
+        if any(tab.id == name for tab in self.TABS):
+            self.query_one(TabbedContent).active = name
 
     def action_next_view(self) -> None:
         """Show the next view."""
-        self.action_view(VIEWS[(VIEWS.index(self.active_view) + 1) % len(VIEWS)])
+        views = [tab.id for tab in self.TABS]
+        self.action_view(views[(views.index(self.active_view) + 1) % len(views)])
 
     @on(TabbedContent.TabActivated)
     def _view_changed(self, event: TabbedContent.TabActivated) -> None:
@@ -367,7 +383,7 @@ class XrtopApp(App[int]):
         self._focus_view()
 
     def _focus_view(self) -> None:
-        focus = next((t.focus for t in VIEW_TABS if t.id == self.active_view), "#top-table")
+        focus = next((t.focus for t in self.TABS if t.id == self.active_view), "#top-table")
         self.query_one(focus).focus()
 
     def action_pause(self) -> None:
@@ -550,7 +566,7 @@ class XrtopApp(App[int]):
                 self.action_toggle_idle,
             )
         yield SystemCommand("Cycle window", "Cumulative, 10 s, 60 s", self.action_window)
-        for tab in VIEW_TABS:
+        for tab in self.TABS:
             yield SystemCommand(
                 f"Show {tab.title} view", tab.palette, lambda tab=tab: self.action_view(tab.id)
             )

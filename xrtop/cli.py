@@ -1,4 +1,4 @@
-"""The `xrtop` command line: the live view, `record`, `dump`, `view` and `convert`.
+"""The `xrtop` command line: the live view, `record`, `dump`, `view`, `convert` and `diff`.
 
 Every user mistake becomes one clear message on standard error and a documented exit code
 (see sampler.errors); tracebacks are for bugs only.
@@ -27,6 +27,7 @@ import psutil
 
 from sampler.capture import sample_once
 from sampler.childsignals import queue_child_signals
+from sampler.diff import PRINT_LIMIT
 from sampler.errors import EXIT_INTERNAL
 from sampler.errors import UsageError
 from sampler.errors import XrtopError
@@ -37,6 +38,7 @@ from sampler.target import parse_pid
 from sampler.target import parse_version
 from sampler.thread import State
 from xrtop import __version__
+from xrtop.diff import cmd_diff
 from xrtop.formats import FORMATS
 from xrtop.formats import RPROF
 from xrtop.formats import Profile
@@ -115,7 +117,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     live = _Parser(
         prog="xrtop",
         description="Live, top-style sampling profiler for R. Run alone to pick an R process.",
-        epilog="Commands: xrtop record | dump | view | convert  (each has --help).",
+        epilog="Commands: xrtop record | dump | view | convert | diff  (each has --help).",
     )
     live.add_argument("pid", nargs="?", help="the R process to watch")
     live.add_argument("-p", "--pid", dest="pid_flag", metavar="PID", help="same as PID")
@@ -169,7 +171,25 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     )
     convert.add_argument("-o", "--output", metavar="FILE", help="default: standard output")
     convert.add_argument("--idle", action="store_true", help=argparse.SUPPRESS)
-    return {"": live, "record": record, "dump": dump, "view": view, "convert": convert}
+    diff = _Parser(
+        prog="xrtop diff", description="Compare two profiles: what changed from BASE to NEW."
+    )
+    diff.add_argument("base", help="the profile before (an Rprof.out, xrtop's or R's own)")
+    diff.add_argument("new", help="the profile after")
+    diff.add_argument(
+        "--print",
+        dest="print_table",
+        action="store_true",
+        help=f"print the {PRINT_LIMIT} largest changes in total share instead of opening the view",
+    )
+    return {
+        "": live,
+        "record": record,
+        "dump": dump,
+        "view": view,
+        "convert": convert,
+        "diff": diff,
+    }
 
 
 def _sampling(args: argparse.Namespace) -> SamplingOptions:
@@ -572,6 +592,7 @@ SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "dump": cmd_dump,
     "view": cmd_view,
     "convert": cmd_convert,
+    "diff": cmd_diff,
 }
 
 

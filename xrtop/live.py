@@ -1,5 +1,5 @@
-"""Running the live view: `xrtop PID`, `xrtop -- Rscript script.R`, `xrtop` (picker) and
-`xrtop view FILE`.
+"""Running the live view: `xrtop PID`, `xrtop -- Rscript script.R`, `xrtop` (picker),
+`xrtop view FILE` and `xrtop diff BASE NEW`.
 
 Attaching (and launching) happens before `App.run()`, so every attach error is printed by
 `cli.main` on a normal terminal. Every way out of the app (q, Ctrl-C, SIGTERM, an
@@ -19,6 +19,7 @@ from sampler.errors import UsageError
 from sampler.rprof import RprofFile
 from sampler.target import inspect_process
 from xrtop.app import XrtopApp
+from xrtop.diff_app import DiffApp
 from xrtop.formats import open_output
 from xrtop.session import Launched
 from xrtop.session import SamplingOptions
@@ -135,6 +136,15 @@ def run_view(path: Path, profile: RprofFile) -> int:
     """`xrtop view FILE`: browse a recorded profile (read-only)."""
     require_terminal()
     app = XrtopApp(FileSource(path, profile), handle_signals=True)
+    app.run()
+    _report_saved(app)
+    return app.return_code or 0
+
+
+def run_diff(base_path: Path, base: RprofFile, new_path: Path, new: RprofFile) -> int:
+    """`xrtop diff BASE NEW`: browse NEW against BASE (read-only)."""
+    require_terminal()
+    app = DiffApp(base_path, base, new_path, new, handle_signals=True)
     app.run()
     _report_saved(app)
     return app.return_code or 0

@@ -33,10 +33,12 @@ class HelpScreen(ModalScreen[None]):
         """The key table."""
         width = max(len(k) for k, _ in self.keys)
         lines = [f"{key:>{width}}  {what}" for key, what in self.keys]
-        with Vertical(id="help-box"):
-            yield Static("xrtop keys", id="help-title")
+        box = Vertical(id="help-box")
+        # Title and hint in the border: every row inside is a key (all fit in 24 rows).
+        box.border_title = "xrtop keys"
+        box.border_subtitle = "escape closes"
+        with box:
             yield Static("\n".join(lines), id="help-body", markup=False)
-            yield Static("escape closes", id="help-close")
 
     def action_close(self) -> None:
         """Back to the view."""

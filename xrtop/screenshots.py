@@ -6,6 +6,12 @@ replayed as if it were live, with fixed header values, so the SVGs are identical
 run and machine to machine. Re-record the profile with:
 
     xrtop record -F 100 -d 4 -o xrtop/demo/demo-xrtop.out -- Rscript xrtop/demo/demo.R 6
+
+The `xrtop diff` screens compare R's own Rprof of tests/r/optimise.R before and after its
+change (shipped as xrtop/demo/diff-before.out and diff-after.out); re-record them with:
+
+    Rscript tests/r/optimise.R before xrtop/demo/diff-before.out 40
+    Rscript tests/r/optimise.R after xrtop/demo/diff-after.out 120
 """
 
 from __future__ import annotations
@@ -19,10 +25,14 @@ from sampler.rprof import RprofFile
 from sampler.rprof import read_rprof
 from sampler.thread import State
 from xrtop.app import XrtopApp
+from xrtop.diff_app import DiffApp
 from xrtop.sources import FileSource
 
+DEMO = Path(__file__).resolve().parent / "demo"
 #: The demo workload's recorded profile, shipped in the package.
-DEMO_PROFILE = Path(__file__).resolve().parent / "demo" / "demo-xrtop.out"
+DEMO_PROFILE = DEMO / "demo-xrtop.out"
+#: R's own profiles of tests/r/optimise.R before and after its change, shipped too.
+DIFF_PROFILES = (DEMO / "diff-before.out", DEMO / "diff-after.out")
 SIZE = (120, 36)
 
 #: file name -> (keys pressed before the shot, title)
@@ -30,7 +40,13 @@ SHOTS: dict[str, tuple[list[str], str]] = {
     "top.svg": ([], "xrtop: Top view"),
     "tree.svg": (["2"], "xrtop: Tree view"),
     "now.svg": (["3"], "xrtop: Now view"),
+    "flame.svg": (["4"], "xrtop: Flame view"),
     "help.svg": (["question_mark"], "xrtop: keys"),
+}
+#: The same for `xrtop diff` of DIFF_PROFILES.
+DIFF_SHOTS: dict[str, tuple[list[str], str]] = {
+    "diff.svg": ([], "xrtop diff: Top view"),
+    "diff-flame.svg": (["4"], "xrtop diff: Flame view"),
 }
 
 
@@ -64,12 +80,19 @@ class ReplaySource(FileSource):
 
 
 async def render(profile_path: Path, out_dir: Path) -> list[Path]:
-    """Write one SVG per entry of SHOTS into `out_dir`; return their paths."""
+    """Write one SVG per entry of SHOTS and DIFF_SHOTS into `out_dir`; return their paths."""
     profile = read_rprof(profile_path)
+    base_path, new_path = DIFF_PROFILES
+    base, new = read_rprof(base_path), read_rprof(new_path)
     written = []
-    for name, (keys, title) in SHOTS.items():
-        source = ReplaySource(profile_path, profile)
-        app = XrtopApp(source, refresh_s=3600)
+    shots = [(name, shot, False) for name, shot in SHOTS.items()]
+    shots += [(name, shot, True) for name, shot in DIFF_SHOTS.items()]
+    for name, (keys, title), diff in shots:
+        app = (
+            DiffApp(base_path, base, new_path, new)
+            if diff
+            else XrtopApp(ReplaySource(profile_path, profile), refresh_s=3600)
+        )
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
             if keys:
