@@ -21,7 +21,7 @@ from sampler.model import SrcLoc
 from sampler.model import Stack
 
 SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
-FORMATS = ("rprof", "collapsed", "speedscope")
+FORMATS = ("rprof", "collapsed", "speedscope", "pprof")
 
 
 def frames_of(stack: Stack, lines: bool = False) -> list[tuple[str, SrcLoc | None]]:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -30,6 +31,8 @@ from sampler.export import FORMATS
 from sampler.export import write_collapsed
 from sampler.export import write_speedscope
 from sampler.model import Stack
+from sampler.pprof import ProfileInfo
+from sampler.pprof import write_pprof
 from sampler.ptrace import Tracer
 from sampler.ptrace import queue_child_signals
 from sampler.rprof import RprofOptions
@@ -44,6 +47,10 @@ from sampler.target import parse_version
 from sampler.target import verify_layout
 from sampler.thread import State
 from xrtop import __version__
+from xrtop.rotation import Rotation
+from xrtop.rotation import check_rotate
+from xrtop.rotation import recording_info
+from xrtop.rotation import wall_ns
 from xrtop.session import FLUSH_EVERY
 from xrtop.session import Launched
 from xrtop.session import SamplingOptions
@@ -152,7 +159,15 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         "--format",
         choices=FORMATS,
         default="rprof",
-        help="rprof (R's Rprof.out, default), collapsed or speedscope",
+        help="rprof (R's Rprof.out, default), collapsed, speedscope or pprof (gzipped "
+        "profile.proto for go tool pprof, Pyroscope, Parca)",
+    )
+    record.add_argument(
+        "--rotate",
+        type=_positive_float,
+        metavar="SECS",
+        help="every SECS seconds (and on SIGHUP) complete the file and begin the next: "
+        "-o prof.out writes prof.1.out, prof.2.out, ...",
     )
     _file_flags(record)
 
@@ -191,16 +206,23 @@ def _sampling(args: argparse.Namespace) -> SamplingOptions:
 
 @contextlib.contextmanager
 def _stop_on_signals(
-    stop: threading.Event, received: list[int] | None = None, wakeup: Wakeup | None = None
+    stop: threading.Event,
+    received: list[int] | None = None,
+    wakeup: Wakeup | None = None,
+    on_hangup: Callable[[], None] | None = None,
 ) -> Iterator[None]:
     """Turn SIGINT, SIGTERM and SIGHUP into `stop` so that the output is finished cleanly,
     and wake `wakeup` (when given) to notice it at once.
 
     Each signal number is also appended to `received` (when given), so that a launched
-    command can be handed the same signals.
+    command can be handed the same signals. With `on_hangup`, SIGHUP calls it instead
+    (rotation) and is xrtop's alone.
     """
 
     def handler(signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP and on_hangup is not None:
+            on_hangup()
+            return
         stop.set()
         if received is not None:
             received.append(signum)
@@ -217,7 +239,12 @@ def _stop_on_signals(
 
 
 #: The default file name's suffix per format (launch mode without -o).
-_SUFFIXES = {"rprof": "out", "collapsed": "collapsed.txt", "speedscope": "speedscope.json"}
+_SUFFIXES = {
+    "rprof": "out",
+    "collapsed": "collapsed.txt",
+    "speedscope": "speedscope.json",
+    "pprof": "pb.gz",
+}
 
 
 def _write_format(
@@ -228,14 +255,24 @@ def _write_format(
     name: str,
     idle: bool,
     lines: bool = False,
+    pprof: tuple[RprofOptions, ProfileInfo] | None = None,
 ) -> int:
+    if fmt == "pprof":
+        assert pprof is not None
+        out.flush()  # the text stream's bytes first; the profile goes to its binary buffer
+        return write_pprof(getattr(out, "buffer"), stacks, interval_us, *pprof)  # noqa: B009
     if fmt == "collapsed":
         return write_collapsed(out, stacks, idle=idle, lines=lines)
     return write_speedscope(out, stacks, interval_us, name=name, idle=idle, lines=lines)
 
 
 def _write_whole(
-    out: IO[str], fmt: str, stacks: list[Stack], sampling: SamplingOptions, name: str
+    out: IO[str],
+    fmt: str,
+    stacks: list[Stack],
+    sampling: SamplingOptions,
+    name: str,
+    info: ProfileInfo,
 ) -> int:
     """Write `stacks` in `fmt` in one go; return the number of samples written."""
     if fmt == "rprof":
@@ -243,7 +280,9 @@ def _write_whole(
         writer.add_all(stacks)
         return writer.samples_written
     options = sampling.options
-    return _write_format(out, fmt, stacks, sampling.interval_us, name, options.idle, options.lines)
+    return _write_format(
+        out, fmt, stacks, sampling.interval_us, name, options.idle, options.lines, (options, info)
+    )
 
 
 def _gone(pid: int) -> bool:
@@ -261,6 +300,7 @@ def _sample_into(
     out: IO[str],
     stop: threading.Event,
     wakeup: Wakeup,
+    rotation: Rotation | None = None,
 ) -> bool:
     """Sample until -d ends, the target exits or `stop` is set; leave `out` complete and closed.
 
@@ -269,7 +309,7 @@ def _sample_into(
     Rprof.out streams as samples come (a kill -9 of xrtop loses at most about a second);
     the other formats need every sample and are written at the end. Prints the summary.
     Returns False when writing the output failed. Raises the attach error when sampling
-    could not start.
+    could not start. With `rotation`, `out` is its first file and the files rotate.
     """
     stream: StreamedFile | None = None
     try:
@@ -284,6 +324,8 @@ def _sample_into(
             session.set_stream(stream)
         session.wake_when_ended(wakeup)
         session.start()
+        if rotation is not None:
+            rotation.begin(session, out, stream)
         if args.verbose:
             target = session.target
             notes = "; idle CPUs poll while R is stopped" if session.thread.polls_idle else ""
@@ -298,7 +340,9 @@ def _sample_into(
             print(f"xrtop: {note}", file=sys.stderr)
         # Wakes only to flush (every few samples, or with none coming: an idle target).
         while not stop.is_set() and not session.ended.is_set():
-            wakeup.wait(FLUSH_EVERY)
+            wakeup.wait(FLUSH_EVERY if rotation is None else rotation.wait_time(FLUSH_EVERY))
+            if rotation is not None and not rotation.poll():
+                break
             if stream is not None:
                 stream.tick()
                 if stream.error:  # e.g. the reader of a pipe went away: nobody gets more
@@ -307,7 +351,11 @@ def _sample_into(
         # Detaches (the target runs on untraced) and finishes the streamed file.
         session.stop()
     ok = True
-    if stream is None:
+    if rotation is not None:
+        ok = rotation.finish() and ok
+    elif stream is None:
+        stats = session.thread.stats()
+        start_ns = wall_ns(stats.started_at or time.monotonic())
         try:
             _write_whole(
                 out,
@@ -315,6 +363,7 @@ def _sample_into(
                 list(session.log.iter_stacks()),
                 sampling,
                 f"xrtop: R PID {session.target.pid}",
+                recording_info(session, start_ns, start_ns + round(stats.elapsed * 1e9)),
             )
             out.flush()
         except OSError as err:
@@ -327,6 +376,8 @@ def _sample_into(
     elif stream.error:
         ok = False
     print(session.summary(), file=sys.stderr)
+    if rotation is not None:
+        print(rotation.summary(), file=sys.stderr)
     if sampling.options.lines and (hint := source_note(session.target)) is not None:
         print(f"xrtop: {hint}", file=sys.stderr)
     return ok
@@ -348,27 +399,32 @@ def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
             "record needs -p PID or a command after --",
             "Example: xrtop record -p 1234 -o Rprof.out",
         )
+    check_rotate(args.rotate, args.output, launched=command is not None)
     if command is not None:
         return _record_launched(args, command, sampling, duration)
     pid = parse_pid(args.pid)
     # Attach before touching the output: a wrong PID leaves no file behind.
     session = Session.attach_pid(pid, sampling, duration=duration)
+    stop, wakeup = threading.Event(), Wakeup()
+    rotation = _rotation(args, sampling, wakeup)
+    path = rotation.first_file(args.output) if rotation is not None else args.output
     # Only a file xrtop creates may be removed again: -o /dev/null or an existing file
     # the user named must survive a failed start.
-    created = bool(args.output) and not os.path.lexists(args.output)
-    out: IO[str] = open_output(args.output) if args.output else sys.stdout
-    stop, wakeup = threading.Event(), Wakeup()
+    created = bool(path) and not os.path.lexists(path)
+    out: IO[str] = open_output(path) if path else sys.stdout
     try:
-        with _stop_on_signals(stop, wakeup=wakeup):
-            ok = _sample_into(args, sampling, session, out, stop, wakeup)
+        with _stop_on_signals(
+            stop, wakeup=wakeup, on_hangup=rotation.request if rotation is not None else None
+        ):
+            ok = _sample_into(args, sampling, session, out, stop, wakeup, rotation)
         _write_bench_stats(session)
     except XrtopError:
-        if args.output:  # sampling never started: no half-made file
+        if path:  # sampling never started: no half-made file
             with contextlib.suppress(OSError):
                 out.close()
             if created:
                 with contextlib.suppress(OSError):
-                    os.unlink(args.output)
+                    os.unlink(path)
         raise
     if session.state is State.FAILED:  # a bug ended sampling early: say so, keep the file
         print(
@@ -378,6 +434,20 @@ def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
         print("Please report this at the xrtop issue tracker.", file=sys.stderr)
         return EXIT_INTERNAL
     return 0 if ok else 1
+
+
+def _rotation(
+    args: argparse.Namespace, sampling: SamplingOptions, wakeup: Wakeup
+) -> Rotation | None:
+    """The rotation --rotate asks for (None without it)."""
+    if args.rotate is None:
+        return None
+    fmt = args.format
+
+    def write_whole(out: IO[str], stacks: list[Stack], info: ProfileInfo) -> int:
+        return _write_whole(out, fmt, stacks, sampling, f"xrtop: R PID {info.pid}", info)
+
+    return Rotation(args.rotate, _SUFFIXES[fmt], wakeup, write_whole, verbose=args.verbose)
 
 
 def _write_bench_stats(session: Session) -> None:
@@ -439,12 +509,17 @@ def _record_launched(
     The command keeps xrtop's stdin, stdout and stderr; the profile goes to -o or a new
     file in the current directory. Signals xrtop receives are passed on to the command.
     """
-    # Open -o before starting anything, so that a bad path starts nothing.
-    out: IO[str] | None = open_output(args.output) if args.output else None
-    path = args.output
     stop, wakeup = threading.Event(), Wakeup()
+    rotation = _rotation(args, sampling, wakeup)
+    path = args.output
+    if rotation is not None and path:
+        path = rotation.first_file(path)
+    # Open -o before starting anything, so that a bad path starts nothing.
+    out: IO[str] | None = open_output(path) if path else None
     received: list[int] = []
-    with _stop_on_signals(stop, received, wakeup):
+    with _stop_on_signals(
+        stop, received, wakeup, rotation.request if rotation is not None else None
+    ):
         launched = Launched(command)
         session: Session | None = None
         try:
@@ -453,10 +528,12 @@ def _record_launched(
                 session = _attach_launched(launched, r_pid, sampling, duration)
             if out is None:
                 path = str(default_output_name(launched.process.pid, _SUFFIXES[args.format]))
+                if rotation is not None:
+                    path = rotation.first_file(path)
                 out = open_output(path)
             if session is not None:
                 try:
-                    ok = _sample_into(args, sampling, session, out, stop, wakeup)
+                    ok = _sample_into(args, sampling, session, out, stop, wakeup, rotation)
                 except XrtopError:
                     if not _gone(session.target.pid):
                         raise
@@ -465,7 +542,8 @@ def _record_launched(
                     out = open_output(path)
             if session is None:
                 # R ended (or never started) before it could be sampled: an empty profile.
-                _write_whole(out, args.format, [], sampling, shlex.join(command))
+                empty = ProfileInfo(start_ns=time.time_ns(), duration_ns=0)
+                _write_whole(out, args.format, [], sampling, shlex.join(command), empty)
                 out.close()
                 print(
                     f"xrtop: {shlex.join(command)} ended before its R could be sampled: "
@@ -482,6 +560,8 @@ def _record_launched(
                 launched.process.wait(5)
             raise
         if ok:
+            if rotation is not None and rotation.closed:
+                path = ", ".join(name for name, _ in rotation.closed)
             print(f"xrtop: profile written to {path}", file=sys.stderr)
         # The command ends on its own; until then, signals xrtop gets go on to it.
         forwarded = 0
@@ -596,9 +676,19 @@ def cmd_convert(args: argparse.Namespace) -> int:
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror}") from None
     out: IO[str] = open_output(args.output) if args.output else sys.stdout
+    # Rprof.out records no start time: the file's last change is taken as the recording's
+    # end, and its samples' count times the interval as its length (CPU time, for R's own).
+    duration_ns = len(profile.stacks) * profile.interval_us * 1000
+    info = ProfileInfo(start_ns=max(0, path.stat().st_mtime_ns - duration_ns))
     try:
         count = _write_format(
-            out, args.format, profile.stacks, profile.interval_us, path.name, True
+            out,
+            args.format,
+            profile.stacks,
+            profile.interval_us,
+            path.name,
+            True,
+            pprof=(RprofOptions(lines=profile.options.lines, gc=True), info),
         )
     finally:
         if out is not sys.stdout:

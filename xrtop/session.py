@@ -147,19 +147,37 @@ class StreamedFile:
     def flush(self) -> None:
         """Write out every pending sample now; remember the first write error."""
         with self._lock:
-            self._last_flush = time.monotonic()
-            text = self._pending.getvalue()
-            if self.error or self.closed:
-                return
-            self._pending.seek(0)
-            self._pending.truncate()
-            try:
-                if text:
-                    self.out.write(text)
-                self.out.flush()
-            except (OSError, ValueError) as err:
-                reason = err.strerror if isinstance(err, OSError) else str(err)
-                self.error = f"writing samples failed: {reason}"
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        self._last_flush = time.monotonic()
+        text = self._pending.getvalue()
+        if self.error or self.closed:
+            return
+        self._pending.seek(0)
+        self._pending.truncate()
+        try:
+            if text:
+                self.out.write(text)
+            self.out.flush()
+        except (OSError, ValueError) as err:
+            reason = err.strerror if isinstance(err, OSError) else str(err)
+            self.error = f"writing samples failed: {reason}"
+
+    def switch_to(self, out: IO[str]) -> int:
+        """Finish the current file (flushed and closed) and go on in `out`, a new file, with
+        no sample lost or repeated between the two (rotation: xrtop.rotation); return the
+        samples written up to the switch."""
+        with self._lock:  # one hold: a sample comes before the switch or after it
+            self._flush_locked()
+            written = self.writer.samples_written
+            if self.out is not sys.stdout:
+                with contextlib.suppress(OSError):
+                    self.out.close()
+            self.out = out
+            self.writer.start_file()
+            self._flush_locked()
+        return written
 
     def close(self) -> None:
         """Flush and close (stdout is flushed, not closed); later samples are ignored."""
