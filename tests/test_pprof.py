@@ -272,9 +272,11 @@ def rotated(tmp: Path, stem: str, suffix: str) -> list[Path]:
     return files
 
 
-def test_rotation_under_a_running_r_loses_no_sample(r_launcher: RLauncher, tmp_path: Path) -> None:
-    # GIVEN R computing without pause
-    run = r_launcher.start("busy.R", "60")
+def test_rotation_under_a_running_r_loses_no_sample(
+    r_env: REnv, r_launcher: RLauncher, tmp_path: Path
+) -> None:
+    # GIVEN R computing without pause (every R version, plain and container-like)
+    run = r_launcher.start("busy.R", "60", env=r_env)
     # WHEN xrtop records it into a new file every second (GC and idle kept: every sample
     # the sampler takes has a line)
     done = xrtop(
