@@ -14,6 +14,8 @@ import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
+from typing import IO
+from typing import Any
 
 import pytest
 from conftest import IN_CI
@@ -30,6 +32,7 @@ from test_record import summary_numbers
 from test_record import summary_rprof
 from test_record import xrtop
 
+from sampler.model import SampleLog
 from sampler.model import Stack
 from sampler.pprof import ProfileInfo
 from sampler.pprof import stack_frames
@@ -37,7 +40,12 @@ from sampler.pprof import write_pprof
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
 from sampler.rprof import parse_rprof
+from xrtop.formats import Profile
+from xrtop.formats import open_output
+from xrtop.formats import write_profile
+from xrtop.rotation import Rotation
 from xrtop.rotation import rotated_path
+from xrtop.session import Wakeup
 
 # ---------------------------------------------------------------------------------------------
 # go tool pprof, offline
@@ -407,6 +415,49 @@ def test_rotated_names_put_the_number_before_the_suffix(
     path: str, suffix: str, expected: str
 ) -> None:
     assert rotated_path(path, 3, suffix) == expected
+
+
+class LogOnlySession:
+    """What a rotation of a whole format reads of a session: its log and its profiles."""
+
+    stream = None
+
+    def __init__(self, stacks: list[Stack]) -> None:
+        self.log = SampleLog(10_000)
+        for i, stack in enumerate(stacks):
+            self.log.add(stack, i / 100)
+
+    def span_ns(self, first: int = 0) -> tuple[int, int]:
+        return 0, 0
+
+    def profile(self, start: int, stop: int, *, span: tuple[int, int]) -> Profile:
+        return Profile.of_log(self.log, RprofOptions(), "test", start, stop)
+
+
+def test_a_rotated_file_is_complete_before_its_successor_appears(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a collapsed-stacks recording into its first file
+    session = LogOnlySession([Stack(("f", "g"))] * 3)
+    rotation = Rotation(3600, "collapsed", Wakeup())
+    first = rotation.first_file(str(tmp_path / "p.collapsed.txt"))
+    rotation.begin(session, open_output(first, "collapsed"))  # type: ignore[arg-type]
+    second = tmp_path / "p.2.collapsed.txt"
+    successor_seen: list[bool] = []
+
+    def write(out: IO[Any], fmt: str, profile: Profile) -> int:
+        successor_seen.append(second.exists())
+        return write_profile(out, fmt, profile)
+
+    monkeypatch.setattr("xrtop.rotation.write_profile", write)
+    # WHEN it rotates
+    rotation.request()
+    assert rotation.poll()
+    # THEN the second file got its name only after the first was written, and is there now
+    assert successor_seen == [False]
+    assert Path(first).read_text() == "g;f 3\n"
+    assert second.exists() and not list(tmp_path.glob(".*"))
+    assert rotation.closed == [(first, 3)]
 
 
 STACKS = [

@@ -191,13 +191,18 @@ def close_output(out: IO[Any]) -> None:
         out.close()
 
 
+def partial_path(path: Path) -> Path:
+    """The hidden name beside `path` that a file has until it is complete."""
+    return path.with_name(f".{path.name}.partial")
+
+
 def save_profile(path: Path, fmt: str, profile: Profile) -> tuple[int, int]:
     """Write `profile` to the file `path`; return (samples, bytes) written.
 
     The file is written beside its final name and renamed into place, so a reader never
     sees half a file. Raises OSError when the file cannot be written.
     """
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = partial_path(path)
     with _open(tmp, fmt) as out:
         count = write_profile(out, fmt, profile)
     tmp.replace(path)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from pathlib import Path
 from typing import IO
 from typing import Any
 
 from sampler.errors import UsageError
 from xrtop.formats import FORMATS
 from xrtop.formats import open_output
+from xrtop.formats import partial_path
 from xrtop.formats import write_profile
 from xrtop.session import Session
 from xrtop.session import StreamedFile
@@ -112,13 +114,21 @@ class Rotation:
         self._requested = False
         self._due = time.monotonic() + self.seconds
         following = self.path_of(self.number + 1)
+        # The next file has a hidden name until the current one is complete: a file whose
+        # successor exists is closed (what an uploader may watch for).
+        hidden = partial_path(Path(following))
         try:
-            out = open_output(following, self.fmt)
+            out = open_output(str(hidden), self.fmt)
         except UsageError as err:  # keep recording into the current file; retry next time
             print(f"xrtop: {err.message}; going on in {self.path_of(self.number)}", file=sys.stderr)
             return True
         ok = self._close_current(following=out)
         self.number += 1
+        try:
+            hidden.replace(following)
+        except OSError as err:
+            print(f"xrtop: cannot rename {hidden} to {following}: {err.strerror}", file=sys.stderr)
+            return False
         return ok
 
     def finish(self) -> bool:
