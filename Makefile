@@ -27,13 +27,15 @@ r:
 	fi
 
 # Programs the tests drive: tmux (end-to-end), littler (embedded R), profvis (reads our
-# files), podman with runc and debootstrap (the container image), when running as root.
+# files), podman with runc and debootstrap (the container image), go (go tool pprof reads our
+# pprof files), when running as root.
 tools: r
 	@missing=""; command -v tmux >/dev/null 2>&1 || missing="$$missing tmux"; \
 	command -v r >/dev/null 2>&1 || missing="$$missing r-cran-littler"; \
 	Rscript -e 'quit(status = !requireNamespace("profvis", quietly = TRUE))' >/dev/null 2>&1 || missing="$$missing r-cran-profvis"; \
 	command -v podman >/dev/null 2>&1 || missing="$$missing podman runc"; \
 	command -v debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
+	command -v go >/dev/null 2>&1 || missing="$$missing golang-go"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 	  echo "xrtop: installing$$missing with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \

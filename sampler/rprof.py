@@ -68,7 +68,15 @@ class RprofWriter:
         # per sample. A line is the same every time after the first, which alone carries
         # the `#File` lines. An entry holds its object, so that id cannot be reused.
         self._lines: dict[int, tuple[Stack, str, int]] = {}
-        self._emit(header_line(interval_us, options))
+        self._header = header_line(interval_us, options)
+        self._emit(self._header)
+
+    def start_file(self) -> None:
+        """Begin the next file on the same stream (the caller has switched files under it):
+        the header again and `#File` numbers afresh; `samples_written` counts on."""
+        self.file_numbers.clear()
+        self._lines.clear()  # a stack's first line in each file carries its `#File` lines
+        self._emit(self._header)
 
     def _emit(self, text: str) -> None:
         self.out.write(text)

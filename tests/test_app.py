@@ -8,10 +8,12 @@ sampler under the real UI is tests/test_e2e_tmux.py.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 from conftest import rscript
+from test_pprof import go_pprof
 from textual.command import CommandList
 
 from sampler.errors import NotRProcessError
@@ -275,6 +277,24 @@ async def test_export_collapsed_and_speedscope(in_tmp: Path) -> None:
     assert collapsed.read_text() == "outer;middle;fib;fib 4\n"
     (speedscope,) = in_tmp.glob("*.speedscope.json")
     assert '"samples"' in speedscope.read_text()
+
+
+async def test_export_pprof_keeps_what_was_recorded(in_tmp: Path) -> None:
+    # GIVEN samples recorded with lines, shown by function
+    source = FakeLive()
+    source.options = RprofOptions(lines=True)
+    source.add(Stack(("work", "outer"), (("w.R", 3), ("w.R", 9), None)), 5)
+    app = live_app(source)
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert not app.model.view_state.by_line
+        # WHEN they are exported as pprof (`p` in the export prompt)
+        await pilot.press("e", "p")
+        await app.workers.wait_for_complete()
+    # THEN go tool pprof reads every sample, each function at its line, and the process
+    (pprof,) = in_tmp.glob("xrtop-4242-*.pb.gz")
+    raw = go_pprof(in_tmp, "-raw", str(pprof))
+    assert re.search(r"^\s+5\s+50000000: 1 2 $", raw, re.M), raw
+    assert "work w.R:3" in raw and "outer w.R:9" in raw and "pid:[4242]" in raw
 
 
 async def test_quit_offers_to_save_unsaved_samples(in_tmp: Path) -> None:

@@ -468,7 +468,7 @@ def test_a_process_that_is_not_r_is_refused(tmp_path: Path) -> None:
         ["record", "-p", "1", "--", "Rscript", "x.R"],
         ["record", "-p", "1", "-F", "0"],
         ["record", "-p", "1", "-d", "-1"],
-        ["record", "-p", "1", "--format", "pprof"],
+        ["record", "-p", "1", "--format", "perf"],
         ["record", "-p", "one"],
         ["record", "-m", "-p", "1"],
     ],

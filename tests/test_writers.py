@@ -49,11 +49,13 @@ def test_save_profile_writes_what_write_profile_writes_and_counts_it(tmp_path: P
     stacks = [FIB, FIB, IDLE]
     for fmt in FORMATS:
         profile = Profile(stacks, 10_000, RprofOptions(), "demo")
-        text = io.StringIO()
-        written = write_profile(text, fmt, profile)
+        binary = FORMATS[fmt].binary
+        memory: io.BytesIO | io.StringIO = io.BytesIO() if binary else io.StringIO()
+        written = write_profile(memory, fmt, profile)
         path = tmp_path / f"p.{FORMATS[fmt].suffix}"
         samples, size = save_profile(path, fmt, profile)
         assert samples == written == 2, fmt  # the idle sample is left out
-        assert path.read_text() == text.getvalue() and size == path.stat().st_size
+        on_disk = path.read_bytes() if binary else path.read_text()
+        assert on_disk == memory.getvalue() and size == path.stat().st_size
         assert not list(tmp_path.glob(".*.partial")), "renamed into place"
     assert [s.names for s in read_rprof(tmp_path / "p.out").stacks] == [FIB.names] * 2

@@ -88,6 +88,8 @@ VIEW_TABS: tuple[ViewTab, ...] = (
     ),
 )
 
+#: The formats `e` offers, by their labels.
+_EXPORTED = [f.label for f in FORMATS.values() if f.export_key]
 #: Every key, for the help screen and the README (key, what it does).
 KEYS: tuple[tuple[str, str], ...] = (
     (
@@ -96,7 +98,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ),
     ("space", "pause the display; sampling goes on, new samples wait"),
     ("s", "save the samples since attach or reset as Rprof.out"),
-    ("e", "export collapsed stacks or speedscope JSON"),
+    ("e", "export as " + ", ".join(_EXPORTED[:-1]) + " or " + _EXPORTED[-1]),
     ("r", "reset: count (and save) from now on"),
     ("+ / -", "sample faster / slower"),
     ("/", "filter as you type (enter keeps it, escape clears)"),
@@ -556,6 +558,11 @@ class XrtopApp(App[int]):
             "Export speedscope JSON",
             "Open it in speedscope.app",
             lambda: self._save_worker("speedscope"),
+        )
+        yield SystemCommand(
+            "Export pprof profile",
+            "For go tool pprof, Pyroscope, Parca",
+            lambda: self._save_worker("pprof"),
         )
         yield SystemCommand("Pause / resume display", "Sampling goes on", self.action_pause)
         yield SystemCommand("Toggle by-line aggregation", "Function or line", self.action_by_line)

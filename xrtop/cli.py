@@ -31,6 +31,7 @@ from sampler.diff import PRINT_LIMIT
 from sampler.errors import EXIT_INTERNAL
 from sampler.errors import UsageError
 from sampler.errors import XrtopError
+from sampler.pprof import ProfileInfo
 from sampler.rprof import RprofOptions
 from sampler.rprof import read_rprof
 from sampler.target import attach
@@ -44,8 +45,11 @@ from xrtop.formats import RPROF
 from xrtop.formats import Profile
 from xrtop.formats import close_output
 from xrtop.formats import open_output
+from xrtop.formats import rprof_file_info
 from xrtop.formats import standard_output
 from xrtop.formats import write_profile
+from xrtop.rotation import Rotation
+from xrtop.rotation import check_rotate
 from xrtop.session import FLUSH_EVERY
 from xrtop.session import Launched
 from xrtop.session import SamplingOptions
@@ -153,6 +157,13 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         default=names[0],
         help=f"{names[0]} (R's Rprof.out, default), {', '.join(names[1:-1])} or {names[-1]}",
     )
+    record.add_argument(
+        "--rotate",
+        type=_positive_float,
+        metavar="SECS",
+        help="every SECS seconds (and on SIGHUP) complete the file and begin the next: "
+        "-o prof.out writes prof.1.out, prof.2.out, ...",
+    )
     _file_flags(record)
 
     dump = _Parser(prog="xrtop dump", description="Print where R is right now.")
@@ -210,16 +221,23 @@ def _sampling(args: argparse.Namespace) -> SamplingOptions:
 
 @contextlib.contextmanager
 def _stop_on_signals(
-    stop: threading.Event, received: list[int] | None = None, wakeup: Wakeup | None = None
+    stop: threading.Event,
+    received: list[int] | None = None,
+    wakeup: Wakeup | None = None,
+    on_hangup: Callable[[], None] | None = None,
 ) -> Iterator[None]:
     """Turn SIGINT, SIGTERM and SIGHUP into `stop` so that the output is finished cleanly,
     and wake `wakeup` (when given) to notice it at once.
 
     Each signal number is also appended to `received` (when given), so that a launched
-    command can be handed the same signals.
+    command can be handed the same signals. With `on_hangup`, SIGHUP calls it instead
+    (rotation) and is xrtop's alone.
     """
 
     def handler(signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP and on_hangup is not None:
+            on_hangup()
+            return
         stop.set()
         if received is not None:
             received.append(signum)
@@ -250,6 +268,7 @@ def _sample_into(
     out: IO[Any],
     stop: threading.Event,
     wakeup: Wakeup,
+    rotation: Rotation | None = None,
 ) -> bool:
     """Sample until -d ends, the target exits or `stop` is set; leave `out` complete and closed.
 
@@ -258,12 +277,14 @@ def _sample_into(
     Rprof.out streams as samples come (a kill -9 of xrtop loses at most about a second);
     the other formats need every sample and are written at the end. Prints the summary.
     Returns False when writing the output failed. Raises the attach error when sampling
-    could not start.
+    could not start. With `rotation`, `out` is its first file and the files rotate.
     """
     try:
         streams = args.format == RPROF
         session.start(out if streams else None, where=args.output or "", wakeup=wakeup)
         stream = session.stream
+        if rotation is not None:
+            rotation.begin(session, out)
         if args.verbose:
             target = session.target
             notes = "; idle CPUs poll while R is stopped" if session.thread.polls_idle else ""
@@ -278,7 +299,9 @@ def _sample_into(
             print(f"xrtop: {note}", file=sys.stderr)
         # Wakes only to flush (every few samples, or with none coming: an idle target).
         while not stop.is_set() and not session.ended.is_set():
-            wakeup.wait(FLUSH_EVERY)
+            wakeup.wait(FLUSH_EVERY if rotation is None else rotation.wait_time(FLUSH_EVERY))
+            if rotation is not None and not rotation.poll():
+                break
             if stream is not None:
                 stream.tick()
                 if stream.error:  # e.g. the reader of a pipe went away: nobody gets more
@@ -287,11 +310,11 @@ def _sample_into(
         # Detaches (the target runs on untraced) and finishes the streamed file.
         session.stop()
     ok = True
-    if stream is None:
+    if rotation is not None:
+        ok = rotation.finish()
+    elif stream is None:
         try:
-            name = f"xrtop: R PID {session.target.pid}"
-            profile = Profile.of_log(session.log, sampling.options, name)
-            write_profile(out, args.format, profile)
+            write_profile(out, args.format, session.profile(span=session.span_ns()))
             out.flush()
         except OSError as err:
             print(f"xrtop: writing the profile failed: {err.strerror}", file=sys.stderr)
@@ -302,6 +325,8 @@ def _sample_into(
     elif stream.error:
         ok = False
     print(session.summary(), file=sys.stderr)
+    if rotation is not None:
+        print(rotation.summary(), file=sys.stderr)
     if sampling.options.lines and (hint := source_note(session.target)) is not None:
         print(f"xrtop: {hint}", file=sys.stderr)
     return ok
@@ -323,27 +348,30 @@ def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
             "record needs -p PID or a command after --",
             "Example: xrtop record -p 1234 -o Rprof.out",
         )
+    check_rotate(args.rotate, args.output, launched=command is not None)
     if command is not None:
         return _record_launched(args, command, sampling, duration)
     pid = parse_pid(args.pid)
     # Attach before touching the output: a wrong PID leaves no file behind.
     session = Session.attach_pid(pid, sampling, duration=duration)
+    stop, wakeup = threading.Event(), Wakeup()
+    rotation = _rotation(args, wakeup)
+    path = rotation.first_file(args.output) if rotation is not None else args.output
     # Only a file xrtop creates may be removed again: -o /dev/null or an existing file
     # the user named must survive a failed start.
-    created = bool(args.output) and not os.path.lexists(args.output)
-    out = open_output(args.output, args.format) if args.output else standard_output(args.format)
-    stop, wakeup = threading.Event(), Wakeup()
+    created = bool(path) and not os.path.lexists(path)
+    out = open_output(path, args.format) if path else standard_output(args.format)
     try:
-        with _stop_on_signals(stop, wakeup=wakeup):
-            ok = _sample_into(args, sampling, session, out, stop, wakeup)
+        with _stop_on_signals(stop, wakeup=wakeup, on_hangup=_on_hangup(rotation)):
+            ok = _sample_into(args, sampling, session, out, stop, wakeup, rotation)
         _write_bench_stats(session)
     except XrtopError:
-        if args.output:  # sampling never started: no half-made file
+        if path:  # sampling never started: no half-made file
             with contextlib.suppress(OSError):
                 out.close()
             if created:
                 with contextlib.suppress(OSError):
-                    os.unlink(args.output)
+                    os.unlink(path)
         raise
     if session.state is State.FAILED:  # a bug ended sampling early: say so, keep the file
         print(
@@ -353,6 +381,18 @@ def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
         print("Please report this at the xrtop issue tracker.", file=sys.stderr)
         return EXIT_INTERNAL
     return 0 if ok else 1
+
+
+def _rotation(args: argparse.Namespace, wakeup: Wakeup) -> Rotation | None:
+    """The rotation --rotate asks for (None without it)."""
+    if args.rotate is None:
+        return None
+    return Rotation(args.rotate, args.format, wakeup, verbose=args.verbose)
+
+
+def _on_hangup(rotation: Rotation | None) -> Callable[[], None] | None:
+    """What SIGHUP does: rotate when rotating (else it ends the recording)."""
+    return rotation.request if rotation is not None else None
 
 
 def _write_bench_stats(session: Session) -> None:
@@ -414,12 +454,15 @@ def _record_launched(
     The command keeps xrtop's stdin, stdout and stderr; the profile goes to -o or a new
     file in the current directory. Signals xrtop receives are passed on to the command.
     """
-    # Open -o before starting anything, so that a bad path starts nothing.
-    out = open_output(args.output, args.format) if args.output else None
-    path = args.output
     stop, wakeup = threading.Event(), Wakeup()
+    rotation = _rotation(args, wakeup)
+    path = args.output
+    if rotation is not None and path:
+        path = rotation.first_file(path)
+    # Open -o before starting anything, so that a bad path starts nothing.
+    out = open_output(path, args.format) if path else None
     received: list[int] = []
-    with _stop_on_signals(stop, received, wakeup):
+    with _stop_on_signals(stop, received, wakeup, _on_hangup(rotation)):
         launched = Launched(command)
         session: Session | None = None
         try:
@@ -429,10 +472,12 @@ def _record_launched(
             if out is None:
                 suffix = FORMATS[args.format].suffix
                 path = str(default_output_name(launched.process.pid, suffix))
+                if rotation is not None:
+                    path = rotation.first_file(path)
                 out = open_output(path, args.format)
             if session is not None:
                 try:
-                    ok = _sample_into(args, sampling, session, out, stop, wakeup)
+                    ok = _sample_into(args, sampling, session, out, stop, wakeup, rotation)
                 except XrtopError:
                     if not _gone(session.target.pid):
                         raise
@@ -441,7 +486,13 @@ def _record_launched(
                     out = open_output(path, args.format)
             if session is None:
                 # R ended (or never started) before it could be sampled: an empty profile.
-                empty = Profile([], sampling.interval_us, sampling.options, shlex.join(command))
+                empty = Profile(
+                    [],
+                    sampling.interval_us,
+                    sampling.options,
+                    shlex.join(command),
+                    ProfileInfo(start_ns=time.time_ns(), duration_ns=0),
+                )
                 write_profile(out, args.format, empty)
                 out.close()
                 print(
@@ -457,6 +508,8 @@ def _record_launched(
             launched.terminate()
             raise
         if ok:
+            if rotation is not None and rotation.closed:
+                path = ", ".join(name for name, _ in rotation.closed)
             print(f"xrtop: profile written to {path}", file=sys.stderr)
         # The command ends on its own; until then, signals xrtop gets go on to it.
         forwarded = 0
@@ -522,8 +575,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror}") from None
     out = open_output(args.output, args.format) if args.output else standard_output(args.format)
-    # Every sample, by function: what R's file holds, as R's own tools count it.
-    whole = Profile(profile.stacks, profile.interval_us, RprofOptions(idle=True), path.name)
+    # Every sample: by function, as R's own tools count it, or as the file records it for a
+    # format whose readers choose (pprof keeps its lines and `<GC>`).
+    options = profile.options if FORMATS[args.format].as_recorded else RprofOptions(idle=True)
+    info = rprof_file_info(path, len(profile.stacks), profile.interval_us)
+    whole = Profile(profile.stacks, profile.interval_us, options, path.name, info)
     try:
         count = write_profile(out, args.format, whole)
     finally:

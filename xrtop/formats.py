@@ -21,8 +21,13 @@ from sampler.export import write_collapsed
 from sampler.export import write_speedscope
 from sampler.model import SampleLog
 from sampler.model import Stack
+from sampler.pprof import ProfileInfo
+from sampler.pprof import write_pprof
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
+
+#: What a profile says of its recording when nothing is known: no time, no process.
+NO_INFO = ProfileInfo()
 
 
 @dataclass(frozen=True)
@@ -36,11 +41,32 @@ class Profile:
     options: RprofOptions
     #: What the profile is of (speedscope shows it as the title).
     name: str = ""
+    #: When the samples were taken, and of which process (pprof records it).
+    info: ProfileInfo = NO_INFO
 
     @classmethod
-    def of_log(cls, log: SampleLog, options: RprofOptions, name: str, start: int = 0) -> Profile:
-        """The samples of `log` from index `start` on."""
-        return cls(list(log.iter_stacks(start)), log.interval_us, options, name)
+    def of_log(
+        cls,
+        log: SampleLog,
+        options: RprofOptions,
+        name: str,
+        start: int = 0,
+        stop: int | None = None,
+        info: ProfileInfo = NO_INFO,
+    ) -> Profile:
+        """The samples of `log` from index `start` to `stop` (default: all so far)."""
+        return cls(list(log.iter_stacks(start, stop)), log.interval_us, options, name, info)
+
+
+def rprof_file_info(path: Path, samples: int, interval_us: int) -> ProfileInfo:
+    """When the last `samples` samples of the Rprof.out file `path` were taken, as well as
+    can be told: the file records no time, so its last change is taken as their end and
+    their count times the interval as their length (CPU time, for R's own files)."""
+    try:
+        end_ns = path.stat().st_mtime_ns
+    except OSError:  # gone since it was read: no time to tell
+        return NO_INFO
+    return ProfileInfo(start_ns=max(0, end_ns - samples * interval_us * 1000))
 
 
 #: Writes a profile to an open stream (text, or bytes for a binary format); returns the
@@ -62,6 +88,9 @@ class OutputFormat:
     convertible: bool = True
     #: Written as bytes rather than text.
     binary: bool = False
+    #: Written with the recording's own options, as its Rprof.out holds them (lines, `<GC>`,
+    #: idle samples), not with the view's choice of functions or lines: its readers choose.
+    as_recorded: bool = False
 
 
 def _write_rprof(out: IO[str], profile: Profile) -> int:
@@ -87,16 +116,31 @@ def _write_speedscope(out: IO[str], profile: Profile) -> int:
     )
 
 
+def _write_pprof(out: IO[bytes], profile: Profile) -> int:
+    return write_pprof(out, profile.stacks, profile.interval_us, profile.options, profile.info)
+
+
 #: Every format, the default first.
 FORMATS: dict[str, OutputFormat] = {
     f.name: f
     for f in (
-        OutputFormat("rprof", "out", "R's Rprof.out", _write_rprof, convertible=False),
+        OutputFormat(
+            "rprof", "out", "R's Rprof.out", _write_rprof, convertible=False, as_recorded=True
+        ),
         OutputFormat(
             "collapsed", "collapsed.txt", "collapsed stacks", _write_collapsed, export_key="c"
         ),
         OutputFormat(
             "speedscope", "speedscope.json", "speedscope JSON", _write_speedscope, export_key="j"
+        ),
+        OutputFormat(
+            "pprof",
+            "pb.gz",
+            "pprof profile",
+            _write_pprof,
+            export_key="p",
+            binary=True,
+            as_recorded=True,
         ),
     )
 }
@@ -147,13 +191,18 @@ def close_output(out: IO[Any]) -> None:
         out.close()
 
 
+def partial_path(path: Path) -> Path:
+    """The hidden name beside `path` that a file has until it is complete."""
+    return path.with_name(f".{path.name}.partial")
+
+
 def save_profile(path: Path, fmt: str, profile: Profile) -> tuple[int, int]:
     """Write `profile` to the file `path`; return (samples, bytes) written.
 
     The file is written beside its final name and renamed into place, so a reader never
     sees half a file. Raises OSError when the file cannot be written.
     """
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = partial_path(path)
     with _open(tmp, fmt) as out:
         count = write_profile(out, fmt, profile)
     tmp.replace(path)

@@ -8,13 +8,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from sampler.pprof import ProfileInfo
 from sampler.rprof import RprofOptions
 from xrtop.formats import FORMATS
-from xrtop.formats import RPROF
 from xrtop.formats import Profile
+from xrtop.formats import rprof_file_info
 from xrtop.formats import save_profile
 from xrtop.session import default_output_name
 from xrtop.sources import FileSource
+from xrtop.sources import LiveSource
 from xrtop.sources import ProfileSource
 
 
@@ -38,19 +40,32 @@ def profile_name(source: ProfileSource) -> str:
     return source.title if source.pid is None else f"{source.title} (PID {source.pid})"
 
 
+def profile_info(source: ProfileSource, start: int) -> ProfileInfo:
+    """When `source`'s samples from index `start` on were taken, and of which process."""
+    if isinstance(source, LiveSource):
+        session = source.session
+        return session.profile_info(*session.span_ns(start))
+    if isinstance(source, FileSource):
+        log = source.log
+        return rprof_file_info(source.path, len(log) - start, log.interval_us)
+    return ProfileInfo(pid=source.pid)
+
+
 def write_samples(
     source: ProfileSource, fmt: str, start: int, by_line: bool, path: Path | None = None
 ) -> tuple[Path, int, int]:
     """Write `source`'s samples from index `start` in format `fmt` to `path` (default: a
     new name); return (path, samples, bytes).
 
-    Rprof.out records what the source records (its lines, GC marker and idle samples);
-    the other formats split functions by line when the view does (`by_line`).
+    Rprof.out and pprof record what the source records (its lines, GC marker and idle
+    samples); the other formats split functions by line when the view does (`by_line`).
     """
     options = source.options
-    if fmt != RPROF:
+    output_format = FORMATS[fmt]
+    if not output_format.as_recorded:
         options = RprofOptions(lines=by_line, gc=options.gc, idle=options.idle)
-    target = path or new_path(source, FORMATS[fmt].suffix)
-    profile = Profile.of_log(source.log, options, profile_name(source), start)
+    target = path or new_path(source, output_format.suffix)
+    info = profile_info(source, start)
+    profile = Profile.of_log(source.log, options, profile_name(source), start, info=info)
     samples, size = save_profile(target, fmt, profile)
     return target, samples, size

@@ -31,6 +31,7 @@ from sampler.errors import UsageError
 from sampler.errors import XrtopError
 from sampler.model import SampleLog
 from sampler.model import Stack
+from sampler.pprof import ProfileInfo
 from sampler.ptrace import Tracer
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
@@ -42,6 +43,8 @@ from sampler.thread import MAX_HZ
 from sampler.thread import MIN_HZ
 from sampler.thread import SamplerThread
 from sampler.thread import State
+from xrtop import __version__
+from xrtop.formats import Profile
 
 FLUSH_EVERY = 0.5  # seconds: a kill -9 of xrtop loses at most about this much of the stream
 
@@ -137,19 +140,37 @@ class StreamedFile:
     def flush(self) -> None:
         """Write out every pending sample now; remember the first write error."""
         with self._lock:
-            self._last_flush = time.monotonic()
-            text = self._pending.getvalue()
-            if self.error or self.closed:
-                return
-            self._pending.seek(0)
-            self._pending.truncate()
-            try:
-                if text:
-                    self.out.write(text)
-                self.out.flush()
-            except (OSError, ValueError) as err:
-                reason = err.strerror if isinstance(err, OSError) else str(err)
-                self.error = f"writing samples failed: {reason}"
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        self._last_flush = time.monotonic()
+        text = self._pending.getvalue()
+        if self.error or self.closed:
+            return
+        self._pending.seek(0)
+        self._pending.truncate()
+        try:
+            if text:
+                self.out.write(text)
+            self.out.flush()
+        except (OSError, ValueError) as err:
+            reason = err.strerror if isinstance(err, OSError) else str(err)
+            self.error = f"writing samples failed: {reason}"
+
+    def switch_to(self, out: IO[str]) -> int:
+        """Finish the current file (flushed and closed) and go on in `out`, a new file, with
+        no sample lost or repeated between the two (rotation: xrtop.rotation); return the
+        samples written up to the switch."""
+        with self._lock:  # one hold: a sample comes before the switch or after it
+            self._flush_locked()
+            written = self.writer.samples_written
+            if self.out is not sys.stdout:
+                with contextlib.suppress(OSError):
+                    self.out.close()
+            self.out = out
+            self.writer.start_file()
+            self._flush_locked()
+        return written
 
     def close(self) -> None:
         """Flush and close (stdout is flushed, not closed); later samples are ignored."""
@@ -362,6 +383,11 @@ class StartupHold:
         self._thread.join(10.0)
 
 
+def wall_ns(monotonic_seconds: float) -> int:
+    """The wall-clock time, in nanoseconds since the epoch, of a `time.monotonic()` reading."""
+    return time.time_ns() - round((time.monotonic() - monotonic_seconds) * 1e9)
+
+
 class Session:
     """One target being sampled into a log, optionally streamed to a file."""
 
@@ -450,6 +476,38 @@ class Session:
     def state(self) -> State:
         """The sampler's state."""
         return self.thread.state
+
+    def span_ns(self, first: int = 0) -> tuple[int, int]:
+        """When sample `first` was taken (0: when sampling began) and when sampling ended or
+        now, if it goes on: wall clock, nanoseconds since the epoch."""
+        stats = self.thread.stats()
+        began = stats.started_at or time.monotonic()
+        # (A sample's time counts from the first sample, a moment after sampling began.)
+        if first == 0:
+            offset = 0.0
+        elif first < len(self.log):
+            offset = self.log.times[first]
+        else:  # no sample from `first` on yet
+            offset = stats.elapsed
+        return wall_ns(began + offset), wall_ns(began + stats.elapsed)
+
+    def profile_info(self, start_ns: int, end_ns: int) -> ProfileInfo:
+        """What a profile of this session's samples from `start_ns` to `end_ns` records
+        besides them (pprof): the times, the process and xrtop's and R's versions."""
+        target = self.target
+        return ProfileInfo(
+            start_ns=start_ns,
+            duration_ns=max(0, end_ns - start_ns),
+            pid=target.pid,
+            comments=(f"xrtop {__version__}", f"R {target.version_text}, PID {target.pid}"),
+        )
+
+    def profile(self, start: int = 0, stop: int | None = None, *, span: tuple[int, int]) -> Profile:
+        """Samples `start` to `stop` of the log, taken from `span[0]` to `span[1]` (wall
+        clock, ns), as recorded (the sampling options): what `xrtop record` writes."""
+        name = f"xrtop: R PID {self.target.pid}"
+        info = self.profile_info(*span)
+        return Profile.of_log(self.log, self.sampling.options, name, start, stop, info)
 
     def summary(self) -> str:
         """A paragraph of what was collected and what it cost the target."""
