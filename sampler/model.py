@@ -141,6 +141,22 @@ class SampleLog:
                 hi = mid
         return lo
 
+    def extend(self, stack_ids: array[int]) -> None:
+        """Append samples of stacks already interned here (ids from `intern`), sample `i` of
+        the log at `i` intervals: the bulk `add` of a file read back."""
+        if self._t0 is None:
+            self._t0 = 0.0
+        step = self.interval_us / 1e6
+        first = len(self)
+        # Times first: a reader bounds itself by len(stack_ids).
+        self.times.extend([i * step for i in range(first, first + len(stack_ids))])
+        self.stack_ids.extend(stack_ids)
+
+    def counts(self, start: int = 0, stop: int | None = None) -> Counter[int]:
+        """How many of samples `start` to `stop` (default: all so far) each stack id has."""
+        end = len(self) if stop is None else min(stop, len(self))
+        return Counter(self.stack_ids[start:end])
+
     @classmethod
     def from_stacks(cls, stacks: Iterable[Stack], interval_us: int) -> SampleLog:
         """A log of `stacks` spaced `interval_us` apart (for files read back and tests)."""
@@ -398,7 +414,7 @@ class Aggregate:
         end = len(self.log) if stop is None else min(stop, len(self.log))
         if end <= self.consumed:
             return 0
-        delta: Counter[int] = Counter(self.log.stack_ids[self.consumed : end])
+        delta = self.log.counts(self.consumed, end)
         taken = end - self.consumed
         self.consumed = end
         for sid, count in delta.items():
