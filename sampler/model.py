@@ -342,10 +342,19 @@ class CallTree:
     def add_path(self, keys_outermost_first: Iterable[FunctionKey], count: int) -> None:
         """Add `count` samples of one stack."""
         node = self.ROOT
-        self.total[node] += count
+        total, many_of, only_of, key_of = self.total, self._many, self._only, self.key
+        total[node] += count
         for key in keys_outermost_first:
-            node = self.child(node, key)
-            self.total[node] += count
+            # `child` inlined for a child that exists: this runs once per frame.
+            many = many_of.get(node)
+            only = only_of[node]
+            if many is not None and key in many:
+                node = many[key]
+            elif only >= 0 and key_of[only] == key:
+                node = only
+            else:
+                node = self.child(node, key)
+            total[node] += count
         self.own[node] += count
 
     def sorted_children(self, node: int) -> list[int]:
@@ -442,11 +451,14 @@ class Aggregate:
         self.own[keys[0]] += count
         for key in set(keys):
             self.total[key] += count
-        if not self.by_line:  # by line, the key holds its location already
-            for i, key in enumerate(keys[1:] if stack.gc else keys):
-                loc = stack.site(i)
+        if not self.by_line and stack.sites:  # by line, the key holds its location already
+            locations = self.locations
+            for name, loc in zip(stack.names, stack.sites):  # noqa: B905 (sites: one more)
                 if loc is not None:
-                    self.locations.setdefault(key, Counter())[loc] += count
+                    counter = locations.get(name)
+                    if counter is None:
+                        counter = locations[name] = Counter()
+                    counter[loc] += count
         self.tree.add_path(reversed(keys), count)
 
     def rows(self) -> list[FunctionRow]:

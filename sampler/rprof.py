@@ -165,7 +165,10 @@ _HEADER = re.compile(
 )
 _FILE_LINE = re.compile(r"^#File (\d+): (.*)$")
 _MEMORY_PREFIX = re.compile(r"^:\d+:\d+:\d+:\d+:")
-_LOCATION = re.compile(r"^(\d+)#(\d+)$")
+#: One token of a sample line: a quoted name, which ends at the first quote followed by a
+#: space or the line's end (R does not escape quotes inside names: `x[["g"]]`), a location
+#: `F#L`, or anything else (an error).
+_TOKEN = re.compile(r'"(.*?)"(?= |$)|(\d+)#(\d+)(?= |$)|([^ ]+)')
 #: Bytes read at a time (and between two progress reports).
 CHUNK_BYTES = 1 << 20
 
@@ -196,35 +199,6 @@ class RprofFile:
     def to_log(self) -> SampleLog:
         """The samples as a `SampleLog` (the file's own, not a copy), one interval apart."""
         return self.log
-
-
-def _tokens(line: str, number: int, path: str) -> list[str]:
-    """Split a sample line into quoted names (quotes kept) and bare location tokens."""
-    tokens: list[str] = []
-    i, n = 0, len(line)
-    while i < n:
-        if line[i] == " ":
-            i += 1
-            continue
-        if line[i] == '"':
-            # A name ends at the first quote followed by a space or the line's end: R does
-            # not escape quotes inside names (`x[["g"]]`).
-            j = i + 1
-            while True:
-                j = line.find('"', j)
-                if j < 0:
-                    raise RprofFormatError(path, number, "a quoted name is not closed")
-                if j + 1 == n or line[j + 1] == " ":
-                    break
-                j += 1
-            tokens.append(line[i : j + 1])
-            i = j + 1
-        else:
-            j = line.find(" ", i)
-            j = n if j < 0 else j
-            tokens.append(line[i:j])
-            i = j
-    return tokens
 
 
 class _Parser:
@@ -290,24 +264,27 @@ class _Parser:
         names: list[str] = []
         sites: list[SrcLoc | None] = [None]
         gc = False
-        for token in _tokens(line, number, self.path):
-            if token.startswith('"'):
-                name = token[1:-1]
-                if name == GC_NAME and not names and not gc:
-                    gc = True
-                    continue
+        files = self.files
+        for name, file_no, line_no, other in _TOKEN.findall(line):
+            if other:
+                problem = (
+                    "a quoted name is not closed"
+                    if other.startswith('"')
+                    else f"unexpected token {other[:40]!r}"
+                )
+                raise RprofFormatError(self.path, number, problem)
+            if file_no:
+                path = files.get(int(file_no))
+                if path is None:
+                    raise RprofFormatError(
+                        self.path, number, f"file {file_no} used before '#File {file_no}:'"
+                    )
+                sites[-1] = (path, int(line_no))
+            elif name == GC_NAME and not names and not gc:
+                gc = True
+            else:
                 names.append(name)
                 sites.append(None)
-                continue
-            loc = _LOCATION.match(token)
-            if loc is None:
-                raise RprofFormatError(self.path, number, f"unexpected token {token[:40]!r}")
-            file_no = int(loc[1])
-            if file_no not in self.files:
-                raise RprofFormatError(
-                    self.path, number, f"file {file_no} used before '#File {file_no}:'"
-                )
-            sites[-1] = (self.files[file_no], int(loc[2]))
         self.gc = self.gc or gc
         return Stack(tuple(names), tuple(sites) if self.lines else (), gc=gc)
 

@@ -185,7 +185,7 @@ class FileSource:
         self._stats = SamplerStats(
             requested_hz=hz,
             samples=n,
-            gc=sum(1 for s in profile.stacks if s.gc),
+            gc=sum(n for sid, n in self.log.counts().items() if self.log.stacks[sid].gc),
             elapsed=n * profile.interval_us / 1e6,
         )
 
@@ -1080,13 +1080,3 @@ def run_live(
             with contextlib.suppress(OSError):
                 os.unlink(launched.output_path)
     return code
-
-
-def run_view(path: Path, profile: RprofFile) -> int:
-    """`xrtop view FILE`: browse a recorded profile (read-only)."""
-    require_terminal()
-    app = XrtopApp(FileSource(path, profile), handle_signals=True)
-    app.run()
-    for saved in app.saved_files:
-        print(f"xrtop: wrote {saved}", file=sys.stderr)
-    return app.return_code or 0

@@ -27,6 +27,7 @@ from sampler.errors import EXIT_INTERNAL
 from sampler.errors import UsageError
 from sampler.errors import XrtopError
 from sampler.export import FORMATS
+from sampler.export import Samples
 from sampler.export import write_collapsed
 from sampler.export import write_speedscope
 from sampler.model import Stack
@@ -34,7 +35,6 @@ from sampler.ptrace import Tracer
 from sampler.ptrace import queue_child_signals
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
-from sampler.rprof import read_rprof
 from sampler.rprof import write_rprof
 from sampler.rstack import RawSample
 from sampler.target import attach
@@ -44,6 +44,7 @@ from sampler.target import parse_version
 from sampler.target import verify_layout
 from sampler.thread import State
 from xrtop import __version__
+from xrtop.progress import read_profile
 from xrtop.session import FLUSH_EVERY
 from xrtop.session import Launched
 from xrtop.session import SamplingOptions
@@ -223,7 +224,7 @@ _SUFFIXES = {"rprof": "out", "collapsed": "collapsed.txt", "speedscope": "speeds
 def _write_format(
     out: IO[str],
     fmt: str,
-    stacks: list[Stack],
+    stacks: Samples,
     interval_us: int,
     name: str,
     idle: bool,
@@ -591,15 +592,10 @@ def cmd_dump(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     """`xrtop convert IN --format F`: turn any Rprof.out into a flame-graph format."""
     path = Path(args.file)
-    try:
-        profile = read_rprof(path)
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror}") from None
+    profile = read_profile(path)
     out: IO[str] = open_output(args.output) if args.output else sys.stdout
     try:
-        count = _write_format(
-            out, args.format, profile.stacks, profile.interval_us, path.name, True
-        )
+        count = _write_format(out, args.format, profile.log, profile.interval_us, path.name, True)
     finally:
         if out is not sys.stdout:
             out.close()
@@ -630,17 +626,21 @@ def cmd_live(args: argparse.Namespace, command: list[str] | None) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    """`xrtop view FILE`: browse a recorded profile."""
+    """`xrtop view FILE`: browse a recorded profile, read inside the app (with progress)."""
     path = Path(args.file)
     try:
-        profile = read_rprof(path)
+        with path.open("rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror}") from None
-    # Textual loads only once the file is known to be good: a bad file gets its one-line
-    # answer even where the live view cannot start.
-    from xrtop.app import run_view
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # No live view here: a bad file is the likelier mistake, so name it first.
+        read_profile(path)
+    elif sys.stderr.isatty():  # at once: Textual takes a moment to start
+        print(f"xrtop: opening {path.name} ({size / 1e6:.1f} MB)…", file=sys.stderr)
+    from xrtop.loading import run_view  # Textual loads only for the live view
 
-    return run_view(path, profile)
+    return run_view(path)
 
 
 def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
