@@ -122,6 +122,7 @@ class FileViewApp(XrtopApp):
 
     def _loaded(self, profile: RprofFile) -> None:
         self.set_source(FileSource(self.path, profile))
+        self.loading.pop_until_active()  # whatever opened over it (the command palette)
         self.loading.dismiss()
         for warning in profile.warnings:
             self.notify(warning, title="Cut-off line", severity="warning", timeout=20)
