@@ -12,6 +12,7 @@ import pty
 import re
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -29,12 +30,13 @@ from sampler.errors import RprofFormatError
 from sampler.model import GC_NAME
 from sampler.model import SrcLoc
 from sampler.model import Stack
+from sampler.rprof import Progress
+from sampler.rprof import RprofFile
 from sampler.rprof import RprofOptions
 from sampler.rprof import parse_rprof
 from sampler.rprof import read_rprof
 from widgets.hot_table import HotTable
-from xrtop.loading import FileViewApp
-from xrtop.loading import LoadingScreen
+from xrtop import loading
 
 DATA = Path(__file__).parent / "data"
 BENCH = Path(__file__).parent.parent / "bench"
@@ -267,24 +269,44 @@ def test_convert_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
 # -- the live view loading a file --------------------------------------------------------------
 
 
-def test_view_shows_the_file_loading_then_its_table(tmp_path: Path) -> None:
+@pytest.fixture
+def held_reader(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """The view's reader starts only once the returned event is set (the reading itself is
+    the real one), so that a test sees the loading screen however fast the machine is."""
+    start = threading.Event()
+
+    def held(path: Path, progress: Progress | None = None) -> RprofFile:
+        assert start.wait(60)
+        return read_rprof(path, progress)
+
+    monkeypatch.setattr(loading, "read_rprof", held)
+    return start
+
+
+def test_view_shows_the_file_loading_then_its_table(
+    tmp_path: Path, held_reader: threading.Event
+) -> None:
     path = tmp_path / "view.out"
     made = bigprofile.generate(path, samples=30_000, stacks=2000, seed=9)
     cut = path.read_bytes()[:-3]  # and a cut-off last line
     path.write_bytes(cut)
 
     async def run() -> None:
-        app = FileViewApp(path)
+        app = loading.FileViewApp(path)
         async with app.run_test(size=(120, 40)) as pilot:
-            assert isinstance(app.screen, LoadingScreen)
+            await pilot.pause()
+            assert isinstance(app.screen, loading.LoadingScreen)
             assert f"Reading {path.name}" in str(app.screen.query_one("#loading-title").render())
             assert app.screen.query_one(ProgressBar).total == len(cut)
+            held_reader.set()
             for _ in range(200):
                 await pilot.pause(0.05)
-                if not isinstance(app.screen, LoadingScreen):
+                if not isinstance(app.screen, loading.LoadingScreen):
                     break
-            assert not isinstance(app.screen, LoadingScreen)
+            assert not isinstance(app.screen, loading.LoadingScreen)
             await pilot.pause()
+            assert app.loading.done == len(cut)
+            assert app.source is not None
             assert len(app.source.log) == len(made.samples) - 1 == app.agg.samples
             assert app.query_one(HotTable).samples == app.agg.samples
             warnings = [n for n in app._notifications if "cut off" in n.message]
@@ -293,17 +315,19 @@ def test_view_shows_the_file_loading_then_its_table(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
-def test_q_quits_while_the_file_loads(tmp_path: Path) -> None:
+def test_q_quits_while_the_file_loads(tmp_path: Path, held_reader: threading.Event) -> None:
     path = tmp_path / "slow.out"
-    bigprofile.generate(path, samples=300_000, stacks=5000, seed=11)
+    bigprofile.generate(path, samples=3000, stacks=500, seed=11)
 
-    async def run() -> FileViewApp:
-        app = FileViewApp(path)
+    async def run() -> loading.FileViewApp:
+        app = loading.FileViewApp(path)
         async with app.run_test(size=(100, 30)) as pilot:
-            assert isinstance(app.screen, LoadingScreen)
+            await pilot.pause()
+            assert isinstance(app.screen, loading.LoadingScreen)
             await pilot.press("q")
             await pilot.pause()
             assert not app.is_running
+        held_reader.set()  # the reading goes on, and stops at its first chunk
         return app
 
     app = asyncio.run(run())

@@ -58,6 +58,9 @@ class LoadingScreen(ModalScreen[None]):
         super().__init__()
         self.path = path
         self.file_size = size
+        #: Bytes read so far, set by the reading thread: the bar follows it on a timer, so
+        #: that the reader never waits for the screen.
+        self.done = 0
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -67,9 +70,11 @@ class LoadingScreen(ModalScreen[None]):
             yield ProgressBar(total=max(self.file_size, 1), show_eta=True, id="loading-bar")
             yield Label("q quits", id="loading-hint")
 
-    def advance(self, done: int) -> None:
-        """Show `done` bytes read."""
-        self.query_one(ProgressBar).update(progress=done)
+    def on_mount(self) -> None:
+        self.set_interval(0.1, self._show_progress)
+
+    def _show_progress(self) -> None:
+        self.query_one(ProgressBar).update(progress=self.done)
 
 
 def _placeholder(path: Path) -> FileSource:
@@ -103,7 +108,7 @@ class FileViewApp(XrtopApp):
         def progress(done: int, _total: int) -> None:
             if worker.is_cancelled:
                 raise LoadCancelled
-            self.call_from_thread(self.loading.advance, done)
+            self.loading.done = done
 
         try:
             profile = read_rprof(self.path, progress)
