@@ -12,13 +12,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn
-from rich.progress import DownloadColumn
-from rich.progress import Progress
-from rich.progress import TextColumn
-from rich.progress import TimeRemainingColumn
-
 from sampler.errors import UsageError
 from sampler.rprof import Progress as ProgressCallback
 from sampler.rprof import RprofFile
@@ -29,6 +22,14 @@ from sampler.rprof import read_rprof
 def byte_progress(description: str, total: int) -> Iterator[ProgressCallback | None]:
     """A progress bar on standard error while the block runs, told (bytes done, total);
     None, and nothing shown, when standard error is not a terminal (piped, redirected)."""
+    # rich loads here, not with the command line: every command starts sooner.
+    from rich.console import Console
+    from rich.progress import BarColumn
+    from rich.progress import DownloadColumn
+    from rich.progress import Progress
+    from rich.progress import TextColumn
+    from rich.progress import TimeRemainingColumn
+
     console = Console(file=sys.stderr)
     if not console.is_terminal:
         yield None
