@@ -32,7 +32,6 @@ from sampler.model import Stack
 from sampler.ptrace import Tracer
 from sampler.ptrace import queue_child_signals
 from sampler.rprof import RprofOptions
-from sampler.rprof import read_rprof
 from sampler.rstack import RawSample
 from sampler.target import attach
 from sampler.target import layout_discriminator
@@ -48,6 +47,7 @@ from xrtop.formats import close_output
 from xrtop.formats import open_output
 from xrtop.formats import standard_output
 from xrtop.formats import write_profile
+from xrtop.progress import read_profile
 from xrtop.session import FLUSH_EVERY
 from xrtop.session import Launched
 from xrtop.session import SamplingOptions
@@ -550,13 +550,10 @@ def cmd_dump(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     """`xrtop convert IN --format F`: turn any Rprof.out into a flame-graph format."""
     path = Path(args.file)
-    try:
-        profile = read_rprof(path)
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror}") from None
+    profile = read_profile(path)
     out = open_output(args.output, args.format) if args.output else standard_output(args.format)
     # Every sample, by function: what R's file holds, as R's own tools count it.
-    whole = Profile(profile.stacks, profile.interval_us, RprofOptions(idle=True), path.name)
+    whole = Profile(profile.log, profile.interval_us, RprofOptions(idle=True), path.name)
     try:
         count = write_profile(out, args.format, whole)
     finally:
@@ -583,17 +580,21 @@ def cmd_live(args: argparse.Namespace, command: list[str] | None) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    """`xrtop view FILE`: browse a recorded profile."""
+    """`xrtop view FILE`: browse a recorded profile, read inside the app (with progress)."""
     path = Path(args.file)
     try:
-        profile = read_rprof(path)
+        with path.open("rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror}") from None
-    # Textual loads only once the file is known to be good: a bad file gets its one-line
-    # answer even where the live view cannot start.
-    from xrtop.live import run_view
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # No live view here: a bad file is the likelier mistake, so name it first.
+        read_profile(path)
+    elif sys.stderr.isatty():  # at once: Textual takes a moment to start
+        print(f"xrtop: opening {path.name} ({size / 1e6:.1f} MB)…", file=sys.stderr)
+    from xrtop.live import run_view  # Textual loads only for the live view
 
-    return run_view(path, profile)
+    return run_view(path)
 
 
 def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:

@@ -17,6 +17,7 @@ from typing import IO
 from typing import Any
 
 from sampler.errors import UsageError
+from sampler.export import Samples
 from sampler.export import write_collapsed
 from sampler.export import write_speedscope
 from sampler.model import SampleLog
@@ -29,7 +30,8 @@ from sampler.rprof import RprofWriter
 class Profile:
     """Samples to write, and what every writer needs to know about them."""
 
-    stacks: Iterable[Stack]
+    #: A log (a writer that counts handles each distinct stack once) or stacks in order.
+    samples: Samples
     interval_us: int
     #: lines: frames carry the line running in them; idle: keep samples where R waits;
     #: gc: Rprof.out marks samples taken in GC.
@@ -39,8 +41,16 @@ class Profile:
 
     @classmethod
     def of_log(cls, log: SampleLog, options: RprofOptions, name: str, start: int = 0) -> Profile:
-        """The samples of `log` from index `start` on."""
-        return cls(list(log.iter_stacks(start)), log.interval_us, options, name)
+        """The samples of `log` from index `start` on (the log itself when that is all of
+        it: its stacks are interned already)."""
+        samples: Samples = log if start == 0 else list(log.iter_stacks(start))
+        return cls(samples, log.interval_us, options, name)
+
+    @property
+    def stacks(self) -> Iterable[Stack]:
+        """Every sample's stack, in order."""
+        samples = self.samples
+        return samples.iter_stacks() if isinstance(samples, SampleLog) else samples
 
 
 #: Writes a profile to an open stream (text, or bytes for a binary format); returns the
@@ -72,14 +82,14 @@ def _write_rprof(out: IO[str], profile: Profile) -> int:
 
 def _write_collapsed(out: IO[str], profile: Profile) -> int:
     options = profile.options
-    return write_collapsed(out, profile.stacks, idle=options.idle, lines=options.lines)
+    return write_collapsed(out, profile.samples, idle=options.idle, lines=options.lines)
 
 
 def _write_speedscope(out: IO[str], profile: Profile) -> int:
     options = profile.options
     return write_speedscope(
         out,
-        profile.stacks,
+        profile.samples,
         profile.interval_us,
         name=profile.name,
         idle=options.idle,
