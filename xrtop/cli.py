@@ -48,6 +48,7 @@ from xrtop.formats import open_output
 from xrtop.formats import standard_output
 from xrtop.formats import write_profile
 from xrtop.progress import read_profile
+from xrtop.progress import unreadable
 from xrtop.session import FLUSH_EVERY
 from xrtop.session import Launched
 from xrtop.session import SamplingOptions
@@ -586,7 +587,7 @@ def cmd_view(args: argparse.Namespace) -> int:
         with path.open("rb") as stream:
             size = os.fstat(stream.fileno()).st_size
     except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror}") from None
+        raise unreadable(path, err) from None
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         # No live view here: a bad file is the likelier mistake, so name it first.
         read_profile(path)

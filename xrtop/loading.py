@@ -23,7 +23,6 @@ from textual.widgets import Label
 from textual.widgets import ProgressBar
 from textual.worker import get_current_worker
 
-from sampler.errors import UsageError
 from sampler.errors import XrtopError
 from sampler.model import SampleLog
 from sampler.rprof import RprofFile
@@ -31,6 +30,7 @@ from sampler.rprof import RprofOptions
 from sampler.rprof import read_rprof
 from widgets.format import fmt_bytes
 from xrtop.app import XrtopApp
+from xrtop.progress import unreadable
 from xrtop.sources import FileSource
 
 
@@ -113,9 +113,7 @@ class FileViewApp(XrtopApp):
         except LoadCancelled:
             return
         except OSError as err:
-            self.call_from_thread(
-                self._failed, UsageError(f"cannot read {self.path}: {err.strerror}")
-            )
+            self.call_from_thread(self._failed, unreadable(self.path, err))
             return
         except XrtopError as err:
             self.call_from_thread(self._failed, err)

@@ -49,6 +49,11 @@ def byte_progress(description: str, total: int) -> Iterator[ProgressCallback | N
         yield advance
 
 
+def unreadable(path: Path, err: OSError) -> UsageError:
+    """The one-line error for a profile that cannot be opened (missing, a directory, ...)."""
+    return UsageError(f"cannot read {path}: {err.strerror}")
+
+
 def read_profile(path: Path) -> RprofFile:
     """Read an Rprof.out with a progress line on a terminal; print its warnings.
 
@@ -59,7 +64,7 @@ def read_profile(path: Path) -> RprofFile:
         with byte_progress(f"reading {path.name}", size) as progress:
             profile = read_rprof(path, progress)
     except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror}") from None
+        raise unreadable(path, err) from None
     for warning in profile.warnings:
         print(f"xrtop: warning: {warning}", file=sys.stderr)
     return profile
