@@ -121,6 +121,8 @@ test-quick: $(STAMP)
 
 bench: $(STAMP) r
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/big_files.py
+	$(BIN)/python bench/ui_big.py
 
 screenshots: $(STAMP) r
 	$(BIN)/python -m xrtop.screenshots screenshots

@@ -15,8 +15,10 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from typing import IO
+from typing import Union
 
 from sampler.model import GC_NAME
+from sampler.model import SampleLog
 from sampler.model import SrcLoc
 from sampler.model import Stack
 
@@ -48,82 +50,115 @@ def _wanted(stack: Stack, idle: bool) -> bool:
     return bool(stack.names or stack.gc) and (idle or not stack.idle)
 
 
+#: Samples to export: a log (each distinct stack is then labelled once) or stacks in order.
+Samples = Union[SampleLog, Iterable[Stack]]  # noqa: UP007 (a runtime alias, for Python 3.9)
+
+
+def _as_log(samples: Samples, interval_us: int) -> SampleLog:
+    if isinstance(samples, SampleLog):
+        return samples
+    return SampleLog.from_stacks(samples, interval_us)
+
+
 def write_collapsed(
-    out: IO[str], stacks: Iterable[Stack], *, idle: bool = False, lines: bool = False
+    out: IO[str], samples: Samples, *, idle: bool = False, lines: bool = False
 ) -> int:
     """Write collapsed stacks; return the number of samples they hold."""
+    log = _as_log(samples, 1)
     counts: Counter[str] = Counter()
-    for stack in stacks:
+    for sid, count in log.counts().items():
+        stack = log.stacks[sid]
         if _wanted(stack, idle):
             # ';' separates frames in this format; R names may contain it.
-            counts[";".join(label.replace(";", ":") for label in frame_labels(stack, lines))] += 1
+            labels = frame_labels(stack, lines)
+            counts[";".join(label.replace(";", ":") for label in labels)] += count
     for key, count in sorted(counts.items()):
         out.write(f"{key} {count}\n")
     return sum(counts.values())
 
 
-def speedscope_document(
-    stacks: Iterable[Stack],
-    interval_us: int,
-    *,
-    name: str,
-    idle: bool = False,
-    lines: bool = False,
-) -> dict[str, object]:
-    """The speedscope JSON document (as Python objects) for `stacks`."""
-    frame_index: dict[str, int] = {}
-    frames: list[dict[str, object]] = []
-    samples: list[list[int]] = []
-    for stack in stacks:
-        if not _wanted(stack, idle):
-            continue
-        row = []
-        for name, loc in frames_of(stack, lines):
-            label = _label(name, loc)
-            index = frame_index.get(label)
-            if index is None:
-                index = frame_index[label] = len(frames)
-                # speedscope shows file and line itself, beside the name.
-                frame: dict[str, object] = {"name": name}
-                if loc is not None:
-                    frame["file"], frame["line"] = loc
-                frames.append(frame)
-            row.append(index)
-        samples.append(row)
-    step = interval_us / 1e6
-    return {
-        "$schema": SPEEDSCOPE_SCHEMA,
-        "exporter": "xrtop",
-        "name": name,
-        "activeProfileIndex": 0,
-        "shared": {"frames": frames},
-        "profiles": [
-            {
-                "type": "sampled",
-                "name": name,
-                "unit": "seconds",
-                "startValue": 0,
-                "endValue": round(len(samples) * step, 6),
-                "samples": samples,
-                "weights": [step] * len(samples),
-            }
-        ],
-    }
+def _compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def write_speedscope(
     out: IO[str],
-    stacks: Iterable[Stack],
+    samples: Samples,
     interval_us: int,
     *,
     name: str,
     idle: bool = False,
     lines: bool = False,
 ) -> int:
-    """Write a speedscope file; return the number of samples it holds."""
-    document = speedscope_document(stacks, interval_us, name=name, idle=idle, lines=lines)
-    json.dump(document, out, separators=(",", ":"))
-    out.write("\n")
-    profiles = document["profiles"]
-    assert isinstance(profiles, list)
-    return len(profiles[0]["samples"])
+    """Write a speedscope file ("sampled" profile, shared frames numbered in the order the
+    samples first use them); return the number of samples it holds.
+
+    Each distinct stack's list of frame numbers is encoded once and written per sample.
+    """
+    log = _as_log(samples, interval_us)
+    frame_index: dict[str, int] = {}
+    frames: list[dict[str, object]] = []
+    rows: dict[int, str] = {}  # stack id -> its samples entry, "" when left out
+    entries: list[str] = []
+    for sid in log.stack_ids:
+        row = rows.get(sid)
+        if row is None:
+            stack = log.stacks[sid]
+            row = rows[sid] = (
+                _compact(_frame_row(stack, lines, frame_index, frames))
+                if (_wanted(stack, idle))
+                else ""
+            )
+        if row:
+            entries.append(row)
+    step = interval_us / 1e6
+    document = {
+        "$schema": SPEEDSCOPE_SCHEMA,
+        "exporter": "xrtop",
+        "name": name,
+        "activeProfileIndex": 0,
+        "shared": {"frames": frames},
+    }
+    profile = {
+        "type": "sampled",
+        "name": name,
+        "unit": "seconds",
+        "startValue": 0,
+        "endValue": round(len(entries) * step, 6),
+    }
+    # The samples and weights are written piece by piece: one JSON text of them all would
+    # be hundreds of megabytes for a long recording.
+    out.write(_compact(document)[:-1] + ',"profiles":[' + _compact(profile)[:-1])
+    out.write(',"samples":[')
+    _write_joined(out, entries)
+    out.write('],"weights":[')
+    _write_joined(out, [_compact(step)] * len(entries))
+    out.write("]}]}\n")
+    return len(entries)
+
+
+def _frame_row(
+    stack: Stack, lines: bool, frame_index: dict[str, int], frames: list[dict[str, object]]
+) -> list[int]:
+    """The frame numbers of `stack`, outermost first, adding its new frames to `frames`."""
+    row = []
+    for name, loc in frames_of(stack, lines):
+        label = _label(name, loc)
+        index = frame_index.get(label)
+        if index is None:
+            index = frame_index[label] = len(frames)
+            # speedscope shows file and line itself, beside the name.
+            frame: dict[str, object] = {"name": name}
+            if loc is not None:
+                frame["file"], frame["line"] = loc
+            frames.append(frame)
+        row.append(index)
+    return row
+
+
+def _write_joined(out: IO[str], entries: list[str], batch: int = 10_000) -> None:
+    """Write `entries` separated by commas, a batch at a time."""
+    for start in range(0, len(entries), batch):
+        if start:
+            out.write(",")
+        out.write(",".join(entries[start : start + batch]))

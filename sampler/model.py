@@ -142,6 +142,22 @@ class SampleLog:
                 hi = mid
         return lo
 
+    def extend(self, stack_ids: array[int]) -> None:
+        """Append samples of stacks already interned here (ids from `intern`), sample `i` of
+        the log at `i` intervals: the bulk `add` of a file read back."""
+        if self._t0 is None:
+            self._t0 = 0.0
+        step = self.interval_us / 1e6
+        first = len(self)
+        # Times first: a reader bounds itself by len(stack_ids).
+        self.times.extend([i * step for i in range(first, first + len(stack_ids))])
+        self.stack_ids.extend(stack_ids)
+
+    def counts(self, start: int = 0, stop: int | None = None) -> Counter[int]:
+        """How many of samples `start` to `stop` (default: all so far) each stack id has."""
+        end = len(self) if stop is None else min(stop, len(self))
+        return Counter(self.stack_ids[start:end])
+
     @classmethod
     def from_stacks(cls, stacks: Iterable[Stack], interval_us: int) -> SampleLog:
         """A log of `stacks` spaced `interval_us` apart (for files read back and tests)."""
@@ -327,10 +343,19 @@ class CallTree:
     def add_path(self, keys_outermost_first: Iterable[FunctionKey], count: int) -> None:
         """Add `count` samples of one stack."""
         node = self.ROOT
-        self.total[node] += count
+        total, many_of, only_of, key_of = self.total, self._many, self._only, self.key
+        total[node] += count
         for key in keys_outermost_first:
-            node = self.child(node, key)
-            self.total[node] += count
+            # `child` inlined for a child that exists: this runs once per frame.
+            many = many_of.get(node)
+            only = only_of[node]
+            if many is not None and key in many:
+                node = many[key]
+            elif only >= 0 and key_of[only] == key:
+                node = only
+            else:
+                node = self.child(node, key)
+            total[node] += count
         self.own[node] += count
 
     def sorted_children(self, node: int) -> list[int]:
@@ -399,7 +424,7 @@ class Aggregate:
         end = len(self.log) if stop is None else min(stop, len(self.log))
         if end <= self.consumed:
             return 0
-        delta: Counter[int] = Counter(self.log.stack_ids[self.consumed : end])
+        delta = self.log.counts(self.consumed, end)
         taken = end - self.consumed
         self.consumed = end
         for sid, count in delta.items():
@@ -427,11 +452,14 @@ class Aggregate:
         self.own[keys[0]] += count
         for key in set(keys):
             self.total[key] += count
-        if not self.by_line:  # by line, the key holds its location already
-            for i, key in enumerate(keys[1:] if stack.gc else keys):
-                loc = stack.site(i)
+        if not self.by_line and stack.sites:  # by line, the key holds its location already
+            locations = self.locations
+            for name, loc in zip(stack.names, stack.sites):  # noqa: B905 (sites: one more)
                 if loc is not None:
-                    self.locations.setdefault(key, Counter())[loc] += count
+                    counter = locations.get(name)
+                    if counter is None:
+                        counter = locations[name] = Counter()
+                    counter[loc] += count
         self.tree.add_path(reversed(keys), count)
 
     def rows(self) -> list[FunctionRow]:

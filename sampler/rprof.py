@@ -13,13 +13,17 @@ Format (R's eval.c `doprof`, read by `utils::summaryRprof` and profvis):
 
 from __future__ import annotations
 
+import os
 import re
+from array import array
+from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from sampler.errors import RprofFormatError
+from sampler.model import EMPTY_STACK
 from sampler.model import GC_NAME
 from sampler.model import SampleLog
 from sampler.model import SrcLoc
@@ -158,56 +162,158 @@ def write_rprof(
 
 # ---------------------------------------------------------------------------------------------
 # Reading
+#
+# A recording repeats its stacks: an hour of samples holds a few thousand distinct lines.
+# The reader parses each distinct line once and keeps, per sample, only its stack id in the
+# `SampleLog` (4 bytes, and 8 for its time), so time and memory grow with the distinct
+# stacks, not with the samples. The file is read in chunks, never whole.
 
 _HEADER = re.compile(
     r"^(?P<prefixes>(?:(?:memory|GC|line) profiling: )*)sample\.interval=(?P<us>\d+)\s*$"
 )
 _FILE_LINE = re.compile(r"^#File (\d+): (.*)$")
 _MEMORY_PREFIX = re.compile(r"^:\d+:\d+:\d+:\d+:")
-_LOCATION = re.compile(r"^(\d+)#(\d+)$")
+#: One token of a sample line: a quoted name, which ends at the first quote followed by a
+#: space or the line's end (R does not escape quotes inside names: `x[["g"]]`), a location
+#: `F#L`, or anything else (an error).
+_TOKEN = re.compile(r'"(.*?)"(?= |$)|(\d+)#(\d+)(?= |$)|([^ ]+)')
+#: Bytes read at a time (and between two progress reports).
+CHUNK_BYTES = 1 << 20
+
+#: Told (bytes read so far, the file's size) after every chunk; it may raise to stop reading.
+Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RprofFile:
-    """The contents of an Rprof.out file."""
+    """The contents of an Rprof.out file: its samples in a `SampleLog`, one interval apart.
+
+    `warnings` holds one sentence per problem that did not stop the reading (a last line
+    cut off mid-way, left out).
+    """
 
     interval_us: int
     options: RprofOptions
     memory: bool
-    stacks: list[Stack]
+    log: SampleLog
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def stacks(self) -> list[Stack]:
+        """Every sample's stack, in order (a list the size of the file's samples: for tests
+        and small files; the log is the compact form)."""
+        return list(self.log.iter_stacks())
 
     def to_log(self) -> SampleLog:
-        """The samples as a `SampleLog`, spaced one interval apart."""
-        return SampleLog.from_stacks(self.stacks, self.interval_us)
+        """The samples as a `SampleLog` (the file's own, not a copy), one interval apart."""
+        return self.log
 
 
-def _tokens(line: str, number: int, path: str) -> list[str]:
-    """Split a sample line into quoted names (quotes kept) and bare location tokens."""
-    tokens: list[str] = []
-    i, n = 0, len(line)
-    while i < n:
-        if line[i] == " ":
-            i += 1
-            continue
-        if line[i] == '"':
-            # A name ends at the first quote followed by a space or the line's end: R does
-            # not escape quotes inside names (`x[["g"]]`).
-            j = i + 1
-            while True:
-                j = line.find('"', j)
-                if j < 0:
-                    raise RprofFormatError(path, number, "a quoted name is not closed")
-                if j + 1 == n or line[j + 1] == " ":
-                    break
-                j += 1
-            tokens.append(line[i : j + 1])
-            i = j + 1
-        else:
-            j = line.find(" ", i)
-            j = n if j < 0 else j
-            tokens.append(line[i:j])
-            i = j
-    return tokens
+class _Parser:
+    """Parses an Rprof.out fed to it line by line, each distinct sample line once."""
+
+    def __init__(self, path: str, header: str) -> None:
+        """Start with the file's first line (without its end of line)."""
+        self.path = path
+        match = _HEADER.match(header)
+        if match is None:
+            raise RprofFormatError(
+                path, 1, "the first line is not an Rprof header like 'sample.interval=20000'"
+            )
+        prefixes = match["prefixes"]
+        self.lines = "line profiling" in prefixes
+        self.gc = "GC profiling" in prefixes
+        self.memory = "memory profiling" in prefixes
+        interval = int(match["us"])
+        if interval <= 0:
+            raise RprofFormatError(path, 1, "the sample interval must be positive")
+        self.log = SampleLog(interval)
+        self.files: dict[int, str] = {}
+        # Each distinct sample line (as read, memory columns taken off) and its stack id.
+        self.known: dict[str, int] = {}
+        self.number = 1  # the line last fed
+
+    def feed(self, lines: list[str]) -> None:
+        """Take in the next complete lines (without their ends of line)."""
+        known, ids = self.known, array("I")
+        for number, raw in enumerate(lines, start=self.number + 1):
+            line = raw
+            if self.memory:
+                prefix = _MEMORY_PREFIX.match(raw)
+                if prefix is not None:
+                    line = raw[prefix.end() :]
+                    if not line.strip():
+                        # R writes the memory counters even when no function runs.
+                        ids.append(self.log.intern(EMPTY_STACK))
+                        continue
+            sid = known.get(line)
+            if sid is None:
+                if self.lines and line.startswith("#File"):
+                    file_match = _FILE_LINE.match(line.rstrip("\r"))
+                    if file_match is not None:
+                        self._file(int(file_match[1]), file_match[2])
+                        continue
+                sid = known[line] = self.log.intern(self._stack(line, number))
+            ids.append(sid)
+        self.number += len(lines)
+        self.log.extend(ids)
+
+    def _file(self, number: int, path: str) -> None:
+        if self.files.setdefault(number, path) != path:
+            # A number given a new file: the lines read so far meant the old one.
+            self.files[number] = path
+            self.known.clear()
+
+    def _stack(self, raw: str, number: int) -> Stack:
+        """The stack of one sample line."""
+        line = raw.rstrip("\r")
+        if not line.strip():
+            raise RprofFormatError(self.path, number, "a blank line (R never writes one)")
+        names: list[str] = []
+        sites: list[SrcLoc | None] = [None]
+        gc = False
+        files = self.files
+        for name, file_no, line_no, other in _TOKEN.findall(line):
+            if other:
+                problem = (
+                    "a quoted name is not closed"
+                    if other.startswith('"')
+                    else f"unexpected token {other[:40]!r}"
+                )
+                raise RprofFormatError(self.path, number, problem)
+            if file_no:
+                path = files.get(int(file_no))
+                if path is None:
+                    raise RprofFormatError(
+                        self.path, number, f"file {file_no} used before '#File {file_no}:'"
+                    )
+                sites[-1] = (path, int(line_no))
+            elif name == GC_NAME and not names and not gc:
+                gc = True
+            else:
+                names.append(name)
+                sites.append(None)
+        self.gc = self.gc or gc
+        return Stack(tuple(names), tuple(sites) if self.lines else (), gc=gc)
+
+    def finish(self, torn: str) -> RprofFile:
+        """The file read, given its last line when that has no end of line ("" if none).
+
+        R ends every line, so a last line without an end was cut off (R or the profiler
+        killed, a full disk): it is left out with a warning, as its stack lost frames.
+        """
+        warnings: tuple[str, ...] = ()
+        if torn:
+            warnings = (
+                f"{self.path}: line {self.number + 1} is cut off (the recording stopped "
+                "in the middle of it); it was left out",
+            )
+        options = RprofOptions(self.lines, self.gc)
+        return RprofFile(self.log.interval_us, options, self.memory, self.log, warnings)
+
+
+def _binary(path: str) -> RprofFormatError:
+    return RprofFormatError(path, 1, "this is a binary file, not an Rprof.out text file")
 
 
 def parse_rprof(text: str, path: str = "<text>") -> RprofFile:
@@ -215,76 +321,57 @@ def parse_rprof(text: str, path: str = "<text>") -> RprofFile:
     if not text:
         raise RprofFormatError(path, 1, "the file is empty")
     if "\x00" in text:
-        raise RprofFormatError(path, 1, "this is a binary file, not an Rprof.out text file")
+        raise _binary(path)
     lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    match = _HEADER.match(lines[0])
-    if match is None:
-        raise RprofFormatError(
-            path, 1, "the first line is not an Rprof header like 'sample.interval=20000'"
-        )
-    prefixes = match["prefixes"]
-    options = RprofOptions(lines="line profiling" in prefixes, gc="GC profiling" in prefixes)
-    memory = "memory profiling" in prefixes
-    interval = int(match["us"])
-    if interval <= 0:
-        raise RprofFormatError(path, 1, "the sample interval must be positive")
-    files: dict[int, str] = {}
-    stacks: list[Stack] = []
-    seen_gc = False
-    for number, raw in enumerate(lines[1:], start=2):
-        line = raw.rstrip("\r")
-        if options.lines:
-            file_match = _FILE_LINE.match(line)
-            if file_match:
-                files[int(file_match[1])] = file_match[2]
-                continue
-        if memory:
-            line, prefixed = _MEMORY_PREFIX.subn("", line, count=1)
-            if prefixed and not line.strip():
-                # R writes the memory counters even when no function runs (top level).
-                stacks.append(Stack(()))
-                continue
-        if not line.strip():
-            raise RprofFormatError(path, number, "a blank line (R never writes one)")
-        names: list[str] = []
-        sites: list[SrcLoc | None] = [None]
-        gc = False
-        for token in _tokens(line, number, path):
-            if token.startswith('"'):
-                name = token[1:-1]
-                if name == GC_NAME and not names and not gc:
-                    gc = True
-                    continue
-                names.append(name)
-                sites.append(None)
-                continue
-            loc = _LOCATION.match(token)
-            if loc is None:
-                raise RprofFormatError(path, number, f"unexpected token {token[:40]!r}")
-            file_no = int(loc[1])
-            if file_no not in files:
-                raise RprofFormatError(
-                    path, number, f"file {file_no} used before '#File {file_no}:'"
-                )
-            sites[-1] = (files[file_no], int(loc[2]))
-        seen_gc = seen_gc or gc
-        stacks.append(
-            Stack(tuple(names), tuple(sites) if options.lines else (), gc=gc),
-        )
-    return RprofFile(interval, RprofOptions(options.lines, options.gc or seen_gc), memory, stacks)
+    torn = lines.pop()  # "" when the text ends with an end of line
+    if len(lines) == 0:  # the header alone, without an end of line
+        lines, torn = [torn], ""
+    parser = _Parser(path, lines[0].rstrip("\r"))
+    parser.feed(lines[1:])
+    return parser.finish(torn)
 
 
-def read_rprof(path: Path) -> RprofFile:
-    """Read and parse an Rprof.out file; raise RprofFormatError or OSError."""
-    data = path.read_bytes()
+def _decode(data: bytes) -> str:
+    """Text of complete lines: UTF-8, else Latin-1 (R writes names in the session's
+    encoding; every byte is a Latin-1 character)."""
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        if b"\x00" in data:
-            raise RprofFormatError(
-                str(path), 1, "this is a binary file, not an Rprof.out"
-            ) from None
-        text = data.decode("latin-1")
-    return parse_rprof(text, str(path))
+        return data.decode("latin-1")
+
+
+def read_rprof(path: Path, progress: Progress | None = None) -> RprofFile:
+    """Read and parse an Rprof.out file, chunk by chunk; raise RprofFormatError or OSError.
+
+    `progress` is told the bytes read after each chunk.
+    """
+    name = str(path)
+    with path.open("rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        parser: _Parser | None = None
+        done = 0
+        rest = b""  # the start of a line that the next chunk completes
+        while True:
+            chunk = stream.read(CHUNK_BYTES)
+            if not chunk:
+                break
+            done += len(chunk)
+            if b"\x00" in chunk:
+                raise _binary(name)
+            data = rest + chunk
+            end = data.rfind(b"\n") + 1
+            rest = data[end:]
+            if end:
+                lines = _decode(data[:end]).split("\n")
+                lines.pop()  # after the last end of line
+                if parser is None:
+                    parser = _Parser(name, lines[0].rstrip("\r"))
+                    del lines[0]
+                parser.feed(lines)
+            if progress is not None:
+                progress(done, size)
+    if parser is None:
+        if not rest:
+            raise RprofFormatError(name, 1, "the file is empty")
+        parser, rest = _Parser(name, _decode(rest).rstrip("\r")), b""
+    return parser.finish(_decode(rest))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,43 @@ def test_ui_bench_runs_on_a_tiny_profile() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Top view" in out.stdout and "Tree view" in out.stdout and "Flame view" in out.stdout
+
+
+def test_ui_big_bench_runs_on_a_tiny_profile() -> None:
+    args = ["--functions", "40", "--stacks", "200", "--samples", "2000", "--rounds", "1"]
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "ui_big.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    for key in ("switch view", "sort the Top view", "filter, per key typed", "window"):
+        assert re.search(rf"^{key}.* \d+\.\d +\d+\.\d", out.stdout, re.MULTILINE), out.stdout
+    assert "Goal of issue #27" in out.stdout
+
+
+@pytest.mark.live
+@pytest.mark.skipif(shutil.which("Rscript") is None, reason="needs R")
+def test_big_files_bench_measures_r_view_and_convert() -> None:
+    args = ["--samples", "3000", "--stacks", "300", "--repeats", "1"]
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "big_files.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    for row in (
+        "R summaryRprof(FILE)",
+        "xrtop view FILE, until the table shows",
+        "xrtop convert --format collapsed",
+        "xrtop convert --format speedscope",
+    ):
+        assert re.search(rf"^{re.escape(row)} +\d+\.\d\d +\d+\.\d\d", out.stdout, re.M), row
+    assert "3000 samples, 300 distinct stacks" in out.stdout
 
 
 @pytest.mark.live

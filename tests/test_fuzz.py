@@ -354,7 +354,7 @@ def test_rprof_reader_survives_any_text(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "line"),
     [
-        ('sample.interval=20000\n"f" \n"g', 3),
+        ('sample.interval=20000\n"f" \n"g\n"h" \n', 3),  # a cut-off LAST line is read
         ('sample.interval=20000\n"f" 3#4 \n', 2),
         ('line profiling: sample.interval=20000\n"f" 3#4 \n', 2),
         ('sample.interval=20000\n"f" \n\n"g" \n', 3),

@@ -285,13 +285,13 @@ GOOD = 'sample.interval=20000\n"f" "g" \n"g" \n'
         (None, EXIT_USAGE, "No such file or directory"),
         (b"", EXIT_FILE, ":1: not a valid Rprof.out file: the file is empty"),
         (b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)), EXIT_FILE, ":1: not a valid Rprof.out"),
-        (GOOD.encode() + b'"f" "g', EXIT_FILE, ":4: not a valid Rprof.out file: a quoted"),
+        (GOOD.encode() + b'"f" "g\n"g" \n', EXIT_FILE, ":4: not a valid Rprof.out file: a quoted"),
         (b"library(stats)\nx <- 1\n", EXIT_FILE, ":1: not a valid Rprof.out file"),
         (GOOD.encode() + b'"f" \n\n"g" \n', EXIT_FILE, ":5: not a valid Rprof.out file: a blank"),
         (GOOD.encode() + b'"f" 12 \n', EXIT_FILE, ":4: not a valid Rprof.out file: unexpected"),
         ("DIR", EXIT_USAGE, "Is a directory"),
     ],
-    ids=["missing", "empty", "binary", "truncated", "not-rprof", "blank-line", "bad-token", "dir"],
+    ids=["missing", "empty", "binary", "unclosed", "not-rprof", "blank-line", "bad-token", "dir"],
 )
 def test_bad_profile_files(
     command: str, content: bytes | str | None, code: int, says: str, tmp_path: Path

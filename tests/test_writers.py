@@ -45,6 +45,21 @@ def test_profile_of_log_starts_at_the_index_given() -> None:
     assert list(profile.stacks) == [FIB] * 3 and profile.interval_us == 10_000
 
 
+def test_a_whole_log_is_written_as_the_log_and_as_its_stacks_would_be() -> None:
+    log = SampleLog(10_000)
+    stacks = [FIB, IDLE, FIB, Stack(("g", "outer")), FIB]
+    for i, stack in enumerate(stacks):
+        log.add(stack, i / 100)
+    whole = Profile.of_log(log, RprofOptions(idle=True), "x")
+    assert whole.samples is log, "no copy, no re-interning"
+    assert list(whole.stacks) == stacks
+    for fmt in FORMATS:
+        from_log, from_stacks = io.StringIO(), io.StringIO()
+        assert write_profile(from_log, fmt, whole) == 5, fmt
+        write_profile(from_stacks, fmt, Profile(stacks, 10_000, RprofOptions(idle=True), "x"))
+        assert from_log.getvalue() == from_stacks.getvalue(), fmt
+
+
 def test_save_profile_writes_what_write_profile_writes_and_counts_it(tmp_path: Path) -> None:
     stacks = [FIB, FIB, IDLE]
     for fmt in FORMATS:

@@ -33,7 +33,6 @@ from sampler.errors import UsageError
 from sampler.errors import XrtopError
 from sampler.pprof import ProfileInfo
 from sampler.rprof import RprofOptions
-from sampler.rprof import read_rprof
 from sampler.target import attach
 from sampler.target import parse_pid
 from sampler.target import parse_version
@@ -48,6 +47,8 @@ from xrtop.formats import open_output
 from xrtop.formats import rprof_file_info
 from xrtop.formats import standard_output
 from xrtop.formats import write_profile
+from xrtop.progress import read_profile
+from xrtop.progress import unreadable
 from xrtop.rotation import Rotation
 from xrtop.rotation import check_rotate
 from xrtop.session import FLUSH_EVERY
@@ -570,16 +571,13 @@ def cmd_dump(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     """`xrtop convert IN --format F`: turn any Rprof.out into a flame-graph format."""
     path = Path(args.file)
-    try:
-        profile = read_rprof(path)
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror}") from None
+    profile = read_profile(path)
     out = open_output(args.output, args.format) if args.output else standard_output(args.format)
     # Every sample: by function, as R's own tools count it, or as the file records it for a
     # format whose readers choose (pprof keeps its lines and `<GC>`).
     options = profile.options if FORMATS[args.format].as_recorded else RprofOptions(idle=True)
-    info = rprof_file_info(path, len(profile.stacks), profile.interval_us)
-    whole = Profile(profile.stacks, profile.interval_us, options, path.name, info)
+    info = rprof_file_info(path, len(profile.log), profile.interval_us)
+    whole = Profile(profile.log, profile.interval_us, options, path.name, info)
     try:
         count = write_profile(out, args.format, whole)
     finally:
@@ -606,17 +604,21 @@ def cmd_live(args: argparse.Namespace, command: list[str] | None) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    """`xrtop view FILE`: browse a recorded profile."""
+    """`xrtop view FILE`: browse a recorded profile, read inside the app (with progress)."""
     path = Path(args.file)
     try:
-        profile = read_rprof(path)
+        with path.open("rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
     except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror}") from None
-    # Textual loads only once the file is known to be good: a bad file gets its one-line
-    # answer even where the live view cannot start.
-    from xrtop.live import run_view
+        raise unreadable(path, err) from None
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # No live view here: a bad file is the likelier mistake, so name it first.
+        read_profile(path)
+    elif sys.stderr.isatty():  # at once: Textual takes a moment to start
+        print(f"xrtop: opening {path.name} ({size / 1e6:.1f} MB)…", file=sys.stderr)
+    from xrtop.live import run_view  # Textual loads only for the live view
 
-    return run_view(path, profile)
+    return run_view(path)
 
 
 def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:

@@ -11,18 +11,8 @@ from pathlib import Path
 
 from sampler.diff import change_table
 from sampler.diff import function_changes
-from sampler.errors import UsageError
 from sampler.model import Aggregate
-from sampler.rprof import RprofFile
-from sampler.rprof import read_rprof
-
-
-def read_profile(path: Path) -> RprofFile:
-    """Read an Rprof.out; an unreadable file is a usage error."""
-    try:
-        return read_rprof(path)
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror}") from None
+from xrtop.progress import read_profile
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

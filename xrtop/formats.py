@@ -17,6 +17,7 @@ from typing import IO
 from typing import Any
 
 from sampler.errors import UsageError
+from sampler.export import Samples
 from sampler.export import write_collapsed
 from sampler.export import write_speedscope
 from sampler.model import SampleLog
@@ -34,7 +35,8 @@ NO_INFO = ProfileInfo()
 class Profile:
     """Samples to write, and what every writer needs to know about them."""
 
-    stacks: Iterable[Stack]
+    #: A log (a writer that counts handles each distinct stack once) or stacks in order.
+    samples: Samples
     interval_us: int
     #: lines: frames carry the line running in them; idle: keep samples where R waits;
     #: gc: Rprof.out marks samples taken in GC.
@@ -54,8 +56,17 @@ class Profile:
         stop: int | None = None,
         info: ProfileInfo = NO_INFO,
     ) -> Profile:
-        """The samples of `log` from index `start` to `stop` (default: all so far)."""
-        return cls(list(log.iter_stacks(start, stop)), log.interval_us, options, name, info)
+        """The samples of `log` from index `start` to `stop` (default: all so far; the log
+        itself when that is all of it: its stacks are interned already)."""
+        whole = start == 0 and stop is None
+        samples: Samples = log if whole else list(log.iter_stacks(start, stop))
+        return cls(samples, log.interval_us, options, name, info)
+
+    @property
+    def stacks(self) -> Iterable[Stack]:
+        """Every sample's stack, in order."""
+        samples = self.samples
+        return samples.iter_stacks() if isinstance(samples, SampleLog) else samples
 
 
 def rprof_file_info(path: Path, samples: int, interval_us: int) -> ProfileInfo:
@@ -101,14 +112,14 @@ def _write_rprof(out: IO[str], profile: Profile) -> int:
 
 def _write_collapsed(out: IO[str], profile: Profile) -> int:
     options = profile.options
-    return write_collapsed(out, profile.stacks, idle=options.idle, lines=options.lines)
+    return write_collapsed(out, profile.samples, idle=options.idle, lines=options.lines)
 
 
 def _write_speedscope(out: IO[str], profile: Profile) -> int:
     options = profile.options
     return write_speedscope(
         out,
-        profile.stacks,
+        profile.samples,
         profile.interval_us,
         name=profile.name,
         idle=options.idle,

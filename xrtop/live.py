@@ -21,10 +21,10 @@ from sampler.target import inspect_process
 from xrtop.app import XrtopApp
 from xrtop.diff_app import DiffApp
 from xrtop.formats import open_output
+from xrtop.loading import FileViewApp
 from xrtop.session import Launched
 from xrtop.session import SamplingOptions
 from xrtop.session import Session
-from xrtop.sources import FileSource
 from xrtop.sources import LiveSource
 from xrtop.sources import ProfileSource
 
@@ -132,11 +132,14 @@ def _finish_launched(launched: Launched, session: Session, code: int) -> int:
     return code
 
 
-def run_view(path: Path, profile: RprofFile) -> int:
-    """`xrtop view FILE`: browse a recorded profile (read-only)."""
+def run_view(path: Path) -> int:
+    """`xrtop view FILE`: read and browse a recorded profile (read-only); raise the
+    file's error when it cannot be read."""
     require_terminal()
-    app = XrtopApp(FileSource(path, profile), handle_signals=True)
+    app = FileViewApp(path)
     app.run()
+    if app.load_error is not None:
+        raise app.load_error
     _report_saved(app)
     return app.return_code or 0
 

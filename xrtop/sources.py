@@ -95,7 +95,7 @@ class FileSource:
         self._stats = SamplerStats(
             requested_hz=hz,
             samples=n,
-            gc=sum(1 for s in profile.stacks if s.gc),
+            gc=sum(n for sid, n in self.log.counts().items() if self.log.stacks[sid].gc),
             elapsed=n * profile.interval_us / 1e6,
         )
 

@@ -120,6 +120,9 @@ class ViewModel:
         start = self.reset_at
         if n > start:
             start = max(start, log.index_at_time(log.times[n - 1] - vs.window))
+        old = self._window_agg
+        if old is not None and (old.start, old.consumed) == (start, n):
+            return  # the same samples (a file, a pause, or w and the refresh it makes)
         window = Aggregate(log, start=start, by_line=vs.by_line, include_idle=vs.include_idle)
         window.update(n)
         self._window_agg = window
