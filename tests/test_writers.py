@@ -54,7 +54,9 @@ def test_a_whole_log_is_written_as_the_log_and_as_its_stacks_would_be() -> None:
     assert whole.samples is log, "no copy, no re-interning"
     assert list(whole.stacks) == stacks
     for fmt in FORMATS:
-        from_log, from_stacks = io.StringIO(), io.StringIO()
+        stream = io.BytesIO if FORMATS[fmt].binary else io.StringIO
+        from_log: io.BytesIO | io.StringIO = stream()
+        from_stacks: io.BytesIO | io.StringIO = stream()
         assert write_profile(from_log, fmt, whole) == 5, fmt
         write_profile(from_stacks, fmt, Profile(stacks, 10_000, RprofOptions(idle=True), "x"))
         assert from_log.getvalue() == from_stacks.getvalue(), fmt
