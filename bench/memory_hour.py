@@ -23,7 +23,6 @@ location distinct): 117 MB (peak 126 MB).
 from __future__ import annotations
 
 import argparse
-import itertools
 import random
 import sys
 import time
@@ -90,7 +89,7 @@ class StackFactory:
         sites: list[SrcLoc | None] = [
             (self.home[inner], self.first_line[inner] + rng.randint(1, 5))
         ]
-        for callee, caller in itertools.pairwise(frames):
+        for callee, caller in zip(frames, frames[1:]):
             line = self.call_line[caller].get(callee, self.first_line[caller] + 7)
             if self.random_walks:
                 line = rng.randint(1, 5000)

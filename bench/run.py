@@ -62,6 +62,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -78,7 +79,10 @@ ONE_CPU = max(os.sched_getaffinity(0))
 SETTLE = 0.8  # seconds after the workload is ready before the first window
 ATTACHED_SETTLE = 0.2  # seconds after a profiler attached (or left) before a window opens
 LIVE_SETTLE = 3.0  # seconds for the live view to start (imports, first screen) and attach
-GOALS = {  # issue #9: what xrtop must do on a quiet 2-core machine
+#: One summarised configuration of a run: numbers, names and flags by column name.
+Row = dict[str, Any]
+
+GOALS: dict[str, Any] = {  # issue #9: what xrtop must do on a quiet 2-core machine
     "stop_median_us": {13: 60.0, 37: 150.0},
     "rate_min_hz": 990.0,
     "slowdown_100": 1.01,
@@ -179,7 +183,7 @@ def windows_share_se(samples: list[tuple[int, int]], seconds: list[tuple[float, 
     can be told from noise."""
     errors = [
         a / (a + b) - ta / (ta + tb)
-        for (a, b), (ta, tb) in zip(samples, seconds, strict=True)
+        for (a, b), (ta, tb) in zip(samples, seconds)
         if a + b and ta + tb > 0  # False for a window without rounds (NaN)
     ]
     if len(errors) < 3:
@@ -201,7 +205,7 @@ def wait_for_file(path: Path, timeout: float, proc: subprocess.Popen[bytes]) -> 
             if text:
                 return text
         if proc.poll() is not None:
-            raise RuntimeError(f"{shlex.join(map(str, proc.args))} exited early")
+            raise RuntimeError(f"{proc.args!r} exited early")
         time.sleep(0.01)
     raise RuntimeError(f"timed out waiting for {path}")
 
@@ -608,7 +612,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def summarise(runs: list[Run]) -> list[dict[str, object]]:
+def summarise(runs: list[Run]) -> list[Row]:
     """One row per run."""
     rows = []
     for run in runs:
@@ -655,7 +659,7 @@ def summarise(runs: list[Run]) -> list[dict[str, object]]:
     return rows
 
 
-def print_table(rows: list[dict[str, object]]) -> None:
+def print_table(rows: list[Row]) -> None:
     head = (
         f"{'depth':>5} {'profiler':<29} {'slowdown ±SE':>14} {'req Hz':>6} {'got Hz':>7} "
         f"{'CPU %':>6} {'R CPU %':>8} {'share % (R / prof)':>18} {'err pp':>6} {'±SE':>5} "
@@ -682,21 +686,21 @@ def print_table(rows: list[dict[str, object]]) -> None:
         )
 
 
-def contended(row: dict[str, object]) -> bool:
+def contended(row: Row) -> bool:
     """Whether R got less than 95 % of a core in an unprofiled window of this run: then
     other work competed for the CPUs, and wall-clock ratios mostly measure that."""
-    alone = float(row["r_cpu_alone_pct"])  # type: ignore[arg-type]
+    alone = float(row["r_cpu_alone_pct"])
     return math.isnan(alone) or alone < 95.0
 
 
-def check_goals(rows: list[dict[str, object]], dump: list[float]) -> list[tuple[str, str, bool]]:
+def check_goals(rows: list[Row], dump: list[float]) -> list[tuple[str, str, bool]]:
     """(goal, measured, met) for each goal of issue #9 this run measured."""
     out: list[tuple[str, str, bool]] = []
 
-    def mark(row: dict[str, object]) -> str:
+    def mark(row: Row) -> str:
         return " !" if contended(row) else ""
 
-    def pick(**want: object) -> list[dict[str, object]]:
+    def pick(**want: object) -> list[Row]:
         # Runs under perf are there for the scheduler's view only (perf perturbs them), and
         # --no-cpu-poll and one-CPU ones for comparison: the goals are the default's.
         return [

@@ -65,7 +65,7 @@ def bytecodes(pid: int, count: int) -> dict[str, float]:
 
     def local(frame: FrameType, event: str, arg: Any) -> Any:
         if event == "opcode":
-            name = frame.f_code.co_qualname
+            name = getattr(frame.f_code, "co_qualname", frame.f_code.co_name)  # 3.11+
             per_function[name] = per_function.get(name, 0) + 1
         return local
 

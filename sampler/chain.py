@@ -19,6 +19,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Optional
 from typing import Union
 
 from sampler.errors import BadAddressError
@@ -54,7 +55,7 @@ _FRAME_FLAGS = CTXT_FUNCTION | CTXT_BUILTIN
 
 Bytes = Union[bytes, bytearray, memoryview, "ctypes.Array[ctypes.c_char]"]
 #: Where `size` bytes at an address are: (bytes, offset), or None.
-Finder = Callable[[Address, int], tuple[Bytes, int] | None]
+Finder = Callable[[Address, int], Optional[tuple[Bytes, int]]]
 #: (flag, call, callfun, cloenv) of a function context.
 _FrameContext = tuple[int, Address, Address, Address]
 
@@ -255,7 +256,7 @@ class ChainDecoder:
         missing = sorted({c for c in frame_calls if at(c, CELL_SIZE) is None}) if live else []
         if missing:
             more_blob, more_offsets = self.memory.read_scatter([(c, CELL_SIZE) for c in missing])
-            for call, found_at in zip(missing, more_offsets, strict=True):
+            for call, found_at in zip(missing, more_offsets):
                 if found_at >= 0:
                     extra[call] = (more_blob, found_at)
         buf, offset_of, locate = plan.buffer, plan.offsets.get, plan.locate
@@ -342,7 +343,7 @@ class ChainDecoder:
                 if not live:
                     raise SnapshotMiss
                 read = self.memory.read_many([regions[i] for i in missing])
-                for i, data in zip(missing, read, strict=True):
+                for i, data in zip(missing, read):
                     found[i] = data
             return found
 
@@ -372,6 +373,6 @@ class ChainDecoder:
         blob, offsets = self.memory.read_scatter(regions)
         if offsets[0] < 0:
             raise BadAddressError(f"cannot read a context at {address:#x}")
-        for (where, _), offset in zip(regions, offsets, strict=True):
+        for (where, _), offset in zip(regions, offsets):
             if offset >= 0:
                 found.setdefault(where, (blob, offset))

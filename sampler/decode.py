@@ -26,19 +26,20 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Optional
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from sampler.symbols import RBinary
 
-Value = tuple[str, int] | None  # ("ctx", 0), ("addr", G), ("val", G), ("got", slot) or unknown
+Value = Optional[tuple[str, int]]  # ("ctx", 0), ("addr", G), ("val", G), ("got", slot) or unknown
 
 _REGS_CLOBBERED_BY_CALL = (0, 1, 2, 6, 7, 8, 9, 10, 11)  # rax rcx rdx rsi rdi r8-r11
 _RIP = -1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Operand:
     """A decoded ModRM operand: a register (`reg`), or memory at base+disp (base -1: rip)."""
 
@@ -310,7 +311,7 @@ def find_gc_flag(
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class HiddenGlobals:
     """Addresses of R globals that R does not export, where this build's code gives them."""
 

@@ -72,7 +72,7 @@ def command_label(pid: int, name: str, cmdline: list[str]) -> str:
     return script
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Problem:
     """Why xrtop may not profile a process, and what would fix it."""
 
@@ -81,7 +81,7 @@ class Problem:
     fix: str
 
 
-@dataclass(slots=True)
+@dataclass
 class _NotR:
     """A process found not to be R (a negative cache entry)."""
 
@@ -91,7 +91,7 @@ class _NotR:
     checked: float
 
 
-@dataclass(slots=True)
+@dataclass
 class _RProc:
     """A process found to be R, with the facts that do not change while it lives."""
 

@@ -51,7 +51,7 @@ def _wanted(stack: Stack, idle: bool) -> bool:
 
 
 #: Samples to export: a log (each distinct stack is then labelled once) or stacks in order.
-Samples = Union[SampleLog, Iterable[Stack]]  # noqa: UP007 (a runtime alias, for Python 3.9)
+Samples = Union[SampleLog, Iterable[Stack]]
 
 
 def _as_log(samples: Samples, interval_us: int) -> SampleLog:

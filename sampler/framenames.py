@@ -76,7 +76,7 @@ class FrameNamer:
         """Name frames whose call head is not a known symbol. Call while stopped: the
         heads die with their calls."""
         heads = self.memory.read_many([(head, CELL_SIZE) for _, head in unknown])
-        for (frame, head), cell in zip(unknown, heads, strict=True):
+        for (frame, head), cell in zip(unknown, heads):
             if cell is None:
                 raise BadAddressError(f"cannot read call head at {head:#x}")
             kind, car, cdr, _ = links(cell)

@@ -37,7 +37,7 @@ OLDEST = (3, 5)
 NEWEST = (4, 7)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ContextLayout:
     """Byte offsets of the `RCNTXT` fields xrtop reads."""
 

@@ -24,6 +24,7 @@ from dataclasses import field
 from dataclasses import replace
 from types import MappingProxyType
 from typing import ClassVar
+from typing import Union
 from typing import overload
 
 #: A source location: (file path as R stores it, 1-based line).
@@ -34,7 +35,7 @@ GC_NAME = "<GC>"
 _RECENT_STACKS = 64
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Stack:
     """One sampled R call stack, named exactly as R's Rprof names frames.
 
@@ -168,7 +169,7 @@ class SampleLog:
         return log
 
 
-@dataclass(slots=True)
+@dataclass
 class SamplerStats:
     """Counters kept by the sampler thread; `copy()` gives readers a consistent view."""
 
@@ -212,10 +213,10 @@ class SamplerStats:
 # Aggregation: what the views show.
 
 #: A function key: the name alone, or (name, file, line) when aggregating by line.
-FunctionKey = tuple[str, str, int] | str
+FunctionKey = Union[tuple[str, str, int], str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class FunctionRow:
     """One row of the flat "top" table."""
 
@@ -454,7 +455,7 @@ class Aggregate:
             self.total[key] += count
         if not self.by_line and stack.sites:  # by line, the key holds its location already
             locations = self.locations
-            for name, loc in zip(stack.names, stack.sites):  # noqa: B905 (sites: one more)
+            for name, loc in zip(stack.names, stack.sites):
                 if loc is not None:
                     counter = locations.get(name)
                     if counter is None:
@@ -485,7 +486,7 @@ class Aggregate:
 # --- R processes on the machine (the process picker) -------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RProcessInfo:
     """One R process as the picker lists it (made by `sampler.discover`).
 

@@ -30,7 +30,7 @@ from sampler.model import SrcLoc
 from sampler.model import Stack
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RprofOptions:
     """What a file records: line tokens, the GC marker, and idle samples."""
 

@@ -11,7 +11,6 @@ never a wrong frame.
 
 from __future__ import annotations
 
-import itertools
 import struct
 
 from sampler.knownstacks import KnownStack
@@ -197,7 +196,7 @@ class SnapshotPlanner:
             changed = changed or bool(stale)
         self.prev_chain = chain
         self.prev_cells = cells
-        deltas = [b - a for a, b in itertools.pairwise(chain) if 0 < b - a < 1 << 20]
+        deltas = [b - a for a, b in zip(chain, chain[1:]) if 0 < b - a < 1 << 20]
         if deltas:
             self.stride = max(set(deltas), key=deltas.count)
         expired = self._guesses and self.samples - self._last_new_context >= _GUESS_FOR

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Optional
+from typing import Union
 
 from sampler.errors import SampleError
 from sampler.layouts import BCODESXP
@@ -59,9 +61,9 @@ from sampler.sexp import vector_length
 from sampler.symbols import RBinary
 
 #: Reads regions as they were at the stop: bytes, or None where unreadable.
-Fetch = Callable[[list[tuple[int, int]]], list[bytes | None]]
+Fetch = Callable[[list[tuple[int, int]]], list[Optional[bytes]]]
 #: Bytes a context was copied into (the stack reader's snapshot buffer or a bytes).
-Blob = bytes | bytearray | memoryview | ctypes.Array[ctypes.c_char]
+Blob = Union[bytes, bytearray, memoryview, "ctypes.Array[ctypes.c_char]"]
 
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
@@ -79,7 +81,7 @@ _TRIES_TO_DECIDE = 50  # lines in user functions without a location before sayin
 _NONE, _AST, _BC = 0, 1, 2
 
 
-@dataclass(slots=True)
+@dataclass
 class _Site:
     """One location to resolve, as captured while the target was stopped."""
 
@@ -92,7 +94,7 @@ class _Site:
     pc: int = 0  # BC: *bcpc, when relpc is not stored
 
 
-@dataclass(slots=True)
+@dataclass
 class RawLines:
     """What `capture()` copied: the current location, then each frame's call site."""
 
@@ -102,7 +104,7 @@ class RawLines:
     user: list[bool] = field(default_factory=list)
 
 
-@dataclass(slots=True)
+@dataclass
 class _Body:
     """A byte-code body's location table and constant pool (immutable while it lives)."""
 
@@ -219,7 +221,7 @@ class SrcrefReader:
     def _learn(self, regions: list[tuple[Address, int]], got: list[bytes | None]) -> None:
         """Remember the regions this sample read (and forget unreadable ones)."""
         recent = self._recent
-        for region, data in zip(regions, got, strict=True):
+        for region, data in zip(regions, got):
             if data is None:
                 if region in recent:
                     del recent[region]
@@ -475,7 +477,7 @@ class SrcrefReader:
             start = max(floor, end - 16)
             candidates = list(reversed(pool[start:end]))
             heads = self.memory.read_many([(c, 16) for c in candidates])
-            for candidate, head in zip(candidates, heads, strict=True):
+            for candidate, head in zip(candidates, heads):
                 if head is None or head[0] & TYPE_MASK != INTSXP:
                     continue
                 attrib = _U64.unpack_from(head, 8)[0]

@@ -47,7 +47,7 @@ _MAPS_LINE = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Mapping:
     """One line of /proc/PID/maps."""
 
@@ -139,7 +139,7 @@ def open_mapped_file(pid: int, mapping: Mapping) -> tuple[BinaryIO, str]:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RBinary:
     """Where R's code is loaded in the target and the runtime addresses of its symbols."""
 

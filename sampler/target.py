@@ -45,7 +45,7 @@ from sampler.symbols import read_maps
 from sampler.symbols import resolve_in_root
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ProcessInfo:
     """What /proc says about a process, read once at attach."""
 
@@ -199,7 +199,7 @@ def decode_gc_flag(binary: RBinary) -> int | None:
     return None
 
 
-@dataclass(slots=True)
+@dataclass
 class Target:
     """An R process ready to be sampled."""
 

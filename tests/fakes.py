@@ -200,7 +200,7 @@ class FakePlan:
         blob, offsets = self.memory.read_scatter(self.regions)
         ctypes.memmove(self.buffer, blob, len(blob))
         valid = 0
-        for (_, size), offset in zip(self.regions, offsets, strict=True):
+        for (_, size), offset in zip(self.regions, offsets):
             if offset < 0:
                 break
             valid = offset + size
@@ -284,7 +284,7 @@ def build_image(frames: list[Frame], layout: ContextLayout, stride: int = 0) -> 
     step = max(stride, layout.size)
     stack = bytearray(step * len(frames))
     addresses = [STACK + i * step for i in range(len(frames))]
-    for i, (frame, call) in enumerate(zip(frames, calls, strict=True)):
+    for i, (frame, call) in enumerate(zip(frames, calls)):
         base = i * step
         nxt = addresses[i + 1] if i + 1 < len(frames) else 0
         struct.pack_into("<Q", stack, base, nxt)

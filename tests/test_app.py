@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import cast
 
 import pytest
 from conftest import rscript
@@ -173,7 +174,9 @@ async def test_filter_as_you_type_and_escape_clears() -> None:
         assert app.focused is table
         assert app.model.view_state.needle == "fib"
         await pilot.press("2")  # the tree shows only paths to matches
-        labels = {app.tree_view.calltree.key[n] for n in app.tree_view.keys}  # type: ignore[union-attr]
+        tree = app.tree_view.calltree
+        assert tree is not None
+        labels = {tree.key[cast(int, node)] for node in app.tree_view.keys}
         assert "fib" in labels and "simulate" not in labels
         await pilot.press("1", "escape")
         assert app.model.view_state.needle == ""
@@ -420,10 +423,13 @@ async def test_top_view_matches_summaryrprof_on_rs_own_file(tmp_path: Path) -> N
         "t$self[is.na(t$self)] <- 0\n"
         f'write.csv(t[, c("total.time", "self")], "{csv}")\n'
     )
-    expected = {}
+    expected: dict[str, tuple[float, float]] = {}
     for line in csv.read_text().splitlines()[1:]:
-        name, total, own = line.rsplit(",", 2)
-        expected[name.strip('"').replace('""', '"').strip('"')] = (float(total), float(own))
+        name, total_text, own_text = line.rsplit(",", 2)
+        expected[name.strip('"').replace('""', '"').strip('"')] = (
+            float(total_text),
+            float(own_text),
+        )
     # WHEN xrtop views the file
     app = XrtopApp(FileSource(out, read_rprof(out)), refresh_s=60)
     async with app.run_test(size=(120, 40)):

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 from conftest import IN_CI
@@ -21,6 +22,7 @@ from sampler.errors import EXIT_FILE
 from sampler.errors import EXIT_USAGE
 from sampler.model import Aggregate
 from sampler.model import CallTree
+from sampler.model import FunctionKey
 from sampler.model import SampleLog
 from sampler.model import Stack
 from sampler.model import signed_points
@@ -200,13 +202,15 @@ async def test_top_lists_the_changes_largest_first() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         table = app.query_one(DiffTable)
         assert app.focused is table
-        sizes = [abs(c.delta_total) for c in (table._by_key[k] for k in table.keys)]
+        sizes = [
+            abs(c.delta_total) for c in (table._by_key[cast(FunctionKey, k)] for k in table.keys)
+        ]
         assert sizes == sorted(sizes, reverse=True)
         assert table.keys[0] in ("grow", "clean", "fib")
         assert table._by_key["grow"].only == "gone"
         # a click on a heading (or n) sorts by it; the filter keeps matching functions
         await pilot.press("n")
-        assert table.keys == sorted(table.keys, key=str.lower)
+        assert table.keys == sorted(table.keys, key=lambda key: str(key).lower())
         await pilot.press("slash", "f", "i", "b", "enter")
         assert table.keys == ["fib"]
 

@@ -23,6 +23,7 @@ from sampler.model import TreeChange
 from sampler.rprof import read_rprof
 from widgets.flame import DIMMED
 from widgets.flame import NEW
+from widgets.flame import Cell
 from widgets.flame import FlameView
 from widgets.flame import change_colour
 from widgets.flame import flame_rows
@@ -46,7 +47,7 @@ def tree_of(*stacks: tuple[tuple[str, ...], int]) -> CallTree:
     return agg.tree
 
 
-def names(tree: CallTree, row: list[tuple[int, int, int, int]]) -> list[str]:
+def names(tree: CallTree, row: list[Cell]) -> list[str]:
     return [str(tree.key[cell[0]]) for cell in row]
 
 

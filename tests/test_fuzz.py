@@ -243,7 +243,7 @@ def test_a_huge_name_length_is_refused() -> None:
 
 # -- the Rprof.out reader ----------------------------------------------------------------------
 
-rprof_names = st.text(
+rprof_names: st.SearchStrategy[str] = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters='\n\r"\0'),
     max_size=20,
 ).filter(lambda n: n != GC_NAME)
@@ -391,7 +391,7 @@ def test_call_tree_matches_a_plain_tree(paths: list[tuple[list[str], int]]) -> N
         plain[tuple(keys)][1] += count
     tree.check()
     seen: dict[tuple[str, ...], int] = {}
-    todo = [((), CallTree.ROOT)]
+    todo: list[tuple[tuple[str, ...], int]] = [((), CallTree.ROOT)]
     while todo:
         path, node = todo.pop()
         seen[path] = node

@@ -148,7 +148,7 @@ def test_idle_cpus_poll_during_stops_only(
     assert {limit for _, asked, limit in requests if asked} == {0}
     assert {limit for _, asked, limit in requests if not asked} == {before}
     ons, offs = requests[::2], requests[1::2]
-    polled_for = sum(off - on for (on, _, _), (off, _, _) in zip(ons, offs))  # noqa: B905
+    polled_for = sum(off - on for (on, _, _), (off, _, _) in zip(ons, offs))
     assert 0 < polled_for < 0.5 * (requests[-1][0] - requests[0][0]), polled_for
     assert after == before
 

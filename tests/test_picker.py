@@ -178,7 +178,7 @@ async def test_app_without_pid_picks_attaches_and_returns_to_picker(
         await pilot.press("p")
         await wait_until(
             pilot,
-            lambda: isinstance(app.screen, PickerScreen | ChoiceScreen),
+            lambda: isinstance(app.screen, (PickerScreen, ChoiceScreen)),
             "the picker or the question",
         )
         if isinstance(app.screen, ChoiceScreen):

@@ -522,8 +522,13 @@ def test_a_signal_handler_wakes_the_recordings_main_thread_at_once() -> None:
 def test_the_end_of_sampling_wakes_the_recordings_main_thread_at_once() -> None:
     # GIVEN the main thread asleep for up to 20 s
     wakeup = Wakeup()
+
     # WHEN another thread (the sampler, ending) wakes it, even twice
-    waker = threading.Timer(0.05, lambda: (wakeup.wake(), wakeup.wake()))
+    def wake_twice() -> None:
+        wakeup.wake()
+        wakeup.wake()
+
+    waker = threading.Timer(0.05, wake_twice)
     waker.start()
     started = time.monotonic()
     wakeup.wait(20)

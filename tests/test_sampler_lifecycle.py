@@ -106,7 +106,7 @@ def test_thread_id_is_refused_naming_the_process(r_launcher: RLauncher) -> None:
     ready.wait()
     try:
         with pytest.raises(NoSuchProcessError, match="is a thread of process"):
-            attach(t.native_id)
+            attach(t.native_id or 0)
     finally:
         stop.set()
         t.join()

@@ -27,7 +27,8 @@ def choices(command: str) -> list[str]:
     return list(action.choices or ())
 
 
-def test_commands_and_the_export_prompt_offer_the_formats_of_the_table() -> None:
+async def test_commands_and_the_export_prompt_offer_the_formats_of_the_table() -> None:
+    # (async: on Python 3.9 a screen binds the running event loop when it is made)
     assert choices("record") == list(FORMATS)
     assert choices("convert") == [f.name for f in FORMATS.values() if f.convertible]
     assert "rprof" not in choices("convert"), "convert reads Rprof.out: nothing to convert"

@@ -85,7 +85,7 @@ def key_label(key: FunctionKey) -> str:
 # -- the Top view ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Column:
     """A table column: `width` 0 takes the room the fixed columns leave."""
 
@@ -183,7 +183,7 @@ TREE_COLUMNS: tuple[Column, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TreeLine:
     """One visible line of the call tree."""
 
@@ -325,7 +325,7 @@ def now_caption(stack: Stack | None) -> str:
 # -- the status header -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Status:
     """What the header shows; built by the app once per refresh."""
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
+from typing import Union
 
 from rich.text import Text
 from textual import events
@@ -27,10 +28,10 @@ from textual.widgets import Static
 
 from sampler.model import RProcessInfo
 
-SortValue = float | str | tuple[int, ...]
+SortValue = Union[float, str, tuple[int, ...]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Column:
     """A column: its key, header, how to sort by it and whether it sorts high-first."""
 
@@ -151,7 +152,7 @@ class ProcessTable(DataTable[Text]):
         self.shown = rows
         cells = [self._cells(info) for info in rows]
         room = self._command_room(cells)
-        for info, row in zip(rows, cells, strict=True):
+        for info, row in zip(rows, cells):
             row[-1] = Text(fit_command(info.command, room), style=row[-1].style)
             self.add_row(*row, key=str(info.pid))
         if rows:

@@ -63,7 +63,7 @@ def format_line(columns: Sequence[Column], widths: Sequence[int], cells: Sequenc
     """One table line: each cell fitted to its column, columns joined by one space."""
     parts = [
         fit(cell, width, column.right)
-        for column, width, cell in zip(columns, widths, cells, strict=False)
+        for column, width, cell in zip(columns, widths, cells)
         if width > 0
     ]
     return " ".join(parts)
@@ -233,7 +233,7 @@ class RowTable(ScrollView, can_focus=True):
         if offset.y == 0:
             widths = column_widths(self.columns, self.scrollable_content_region.width)
             x = 0
-            for column, width in zip(self.columns, widths, strict=True):
+            for column, width in zip(self.columns, widths):
                 if width <= 0:
                     continue
                 if x <= offset.x < x + width + 1:

@@ -257,7 +257,7 @@ def _stop_on_signals(
 def _gone(pid: int) -> bool:
     """Whether `pid` has exited (a zombie counts as exited)."""
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return True
 

@@ -72,7 +72,7 @@ class Wakeup:
         self._lock.acquire(timeout=seconds)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SamplingOptions:
     """How to sample, shared by every command that samples."""
 
