@@ -6,7 +6,7 @@ are never raised into a sampling loop: they are counted by kind (`SampleError.ki
 
 from __future__ import annotations
 
-# Exit codes, documented in the README ("Troubleshooting and permissions").
+# Exit codes, documented in docs/troubleshooting.md ("Exit codes").
 EXIT_USAGE = 2
 EXIT_NO_PROCESS = 3
 EXIT_NOT_R = 4

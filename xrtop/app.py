@@ -90,7 +90,7 @@ VIEW_TABS: tuple[ViewTab, ...] = (
 
 #: The formats `e` offers, by their labels.
 _EXPORTED = [f.label for f in FORMATS.values() if f.export_key]
-#: Every key, for the help screen and the README (key, what it does).
+#: Every key, for the help screen and docs/live-view.md (key, what it does).
 KEYS: tuple[tuple[str, str], ...] = (
     (
         " ".join(tab.key for tab in VIEW_TABS) + " / tab",
