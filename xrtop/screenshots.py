@@ -1,4 +1,4 @@
-"""Render the screenshots of the README and docs/: `python -m xrtop.screenshots DIR` (`make screenshots`).
+"""Render the screenshots (README, docs/): `python -m xrtop.screenshots DIR` (`make screenshots`).
 
 The screens come from a recorded profile of the demo workload (`xrtop record` of
 xrtop/demo/demo.R, shipped as xrtop/demo/demo-xrtop.out so that an installed xrtop has it),
