@@ -128,6 +128,7 @@ bench: $(STAMP) r
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/big_files.py
 	$(BIN)/python bench/ui_big.py
+	$(BIN)/python bench/ui_bench.py
 
 screenshots: $(STAMP) r
 	$(BIN)/python -m xrtop.screenshots screenshots
