@@ -24,12 +24,14 @@ pytestmark = [pytest.mark.live, pytest.mark.smoke]
 def test_dump_and_record_read_by_summaryrprof(r_launcher: RLauncher, tmp_path: Path) -> None:
     # GIVEN R busy in fib() under middle() under outer()
     run = r_launcher.start("busy.R", "120")
-    # WHEN xrtop dumps where it is
-    dumped = run_xrtop("dump", str(run.pid))
-    # THEN it names R's version, the PID and the chain, innermost first
-    assert dumped.returncode == 0, dumped.stderr
-    assert dumped.stdout.startswith("R 4.") and f"PID {run.pid}" in dumped.stdout
-    assert {"fib", "middle", "outer"} <= set(dumped.stdout.split())
+    # WHEN xrtop dumps where it is (a few times: busy.R spends a sliver of its time in its
+    # loop's condition, at top level, where no function of the chain runs)
+    dumps = [run_xrtop("dump", str(run.pid)) for _ in range(3)]
+    # THEN each names R's version and the PID, and the chain shows (innermost first)
+    for dumped in dumps:
+        assert dumped.returncode == 0, dumped.stderr
+        assert dumped.stdout.startswith("R 4.") and f"PID {run.pid}" in dumped.stdout
+    assert any({"fib", "middle", "outer"} <= set(d.stdout.split()) for d in dumps), dumps
     # WHEN it records a second into a file
     path = tmp_path / "smoke.out"
     recorded = run_xrtop("record", "-p", str(run.pid), "-d", "1", "-o", str(path))
