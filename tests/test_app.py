@@ -26,6 +26,7 @@ from sampler.rprof import read_rprof
 from sampler.thread import State
 from widgets.call_tree import CallTreeView
 from widgets.hot_table import HotTable
+from widgets.status import StatusHeader
 from xrtop.app import KEYS
 from xrtop.app import XrtopApp
 from xrtop.live import run_live
@@ -175,9 +176,12 @@ async def test_filter_as_you_type_and_escape_clears() -> None:
         await pilot.press("2")  # the tree shows only paths to matches
         labels = {app.tree_view.calltree.key[n] for n in app.tree_view.keys}  # type: ignore[union-attr]
         assert "fib" in labels and "simulate" not in labels
+        status = app.query_one(StatusHeader)
+        assert status.status is not None and status.status.filter_text == "fib"
         await pilot.press("1", "escape")
         assert app.model.view_state.needle == ""
         assert len(table.keys) > 5
+        assert status.status.filter_text == "", "the header no longer names the filter"
 
 
 async def test_help_screen_lists_every_key() -> None:

@@ -447,8 +447,9 @@ class XrtopApp(App[int]):
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self.model.set_filter(event.value)
-        self._redraw()
+        # Unchanged after escape (which cleared the filter itself) or a typed space.
+        if self.model.set_filter(event.value):
+            self._redraw()
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self, event: Input.Submitted) -> None:
@@ -463,8 +464,7 @@ class XrtopApp(App[int]):
             box.value = ""
             box.display = False
             self.model.set_filter("")
-            self.model.dirty = True
-            self._show_view()
+            self._redraw()
             self._focus_view()
 
     def action_help(self) -> None:
