@@ -2,11 +2,15 @@
 with 500,000 samples of 50,000 distinct stacks, against the goal of 100 ms.
 
 A headless `XrtopApp` (Textual's test driver) over bench/ui_bench.py's synthetic source;
-for each key, the time from pressing it until the app has handled it and redrawn (Pilot's
-press and pause; animations off): switching views, sorting the Top view, typing a filter,
-the window, and (no goal) by-line aggregation, which re-aggregates every sample. Wall time
-and this process's CPU time are both shown: on a busy machine the CPU time is what the key
-costs, the wall time what a user on that machine would wait.
+for each key (animations off): switching views, sorting the Top view, typing a filter, the
+window, and (no goal) by-line aggregation, which re-aggregates every sample. Per key:
+
+- drawn: from the key's press until the app finished the last screen update the key caused
+  (the frame a terminal would then be sent), which is what a user waits for; the goal;
+- CPU: this process's CPU time for the key: on a busy machine, what the key costs;
+- driver: until Textual's test driver saw the app idle (its press and pause). The driver
+  polls for idleness, so this adds a wait of its own that the user never sees: the line
+  "a key that does nothing" shows it.
 
 Usage: python bench/ui_big.py [--samples N] [--stacks N] [--functions N] [--rounds N]
 """
@@ -24,6 +28,8 @@ from collections import defaultdict
 # content does not (it is drawn at once).
 os.environ["TEXTUAL_ANIMATIONS"] = "none"
 
+from rich.console import RenderableType
+from textual.screen import Screen
 from ui_bench import SyntheticSource
 
 from xrtop.app import XrtopApp
@@ -37,8 +43,17 @@ async def main(args: argparse.Namespace) -> int:
     source.feed(args.samples)
     made = time.perf_counter() - began
     app = XrtopApp(source, refresh_s=3600)  # no timer refreshes: only the keys' own work
-    times: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    times: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     async with app.run_test(size=(160, 50)) as pilot:
+        frames = [0.0]  # when the app last finished a screen update
+        display = app._display
+
+        def record_frame(screen: Screen[object], update: RenderableType | None) -> None:
+            if update is not None:
+                frames[0] = time.perf_counter()
+            display(screen, update)
+
+        app._display = record_frame  # type: ignore[method-assign]
         began = time.perf_counter()
         await pilot.pause()
         first = time.perf_counter() - began
@@ -53,10 +68,12 @@ async def main(args: argparse.Namespace) -> int:
                 began, cpu = time.perf_counter(), time.process_time()
                 await pilot.press(key)
                 await pilot.pause()
-                wall = time.perf_counter() - began
-                times[group].append((wall, time.process_time() - cpu))
+                driver = time.perf_counter() - began
+                drawn = frames[0] - began if frames[0] > began else 0.0
+                times[group].append((drawn, time.process_time() - cpu, driver))
 
         for _ in range(args.rounds):
+            await timed("a key that does nothing (no goal)", "x", "x")
             await timed("switch view (1 2 3)", "2", "3", "1")
             await timed("sort the Top view (< > I o t n)", "less_than_sign", "greater_than_sign")
             await timed("sort the Top view (< > I o t n)", "I", "I", "t", "n", "o")
@@ -67,21 +84,18 @@ async def main(args: argparse.Namespace) -> int:
             await timed("window (w: 10 s, 60 s, cumulative)", "w", "w", "w")
             await timed("tree view, window", "2", "w", "w", "w", "1")
         await timed("by line (l), no goal: re-aggregates all", "l", "l")
-    print(f"{'key':<44} {'wall ms: median':>15} {'max':>6} {'CPU ms: median':>15} {'max':>6}")
+    print(f"{'key (ms: median, max)':<44} {'drawn':>13} {'CPU':>13} {'driver':>13}")
     missed = 0
     for group, values in times.items():
-        wall = [w * 1000 for w, _ in values]
-        cpu = [c * 1000 for _, c in values]
+        columns = [[v[i] * 1000 for v in values] for i in range(3)]
         no_goal = "no goal" in group
-        met = max(wall) <= GOAL_MS
+        met = max(columns[0]) <= GOAL_MS
         missed += 0 if met or no_goal else 1
         verdict = "-" if no_goal else ("ok" if met else "MISSED")
-        print(
-            f"{group:<44} {statistics.median(wall):15.1f} {max(wall):6.1f} "
-            f"{statistics.median(cpu):15.1f} {max(cpu):6.1f}  {verdict}"
-        )
+        cells = " ".join(f"{statistics.median(c):6.1f} {max(c):6.1f}" for c in columns)
+        print(f"{group:<44} {cells}  {verdict}")
     print(
-        f"Goal of issue #27 (every key within {GOAL_MS:.0f} ms, wall): "
+        f"Goal of issue #27 (every key drawn within {GOAL_MS:.0f} ms): "
         f"{'ok' if not missed else 'MISSED'}; load average {os.getloadavg()[0]:.2f}"
     )
     return 0

@@ -27,6 +27,7 @@ from sampler.rprof import read_rprof
 from sampler.thread import State
 from widgets.call_tree import CallTreeView
 from widgets.hot_table import HotTable
+from widgets.status import StatusHeader
 from xrtop.app import KEYS
 from xrtop.app import XrtopApp
 from xrtop.live import run_live
@@ -178,9 +179,12 @@ async def test_filter_as_you_type_and_escape_clears() -> None:
         assert tree is not None
         labels = {tree.key[cast(int, node)] for node in app.tree_view.keys}
         assert "fib" in labels and "simulate" not in labels
+        status = app.query_one(StatusHeader)
+        assert status.status is not None and status.status.filter_text == "fib"
         await pilot.press("1", "escape")
         assert app.model.view_state.needle == ""
         assert len(table.keys) > 5
+        assert status.status.filter_text == "", "the header no longer names the filter"
 
 
 async def test_help_screen_lists_every_key() -> None:

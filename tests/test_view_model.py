@@ -131,9 +131,12 @@ def test_toggles_while_paused_recount_the_frozen_samples() -> None:
 def test_filter_is_stripped_and_shown_in_the_status() -> None:
     _, model = model_of((FIB, 1))
     model.dirty = False
-    model.set_filter("  fib ")
+    assert model.set_filter("  fib ")
     assert model.view_state.needle == "fib" and model.dirty
     assert model.status().filter_text == "fib"
+    model.dirty = False
+    assert not model.set_filter("fib  "), "the same filter: nothing to redraw"
+    assert not model.dirty
 
 
 def test_seconds_per_sample_follows_the_sample_times() -> None:

@@ -546,14 +546,15 @@ class FlameView(Widget, can_focus=True):
         for cell in self.rows[depth]:
             if cell.x > x:
                 segments.append(Segment(" " * (cell.x - x), blank))
-            segments.extend(self._cell_segments(cell))
+            segments.extend(self._cell_segments(cell, blank))
             x = cell.x + cell.width
         if x < width:
             segments.append(Segment(" " * (width - x), blank))
         return Strip(segments, width)
 
-    def _cell_segments(self, cell: Cell) -> list[Segment]:
-        """A cell: its name cut to fit on its colour, and one blank column at its right
+    def _cell_segments(self, cell: Cell, blank: Style) -> list[Segment]:
+        """A cell: its name cut to fit on its colour, and one blank column (in `blank`, the
+        widget's own style, worked out once per line: it walks every ancestor) at its right
         edge when it is wide enough, so that neighbours of one colour stay apart."""
         tree = self.calltree
         assert tree is not None
@@ -568,7 +569,7 @@ class FlameView(Widget, can_focus=True):
         text = fit(self.label(cell.node), inner, right=False) if inner > 1 else " " * inner
         segments = [Segment(text, style)]
         if inner < cell.width:
-            segments.append(Segment(" ", self.rich_style))
+            segments.append(Segment(" ", blank))
         return segments
 
 

@@ -32,7 +32,6 @@ from textual.binding import Binding
 from textual.binding import BindingType
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer
 from textual.widgets import Input
 from textual.widgets import Static
 from textual.widgets import TabbedContent
@@ -43,6 +42,7 @@ from sampler.errors import XrtopError
 from sampler.thread import State
 from widgets.call_tree import CallTreeView
 from widgets.flame import FlameView
+from widgets.footer import KeysFooter
 from widgets.format import fmt_bytes
 from widgets.hot_table import HotTable
 from widgets.now_view import NowView
@@ -195,7 +195,7 @@ class XrtopApp(App[int]):
         yield Input(
             placeholder=f"filter: {self.FILTER_MATCHES} (enter keeps, escape clears)", id="filter"
         )
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         """Start refreshing; with no source, open the picker."""
@@ -447,8 +447,9 @@ class XrtopApp(App[int]):
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self.model.set_filter(event.value)
-        self._redraw()
+        # Unchanged after escape (which cleared the filter itself) or a typed space.
+        if self.model.set_filter(event.value):
+            self._redraw()
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self, event: Input.Submitted) -> None:
@@ -463,8 +464,7 @@ class XrtopApp(App[int]):
             box.value = ""
             box.display = False
             self.model.set_filter("")
-            self.model.dirty = True
-            self._show_view()
+            self._redraw()
             self._focus_view()
 
     def action_help(self) -> None:

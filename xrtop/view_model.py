@@ -189,10 +189,15 @@ class ViewModel:
         self.dirty = True
         self.tree_reset = False
 
-    def set_filter(self, needle: str) -> None:
-        """Show only rows (and tree paths) matching `needle` ("" : all)."""
-        self.view_state.needle = needle.strip()
+    def set_filter(self, needle: str) -> bool:
+        """Show only rows (and tree paths) matching `needle` ("" : all); whether that changed
+        the filter (when not, nothing needs drawing again)."""
+        needle = needle.strip()
+        if needle == self.view_state.needle:
+            return False
+        self.view_state.needle = needle
         self.dirty = True
+        return True
 
     def unsaved(self, saved_count: int) -> bool:
         """Whether quitting would lose samples: live, some taken since reset, none of
