@@ -53,7 +53,7 @@ async def main(args: argparse.Namespace) -> int:
                 frames[0] = time.perf_counter()
             display(screen, update)
 
-        app._display = record_frame  # type: ignore[method-assign]
+        app._display = record_frame  # type: ignore[method-assign,assignment]
         began = time.perf_counter()
         await pilot.pause()
         first = time.perf_counter() - began
