@@ -7,22 +7,24 @@ interpreter also allocates contexts on R's node stack (`BCNALLOC_CNTXT` in eval.
 contexts in every version, closure calls made from byte code from 4.4), always between its
 base and `R_BCNodeStackTop`. The one context outside both is `R_Toplevel` (a static in
 libR's .bss), the outermost. So while R is stopped a sample copies, with one
-`process_vm_readv`: R's globals, `R_Toplevel`, the C stack from the stack pointer up, and
-on R >= 4.4 the used node stack; it follows the chain through that copy (more of either
-stack is read when the chain leads there, up to a cap), and copies the call cells of the
-function contexts in a second read (and the rare non-symbol heads in a third). Then R runs
-on and the copy is decoded and named (sampler.chain, sampler.framenames).
+`process_vm_readv`: R's globals, `R_Toplevel` (once known), the C stack from the stack
+pointer up, and on R >= 4.4 the top of the used node stack (a loop context there before
+4.4 is read on the spot by the decoder); it follows the chain through that copy (more of
+either stack is read when the chain leads there, up to a cap), and copies the call cells
+of the function contexts in a second read (and non-symbol heads not named yet in a third).
+Then R runs on and the copy is decoded and named (sampler.chain, sampler.framenames).
 
 What may change once R runs, and what not: the contexts themselves (stack memory, reused
 by the next call) and the call objects of frames that return (S3 dispatch makes a fresh
 call per dispatch: it is garbage once the method returns) can change at any time, so both
 are copied while stopped; symbols and their names never change nor die (R never collects
-a symbol), so naming one after resuming is sound. Nothing read while stopped is
-validated, it needs no validation: it is the stack of that instant.
+a symbol), so naming one after resuming is sound, and nothing else is read after resuming.
+What is validated, while stopped: that the chain lies wholly in the copy (else the decoder
+reads the rest before R runs on), and that a reused outer chain is the same activation.
 
-Very deep recursion (a C-stack chain beyond `_C_CAP_TOTAL`) is not copied whole: the walk
-stops at the first context outside the copy, and when that context is still the same
-activation as at the last sample (`OuterChain`) the frames outside are the last sample's.
+Very deep recursion (a chain beyond the caps) is not copied whole: the walk stops at the
+first context outside the first copy, and when that context is still the same activation
+as at the last sample (`OuterChain`) the frames from there out are the last sample's.
 """
 
 from __future__ import annotations
@@ -92,7 +94,10 @@ class OuterChain:
     Sound to reuse when the context where the copy ends is the same activation as then:
     an activation's environment (cloenv) is new per call and cannot be collected while the
     activation lives, and while it lives none of its callers can return, so the contexts
-    from it outward, their calls and the symbols they name are all unchanged.
+    from it outward, their calls and the symbols they name are all unchanged. Identity is
+    the context's links (next context, flag) and its promargs, callfun, sysparent, call and
+    cloenv; the residual risk is a new activation at the same address whose environment
+    and promise list the GC happened to place where the old ones were.
     """
 
     def __init__(self) -> None:
