@@ -19,8 +19,9 @@ runs of separate processes differ by a few per cent among themselves, more than 
   the Textual app costs on top of sampling;
 - xrtop at 100 and 1000 Hz and its live view with R and xrtop bound to one CPU, as on a
   one-CPU machine or container, where xrtop's work is taken from R's CPU time;
-- any other profiler given as a command template (`--other 'xrprof -p {pid} -F {hz} -o {out}'`,
-  skipped with a note when its program is not installed).
+- any other profiler given as a command template (`--other 'xrprof -p {pid} -F {hz}'`: without
+  `{out}` its standard output is taken as its profile, as xrprof writes it; a last line cut
+  off when it is stopped is dropped), skipped with a note when its program is not installed.
 
 Per configuration it reports: slowdown (for each profiled window, the mean throughput of
 the unprofiled windows either side of it / its throughput; the mean of those, with its
@@ -875,7 +876,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="TEMPLATE",
         help="another profiler's command; {pid} {hz} {out} {seconds} are filled in; "
-        "without {out} its standard output is its profile, e.g. 'xrprof -F {hz} {pid}'",
+        "without {out} its standard output is its profile, e.g. 'xrprof -p {pid} -F {hz}'",
     )
     parser.add_argument(
         "--no-perf",
