@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -163,6 +164,7 @@ def main() -> int:
         finally:
             if psutil.pid_exists(pid):
                 os.kill(pid, signal.SIGTERM)
+            shutil.rmtree(progress.parent, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
