@@ -124,11 +124,15 @@ test: lint typecheck pytest pythons
 test-quick: $(STAMP)
 	$(BIN)/pytest -m "not live"
 
+# The span A/B runs on the newest lab R when there is one (spans are used from R 4.4).
+SPAN_SUITE ?= $(if $(wildcard /opt/rlab/sid/usr/lib/R/bin/exec/R),sid,host)
+
 bench: $(STAMP) r
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/big_files.py
 	$(BIN)/python bench/ui_big.py
 	$(BIN)/python bench/ui_bench.py
+	$(BIN)/python bench/span_cost.py --suite $(SPAN_SUITE)
 
 screenshots: $(STAMP) r
 	$(BIN)/python -m xrtop.screenshots screenshots

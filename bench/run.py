@@ -19,8 +19,9 @@ runs of separate processes differ by a few per cent among themselves, more than 
   the Textual app costs on top of sampling;
 - xrtop at 100 and 1000 Hz and its live view with R and xrtop bound to one CPU, as on a
   one-CPU machine or container, where xrtop's work is taken from R's CPU time;
-- any other profiler given as a command template (`--other 'xrprof -p {pid} -F {hz} -o {out}'`,
-  skipped with a note when its program is not installed).
+- any other profiler given as a command template (`--other 'xrprof -p {pid} -F {hz}'`: without
+  `{out}` its standard output is taken as its profile, as xrprof writes it; a last line cut
+  off when it is stopped is dropped), skipped with a note when its program is not installed.
 
 Per configuration it reports: slowdown (for each profiled window, the mean throughput of
 the unprofiled windows either side of it / its throughput; the mean of those, with its
@@ -71,7 +72,7 @@ sys.path.insert(0, str(ROOT))
 
 from sampler.idlepoll import CPU_LATENCY_DEVICE  # noqa: E402
 from sampler.idlepoll import IdlePolling  # noqa: E402
-from sampler.rprof import read_rprof  # noqa: E402
+from sampler.rprof import parse_rprof  # noqa: E402
 
 WORKLOAD = ROOT / "bench" / "workload.R"
 #: The CPU the one-CPU rows bind R and the profiler to.
@@ -236,7 +237,11 @@ def window_stats(
 
 def count_shares(path: Path) -> tuple[int, int, int]:
     """(samples in work_a, samples in work_b, all samples) of an Rprof.out file."""
-    profile = read_rprof(path)
+    # A profiler stopped by a signal may leave its last line cut off: it is not a sample.
+    text = path.read_text(errors="replace")
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    profile = parse_rprof(text, str(path))
     a = b = 0
     for stack in profile.stacks:
         names = set(stack.names)
@@ -329,7 +334,11 @@ def attach_profiler(config: Config, pid: int, base: Path, seconds: float, switch
         cmd = shlex.split(
             config.template.format(pid=pid, hz=f"{config.hz:g}", out=out, seconds=seconds + 1)
         )
-        attached.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Without {out} in its template, the profiler writes its profile to standard
+        # output (as xrprof does): that becomes the window's output file.
+        to_file = "{out}" not in config.template
+        with open(out if to_file else os.devnull, "wb") as stdout:
+            attached.proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE)
         time.sleep(0.5 - ATTACHED_SETTLE)
     time.sleep(ATTACHED_SETTLE)
     return attached
@@ -870,8 +879,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="TEMPLATE",
-        help="another profiler's command; {pid} {hz} {out} {seconds} are filled in, "
-        "e.g. 'xrprof -p {pid} -F {hz} -o {out}'",
+        help="another profiler's command; {pid} {hz} {out} {seconds} are filled in; "
+        "without {out} its standard output is its profile, e.g. 'xrprof -p {pid} -F {hz}'",
     )
     parser.add_argument(
         "--no-perf",

@@ -43,6 +43,18 @@ _RESUME_TAKES_AT_MOST = 0.0002
 # a quarter of a millisecond, well within a sample's period even at 1000 Hz, and a moment
 # represented by one a little later biases a profile less than a moment left out.
 _TORN_TRIES = 8
+#: The R from which a stopped sample copies spans of R's stacks (sampler.spans) rather
+#: than the snapshot plan. From R 4.4 closure calls from byte code keep their contexts on
+#: R's node stack, under 100 bytes of C stack apart, so a span holds little but contexts;
+#: before, each R call takes 6-20 KB of C stack, and a 37-frame loop's span (~0.5 MB) took
+#: 243 us per stop against 87 us for the plan, which also recognises the stacks seen lately
+#: (bench/span_cost.py, host R 4.2).
+SPANS_PAY_FROM = (4, 4)
+#: While spans are copied, the plan is tried again every this many samples, if the last
+#: stack had at most _PLAN_PROBE_DEPTH contexts (a miss reads each context the plan lacks:
+#: 35 ms at 2,500 frames on R 4.6).
+_PLAN_PROBE_EVERY = 50
+_PLAN_PROBE_DEPTH = 200
 
 
 class StoppedCapture:
@@ -65,6 +77,12 @@ class StoppedCapture:
         self.reader = reader
         self.idle_polling = idle_polling or IdlePolling(None)
         self.stop_times = stop_times if stop_times is not None else array("f")
+        # Whether span snapshots work here (they need the registers), and how often the
+        # plan missed lately (a decaying count, see `_plan_holds`).
+        self._spans_work = True
+        self._plan_misses = 0.0
+        self._since_probe = 0
+        self._last_contexts = 0
 
     def sample(self) -> tuple[Stack, float]:
         """One sample, and the seconds the target was stopped for it.
@@ -76,11 +94,19 @@ class StoppedCapture:
         moment either way.
         """
         reader, tracer = self.reader, self.tracer
-        reader.warm()
-        # Registers only tell whether R waited in a system call (idle): not worth a
-        # system call in the stop when /proc says R runs right now (`running()`).
-        regs = not tracer.running()
-        (got, raw), have_regs, stopped = self.while_stopped(self._snapshot, regs)
+        spans = reader.spans is not None and self._spans_work and reader.version >= SPANS_PAY_FROM
+        if spans and not self._plan_holds():
+            # The registers come first: the stack pointer bounds the C-stack span.
+            regs = True
+            (got, raw, have_regs), _, stopped = self.while_stopped(self._span_snapshot, False)
+        else:
+            reader.warm()
+            # Registers only tell whether R waited in a system call (idle): not worth a
+            # system call in the stop when /proc says R runs right now (`running()`).
+            regs = not tracer.running()
+            (got, raw), have_regs, stopped = self.while_stopped(self._snapshot, regs)
+            if spans:
+                self._plan_misses = 0.9 * self._plan_misses + (raw is not None)
         if raw is None:
             raw = reader.decode_snapshot(got)
         if raw is None:
@@ -88,6 +114,7 @@ class StoppedCapture:
             captured, have_regs, again = self.while_stopped(reader.capture, regs)
             raw, stopped = captured, stopped + again
         raw.idle = have_regs and tracer.was_in_syscall()
+        self._last_contexts = raw.contexts
         self.stop_times.append(stopped)
         return reader.finish(raw), stopped
 
@@ -116,6 +143,31 @@ class StoppedCapture:
         finally:
             polling.off()
         return result, have_regs, stopped
+
+    def _plan_holds(self) -> bool:
+        """Whether this sample reads the snapshot plan rather than spans: while the plan
+        held nearly every recent stack (a loop's, recognised), it costs least; once it
+        misses (about one sample in ten), spans do, and every _PLAN_PROBE_EVERY-th sample
+        tries the plan again, so that a loop that starts is noticed (its misses teach the
+        plan the loop's stacks), unless the last stack was too deep for a miss to be cheap."""
+        if self._plan_misses < 1.0:
+            return True
+        self._since_probe += 1
+        if self._since_probe < _PLAN_PROBE_EVERY or self._last_contexts > _PLAN_PROBE_DEPTH:
+            return False
+        self._since_probe = 0
+        self._plan_misses = 0.5  # one more miss and spans take over again
+        return True
+
+    def _span_snapshot(self) -> tuple[int, RawSample | None, bool]:
+        """`_snapshot` as spans (`StackReader.snapshot_at`), and whether the registers were
+        saved. Call while the target is stopped."""
+        reader = self.reader
+        if not self.tracer.save_registers():
+            self._spans_work = False  # no registers here: snapshots by plan from now on
+            return (*self._snapshot(), False)
+        got = reader.snapshot_at(self.tracer.stack_pointer())
+        return got, None if reader.snapshot_complete(got) else reader.decode_stopped(got), True
 
     def _snapshot(self) -> tuple[int, RawSample | None]:
         """The snapshot's byte count, and the sample decoded now if the snapshot lacks

@@ -206,10 +206,12 @@ class ChainDecoder:
         extra: dict[Address, tuple[Bytes, int]],
         live: bool,
         stride: int,
+        until: Address = 0,
     ) -> tuple[list[Address], list[_FrameContext]]:
-        """The chain from context `first`, innermost first, and its function contexts.
-        With `live`, contexts the snapshot lacks are read now (with the ones `stride`
-        above each, into `extra`); without, that is a SnapshotMiss."""
+        """The chain from context `first` (up to the one at `until`, exclusive, when
+        given), innermost first, and its function contexts. With `live`, contexts the
+        snapshot lacks are read now (with the ones `stride` above each, into `extra`);
+        without, that is a SnapshotMiss."""
         # The lookups below are `finder()` written out: this loop runs once per frame of
         # every sample walked.
         buf, offset_of, locate = plan.buffer, plan.offsets.get, plan.locate
@@ -219,7 +221,7 @@ class ChainDecoder:
         chain: list[Address] = []
         seen: set[Address] = set()
         address = first
-        while address:
+        while address and address != until:
             if address in seen or len(chain) >= MAX_DEPTH:
                 raise TornSampleError("the context chain loops or is implausibly deep")
             seen.add(address)

@@ -72,7 +72,7 @@ _INTERRUPT_STOP = (PTRACE_EVENT_STOP << 16) | (signal.SIGTRAP << 8) | 0x7F
 
 # x86_64 `struct user_regs_struct`: 27 unsigned longs; rax is #10, orig_rax #15.
 _X86_REGS = struct.Struct("<27Q")
-_RAX, _ORIG_RAX = 10, 15
+_RAX, _ORIG_RAX, _RSP = 10, 15, 19
 _U64 = struct.Struct("<Q")
 # Kernel-internal restart codes a syscall returns when a stop interrupts it while it blocks.
 _RESTART_CODES = frozenset({512, 513, 514, 516, errno.EINTR})
@@ -313,6 +313,10 @@ class Tracer:
         except OSError:
             return False
         return True
+
+    def stack_pointer(self) -> int:
+        """The stack pointer in the last saved registers."""
+        return int(_U64.unpack_from(self._regs, _RSP * 8)[0])
 
     def was_in_syscall(self) -> bool:
         """Whether the thread was waiting in a system call, by the last saved registers."""

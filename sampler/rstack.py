@@ -35,6 +35,7 @@ from sampler.procmem import ScatterPlan
 from sampler.sexp import I32
 from sampler.sexp import U64
 from sampler.snapplan import SnapshotPlanner
+from sampler.spans import SpanPlan
 from sampler.srcref import SrcrefReader
 from sampler.symbols import RBinary
 
@@ -118,6 +119,13 @@ class StackReader:
         self.warmed = 0
         #: Reads source lines when set (`sampler.target.Target.set_lines`); None: no lines.
         self.lines: SrcrefReader | None = None
+        #: Copies a stopped sample as spans of R's stacks (`snapshot_at`); None: R does not
+        #: say where they are (set by `sampler.target.attach`).
+        self.spans: SpanPlan | None = None
+
+    def globals_span(self) -> tuple[Address, int]:
+        """The span of R's globals a snapshot reads first (R_GlobalContext and the GC flag)."""
+        return self._globals_span or (self.global_context, 8)
 
     def symbol_name(self, symbol: Address) -> str:
         """The name of the symbol at `symbol` (read once, then cached)."""
@@ -144,6 +152,15 @@ class StackReader:
         Returns the byte count to pass to `decode_snapshot()` once the target runs again.
         """
         return self._read_plan()
+
+    def snapshot_at(self, sp: Address) -> int:
+        """Copy the whole stack as spans (`sampler.spans`), R stopped with stack pointer
+        `sp`. Call while stopped; returns the byte count for `decode_snapshot()`."""
+        spans = self.spans
+        assert spans is not None
+        self._snapped = spans
+        self._recognised_in_snapshot = None
+        return spans.copy(sp)
 
     def warm(self) -> None:
         """Run `snapshot()` and `snapshot_complete()` once while the target runs, discarding
@@ -179,6 +196,9 @@ class StackReader:
         plan = self._snapped
         if plan is None or self.validate or self.lines is not None:
             return False  # lines need reads that follow the chain: decode while stopped
+        spans = self.spans
+        if spans is not None and plan is spans:
+            return spans.complete  # checked by the copy itself
         links = self._snapped_links  # (`_find_known` written out: once per sample, stopped)
         if links is not None:
             same = self._recognised_in_snapshot = self._known.find(plan, links, got)
@@ -231,7 +251,7 @@ class StackReader:
         """
         if self.validate or self._snapped is None:
             return None
-        if self.lines is None:
+        if self.lines is None and self._snapped is not self.spans:
             same = self._recognised_in_snapshot or self._find_known(self._snapped, got)
             if same is not None:
                 return self._same_sample(same)
@@ -259,6 +279,8 @@ class StackReader:
         """
         plan = self._snapped
         assert plan is not None
+        if plan is self.spans:
+            return self._decode_spans(got, live)
         decoder, planner, lines = self._decoder, self._planner, self.lines
         # Bytes read in this stop beyond the snapshot (live only), by address.
         extra: dict[Address, tuple[Bytes, int]] = {}
@@ -291,6 +313,52 @@ class StackReader:
                 planner.samples,
             )
         planner.remember(chain, cells, lines, live=live)
+        return sample
+
+    def _decode_spans(self, got: int, live: bool) -> RawSample:
+        """`_decode` for a span copy: no plan to learn, no known stacks to keep (a span
+        copy costs the same for a stack never seen before)."""
+        spans = self.spans
+        assert spans is not None
+        decoder, lines = self._decoder, self.lines
+        extra: dict[Address, tuple[Bytes, int]] = {}
+        at = decoder.finder(spans, got, extra)
+        first, in_gc = decoder.head(at, live)
+        self.last_head = first
+        sample = RawSample(gc=in_gc, head=first)
+        if not first:
+            return sample
+        outer = spans.outer
+        # Beyond the copy, the same activation as at the last sample: its frames and all
+        # outer ones are the last sample's (`sampler.spans.OuterChain`).
+        until = spans.left_at if spans.outer_same and lines is None else 0
+        # Else with `live` (stopped), a chain that left the copy is read on, and what lies
+        # beyond is remembered for the next sample.
+        remember = bool(live and spans.left_at and not until and spans.left_identity)
+        split = until or (spans.left_at if remember else 0)
+        chain, frame_contexts = decoder.walk(spans, got, first, extra, live, 0, split)
+        if self.validate:
+            decoder.check_closures(frame_contexts)
+        calls = [context[1] for context in frame_contexts]
+        sample.frames = decoder.frames(spans, got, calls, extra, live)[0]
+        if until:
+            sample.frames += outer.frames
+            sample.contexts = len(chain) + outer.contexts
+            return sample
+        if split:
+            beyond, frame_contexts = decoder.walk(spans, got, split, extra, live, 0)
+            if self.validate:
+                decoder.check_closures(frame_contexts)
+            calls = [context[1] for context in frame_contexts]
+            outer.frames = decoder.frames(spans, got, calls, extra, live)[0]
+            outer.address, outer.identity = split, spans.left_identity
+            outer.contexts = len(beyond)
+            sample.frames += outer.frames
+            chain += beyond
+        sample.contexts = len(chain)
+        spans.toplevel = chain[-1]  # the outermost context is always R_Toplevel
+        if lines is not None:
+            sample.lines = decoder.capture_lines(lines, chain, at, live)
         return sample
 
     def finish(self, raw: RawSample) -> Stack:

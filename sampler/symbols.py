@@ -40,6 +40,9 @@ WANTED_SYMBOLS = (
     "R_GlobalEnv",
     "R_BaseEnv",
     "R_interrupts_suspended",
+    "R_CStackStart",
+    "R_BCNodeStackTop",
+    "R_BCNodeStackEnd",
 )
 _MAPS_LINE = re.compile(
     r"^(?P<start>[0-9a-f]+)-(?P<end>[0-9a-f]+) (?P<perms>\S+) (?P<offset>[0-9a-f]+) "

@@ -38,6 +38,8 @@ from sampler.procstat import EXITED_STATES
 from sampler.procstat import PF_KTHREAD
 from sampler.procstat import read_stat
 from sampler.rstack import StackReader
+from sampler.spans import SpanPlan
+from sampler.spans import span_bounds
 from sampler.srcref import SrcrefReader
 from sampler.symbols import RBinary
 from sampler.symbols import load_r_binary
@@ -318,6 +320,11 @@ def attach(pid: int, *, force_version: str | None = None, validate_each: bool = 
         if err.kind == "permission":
             raise permission_error(pid, "cannot read the memory of") from None
         raise NoSuchProcessError(f"process {pid} went away while attaching ({err})") from None
+    bounds = span_bounds(pid, binary.symbols, read_pointer, version[:2], reader.globals_span())
+    if bounds is not None:
+        reader.spans = SpanPlan(
+            pid, bounds, layout, version[:2], reader.namer.names, reader.namer.compound_names
+        )
     return Target(
         info, binary, version, source, layout, memory, reader, gc_flag is not None, hidden
     )

@@ -100,6 +100,9 @@ def test_the_profiling_bench_measures_every_configuration(tmp_path: Path) -> Non
             "1",
             "--json",
             str(report),
+            # a profiler whose profile is its standard output (xrprof is not installed here)
+            "--other",
+            f"{sys.executable} {Path(__file__).parent / 'fake_stdout_profiler.py'} {{hz}}",
         ],
         capture_output=True,
         text=True,
@@ -116,6 +119,8 @@ def test_the_profiling_bench_measures_every_configuration(tmp_path: Path) -> Non
     assert kinds == [
         ("live", 100.0, False, True, False),
         ("live", 100.0, False, True, True),
+        ("other", 100.0, False, True, False),
+        ("other", 1000.0, False, True, False),
         ("rprof", 100.0, False, True, False),
         ("rprof", 1000.0, False, True, False),
         ("xrtop", 100.0, False, True, False),

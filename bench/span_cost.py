@@ -1,0 +1,174 @@
+"""A/B of the two ways a stopped sample copies R's stack, on one R process per workload:
+spans of R's stacks (sampler.spans, the default) vs the snapshot plan with recognition of
+stacks seen lately (sampler.snapplan, sampler.knownstacks; the sampler before spans).
+
+Usage: .venv/bin/python bench/span_cost.py [--workloads loop,varied,deep] [--hz 100,1000]
+       [--seconds 4] [--rounds 3] [--suite host|LAB_SUITE]
+
+Workloads: loop (bench/workload.R at 37 frames: few stacks, repeating), varied
+(tests/r/varied.R: seeded random call trees 10-40 deep over many base R functions, stacks
+that rarely repeat) and deep (tests/r/deep.R: recursion beyond the spans copied, 300 frames
+before R 4.4, 2,500 from 4.4, the same stack sample after sample). Each round runs, in a
+rotating order, an unprofiled window and one window per sampler and rate. Per sampler and
+rate it reports the stops (median, p99; the sampler's own accounting), the slowdown (R's
+throughput in the unprofiled windows / in the profiled ones, rounds counted by the workload
+itself) and this process's CPU while sampling (% of one core). Numbers are ratios measured
+in one run: run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RLAB = Path(os.environ.get("XRTOP_LAB", "/work/shared/lab"))
+RLAB_ROOT = Path("/opt/rlab")
+sys.path.insert(0, str(ROOT))
+
+from sampler.model import SampleLog  # noqa: E402
+from sampler.spans import SpanPlan  # noqa: E402
+from sampler.target import Target  # noqa: E402
+from sampler.target import attach  # noqa: E402
+from sampler.thread import SamplerThread  # noqa: E402
+
+SCRIPTS = {
+    "loop": (ROOT / "bench" / "workload.R", ["37", "{seconds}", "{progress}", "{stop}"]),
+    "varied": (ROOT / "tests" / "r" / "varied.R", ["{seconds}"]),
+    "deep": (ROOT / "tests" / "r" / "deep.R", ["{seconds}"]),
+}
+
+
+def start(suite: str, workload: str, seconds: float) -> tuple[int, Path, Path]:
+    """Start `workload` on the host's R or a lab suite's; return R's PID, the file it
+    writes its progress to and the file that stops it (as seen from here)."""
+    script, args = SCRIPTS[workload]
+    root = Path("/") if suite == "host" else RLAB_ROOT / suite
+    inner = Path(tempfile.mkdtemp(prefix="xrtop-span-cost-", dir=root / "tmp"))
+    files = {n: inner / f"{workload}.{n}" for n in ("ready", "progress", "stop")}
+    seen = {n: "/" + str(p.relative_to(root)) for n, p in files.items()}
+    argv = [a.format(seconds=seconds, progress=seen["progress"], stop=seen["stop"]) for a in args]
+    if suite == "host":
+        env = {**os.environ, "XRTOP_READY": seen["ready"], "XRTOP_PROGRESS": seen["progress"]}
+        subprocess.Popen(["Rscript", str(script), *argv], env=env, stdout=subprocess.DEVNULL)
+    else:
+        env = {
+            **os.environ,
+            "RLAB_PASS_XRTOP_READY": seen["ready"],
+            "RLAB_PASS_XRTOP_PROGRESS": seen["progress"],
+        }
+        lab = [str(RLAB / "rlab-run"), suite, str(script), *argv]
+        subprocess.run(lab, env=env, check=True, capture_output=True)
+    deadline = time.time() + 60
+    ready = files["ready"]
+    while not (ready.exists() and ready.read_text().strip()):
+        if time.time() > deadline:
+            raise SystemExit(f"span_cost: {workload} did not start")
+        time.sleep(0.05)
+    return int(ready.read_text().split()[0]), files["progress"], files["stop"]
+
+
+def units(progress: Path, began: float, ended: float) -> float:
+    """Work the workload finished between two times (its lines: END_TIME UNITS ...)."""
+    done = 0.0
+    for line in progress.read_text().splitlines():
+        fields = line.split()
+        try:
+            end, count = float(fields[0]), float(fields[1])
+        except (IndexError, ValueError):
+            continue  # a header, or a line being written
+        if began <= end < ended:
+            done += count
+    return done
+
+
+def window(target: Target, spans: SpanPlan | None, hz: float, seconds: float) -> dict[str, object]:
+    """One window: sample at `hz` with (`spans`) or without span copies; None: no sampling."""
+    began, cpu = time.time(), time.process_time()
+    stops: list[float] = []
+    if hz:
+        target.reader.spans = spans
+        thread = SamplerThread(target, SampleLog(round(1e6 / hz)), rate_hz=hz, duration=seconds)
+        thread.start()
+        thread.join(seconds + 30)
+        stops = list(thread.stop_times)
+    else:
+        time.sleep(seconds)
+    return {"began": began, "ended": time.time(), "cpu": time.process_time() - cpu, "stops": stops}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--workloads", default="loop,varied,deep")
+    parser.add_argument("--hz", default="100,1000")
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--suite", default="host", help="host, or a lab suite (e.g. sid)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    rates = [float(h) for h in args.hz.split(",")]
+    rows: list[dict[str, object]] = []
+    for workload in args.workloads.split(","):
+        arms = [("none", 0.0)] + [(s, h) for h in rates for s in ("plan", "spans")]
+        total = args.rounds * len(arms) * (args.seconds + 0.5) + 30
+        pid, progress, stop = start(args.suite, workload, total)
+        try:
+            target = attach(pid)
+            spans = target.reader.spans
+            results: dict[tuple[str, float], list[dict[str, object]]] = {a: [] for a in arms}
+            for k in range(args.rounds):
+                for arm in arms[k % len(arms) :] + arms[: k % len(arms)]:
+                    use = spans if arm[0] == "spans" else None
+                    results[arm].append(window(target, use, arm[1], args.seconds))
+            stop.touch()  # the loop writes its rounds as it ends
+            deadline = time.time() + 60
+            while psutil.pid_exists(pid) and time.time() < deadline:
+                time.sleep(0.1)
+            rate = {
+                a: [
+                    units(progress, w["began"], w["ended"]) / (w["ended"] - w["began"])  # type: ignore[operator,arg-type]
+                    for w in ws
+                ]
+                for a, ws in results.items()
+            }
+            base = statistics.mean(rate[("none", 0.0)])
+            for arm in arms[1:]:
+                ws = results[arm]
+                stops = sorted(s * 1e6 for w in ws for s in w["stops"])  # type: ignore[attr-defined]
+                wall = sum(w["ended"] - w["began"] for w in ws)  # type: ignore[operator]
+                row = {
+                    "workload": workload,
+                    "sampler": arm[0],
+                    "hz": arm[1],
+                    "samples": len(stops),
+                    "stop_median_us": round(statistics.median(stops), 1) if stops else None,
+                    "stop_p99_us": round(stops[int(0.99 * (len(stops) - 1))], 1) if stops else None,
+                    "slowdown": round(base / statistics.mean(rate[arm]), 3)
+                    if rate[arm] and statistics.mean(rate[arm])
+                    else None,
+                    "cpu_pct": round(100 * sum(w["cpu"] for w in ws) / wall, 1),  # type: ignore[misc]
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        finally:
+            if psutil.pid_exists(pid):
+                os.kill(pid, signal.SIGTERM)
+            shutil.rmtree(progress.parent, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

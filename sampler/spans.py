@@ -1,0 +1,380 @@
+"""What a stopped sample copies: R's contexts as a few contiguous spans, then their calls.
+
+R's contexts (RCNTXT) are not scattered: each is a local variable of the C function that
+runs it (`applyClosure`, `R_execClosure`, `do_eval`, ... in eval.c), so it lives on the main
+thread's C stack between the stack pointer and `R_CStackStart`; from R 4.4 the byte-code
+interpreter also allocates contexts on R's node stack (`BCNALLOC_CNTXT` in eval.c: loop
+contexts in every version, closure calls made from byte code from 4.4), always between its
+base and `R_BCNodeStackTop`. The one context outside both is `R_Toplevel` (a static in
+libR's .bss), the outermost. So while R is stopped a sample copies, with one
+`process_vm_readv`: R's globals, `R_Toplevel` (once known), the C stack from the stack
+pointer up, and on R >= 4.4 the top of the used node stack (a loop context there before
+4.4 is read on the spot by the decoder); it follows the chain through that copy (more of
+either stack is read when the chain leads there, up to a cap), and copies the call cells
+of the function contexts in a second read (and non-symbol heads not named yet in a third).
+Then R runs on and the copy is decoded and named (sampler.chain, sampler.framenames).
+
+What may change once R runs, and what not: the contexts themselves (stack memory, reused
+by the next call) and the call objects of frames that return (S3 dispatch makes a fresh
+call per dispatch: it is garbage once the method returns) can change at any time, so both
+are copied while stopped; symbols and their names never change nor die (R never collects
+a symbol), so naming one after resuming is sound, and nothing else is read after resuming.
+What is validated, while stopped: that the chain lies wholly in the copy (else the decoder
+reads the rest before R runs on), and that a reused outer chain is the same activation.
+
+Very deep recursion (a chain beyond the caps) is not copied whole: the walk stops at the
+first context outside the first copy, and when that context is still the same activation
+as at the last sample (`OuterChain`) the frames from there out are the last sample's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sampler.chain import MAX_DEPTH
+from sampler.framenames import RawFrame
+from sampler.layouts import CELL_SIZE
+from sampler.layouts import CTXT_BUILTIN
+from sampler.layouts import CTXT_FUNCTION
+from sampler.layouts import LANGSXP
+from sampler.layouts import TYPE_MASK
+from sampler.layouts import ContextLayout
+from sampler.libc import IoVec
+from sampler.libc import process_vm_readv
+from sampler.procmem import Address
+from sampler.sexp import HEAD
+from sampler.sexp import LINKS
+from sampler.sexp import U64
+from sampler.symbols import Mapping
+from sampler.symbols import read_maps
+
+_FRAME_FLAGS = CTXT_FUNCTION | CTXT_BUILTIN
+#: The first read of the C stack from the stack pointer. A context costs 12 KB of C stack
+#: per R call before R 4.4 (varied code needs 0.4-1.1 MB), under 100 bytes from 4.4,
+#: where closure calls from byte code moved to the node stack (22-93 KB needed).
+_C_FIRST_OLD, _C_FIRST_NEW = 256 << 10, 128 << 10
+#: Further reads of the C stack while the chain leads there, and their total.
+_C_MORE = 512 << 10
+_C_CAP_TOTAL = 1280 << 10
+#: The node stack is read up to the last sample's top plus this, and at most `_NODE_CAP`.
+_NODE_MARGIN = 16 << 10
+_NODE_CAP = 192 << 10
+#: Call cells per sample read in the second read (the kernel's iovec limit, UIO_MAXIOV).
+_MAX_CELLS = 1024
+
+
+def node_stack_entries(version: tuple[int, int]) -> int:
+    """R_BCNODESTACKSIZE (src/include/Defn.h): 200000 before R 4.4, 300000 from 4.4."""
+    return 300000 if version >= (4, 4) else 200000
+
+
+@dataclass(frozen=True)
+class SpanBounds:
+    """Where the spans are in one target, learned once at attach."""
+
+    #: R_GlobalContext and the GC flag: (start, length), and R_GlobalContext's address.
+    globals_span: tuple[Address, int]
+    head: Address
+    #: The address of R_BCNodeStackTop (0: R < 4.4, the node stack is not copied).
+    node_top: Address
+    #: The node stack's base: memory.c's InitMemory allocates R_BCNODESTACKSIZE entries of
+    #: 16 bytes (R_bcstack_t) and sets R_BCNodeStackEnd = base + R_BCNODESTACKSIZE.
+    node_base: Address
+    #: The C stack's mapping: contexts lie below min(R_CStackStart, its end).
+    stack: Mapping
+    stack_top: Address
+
+
+class OuterChain:
+    """The outer part of a deep chain that the span copy did not hold, as named last time.
+
+    Sound to reuse when the context where the copy ends is the same activation as then:
+    an activation's environment (cloenv) is new per call and cannot be collected while the
+    activation lives, and while it lives none of its callers can return, so the contexts
+    from it outward, their calls and the symbols they name are all unchanged. Identity is
+    the context's links (next context, flag) and its promargs, callfun, sysparent, call and
+    cloenv; the residual risk is a new activation at the same address whose environment
+    and promise list the GC happened to place where the old ones were.
+    """
+
+    def __init__(self) -> None:
+        """Nothing remembered yet."""
+        self.address: Address = 0
+        self.identity = b""
+        self.frames: list[RawFrame] = []
+        self.contexts = 0
+
+
+class SpanPlan:
+    """One sample's copy (the `ScatterPlan` protocol, for `sampler.chain`), refilled by each
+    stopped `copy`. Reads with iovecs of its own straight into a buffer of its own."""
+
+    def __init__(
+        self,
+        pid: int,
+        bounds: SpanBounds,
+        layout: ContextLayout,
+        version: tuple[int, int],
+        symbol_names: dict[Address, str],
+        compound_names: dict[tuple[Address, Address, Address], str],
+    ) -> None:
+        """Prepare to copy process `pid`'s spans at `bounds`; calls whose head is a key of
+        `symbol_names` need no head cell copied, nor compound heads in `compound_names`
+        (both kept up to date by their owner, `sampler.framenames.FrameNamer`)."""
+        self.pid = pid
+        self.bounds = bounds
+        self.layout = layout
+        self.symbol_names = symbol_names
+        self.compound_names = compound_names
+        #: Whether the last copy holds everything decoding needs (`sampler.chain`).
+        self.complete = False
+        self._walked = False
+        self._node_low = 0
+        self.c_first = _C_FIRST_NEW if version >= (4, 4) else _C_FIRST_OLD
+        self.node_len = _NODE_MARGIN if bounds.node_top else 0
+        #: R_Toplevel's address, learned from a chain's last context (0: not yet).
+        self.toplevel: Address = 0
+        capacity = (
+            bounds.globals_span[1]
+            + 8
+            + layout.size
+            + _C_CAP_TOTAL
+            + _C_MORE
+            + 2 * _NODE_CAP
+            + layout.size
+            + 2 * _MAX_CELLS * CELL_SIZE
+        )
+        self.buffer = ctypes.create_string_buffer(capacity)
+        self.size = capacity
+        self.offsets: dict[Address, int] = {}
+        self.trailing_offsets: list[int] = []
+        self._base = ctypes.addressof(self.buffer)
+        self._local = IoVec(self._base, 0)
+        self._local_ref = ctypes.byref(self._local)
+        self._remote = (IoVec * _MAX_CELLS)()
+        # (start, end, offset in buffer) of each span the last copy holds.
+        self._spans: list[tuple[int, int, int]] = []
+        self._filled = 0
+        self._link = struct.Struct(f"<Qi{layout.call - 12}xQ")
+        #: System calls the last copy made.
+        self.reads = 0
+        #: Where the walk of the last copy left it (0: it reached the chain's end), that
+        #: context's identity (`_IDENTITY`), and whether it is `outer`'s activation.
+        self.left_at: Address = 0
+        self.left_identity = b""
+        self.outer_same = False
+        #: The chain beyond the copy as last named (see `OuterChain`).
+        self.outer = OuterChain()
+
+    def locate(self, address: Address, size: int) -> int | None:
+        """Where `size` bytes at `address` are in the buffer, if a copied span holds them."""
+        for start, end, offset in self._spans:
+            if start <= address and address + size <= end:
+                return offset + address - start
+        return None
+
+    def read(self) -> int:
+        """Not supported: a span copy needs the stack pointer (`copy`)."""
+        raise NotImplementedError("a SpanPlan is read with copy(sp)")
+
+    def copy(self, sp: Address) -> int:
+        """Copy everything one sample needs, R stopped with stack pointer `sp`; return the
+        byte count `sampler.chain` may use (what could not be copied is simply absent)."""
+        bounds, layout = self.bounds, self.layout
+        self.offsets.clear()
+        self._spans.clear()
+        self._filled = 0
+        self.reads = 0
+        regions = [bounds.globals_span]
+        if bounds.node_top:
+            regions.append((bounds.node_top, 8))
+        glob_start, glob_len = bounds.globals_span
+        if self.toplevel and not glob_start <= self.toplevel < glob_start + glob_len - layout.size:
+            regions.append((self.toplevel, layout.size))
+        c_low = sp & ~7
+        c_high = min(bounds.stack_top, c_low + self.c_first)
+        if bounds.stack.start <= c_low < bounds.stack_top:
+            regions.append((c_low, c_high - c_low))
+        else:
+            c_low = c_high = 0  # not on the main thread's stack: the walk reads it all
+        if self.node_len:
+            # The innermost contexts sit at the top: copy up to the last top (and a margin).
+            node_high = bounds.node_base + self.node_len
+            node_low = max(bounds.node_base, node_high - _NODE_CAP)
+            anchor_end = self.outer.address + layout.size
+            if bounds.node_base < node_low < anchor_end < node_high:
+                node_low = anchor_end  # deeper than the cap: stop right at the anchor
+            self._node_low = node_low
+            regions.append((node_low, node_high - node_low))
+        self._readv(regions, spans=True)
+        calls = self._walk_links(c_low, c_high)
+        self.complete = self._walked and len(calls) <= _MAX_CELLS
+        if calls:
+            self._readv([(c, CELL_SIZE) for c in calls[:_MAX_CELLS]], spans=False)
+            heads = self._unknown_heads(calls)
+            if heads:
+                self._readv([(h, CELL_SIZE) for h in heads[:_MAX_CELLS]], spans=False)
+                self.complete = self.complete and self._heads_named(heads)
+        return self._filled
+
+    def _readv(self, regions: list[tuple[Address, int]], *, spans: bool) -> None:
+        """Copy `regions` after what the buffer holds, in one system call; keep each region
+        that was read whole in `offsets`, and with `spans` what was read for `locate`."""
+        remote = self._remote
+        total = 0
+        for i, (address, length) in enumerate(regions):
+            remote[i].base, remote[i].len = address, length
+            total += length
+        self._local.base = self._base + self._filled
+        self._local.len = total
+        self.reads += 1
+        got: int = process_vm_readv(self.pid, self._local_ref, 1, remote, len(regions), 0)
+        at = self._filled
+        for address, length in regions:
+            have = min(length, got)
+            if have <= 0:
+                break
+            if spans:
+                self._spans.append((address, address + have, at))
+            if have == length:
+                self.offsets.setdefault(address, at)
+            got -= length
+            at += have
+        self._filled = at
+
+    def _walk_links(self, c_low: Address, c_high: Address) -> list[Address]:
+        """Follow the chain through the copy from R's head, copying more of either stack
+        where it leads (within the caps); the distinct calls of its function contexts."""
+        bounds = self.bounds
+        self._walked = False
+        head = self.locate(bounds.head, 8)
+        if head is None:
+            return []
+        buf, link, size = self.buffer, self._link.unpack_from, self.layout.size
+        address = U64.unpack_from(buf, head)[0]
+        if bounds.node_top:
+            top = self.locate(bounds.node_top, 8)
+            used = U64.unpack_from(buf, top)[0] - bounds.node_base if top is not None else 0
+            if self.node_len < used:
+                # The node stack grew past the copy: copy the rest now (its top, where the
+                # innermost contexts are, within the cap), and more next time.
+                start = bounds.node_base + max(self.node_len, used - _NODE_CAP)
+                self._readv([(start, bounds.node_base + used - start)], spans=True)
+            self.node_len = max(used, 0) + _NODE_MARGIN
+        calls: dict[Address, None] = {}
+        hops = 0
+        self.left_at = 0
+        self.outer_same = False
+        first_out = 0  # the first context the first copy lacked
+        while address and hops < MAX_DEPTH:
+            offset = self.locate(address, size)
+            if offset is None:
+                if address == self.outer.address:
+                    self._check_outer(address)  # the last sample's anchor: maybe stop here
+                    if self.outer_same:
+                        self.left_at = address
+                        break
+                first_out = first_out or address
+                if c_high and c_high <= address and address + size - c_low <= _C_CAP_TOTAL:
+                    # A C-stack context above the copy: copy further up, still stopped.
+                    more = min(bounds.stack_top, c_low + _C_CAP_TOTAL, address + _C_MORE)
+                    self._readv([(c_high, more - c_high)], spans=True)
+                    c_high = more
+                    continue
+                self.left_at = address
+                self.left_identity = b""
+                if (c_high and c_high <= address < bounds.stack_top) or (
+                    bounds.node_base <= address < self._node_low
+                ):
+                    # Too deep to copy whole: the outer chain is named from where the first
+                    # copy ended, so that the next sample can stop there (`OuterChain`).
+                    self.left_at = first_out
+                    self._check_outer(first_out)
+                break
+            hops += 1
+            address, flag, call = link(buf, offset)
+            if flag & _FRAME_FLAGS:
+                calls[call] = None
+        self._walked = not address or self.outer_same
+        return list(calls)
+
+    def _check_outer(self, address: Address) -> None:
+        """Copy the context at `address`, where the walk left the copy (one read, stopped),
+        and tell whether it is the activation `outer` holds."""
+        size, layout = self.layout.size, self.layout
+        self._readv([(address, size)], spans=True)
+        offset = self.offsets.get(address)
+        if offset is None:
+            self.left_identity = b""
+            return
+        # nextcontext and callflag, then promargs, callfun, sysparent, call and cloenv.
+        raw = ctypes.string_at(self._base + offset, size)
+        self.left_identity = raw[:16] + raw[layout.promargs : layout.cloenv + 8]
+        outer = self.outer
+        self.outer_same = outer.address == address and outer.identity == self.left_identity
+
+    def _unknown_heads(self, calls: list[Address]) -> list[Address]:
+        """The heads of the copied calls that are not symbols named already (and clear
+        `complete` if a call could not be copied)."""
+        names = self.symbol_names
+        heads: dict[Address, None] = {}
+        buf = self.buffer
+        for call in calls:
+            offset = self.offsets.get(call)
+            if offset is None:
+                self.complete = False
+                continue
+            info, head = HEAD.unpack_from(buf, offset)
+            if info & TYPE_MASK == LANGSXP and head not in names:
+                heads[head] = None
+        return list(heads)
+
+    def _heads_named(self, heads: list[Address]) -> bool:
+        """Whether every head was copied and is a symbol or a compound head named already
+        (`pkg::f`, `x$f`: named while stopped, see `sampler.framenames`)."""
+        buf, compound = self.buffer, self.compound_names
+        for head in heads:
+            offset = self.offsets.get(head)
+            if offset is None:
+                return False
+            info, car, cdr, _ = LINKS.unpack_from(buf, offset)
+            if info & TYPE_MASK == LANGSXP and (head, car, cdr) not in compound:
+                return False
+        return True
+
+
+def span_bounds(
+    pid: int,
+    symbols: dict[str, int],
+    read_pointer: Callable[[Address], int | None],
+    version: tuple[int, int],
+    globals_span: tuple[Address, int],
+) -> SpanBounds | None:
+    """Where process `pid`'s spans are (`symbols`: R's exported symbols by name, read with
+    `read_pointer`); None when R does not say (then samples walk the chain)."""
+    head = symbols.get("R_GlobalContext")
+    start = symbols.get("R_CStackStart")
+    if not head or not start:
+        return None
+    # R_CStackStart: the C stack's top (system/sys-std.c: __libc_stack_end rounded up to
+    # the end of its mapping, or a little below it); (uintptr_t) -1 when unknown.
+    stack_start = read_pointer(start) or 0
+    maps = read_maps(pid)
+    stack = next((m for m in maps if m.start < stack_start <= m.end), None)
+    if stack is None:
+        stack = next((m for m in maps if m.path == "[stack]"), None)
+        if stack is None:
+            return None
+        stack_start = stack.end
+    node_top = symbols.get("R_BCNodeStackTop", 0) if version >= (4, 4) else 0
+    node_end = symbols.get("R_BCNodeStackEnd", 0)
+    node_base = 0
+    end = read_pointer(node_end) if node_top and node_end else None
+    if end:
+        node_base = end - 16 * node_stack_entries(version)
+    else:
+        node_top = 0
+    return SpanBounds(globals_span, head, node_top, node_base, stack, min(stack_start, stack.end))
