@@ -5,7 +5,6 @@ Both go through `xrtop.formats.save_profile`, the writer the command line uses t
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from sampler.pprof import ProfileInfo
@@ -15,6 +14,7 @@ from xrtop.formats import Profile
 from xrtop.formats import rprof_file_info
 from xrtop.formats import save_profile
 from xrtop.session import default_output_name
+from xrtop.session import new_stamped_path
 from xrtop.sources import FileSource
 from xrtop.sources import LiveSource
 from xrtop.sources import ProfileSource
@@ -24,14 +24,7 @@ def new_path(source: ProfileSource, suffix: str) -> Path:
     """A new file name in the current directory for `source`'s samples: after the file
     shown, or after the PID and the time."""
     if isinstance(source, FileSource):
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = source.path.name.removesuffix(".out")
-        path = Path(f"{base}-{stamp}.{suffix}")
-        n = 1
-        while path.exists():
-            n += 1
-            path = Path(f"{base}-{stamp}-{n}.{suffix}")
-        return path
+        return new_stamped_path(source.path.name.removesuffix(".out"), suffix)
     return default_output_name(source.pid if source.pid else 0, suffix)
 
 

@@ -545,10 +545,16 @@ class Session:
 
 def default_output_name(pid: int, suffix: str = "out") -> Path:
     """A new file name in the current directory, named after the PID and the time."""
+    return new_stamped_path(f"xrtop-{pid}", suffix)
+
+
+def new_stamped_path(base: str, suffix: str) -> Path:
+    """`BASE-TIME.SUFFIX` in the current directory, with `-2`, `-3`... added while such a
+    file exists."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path(f"xrtop-{pid}-{stamp}.{suffix}")
+    path = Path(f"{base}-{stamp}.{suffix}")
     n = 1
     while path.exists():
         n += 1
-        path = Path(f"xrtop-{pid}-{stamp}-{n}.{suffix}")
+        path = Path(f"{base}-{stamp}-{n}.{suffix}")
     return path
