@@ -36,7 +36,7 @@ def test_stacks_name_the_running_functions(r_env: REnv, r_launcher: RLauncher) -
     stacks = [s for s in log.iter_stacks() if s.names]
     assert len(stacks) > 100
     # Nearly every sample is fib... under middle under outer: the exact chain R runs. The
-    # rest is the loop's own `Sys.time() < deadline` test at top level.
+    # rest is the loop's own deadline test at top level (primitives: no frame).
     in_outer = [list(s.names) for s in stacks if s.names[-1] == "outer"]
     assert len(in_outer) > 0.9 * len(stacks)
     for names in in_outer:
