@@ -117,20 +117,8 @@ def _file_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parsers() -> dict[str, argparse.ArgumentParser]:
-    """One parser per command; "" is the live view."""
-    live = _Parser(
-        prog="xrtop",
-        description="Live, top-style sampling profiler for R. Run alone to pick an R process.",
-        epilog="Commands: xrtop record | dump | view | convert | diff  (each has --help).",
-    )
-    live.add_argument("pid", nargs="?", help="the R process to watch")
-    live.add_argument("-p", "--pid", dest="pid_flag", metavar="PID", help="same as PID")
-    _sampling_flags(live)
-    _file_flags(live)
-    live.add_argument("-o", "--output", metavar="FILE", help="also stream samples to FILE")
-    live.add_argument("--version", action="version", version=f"xrtop {__version__}")
-
+def _record_parser() -> argparse.ArgumentParser:
+    """`xrtop record`: xrprof's flags, the output format and rotation."""
     record = _Parser(
         prog="xrtop record",
         description="Record samples headless (xrprof's flags work unchanged). "
@@ -166,6 +154,24 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
         "-o prof.out writes prof.1.out, prof.2.out, ...",
     )
     _file_flags(record)
+    return record
+
+
+def build_parsers() -> dict[str, argparse.ArgumentParser]:
+    """One parser per command; "" is the live view."""
+    live = _Parser(
+        prog="xrtop",
+        description="Live, top-style sampling profiler for R. Run alone to pick an R process.",
+        epilog="Commands: xrtop record | dump | view | convert | diff  (each has --help).",
+    )
+    live.add_argument("pid", nargs="?", help="the R process to watch")
+    live.add_argument("-p", "--pid", dest="pid_flag", metavar="PID", help="same as PID")
+    _sampling_flags(live)
+    _file_flags(live)
+    live.add_argument("-o", "--output", metavar="FILE", help="also stream samples to FILE")
+    live.add_argument("--version", action="version", version=f"xrtop {__version__}")
+
+    record = _record_parser()
 
     dump = _Parser(prog="xrtop dump", description="Print where R is right now.")
     dump.add_argument("pid", help="the R process")
