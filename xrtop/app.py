@@ -549,21 +549,13 @@ class XrtopApp(App[int]):
         """xrtop's actions in the command palette (ctrl+p)."""
         yield from super().get_system_commands(screen)
         yield SystemCommand("Save Rprof.out", "Write every sample as Rprof.out", self.action_save)
-        yield SystemCommand(
-            "Export collapsed stacks",
-            "For flamegraph.pl, inferno, speedscope",
-            lambda: self._save_worker("collapsed"),
-        )
-        yield SystemCommand(
-            "Export speedscope JSON",
-            "Open it in speedscope.app",
-            lambda: self._save_worker("speedscope"),
-        )
-        yield SystemCommand(
-            "Export pprof profile",
-            "For go tool pprof, Pyroscope, Parca",
-            lambda: self._save_worker("pprof"),
-        )
+        for fmt in FORMATS.values():
+            if fmt.export_key:
+                yield SystemCommand(
+                    f"Export {fmt.label}",
+                    fmt.readers,
+                    lambda name=fmt.name: self._save_worker(name),
+                )
         yield SystemCommand("Pause / resume display", "Sampling goes on", self.action_pause)
         yield SystemCommand("Toggle by-line aggregation", "Function or line", self.action_by_line)
         if self.source is not None and self.source.idle_known:

@@ -95,6 +95,8 @@ class OutputFormat:
     write: Writer
     #: The key that picks it in the live view's export prompt ("" : not offered there).
     export_key: str = ""
+    #: What reads it, for the command palette's export entry.
+    readers: str = ""
     #: Whether `xrtop convert` (Rprof.out in, this out) offers it.
     convertible: bool = True
     #: Written as bytes rather than text.
@@ -139,10 +141,20 @@ FORMATS: dict[str, OutputFormat] = {
             "rprof", "out", "R's Rprof.out", _write_rprof, convertible=False, as_recorded=True
         ),
         OutputFormat(
-            "collapsed", "collapsed.txt", "collapsed stacks", _write_collapsed, export_key="c"
+            "collapsed",
+            "collapsed.txt",
+            "collapsed stacks",
+            _write_collapsed,
+            export_key="c",
+            readers="For flamegraph.pl, inferno, speedscope",
         ),
         OutputFormat(
-            "speedscope", "speedscope.json", "speedscope JSON", _write_speedscope, export_key="j"
+            "speedscope",
+            "speedscope.json",
+            "speedscope JSON",
+            _write_speedscope,
+            export_key="j",
+            readers="Open it in speedscope.app",
         ),
         OutputFormat(
             "pprof",
@@ -150,6 +162,7 @@ FORMATS: dict[str, OutputFormat] = {
             "pprof profile",
             _write_pprof,
             export_key="p",
+            readers="For go tool pprof, Pyroscope, Parca",
             binary=True,
             as_recorded=True,
         ),
