@@ -14,6 +14,7 @@ from conftest import IN_CI
 from conftest import R_SCRIPTS
 from conftest import require_live
 from conftest import rscript
+from test_user_errors import bad_profile
 
 from sampler.diff import change_table
 from sampler.diff import function_changes
@@ -255,11 +256,7 @@ async def test_tree_and_flame_show_each_paths_change() -> None:
 def test_bad_profile_files_name_the_file(
     which: str, content: bytes | str | None, code: int, says: str, tmp_path: Path
 ) -> None:
-    path = tmp_path / "profile.out"
-    if content == "DIR":
-        path = tmp_path
-    elif isinstance(content, bytes):
-        path.write_bytes(content)
+    path = bad_profile(content, tmp_path)
     files = [str(path), str(AFTER)] if which == "base" else [str(BEFORE), str(path)]
     for view in ([], ["--print"]):  # the view reads both files before it needs a terminal
         out = subprocess.run(

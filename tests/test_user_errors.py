@@ -278,6 +278,16 @@ def test_failed_start_never_removes_a_file_xrtop_did_not_create(
 GOOD = 'sample.interval=20000\n"f" "g" \n"g" \n'
 
 
+def bad_profile(content: bytes | str | None, tmp_path: Path) -> Path:
+    """A profile file that is not one: missing (None), these bytes, or a folder ("DIR")."""
+    path = tmp_path / "profile.out"
+    if content == "DIR":
+        return tmp_path
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    return path
+
+
 @pytest.mark.parametrize("command", ["view", "convert"])
 @pytest.mark.parametrize(
     ("content", "code", "says"),
@@ -296,11 +306,7 @@ GOOD = 'sample.interval=20000\n"f" "g" \n"g" \n'
 def test_bad_profile_files(
     command: str, content: bytes | str | None, code: int, says: str, tmp_path: Path
 ) -> None:
-    path = tmp_path / "profile.out"
-    if content == "DIR":
-        path = tmp_path
-    elif isinstance(content, bytes):
-        path.write_bytes(content)
+    path = bad_profile(content, tmp_path)
     args = [command, str(path)] + (["--format", "collapsed"] if command == "convert" else [])
     result = xrtop(*args)
     assert result.returncode == code, result.stderr
