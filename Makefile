@@ -6,6 +6,9 @@ LAB    ?= $(abspath ../shared/lab)
 LAB_SUITES ?= bullseye trixie sid
 DEMO   := xrtop/demo/demo.R
 STAMP  := $(VENV)/.installed
+# R packages the tests drive, on the host and in every lab chroot (Debian's builds).
+R_PACKAGES   := r-cran-callr r-cran-future r-cran-data.table
+R_PACKAGES_Q := "callr", "future", "data.table"
 
 .PHONY: demo test test-quick pythons lint typecheck pytest r lab tools bench screenshots clean container
 
@@ -36,6 +39,7 @@ tools: r
 	command -v podman >/dev/null 2>&1 || missing="$$missing podman runc"; \
 	command -v debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
 	command -v go >/dev/null 2>&1 || missing="$$missing golang-go"; \
+	Rscript -e 'quit(status = !all(sapply(c($(R_PACKAGES_Q)), requireNamespace, quietly = TRUE)))' >/dev/null 2>&1 || missing="$$missing $(R_PACKAGES)"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 	  echo "xrtop: installing$$missing with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
@@ -49,9 +53,17 @@ tools: r
 	fi
 
 # Other R versions in Debian chroots (../shared/lab); idempotent, minutes the first time.
+# Each chroot also gets the R packages the tests run (parallel workers, compiled code).
 lab:
 	@if [ "$$(id -u)" = 0 ] && [ -x "$(LAB)/rlab-setup" ]; then \
 	  "$(LAB)/rlab-setup" $(LAB_SUITES) >/dev/null 2>.lab-setup.log || { tail -n 30 .lab-setup.log; exit 1; }; \
+	  for suite in $(LAB_SUITES); do root=/opt/rlab/$$suite; \
+	    chroot $$root Rscript -e 'quit(status = !all(sapply(c($(R_PACKAGES_Q)), requireNamespace, quietly = TRUE)))' >/dev/null 2>&1 && continue; \
+	    echo "xrtop: installing $(R_PACKAGES) in the $$suite lab"; \
+	    unshare --mount --propagation private -- /bin/sh -ec 'mount -t proc proc "$$1/proc"; \
+	      exec chroot "$$1" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(R_PACKAGES)' \
+	      lab "$$root" >>.lab-setup.log 2>&1 || { tail -n 30 .lab-setup.log; exit 1; }; \
+	  done; \
 	else \
 	  echo "xrtop: skipping the R version lab (needs root and $(LAB))"; \
 	fi

@@ -511,6 +511,28 @@ class RProcessInfo:
     container_name: str = ""  # the container's name (or short ID) where its engine tells it
 
 
+# --- The R processes of one session (`--subprocesses`) ------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessRow:
+    """One sampled R process of a session, as the process list shows it.
+
+    `parent_pid` is 0 for the target itself. `role` is a short label: "target",
+    "mclapply worker", "PSOCK worker", "callr", "future worker" or "R child". `state` is
+    "running", "sleeping", "ended", or "not traced" (then `note` says why, in one line).
+    `cpu_percent` is the process's CPU use over the last second (100 = one core).
+    """
+
+    pid: int
+    parent_pid: int
+    role: str
+    state: str
+    samples: int
+    cpu_percent: float
+    note: str = ""
+
+
 # --- Two profiles compared (`xrtop diff`) --------------------------------------------------
 
 
