@@ -73,6 +73,8 @@ class RawSample:
     lines: RawLines | None = None
     #: The stack seen lately that this sample is (set by the reader, for `finish()`).
     known: KnownStack | None = None
+    #: The builtin byte code was calling, innermost (`sampler.builtins`); None: none.
+    builtin: RawFrame | None = None
 
 
 class SnapshotMiss(Exception):

@@ -1,0 +1,294 @@
+"""Builtin frames of byte code: the `"sum"` in `"sum" "f" "g"`, as R's own Rprof writes it.
+
+While Rprof runs, R opens a CTXT_BUILTIN context around each builtin call, and names it
+after the call's head like any frame (eval.c: `eval` for BUILTINSXP, which also opens one
+for the "foreign" builtins `.C`, `.Call`, `.External`, `.Fortran` whether profiling or not;
+`bcEval`'s CALLBUILTIN when `IS_TRUE_BUILTIN`, i.e. not an `.Internal`). An outside reader
+samples R without Rprof, so in byte code (where nearly all R code runs) those contexts do not
+exist. This module recovers the innermost one from the byte-code interpreter's position:
+
+- `R_BCbody` is the body bcEval runs and `*R_BCpc` (bcEval's local `currentpc`) the address
+  of its current instruction (R 4.0 to 4.6 alike; both hidden, found by sampler.decode).
+- Code is threaded: an instruction's first word is the address of its label in bcEval, so
+  the address of CALLBUILTIN's label is read once from R's own opcode table `opinfo`
+  (a static array of {label address, operand count, name}, filled when R starts), found as
+  the entry whose name pointer points at the string "CALLBUILTIN" in libR's read-only data.
+- CALLBUILTIN's operand indexes the body's constant pool; that entry is the call, whose
+  head symbol names the frame. `.Internal(f(x))` compiles to CALLBUILTIN of `f(x)` for an
+  internal builtin `f`: such a symbol has an INTERNAL value (its TAG) and gets no frame, as
+  in R. No name is both a primitive and an internal.
+
+What R does not give a frame is left alone: `.Call(...)` without argument names compiles to
+the DOTCALL instruction, arithmetic and `.Internal`s to their own instructions, and none of
+them opens a context even under Rprof. Builtins called from AST code (R's `eval`) leave no
+trace outside a context and are not recovered here (with native frames, the builtin's C
+function would show them).
+
+The stopped half (`BuiltinReader.capture`) copies the few words that change as R runs: the
+two globals, `currentpc`, the instruction and the body's cell (two or three reads); a call
+site seen before is named from a cache keyed by the body's address, code and constants and
+the instruction's offset, so a body freed and reused is not mistaken for the old one. After
+resuming, `frame()` drops the builtin when the innermost frame context was opened during
+this very instruction: Rprof's own context (Rprof running inside R) or a closure the builtin
+called (dispatch, callbacks), whose frame then lies inside the builtin's.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from sampler.chain import Finder
+from sampler.decode import HiddenGlobals
+from sampler.errors import SampleError
+from sampler.framenames import RawFrame
+from sampler.layouts import BCODESXP
+from sampler.layouts import CELL_SIZE
+from sampler.layouts import CTXT_BUILTIN
+from sampler.layouts import CTXT_FUNCTION
+from sampler.layouts import LANGSXP
+from sampler.layouts import SYMSXP
+from sampler.layouts import TYPE_MASK
+from sampler.layouts import VECTOR_DATA
+from sampler.layouts import ContextLayout
+from sampler.procmem import Address
+from sampler.procmem import ProcessMemory
+from sampler.symbols import RBinary
+
+_FRAME_FLAGS = CTXT_FUNCTION | CTXT_BUILTIN
+_BCODE_SIZE = 8  # sizeof(BCODE) with threaded code
+_OPINFO_ENTRY = struct.Struct("<QiiQ")  # label address, operand count, (padding), name
+_MAX_OPCODES = 256  # R 4.6 has 129
+_READ_CHUNK = 1 << 19
+#: Call sites remembered (by body and offset) before the cache starts over.
+_MAX_SITES = 4096
+_U64 = struct.Struct("<Q")
+_TWO = struct.Struct("<QQ")
+_BODY = struct.Struct("<Q24xQQ")  # a body's sxpinfo, CAR (code) and CDR (constants)
+_I64 = struct.Struct("<q")
+_I32 = struct.Struct("<i")
+
+
+def opcode_labels(memory: ProcessMemory, binary: RBinary) -> dict[str, Address]:
+    """bcEval's instruction labels by instruction name, from R's `opinfo` table in process
+    memory; empty when this R has none (no threaded code, not filled yet, not x86_64/ELF)."""
+    try:
+        with open(binary.opened_as, "rb") as stream:
+            elf = ELFFile(stream)
+            loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
+            names: list[Address] = []
+            writable: list[tuple[Address, int]] = []
+            for segment in loads:
+                start = int(segment["p_vaddr"]) + binary.bias
+                if segment["p_flags"] & 2:
+                    writable.append((start, int(segment["p_memsz"])))
+                    continue
+                data = segment.data()
+                found = data.find(b"\0CALLBUILTIN\0")
+                while found >= 0:
+                    names.append(start + found + 1)
+                    found = data.find(b"\0CALLBUILTIN\0", found + 1)
+    except (OSError, ELFError, struct.error):
+        return {}
+    for start, size in writable:
+        try:
+            data = b"".join(
+                memory.read(start + at, min(_READ_CHUNK, size - at))
+                for at in range(0, size, _READ_CHUNK)
+            )
+        except SampleError:
+            continue
+        for name in names:
+            entry = _find_entry(data, _U64.pack(name))
+            if entry is not None:
+                return _read_table(memory, data, entry)
+    return {}
+
+
+def _find_entry(data: bytes, name_pointer: bytes) -> int | None:
+    """The offset in `data` of the `opinfo` entry whose name is at `name_pointer`."""
+    at = data.find(name_pointer)
+    while at >= 0:
+        entry = at - 16
+        if at % 8 == 0 and entry >= 0:
+            label, argc, _, _ = _OPINFO_ENTRY.unpack_from(data, entry)
+            if label and argc == 1:  # CALLBUILTIN has one operand
+                return entry
+        at = data.find(name_pointer, at + 1)
+    return None
+
+
+def _read_table(memory: ProcessMemory, data: bytes, entry: int) -> dict[str, Address]:
+    """Every entry of the table around `entry` (each with a label, a small operand count
+    and a name), by name."""
+    size = _OPINFO_ENTRY.size
+
+    def plausible(at: int) -> bool:
+        if at < 0 or at + size > len(data):
+            return False
+        label, argc, _, name = _OPINFO_ENTRY.unpack_from(data, at)
+        return bool(label and name and 0 <= argc < 8)
+
+    first = entry
+    while plausible(first - size) and (entry - first) // size < _MAX_OPCODES:
+        first -= size
+    entries: list[tuple[Address, Address]] = []
+    at = first
+    while plausible(at) and len(entries) < _MAX_OPCODES:
+        label, _, _, name = _OPINFO_ENTRY.unpack_from(data, at)
+        entries.append((label, name))
+        at += size
+    texts = memory.read_many([(name, 24) for _, name in entries])
+    labels: dict[str, Address] = {}
+    for (label, _), text in zip(entries, texts):
+        if text is not None:
+            labels[text.split(b"\0", 1)[0].decode("ascii", "replace")] = label
+    return labels
+
+
+@dataclass(frozen=True)
+class CurrentBuiltin:
+    """The builtin a stopped R's byte code was calling: its call's head symbol, and where."""
+
+    symbol: Address
+    body: Address
+    #: R_BCpc's value: the address of that bcEval's `currentpc` (identifies the bcEval).
+    pc_var: Address
+    #: The instruction's offset from the body's code start, in instructions.
+    relpc: int
+
+
+class BuiltinReader:
+    """Recovers the builtin frame R's Rprof would write innermost (see the module's text)."""
+
+    def __init__(
+        self,
+        memory: ProcessMemory,
+        layout: ContextLayout,
+        *,
+        bc_globals: tuple[Address, Address],
+        callbuiltin: Address,
+        nil: Address,
+    ) -> None:
+        """Read through `memory`; R_BCbody and R_BCpc are at `bc_globals`, the CALLBUILTIN
+        instruction's label at `callbuiltin`; contexts have `layout`."""
+        self.memory = memory
+        self.layout = layout
+        self.callbuiltin = callbuiltin
+        self.nil = nil
+        body_at, pc_at = bc_globals
+        adjacent = pc_at == body_at + 8
+        self._globals = [(body_at, 16)] if adjacent else [(body_at, 8), (pc_at, 8)]
+        # R_BCpc's value at the last sample: its `currentpc` is read in the same call as the
+        # globals, and stands when R_BCpc has not changed since.
+        self._pc_var: Address = 0
+        self._sites: dict[tuple[Address, Address, Address, int], Address] = {}
+        #: Samples that found R calling a builtin from byte code.
+        self.found = 0
+
+    def capture(self) -> CurrentBuiltin | None:
+        """The builtin R's byte code calls right now, if any. Call while R is stopped."""
+        memory = self.memory
+        ours = len(self._globals)
+        regions = [*self._globals, (self._pc_var, 8)] if self._pc_var else self._globals
+        blob, offsets = memory.read_scatter(regions)
+        if offsets[ours - 1] < 0:
+            return None
+        body = _U64.unpack_from(blob, offsets[0])[0]
+        pc_var = _U64.unpack_from(blob, offsets[ours - 1] + (8 if ours == 1 else 0))[0]
+        if not body or not pc_var:
+            return None
+        if pc_var == self._pc_var and offsets[-1] >= 0:
+            pc = _U64.unpack_from(blob, offsets[ours])[0]
+        else:
+            self._pc_var = pc_var
+            got = memory.read_many([(pc_var, 8)])[0]
+            if got is None:
+                return None
+            pc = _U64.unpack(got)[0]
+        if not pc:
+            return None
+        blob, offsets = memory.read_scatter([(pc, 16), (body, CELL_SIZE)])
+        if offsets[1] < 0:
+            return None
+        label, operand = _TWO.unpack_from(blob, offsets[0])
+        if label != self.callbuiltin:
+            return None
+        info, code, consts = _BODY.unpack_from(blob, offsets[1])
+        delta = pc - (code + VECTOR_DATA)
+        if info & TYPE_MASK != BCODESXP or delta < 0 or delta % _BCODE_SIZE:
+            return None
+        relpc = delta // _BCODE_SIZE
+        key = (body, code, consts, relpc)
+        symbol = self._sites.get(key)
+        if symbol is None:
+            if len(self._sites) >= _MAX_SITES:
+                self._sites.clear()
+            symbol = self._sites[key] = self._head_symbol(consts, operand)
+        if not symbol:
+            return None
+        self.found += 1
+        return CurrentBuiltin(symbol, body, pc_var, relpc)
+
+    def _head_symbol(self, consts: Address, index: int) -> Address:
+        """The head symbol of the call at `index` in the constant pool `consts`, when it is
+        a true builtin's (not an .Internal's); else 0. Called while stopped, once per site."""
+        if not 0 <= index < 1 << 24:
+            return 0
+        memory = self.memory
+        call = memory.read_many([(consts + VECTOR_DATA + 8 * index, 8)])[0]
+        if call is None:
+            return 0
+        cell = memory.read_many([(_U64.unpack(call)[0], CELL_SIZE)])[0]
+        if cell is None or _U64.unpack_from(cell)[0] & TYPE_MASK != LANGSXP:
+            return 0
+        head = _U64.unpack_from(cell, 32)[0]
+        head_cell = memory.read_many([(head, CELL_SIZE)])[0]
+        if head_cell is None or _U64.unpack_from(head_cell)[0] & TYPE_MASK != SYMSXP:
+            return 0
+        internal = _U64.unpack_from(head_cell, 48)[0]  # INTERNAL(symbol), the TAG
+        return head if internal == self.nil else 0
+
+    def frame(self, current: CurrentBuiltin, at: Finder, chain: list[Address]) -> RawFrame | None:
+        """The builtin's frame, innermost; None when the innermost frame context of `chain`
+        (found in the sample's copy with `at`) was opened during this same instruction, so
+        that the builtin's frame is not innermost or already there."""
+        layout = self.layout
+        for address in chain:
+            hit = at(address, layout.size)
+            if hit is None:
+                break
+            data, offset = hit
+            if not _I32.unpack_from(data, offset + layout.callflag)[0] & _FRAME_FLAGS:
+                continue
+            if _U64.unpack_from(data, offset + layout.bcbody)[0] != current.body:
+                break
+            if layout.relpc is not None:
+                same = _I64.unpack_from(data, offset + layout.relpc)[0] == current.relpc
+            else:
+                same = _U64.unpack_from(data, offset + layout.bcpc)[0] == current.pc_var
+            if same:
+                return None
+            break
+        return RawFrame(symbol=current.symbol)
+
+
+def builtin_reader(
+    memory: ProcessMemory,
+    binary: RBinary,
+    layout: ContextLayout,
+    hidden: HiddenGlobals,
+    nil: Address,
+) -> BuiltinReader | None:
+    """The builtin reader for this R, or None when its code does not say where byte code
+    runs (`hidden`: R_BCbody and R_BCpc) or which label is CALLBUILTIN."""
+    bc_globals = hidden.bc_globals
+    if bc_globals is None or not nil:
+        return None
+    label = opcode_labels(memory, binary).get("CALLBUILTIN")
+    if label is None:
+        return None
+    return BuiltinReader(memory, layout, bc_globals=bc_globals, callbuiltin=label, nil=nil)
