@@ -35,6 +35,7 @@ called (dispatch, callbacks), whose frame then lies inside the builtin's.
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from dataclasses import dataclass
 
@@ -54,7 +55,10 @@ from sampler.layouts import SYMSXP
 from sampler.layouts import TYPE_MASK
 from sampler.layouts import VECTOR_DATA
 from sampler.layouts import ContextLayout
+from sampler.libc import IoVec
+from sampler.libc import process_vm_readv
 from sampler.procmem import Address
+from sampler.procmem import LiveMemory
 from sampler.procmem import ProcessMemory
 from sampler.symbols import RBinary
 
@@ -66,7 +70,8 @@ _READ_CHUNK = 1 << 19
 #: Call sites remembered (by body and offset) before the cache starts over.
 _MAX_SITES = 4096
 _U64 = struct.Struct("<Q")
-_TWO = struct.Struct("<QQ")
+_TWO = struct.Struct("<Qq")
+_WORDS = struct.Struct("<QQQ")
 _BODY = struct.Struct("<Q24xQQ")  # a body's sxpinfo, CAR (code) and CDR (constants)
 _I64 = struct.Struct("<q")
 _I32 = struct.Struct("<i")
@@ -166,7 +171,7 @@ class BuiltinReader:
 
     def __init__(
         self,
-        memory: ProcessMemory,
+        memory: LiveMemory,
         layout: ContextLayout,
         *,
         bc_globals: tuple[Address, Address],
@@ -179,11 +184,17 @@ class BuiltinReader:
         self.layout = layout
         self.callbuiltin = callbuiltin
         self.nil = nil
-        body_at, pc_at = bc_globals
-        adjacent = pc_at == body_at + 8
-        self._globals = [(body_at, 16)] if adjacent else [(body_at, 8), (pc_at, 8)]
-        # R_BCpc's value at the last sample: its `currentpc` is read in the same call as the
-        # globals, and stands when R_BCpc has not changed since.
+        self._pid = memory.pid
+        # The stopped reads go through iovecs of their own, set up once: this runs in every
+        # stop, and `LiveMemory`'s general reads cost several times the Python work.
+        self._buffer = ctypes.create_string_buffer(_WORDS.size + CELL_SIZE)
+        self._local = IoVec(ctypes.addressof(self._buffer), 0)
+        self._local_ref = ctypes.byref(self._local)
+        # R_BCbody, R_BCpc, then `currentpc` where R_BCpc pointed at the last sample (R_BCpc
+        # changes only when another bcEval runs, so this usually spares a read).
+        self._first = (IoVec * 3)(IoVec(bc_globals[0], 8), IoVec(bc_globals[1], 8), IoVec(0, 8))
+        # The instruction (label and operand), then the body's cell.
+        self._second = (IoVec * 2)(IoVec(0, 16), IoVec(0, CELL_SIZE))
         self._pc_var: Address = 0
         self._sites: dict[tuple[Address, Address, Address, int], Address] = {}
         #: Samples that found R calling a builtin from byte code.
@@ -191,33 +202,29 @@ class BuiltinReader:
 
     def capture(self) -> CurrentBuiltin | None:
         """The builtin R's byte code calls right now, if any. Call while R is stopped."""
-        memory = self.memory
-        ours = len(self._globals)
-        regions = [*self._globals, (self._pc_var, 8)] if self._pc_var else self._globals
-        blob, offsets = memory.read_scatter(regions)
-        if offsets[ours - 1] < 0:
+        buffer, local, first = self._buffer, self._local, self._first
+        local.len = 24 if self._pc_var else 16
+        got = process_vm_readv(self._pid, self._local_ref, 1, first, 3 if self._pc_var else 2, 0)
+        if got < 16:
             return None
-        body = _U64.unpack_from(blob, offsets[0])[0]
-        pc_var = _U64.unpack_from(blob, offsets[ours - 1] + (8 if ours == 1 else 0))[0]
+        body, pc_var, pc = _WORDS.unpack_from(buffer)
         if not body or not pc_var:
             return None
-        if pc_var == self._pc_var and offsets[-1] >= 0:
-            pc = _U64.unpack_from(blob, offsets[ours])[0]
-        else:
-            self._pc_var = pc_var
-            got = memory.read_many([(pc_var, 8)])[0]
-            if got is None:
+        if pc_var != self._pc_var or got < 24:
+            self._pc_var = first[2].base = pc_var
+            local.len = 24
+            if process_vm_readv(self._pid, self._local_ref, 1, first, 3, 0) < 24:
                 return None
-            pc = _U64.unpack(got)[0]
-        if not pc:
+            pc = _WORDS.unpack_from(buffer)[2]
+        second = self._second
+        second[0].base, second[1].base = pc, body
+        local.len = 16 + CELL_SIZE
+        if process_vm_readv(self._pid, self._local_ref, 1, second, 2, 0) < 16 + CELL_SIZE:
             return None
-        blob, offsets = memory.read_scatter([(pc, 16), (body, CELL_SIZE)])
-        if offsets[1] < 0:
-            return None
-        label, operand = _TWO.unpack_from(blob, offsets[0])
+        label, operand = _TWO.unpack_from(buffer)
         if label != self.callbuiltin:
             return None
-        info, code, consts = _BODY.unpack_from(blob, offsets[1])
+        info, code, consts = _BODY.unpack_from(buffer, 16)
         delta = pc - (code + VECTOR_DATA)
         if info & TYPE_MASK != BCODESXP or delta < 0 or delta % _BCODE_SIZE:
             return None
@@ -277,7 +284,7 @@ class BuiltinReader:
 
 
 def builtin_reader(
-    memory: ProcessMemory,
+    memory: LiveMemory,
     binary: RBinary,
     layout: ContextLayout,
     hidden: HiddenGlobals,
