@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sampler.ptrace import Tracer  # noqa: E402
-from sampler.target import attach  # noqa: E402
+from sampler.ptrace import Tracer
+from sampler.target import attach
 
 
 def main() -> int:
