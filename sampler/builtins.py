@@ -31,6 +31,14 @@ the instruction's offset, so a body freed and reused is not mistaken for the old
 resuming, `frame()` drops the builtin when the innermost frame context was opened during
 this very instruction: Rprof's own context (Rprof running inside R) or a closure the builtin
 called (dispatch, callbacks), whose frame then lies inside the builtin's.
+
+A builtin that called R code is not innermost: its frame lies between two frames (S3
+dispatch from `length` or `c`, S4's `standardGeneric`, `.External` callbacks). From R 4.4
+each context keeps the offset of the instruction that was running when it was opened
+(`relpc`), so `insert_between` finds those builtins in the bodies, which do not change while
+their frames live. Before 4.4 a context keeps only a pointer to its bcEval's `currentpc`,
+which would need reading while R is stopped for every frame: not done, those builtins are
+missing there.
 """
 
 from __future__ import annotations
@@ -196,7 +204,7 @@ class BuiltinReader:
         # The instruction (label and operand), then the body's cell.
         self._second = (IoVec * 2)(IoVec(0, 16), IoVec(0, CELL_SIZE))
         self._pc_var: Address = 0
-        self._sites: dict[tuple[Address, Address, Address, int], Address] = {}
+        self._sites: dict[tuple[Address, Address, Address, int], tuple[Address, Address]] = {}
         #: Samples that found R calling a builtin from byte code.
         self.found = 0
 
@@ -230,34 +238,43 @@ class BuiltinReader:
             return None
         relpc = delta // _BCODE_SIZE
         key = (body, code, consts, relpc)
-        symbol = self._sites.get(key)
-        if symbol is None:
-            if len(self._sites) >= _MAX_SITES:
-                self._sites.clear()
-            symbol = self._sites[key] = self._head_symbol(consts, operand)
-        if not symbol:
+        site = self._sites.get(key)
+        if site is None:
+            site = self._remember(key, self._head_symbol(consts, operand))
+        if not site[0]:
             return None
         self.found += 1
-        return CurrentBuiltin(symbol, body, pc_var, relpc)
+        return CurrentBuiltin(site[0], body, pc_var, relpc)
 
-    def _head_symbol(self, consts: Address, index: int) -> Address:
-        """The head symbol of the call at `index` in the constant pool `consts`, when it is
-        a true builtin's (not an .Internal's); else 0. Called while stopped, once per site."""
+    def _remember(
+        self, key: tuple[Address, Address, Address, int], site: tuple[Address, Address]
+    ) -> tuple[Address, Address]:
+        """Cache `site` (head symbol and call, or zeros) for the instruction at `key`."""
+        if len(self._sites) >= _MAX_SITES:
+            self._sites.clear()
+        self._sites[key] = site
+        return site
+
+    def _head_symbol(self, consts: Address, index: int) -> tuple[Address, Address]:
+        """(head symbol, call) of the call at `index` in the constant pool `consts`, when it
+        is a true builtin's (not an .Internal's); else zeros. Read once per call site."""
+        none = (0, 0)
         if not 0 <= index < 1 << 24:
-            return 0
+            return none
         memory = self.memory
-        call = memory.read_many([(consts + VECTOR_DATA + 8 * index, 8)])[0]
-        if call is None:
-            return 0
-        cell = memory.read_many([(_U64.unpack(call)[0], CELL_SIZE)])[0]
+        word = memory.read_many([(consts + VECTOR_DATA + 8 * index, 8)])[0]
+        if word is None:
+            return none
+        call = _U64.unpack(word)[0]
+        cell = memory.read_many([(call, CELL_SIZE)])[0]
         if cell is None or _U64.unpack_from(cell)[0] & TYPE_MASK != LANGSXP:
-            return 0
+            return none
         head = _U64.unpack_from(cell, 32)[0]
         head_cell = memory.read_many([(head, CELL_SIZE)])[0]
         if head_cell is None or _U64.unpack_from(head_cell)[0] & TYPE_MASK != SYMSXP:
-            return 0
+            return none
         internal = _U64.unpack_from(head_cell, 48)[0]  # INTERNAL(symbol), the TAG
-        return head if internal == self.nil else 0
+        return (head, call) if internal == self.nil else none
 
     def frame(self, current: CurrentBuiltin, at: Finder, chain: list[Address]) -> RawFrame | None:
         """The builtin's frame, innermost; None when the innermost frame context of `chain`
@@ -281,6 +298,95 @@ class BuiltinReader:
                 return None
             break
         return RawFrame(symbol=current.symbol)
+
+    def insert_between(
+        self, frames: list[RawFrame], at: Finder, chain: list[Address], whole: bool
+    ) -> list[int]:
+        """Insert into `frames` (those of `chain`'s contexts, innermost first, found with
+        `at`) the builtin frames R's Rprof writes between two of them: a builtin that called
+        R code (S4's standardGeneric, S3 dispatch from length or c, .External callbacks).
+        Return their indices in `frames`, ascending; nothing unless contexts keep their pc
+        (`relpc`, R >= 4.4). With `whole` false, the chain's outer part is not in `chain`.
+
+        A context's `bcbody` and `relpc` say which instruction of its caller was running
+        when it was opened; when that is a CALLBUILTIN of a true builtin, the builtin's
+        frame lies just outside the outermost of the consecutive frames opened there, unless
+        that one is R's own context for the builtin (Rprof runs). Reads bodies and their
+        code and constant pools, which do not change while their frames live, so this may
+        run after R resumed (as source lines are read; a body freed since has other links).
+        """
+        layout = self.layout
+        relpc_at = layout.relpc
+        if relpc_at is None or len(frames) < 2:
+            return []
+        sites: list[tuple[int, Address, Address, int]] = []  # flag, call, body, relpc
+        for address in chain:
+            hit = at(address, layout.size)
+            if hit is None:
+                return []
+            data, offset = hit
+            flag = _I32.unpack_from(data, offset + layout.callflag)[0]
+            if not flag & _FRAME_FLAGS:
+                continue
+            call = _U64.unpack_from(data, offset + layout.call)[0]
+            cell = at(call, CELL_SIZE)
+            if cell is None:
+                return []
+            if _U64.unpack_from(cell[0], cell[1])[0] & TYPE_MASK != LANGSXP:
+                continue  # no frame (as in `sampler.chain`)
+            body = _U64.unpack_from(data, offset + layout.bcbody)[0]
+            sites.append((flag, call, body, _I64.unpack_from(data, offset + relpc_at)[0]))
+        if len(sites) != len(frames):
+            return []
+        builtins = self._builtins_at([(body, relpc) for _, _, body, relpc in sites])
+        inserted: list[int] = []
+        last = len(sites) - 1 if whole else len(sites) - 2
+        for i in range(last, -1, -1):  # outermost first, so that indices stay right
+            flag, call, body, relpc = sites[i]
+            found = builtins.get((body, relpc))
+            if found is None or (i < len(sites) - 1 and sites[i + 1][2:] == (body, relpc)):
+                continue
+            symbol, builtin_call = found
+            if flag & CTXT_BUILTIN and call == builtin_call:
+                continue  # R's own context for this builtin: its frame is there already
+            frames.insert(i + 1, RawFrame(symbol=symbol))
+            inserted = [i + 1] + [k + 1 for k in inserted]
+        return inserted
+
+    def _builtins_at(
+        self, places: list[tuple[Address, int]]
+    ) -> dict[tuple[Address, int], tuple[Address, Address]]:
+        """The true builtins called at (body, relpc) `places`: (head symbol, call) by place."""
+        bodies = sorted({body for body, relpc in places if body and relpc > 0})
+        if not bodies:
+            return {}
+        cells = self.memory.read_many([(body, CELL_SIZE) for body in bodies])
+        links = {}
+        for body, cell in zip(bodies, cells):
+            if cell is not None:
+                info, code, consts = _BODY.unpack_from(cell)
+                if info & TYPE_MASK == BCODESXP:
+                    links[body] = (code, consts)
+        found: dict[tuple[Address, int], tuple[Address, Address]] = {}
+        for body, relpc in places:
+            if body not in links or relpc <= 0:
+                continue
+            code, consts = links[body]
+            key = (body, code, consts, relpc)
+            site = self._sites.get(key)
+            if site is None:
+                site = self._remember(key, self._site_at(code, consts, relpc))
+            if site[0]:
+                found[body, relpc] = site
+        return found
+
+    def _site_at(self, code: Address, consts: Address, relpc: int) -> tuple[Address, Address]:
+        """`_head_symbol` of the instruction `relpc` of `code`, if it is a CALLBUILTIN."""
+        word = self.memory.read_many([(code + VECTOR_DATA + _BCODE_SIZE * relpc, 16)])[0]
+        if word is None:
+            return (0, 0)
+        label, operand = _TWO.unpack(word)
+        return self._head_symbol(consts, operand) if label == self.callbuiltin else (0, 0)
 
 
 def builtin_reader(

@@ -75,6 +75,8 @@ class RawSample:
     known: KnownStack | None = None
     #: The builtin byte code was calling, innermost (`sampler.builtins`); None: none.
     builtin: RawFrame | None = None
+    #: Indices in `frames` of the builtin frames recovered between two frames (no lines).
+    between: list[int] = field(default_factory=list)
 
 
 class SnapshotMiss(Exception):

@@ -32,6 +32,7 @@ from sampler.framenames import RawFrame
 from sampler.knownstacks import KnownStack
 from sampler.knownstacks import KnownStacks
 from sampler.layouts import ContextLayout
+from sampler.model import SrcLoc
 from sampler.model import Stack
 from sampler.procmem import Address
 from sampler.procmem import ProcessMemory
@@ -332,6 +333,8 @@ class StackReader:
             decoder.check_closures(frame_contexts)
         calls = [context[1] for context in frame_contexts]
         frames, cells = decoder.frames(plan, got, calls, extra, live)
+        if self.builtins is not None:
+            sample.between = self.builtins.insert_between(frames, at, chain, True)
         sample.frames = frames
         if lines is not None:
             sample.lines = decoder.capture_lines(lines, chain, at, live)
@@ -375,6 +378,9 @@ class StackReader:
             decoder.check_closures(frame_contexts)
         calls = [context[1] for context in frame_contexts]
         sample.frames = decoder.frames(spans, got, calls, extra, live)[0]
+        if self.builtins is not None:
+            whole = not until and not split  # else the chain's outer part is not walked
+            sample.between = self.builtins.insert_between(sample.frames, at, chain, whole)
         if until:
             sample.frames += outer.frames
             sample.contexts = len(chain) + outer.contexts
@@ -420,13 +426,23 @@ class StackReader:
         lines = self.lines
         if raw.lines is not None and lines is not None and names:
             sites = lines.finish(raw.lines)
-            if raw.builtin is not None:
-                # R's Rprof: no current line inside a builtin (R_Srcref is NULL there); the
-                # builtin's call site is the line its caller runs.
-                sites = (None, *sites)
+            if raw.between or raw.builtin is not None:
+                sites = _builtin_sites(sites, raw.between, raw.builtin is not None)
             if len(sites) == len(names) + 1:
                 return Stack(names, sites, gc=raw.gc, idle=raw.idle)
         return Stack(names, gc=raw.gc, idle=raw.idle)
+
+
+def _builtin_sites(
+    sites: tuple[SrcLoc | None, ...], between: list[int], innermost: bool
+) -> tuple[SrcLoc | None, ...]:
+    """`sites` with the recovered builtin frames' (`between`, and an `innermost` one): R's
+    Rprof writes no line executing in a builtin (R_Srcref is NULL there), and the frame it
+    called, if any, has its own line as before."""
+    placed = list(sites)
+    for index in between:
+        placed.insert(index, None)
+    return (None, *placed) if innermost else tuple(placed)
 
 
 def _span(addresses: list[Address | None]) -> tuple[Address, int] | None:

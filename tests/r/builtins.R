@@ -15,19 +15,23 @@ use_c <- function() .C("xrtop_spin_c", 3000L, 0)
 # Unnamed .Call compiles to the DOTCALL instruction, which opens no context: no frame in R.
 use_call <- function() .Call("xrtop_spin_call", x)
 use_call_named <- function() .Call("xrtop_spin_call", x, PACKAGE = spin)
-use_external <- function() .External("xrtop_spin_external", x)
+use_external <- function() for (i in 1:3) .External("xrtop_spin_external", x)
 # mean.default ends in .Internal(mean(x)): an internal builtin, no frame in R.
 use_internal <- function() for (i in 1:10) mean(x)
 nested <- function() { use_sum(); use_c() }
+# A builtin that calls R code: length() dispatches to an S3 method, inside the builtin.
+spin_r <- function(n) { s <- 0; for (i in seq_len(n)) s <- s + i; s }
+length.spinning <- function(x) { spin_r(30000); 1L }
+use_dispatch <- function() length(structure(list(), class = "spinning"))
 # Not compiled: R's eval opens the context of a foreign builtin itself.
 ast_c <- function() .C("xrtop_spin_c", 3000L, 0)
 for (name in c("use_sum", "use_c", "use_call", "use_call_named", "use_external",
-               "use_internal", "nested")) {
+               "use_internal", "nested", "spin_r", "length.spinning", "use_dispatch")) {
   assign(name, compiler::cmpfun(get(name)))
 }
 round_of_builtins <- compiler::cmpfun(function() {
   use_sum(); use_c(); use_call(); use_call_named(); use_external(); use_internal()
-  nested(); ast_c()
+  nested(); use_dispatch(); ast_c()
 })
 
 run_for <- function(seconds) {
