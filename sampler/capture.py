@@ -167,6 +167,7 @@ class StoppedCapture:
             self._spans_work = False  # no registers here: snapshots by plan from now on
             return (*self._snapshot(), False)
         got = reader.snapshot_at(self.tracer.stack_pointer())
+        reader.read_builtin()
         return got, None if reader.snapshot_complete(got) else reader.decode_stopped(got), True
 
     def _snapshot(self) -> tuple[int, RawSample | None]:
@@ -174,6 +175,7 @@ class StoppedCapture:
         something (`None`: decode it after resuming). Call while the target is stopped."""
         reader = self.reader
         got = reader.snapshot()
+        reader.read_builtin()
         return got, None if reader.snapshot_complete(got) else reader.decode_stopped(got)
 
     def verify_layout(self, target: Target, attempts: int = 40) -> None:

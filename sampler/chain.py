@@ -73,6 +73,10 @@ class RawSample:
     lines: RawLines | None = None
     #: The stack seen lately that this sample is (set by the reader, for `finish()`).
     known: KnownStack | None = None
+    #: The builtin byte code was calling, innermost (`sampler.builtins`); None: none.
+    builtin: RawFrame | None = None
+    #: Indices in `frames` of the builtin frames recovered between two frames (no lines).
+    between: list[int] = field(default_factory=list)
 
 
 class SnapshotMiss(Exception):

@@ -49,8 +49,9 @@ class KnownStack:
     cell_plan: ScatterPlan
     cell_links: tuple[int, ...]
     frames: list[RawFrame]
-    #: The finished stack, by (gc, idle): the reader names a recognised stack once.
-    stacks: dict[tuple[bool, bool], Stack] = field(default_factory=dict)
+    #: The finished stack, by (gc, idle, innermost builtin's symbol or 0): the reader names
+    #: a recognised stack once.
+    stacks: dict[tuple[bool, bool, int], Stack] = field(default_factory=dict)
     #: The last sample that showed this stack, on the planner's sample clock.
     last_seen: int = 0
 

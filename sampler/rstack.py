@@ -20,14 +20,19 @@ itself is sampler.capture's):
 
 from __future__ import annotations
 
+from sampler.builtins import BuiltinReader
+from sampler.builtins import CurrentBuiltin
 from sampler.chain import Bytes
 from sampler.chain import ChainDecoder
+from sampler.chain import Finder
 from sampler.chain import RawSample
 from sampler.chain import SnapshotMiss
 from sampler.framenames import FrameNamer
+from sampler.framenames import RawFrame
 from sampler.knownstacks import KnownStack
 from sampler.knownstacks import KnownStacks
 from sampler.layouts import ContextLayout
+from sampler.model import SrcLoc
 from sampler.model import Stack
 from sampler.procmem import Address
 from sampler.procmem import ProcessMemory
@@ -122,6 +127,11 @@ class StackReader:
         #: Copies a stopped sample as spans of R's stacks (`snapshot_at`); None: R does not
         #: say where they are (set by `sampler.target.attach`).
         self.spans: SpanPlan | None = None
+        #: Recovers the builtin byte code calls (`sampler.builtins`; set by
+        #: `sampler.target.attach`); None: not in this R. `read_builtin` keeps its find
+        #: for the sample decoded next.
+        self.builtins: BuiltinReader | None = None
+        self._builtin: CurrentBuiltin | None = None
 
     def globals_span(self) -> tuple[Address, int]:
         """The span of R's globals a snapshot reads first (R_GlobalContext and the GC flag)."""
@@ -161,6 +171,18 @@ class StackReader:
         self._snapped = spans
         self._recognised_in_snapshot = None
         return spans.copy(sp)
+
+    def read_builtin(self) -> None:
+        """Copy which builtin R's byte code calls now, for the sample decoded next (see
+        `sampler.builtins`). Call while stopped, after the snapshot."""
+        self._builtin = self.builtins.capture() if self.builtins is not None else None
+
+    def _take_builtin(self, at: Finder, chain: list[Address]) -> RawFrame | None:
+        """The builtin frame `read_builtin` found for this sample of `chain`, if any."""
+        current, self._builtin = self._builtin, None
+        if current is None or self.builtins is None:
+            return None
+        return self.builtins.frame(current, at, chain)
 
     def warm(self) -> None:
         """Run `snapshot()` and `snapshot_complete()` once while the target runs, discarding
@@ -254,22 +276,31 @@ class StackReader:
         if self.lines is None and self._snapped is not self.spans:
             same = self._recognised_in_snapshot or self._find_known(self._snapped, got)
             if same is not None:
-                return self._same_sample(same)
+                return self._same_sample(same, got)
         try:
             return self._decode(got, live=False)
         except SnapshotMiss:
             return None
 
-    def _same_sample(self, same: KnownStack) -> RawSample:
-        """The sample recognised as `same`: its frames, and this snapshot's GC flag."""
+    def _same_sample(self, same: KnownStack, got: int) -> RawSample:
+        """The sample recognised as `same` in the snapshot of `got` bytes: its frames, and
+        this snapshot's GC flag and builtin."""
         plan = self._snapped
         assert plan is not None and self._globals_span is not None
         in_gc = self._gc_at >= 0 and I32.unpack_from(plan.buffer, self._gc_at)[0] != 0
         self.last_head = same.head
         self.recognised += 1
         self._planner.recognised(same, self.lines)
+        builtin = None
+        if self._builtin is not None:
+            builtin = self._take_builtin(self._decoder.finder(plan, got, {}), same.chain)
         return RawSample(
-            frames=same.frames, gc=in_gc, head=same.head, contexts=len(same.chain), known=same
+            frames=same.frames,
+            gc=in_gc,
+            head=same.head,
+            contexts=len(same.chain),
+            known=same,
+            builtin=builtin,
         )
 
     def _decode(self, got: int, *, live: bool) -> RawSample:
@@ -290,9 +321,11 @@ class StackReader:
         sample = RawSample(gc=in_gc, head=first)
         if not first:
             planner.remember([], [], lines, live=live)
+            sample.builtin = self._take_builtin(at, [])
             return sample
         chain, frame_contexts = decoder.walk(plan, got, first, extra, live, planner.stride)
         sample.contexts = len(chain)
+        sample.builtin = self._take_builtin(at, chain)
         if not frame_contexts:
             planner.remember(chain, [], lines, live=live)
             return sample
@@ -300,6 +333,8 @@ class StackReader:
             decoder.check_closures(frame_contexts)
         calls = [context[1] for context in frame_contexts]
         frames, cells = decoder.frames(plan, got, calls, extra, live)
+        if self.builtins is not None:
+            sample.between = self.builtins.insert_between(frames, at, chain, True)
         sample.frames = frames
         if lines is not None:
             sample.lines = decoder.capture_lines(lines, chain, at, live)
@@ -327,6 +362,7 @@ class StackReader:
         self.last_head = first
         sample = RawSample(gc=in_gc, head=first)
         if not first:
+            sample.builtin = self._take_builtin(at, [])
             return sample
         outer = spans.outer
         # Beyond the copy, the same activation as at the last sample: its frames and all
@@ -337,10 +373,14 @@ class StackReader:
         remember = bool(live and spans.left_at and not until and spans.left_identity)
         split = until or (spans.left_at if remember else 0)
         chain, frame_contexts = decoder.walk(spans, got, first, extra, live, 0, split)
+        sample.builtin = self._take_builtin(at, chain)
         if self.validate:
             decoder.check_closures(frame_contexts)
         calls = [context[1] for context in frame_contexts]
         sample.frames = decoder.frames(spans, got, calls, extra, live)[0]
+        if self.builtins is not None:
+            whole = not until and not split  # else the chain's outer part is not walked
+            sample.between = self.builtins.insert_between(sample.frames, at, chain, whole)
         if until:
             sample.frames += outer.frames
             sample.contexts = len(chain) + outer.contexts
@@ -371,7 +411,7 @@ class StackReader:
         known = raw.known
         if known is None or raw.lines is not None:
             return self._finish(raw)
-        key = (raw.gc, raw.idle)
+        key = (raw.gc, raw.idle, raw.builtin.symbol if raw.builtin is not None else 0)
         stack = known.stacks.get(key)
         if stack is None:
             stack = known.stacks[key] = self._finish(raw)
@@ -379,16 +419,30 @@ class StackReader:
 
     def _finish(self, raw: RawSample) -> Stack:
         symbol_name = self.namer.symbol_name
+        frames = raw.frames if raw.builtin is None else [raw.builtin, *raw.frames]
         names = tuple(
-            frame.name if frame.name is not None else symbol_name(frame.symbol)
-            for frame in raw.frames
+            frame.name if frame.name is not None else symbol_name(frame.symbol) for frame in frames
         )
         lines = self.lines
         if raw.lines is not None and lines is not None and names:
             sites = lines.finish(raw.lines)
+            if raw.between or raw.builtin is not None:
+                sites = _builtin_sites(sites, raw.between, raw.builtin is not None)
             if len(sites) == len(names) + 1:
                 return Stack(names, sites, gc=raw.gc, idle=raw.idle)
         return Stack(names, gc=raw.gc, idle=raw.idle)
+
+
+def _builtin_sites(
+    sites: tuple[SrcLoc | None, ...], between: list[int], innermost: bool
+) -> tuple[SrcLoc | None, ...]:
+    """`sites` with the recovered builtin frames' (`between`, and an `innermost` one): R's
+    Rprof writes no line executing in a builtin (R_Srcref is NULL there), and the frame it
+    called, if any, has its own line as before."""
+    placed = list(sites)
+    for index in between:
+        placed.insert(index, None)
+    return (None, *placed) if innermost else tuple(placed)
 
 
 def _span(addresses: list[Address | None]) -> tuple[Address, int] | None:

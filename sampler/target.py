@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
+from sampler.builtins import builtin_reader
 from sampler.chain import RawSample
 from sampler.decode import HiddenGlobals
 from sampler.decode import find_hidden_globals
@@ -320,6 +321,7 @@ def attach(pid: int, *, force_version: str | None = None, validate_each: bool = 
         if err.kind == "permission":
             raise permission_error(pid, "cannot read the memory of") from None
         raise NoSuchProcessError(f"process {pid} went away while attaching ({err})") from None
+    reader.builtins = builtin_reader(memory, binary, layout, hidden, reader.nil)
     bounds = span_bounds(pid, binary.symbols, read_pointer, version[:2], reader.globals_span())
     if bounds is not None:
         reader.spans = SpanPlan(
