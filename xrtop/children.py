@@ -8,19 +8,86 @@ complete up to the last flush should xrtop be killed.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from sampler.descendants import Descendants
+from sampler.descendants import Found
 from sampler.errors import UsageError
+from sampler.errors import XrtopError
 from sampler.model import Stack
 from sampler.processes import ENDED
 from sampler.processes import TracedProcess
+from sampler.procstat import read_stat
 from sampler.rprof import RprofOptions
+from sampler.target import Target
+from sampler.target import attach
+from sampler.target import attach_clone
+from xrtop.formats import RPROF
 from xrtop.formats import open_output
 from xrtop.session import StreamedFile
 
 
-def child_output_path(path: str, pid: int) -> str:
+def attach_descendants(target: Target) -> list[tuple[Target, bool, Found]]:
+    """Every R process below `target` now, attached (not stopped): (its target, whether it
+    is a fork of its parent, what was found), parents before their children. A fork reuses
+    its parent's binary and layout (`attach_clone`). Those that ended meanwhile or may not
+    be read are left out."""
+    targets = {target.pid: target}
+    stat = read_stat(target.pid)
+    descendants = Descendants(target.pid, target.info.start_ticks, stat.session if stat else 0)
+    attached = []
+    for item in descendants.poll():
+        parent = targets.get(item.parent_pid) if item.parent_is_r else None
+        child, forked = None, False
+        if parent is not None:
+            with contextlib.suppress(XrtopError):
+                child, forked = attach_clone(parent, item.pid), True
+        if child is None:
+            try:
+                child = attach(item.pid)
+            except XrtopError:
+                continue
+        targets[item.pid] = child
+        attached.append((child, forked, item))
+    return attached
+
+
+def check_subprocess_output(
+    subprocesses: bool, fmt: str, output: str | None, rotate: float | None, command: object
+) -> None:
+    """Reject the `record` flags --subprocesses cannot go with (UsageError): an Rprof.out
+    per process needs a file name to put them beside, and files are not rotated."""
+    if not subprocesses:
+        return
+    if rotate is not None:
+        raise UsageError(
+            "--rotate cannot be combined with --subprocesses",
+            "Record the processes without --rotate, or rotate the target alone.",
+        )
+    if fmt == RPROF and not output and command is None:
+        raise UsageError(
+            "--subprocesses writes one Rprof.out per process: name the target's with -o",
+            "Example: xrtop record --subprocesses -p 1234 -o prof.out "
+            "(children go to prof.<PID>.out).",
+        )
+
+
+def report_child_files(streams: ChildStreams) -> bool:
+    """Say where the children's files went and what failed; False if any write failed."""
+    if streams.paths:
+        example = child_output_path(streams.path, "<PID>")
+        print(
+            f"xrtop: {len(streams.paths)} child profiles written beside {streams.path} ({example})",
+            file=sys.stderr,
+        )
+    for error in streams.errors:
+        print(f"xrtop: {error}", file=sys.stderr)
+    return not streams.errors
+
+
+def child_output_path(path: str, pid: int | str) -> str:
     """The file of child `pid` beside the target's `path`: F.out -> F.<PID>.out (F ->
     F.<PID> when it has no suffix)."""
     p = Path(path)
