@@ -8,7 +8,9 @@ complete up to the last flush should xrtop be killed.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from sampler.descendants import Descendants
 from sampler.descendants import Found
 from sampler.errors import UsageError
 from sampler.errors import XrtopError
+from sampler.group import GroupSampler
 from sampler.model import Stack
 from sampler.processes import ENDED
 from sampler.processes import TracedProcess
@@ -26,6 +29,7 @@ from sampler.target import attach
 from sampler.target import attach_clone
 from xrtop.formats import RPROF
 from xrtop.formats import open_output
+from xrtop.session import Session
 from xrtop.session import StreamedFile
 
 
@@ -52,6 +56,29 @@ def attach_descendants(target: Target) -> list[tuple[Target, bool, Found]]:
         targets[item.pid] = child
         attached.append((child, forked, item))
     return attached
+
+
+def process_bench_stats(session: Session) -> list[dict[str, object]]:
+    """For bench/subprocesses.py: each sampled process's rate, and how long after its start
+    its sampling began (`_write_bench_stats`)."""
+    assert session.processes is not None and isinstance(session.thread, GroupSampler)
+    boot_offset = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
+    ticks = os.sysconf("SC_CLK_TCK")
+    rows = []
+    for process in session.processes.sampled():
+        stats = session.thread.process_stats(process)
+        began = stats.started_at + boot_offset - process.start_ticks / ticks
+        rows.append(
+            {
+                "pid": process.pid,
+                "role": process.role,
+                "samples": stats.samples + stats.empty + stats.error_count,
+                "elapsed": stats.elapsed,
+                "achieved_hz": stats.achieved_hz,
+                "sampled_after_start_s": began,
+            }
+        )
+    return rows
 
 
 def check_subprocess_output(

@@ -42,6 +42,7 @@ from sampler.thread import State
 from xrtop import __version__
 from xrtop.children import attach_descendants
 from xrtop.children import check_subprocess_output
+from xrtop.children import process_bench_stats
 from xrtop.children import report_child_files
 from xrtop.diff import cmd_diff
 from xrtop.formats import FORMATS
@@ -441,6 +442,8 @@ def _write_bench_stats(session: Session) -> None:
         "achieved_hz": stats.achieved_hz,
         "stop_times": list(session.thread.stop_times),
     }
+    if session.processes is not None:
+        data["processes"] = process_bench_stats(session)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f)
 
