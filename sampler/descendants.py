@@ -146,23 +146,25 @@ class Descendants:
         listed = {int(name) for name in os.listdir("/proc") if name.isdigit()}
         new = listed - self._listed if not self._first else listed
         self._listed = listed
-        first, self._first = self._first, False
+        # A PID that is gone may be reused by a process that is not ours.
+        self._r = {pid: start for pid, start in self._r.items() if pid in listed}
         found: list[Found] = []
-        ready = [] if first else self._take_pending(listed)
-        self._watch(new, time.monotonic())
-        if first:
-            ready = self._take_pending(listed)
-        for pid, (start, parent) in ready:
+        if self._first:
+            self._first = False
+            self._watch(new, time.monotonic())
+            new = set()
+        # Those seen at the last poll first, so that a child of theirs new now is theirs.
+        for pid, (start, parent) in self._take_pending(listed):
             item = self._classify(pid, start, parent)
             if item is not None:
                 found.append(item)
+        self._watch(new, time.monotonic())
         found.extend(self._recheck_others(listed))
         return found
 
     def add_r(self, pid: int, start: int, session: int) -> None:
-        """Follow R process `pid` from now on (its children become descendants)."""
+        """R process `pid` is sampled: workers orphaned in its session may be its own."""
         self._r[pid] = start
-        self._others.pop(pid, None)
         self._sessions.add(session)
 
     # -- one poll's steps ----------------------------------------------------------------
@@ -213,7 +215,14 @@ class Descendants:
         if not runs_r(pid):
             self._others[pid] = _Followed(start, _exe(pid))
             return None
-        return Found(pid, parent, start, read_cmdline(pid), parent in self._r)
+        return self._found(pid, parent, start, read_cmdline(pid))
+
+    def _found(self, pid: int, parent: int, start: int, cmdline: str) -> Found:
+        """Report R process `pid`, and follow it from now on: its children are ours too,
+        whether or not it can be sampled."""
+        found = Found(pid, parent, start, cmdline, parent in self._r)
+        self._r[pid] = start
+        return found
 
     def _recheck_others(self, listed: set[int]) -> list[Found]:
         """Pass-through processes that exec'd R since the last poll, and possible orphaned
@@ -233,7 +242,7 @@ class Descendants:
                     cmdline = read_cmdline(pid)
                     master = self._master_of(cmdline)
                     if master is not None:
-                        found.append(Found(pid, master, other.start, cmdline, False))
+                        found.append(self._found(pid, master, other.start, cmdline))
                 elif now > other.orphan_until:
                     del self._others[pid]
                 continue
@@ -249,8 +258,7 @@ class Descendants:
             except OSError:
                 continue
             if stat is not None:
-                parent = stat.ppid
-                found.append(Found(pid, parent, other.start, read_cmdline(pid), parent in self._r))
+                found.append(self._found(pid, stat.ppid, other.start, read_cmdline(pid)))
         return found
 
     def _master_of(self, cmdline: str) -> int | None:

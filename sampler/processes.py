@@ -140,6 +140,8 @@ class ProcessSet:
             state, cpu = process.state, 0.0
             if state == RUNNING:
                 state, cpu = self._running_state(process, now)
+            else:
+                self._cpu_seen.pop((process.pid, process.start_ticks), None)
             rows.append(
                 ProcessRow(
                     process.pid,

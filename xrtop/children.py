@@ -142,6 +142,7 @@ class ChildStreams:
         """Make `process`'s file (header written); return what takes its samples (None
         when the file cannot be made: the reason goes to `errors`). Called by the sampler
         thread before the child's first sample."""
+        self._close_ended()  # (a fork storm must not hold hundreds of files open)
         path = child_output_path(self.path, process.pid)
         try:
             out = open_output(path)
@@ -155,13 +156,17 @@ class ChildStreams:
 
     def tick(self) -> None:
         """Flush the files due for it; close those of children that ended."""
+        self._close_ended()
+        for _, stream in self._open:
+            stream.tick()
+
+    def _close_ended(self) -> None:
         still = []
         for process, stream in self._open:
             if process.state == ENDED:
                 stream.close()
                 self._note(stream.error)
             else:
-                stream.tick()
                 still.append((process, stream))
         self._open = still
 
