@@ -85,6 +85,7 @@ def test_a_reused_pid_names_the_later_process_and_keeps_both() -> None:
             "PSOCK worker",
         ),
         ("R -e workRSOCK <- ... parallelly.parent=12 --args PORT=2", False, (), "future worker"),
+        ("R -e cat(file='worker.rank=1.future.parent=3.pid') PORT=3", False, (), "future worker"),
         ("R --slave -f /tmp/Rtmp/callr-scr-2bd16", False, (), "callr"),
         ("R --file=other.R", False, (), "R child"),
     ],

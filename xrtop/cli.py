@@ -535,6 +535,7 @@ def _record_launched(
                 ok = True
             else:
                 launched.adopt_status(session.target.pid, session.thread.exit_status)
+                _write_bench_stats(session)
         except BaseException:
             # xrtop cannot record it: do not leave the command running on its own.
             launched.terminate()
