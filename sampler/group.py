@@ -18,6 +18,7 @@ should xrtop be killed.
 
 from __future__ import annotations
 
+import signal
 import time
 from array import array
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from sampler.affinity import bound_to_one_shared_cpu
 from sampler.affinity import tight_timer_slack
 from sampler.capture import StoppedCapture
 from sampler.capture import sample_running
+from sampler.childsignals import CHILD_SIGNALS
 from sampler.childsignals import child_signals_queued
 from sampler.childsignals import wait_child_signal
 from sampler.descendants import UNNAMED_FORK
@@ -70,6 +72,8 @@ _LIVENESS_EVERY = 0.25
 ProcessHook = Callable[[TracedProcess], Optional[Callable[[Stack], None]]]
 #: The longest sleep between looks for stops in a sampling round (a SIGCHLD ends it).
 _COLLECT_WAIT = 0.001
+#: How long a sampling round keeps the GIL while it waits for stops (see `_collect`).
+_KEEP_GIL_FOR = 0.002
 #: How long a started R may take to set up its globals before xrtop gives up on it.
 _STARTUP_PATIENCE = 10.0
 
@@ -449,7 +453,12 @@ class GroupSampler(SamplerThread):
 
     def _collect(self, until: float) -> None:
         """Sample each process asked to stop as its stop comes, until none is left or
-        `until` (monotonic) passes."""
+        `until` (monotonic) passes.
+
+        Between stops it sleeps until a SIGCHLD announces the next, keeping the GIL for the
+        first _KEEP_GIL_FOR seconds (a stopped process must not wait for xrtop's other
+        threads), then letting the others (the live view) run."""
+        keep_gil_until = time.monotonic() + _KEEP_GIL_FOR
         while True:
             waiting = False
             for member in list(self._members):
@@ -466,12 +475,16 @@ class GroupSampler(SamplerThread):
                     self._sample(member)
                 else:
                     waiting = True
-            if not waiting or time.monotonic() >= until:
+            now = time.monotonic()
+            if not waiting or now >= until:
                 return
-            if self._signals_queued:
-                wait_child_signal(_COLLECT_WAIT)  # a stop announces itself with SIGCHLD
+            wait = min(_COLLECT_WAIT, until - now)
+            if not self._signals_queued:
+                time.sleep(wait / 4)
+            elif now < keep_gil_until:
+                wait_child_signal(wait)  # a stop announces itself with SIGCHLD
             else:
-                time.sleep(_COLLECT_WAIT / 4)
+                signal.sigtimedwait(CHILD_SIGNALS, wait)
 
     def _sample(self, member: _Member) -> None:
         """One sample of `member` into its log (and its streamed file)."""

@@ -222,6 +222,11 @@ class Tracer:
             if code != errno.ESRCH:  # gone: `poll_stop()` says so
                 raise ReadPermissionError(f"cannot interrupt {self.tid}: {os.strerror(code)}")
 
+    @property
+    def held(self) -> bool:
+        """Whether the thread is stopped already for the next `stop()` (`poll_stop`)."""
+        return self._held
+
     def poll_stop(self) -> bool:
         """After `interrupt()`: whether the thread is in its stop now (then the next
         `stop()` returns at once), handing on the signals it got meanwhile; never blocks.
