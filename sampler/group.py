@@ -59,7 +59,6 @@ from sampler.target import attach
 from sampler.target import attach_clone
 from sampler.target import verify_layout
 from sampler.thread import LONGEST_SLEEP
-from sampler.thread import WARM_LEAD
 from sampler.thread import SamplerThread
 from sampler.thread import State
 from sampler.thread import count_sample
@@ -393,7 +392,6 @@ class GroupSampler(SamplerThread):
         # The first look comes after the first samples: a child running already is named
         # after what its parent runs (`role_of`).
         next_scan = next_liveness = started + _SCAN_EVERY
-        lead = WARM_LEAD if self.blocking else 0.0
         monotonic = time.monotonic
         while not self._stop_event.is_set():
             now = monotonic()
@@ -411,7 +409,7 @@ class GroupSampler(SamplerThread):
                 self._adopt()
             sleeper = self._pass_signals()
             self._collect(now)  # stops that came after the last round gave up on them
-            wait = min(next_due - now - lead, next_scan - now)
+            wait = min(next_due - now, next_scan - now)
             if wait > 0:
                 if deadline_end is not None:
                     wait = min(wait, deadline_end - now)

@@ -89,10 +89,14 @@ def mapping_at(pid: int, start: int) -> Mapping | None:
     except PermissionError:
         raise PermissionDeniedError(f"cannot read /proc/{pid}/maps") from None
     prefix = f"{start:x}-"
-    at = 0 if text.startswith(prefix) else text.find("\n" + prefix) + 1
-    if at == 0 and not text.startswith(prefix):
-        return None
-    m = _MAPS_LINE.match(text[at : text.find("\n", at)])
+    if text.startswith(prefix):
+        at = 0
+    else:
+        at = text.find("\n" + prefix) + 1
+        if at == 0:
+            return None
+    end = text.find("\n", at)
+    m = _MAPS_LINE.match(text[at:] if end < 0 else text[at:end])
     return _mapping(m) if m else None
 
 
