@@ -55,6 +55,7 @@ from sampler.processes import ProcessSet
 from sampler.processes import TracedProcess
 from sampler.procstat import SleepProbe
 from sampler.procstat import read_stat
+from sampler.procstat import session_of
 from sampler.ptrace import Tracer
 from sampler.target import Target
 from sampler.target import attach
@@ -204,9 +205,9 @@ class GroupSampler(SamplerThread):
                 self.state = State.FAILED
                 return
             self._shares_one_cpu = bound_to_one_shared_cpu(target.pid)
-            stat = read_stat(target.pid)
-            session = stat.session if stat is not None else 0
-            self._descendants = Descendants(target.pid, target.info.start_ticks, session)
+            self._descendants = Descendants(
+                target.pid, target.info.start_ticks, session_of(target.pid)
+            )
             self.state = State.RUNNING
             with self._lock:
                 self._stats.started_at = time.monotonic()
@@ -326,8 +327,11 @@ class GroupSampler(SamplerThread):
                 continue
             except NoSuchProcessError:
                 continue  # gone already
-            except XrtopError as err:
-                self._refuse(found, role_of(found.cmdline, False), err.message)
+            except (XrtopError, OSError) as err:
+                if not _same_process(found):
+                    continue  # gone already: /proc said so its own way
+                why = err.message if isinstance(err, XrtopError) else str(err)
+                self._refuse(found, role_of(found.cmdline, False), why)
                 continue
             if target.info.start_ticks != found.start_ticks:
                 continue  # the PID was reused meanwhile: not the process found
@@ -365,8 +369,7 @@ class GroupSampler(SamplerThread):
             self._refuse(found, role, err.message)
             return None
         assert self._descendants is not None
-        stat = read_stat(found.pid)
-        self._descendants.add_r(found.pid, found.start_ticks, stat.session if stat else 0)
+        self._descendants.add_r(found.pid, found.start_ticks, session_of(found.pid))
         if self.on_process is not None:
             member.on_sample = self.on_process(entry)
         return member
@@ -590,3 +593,12 @@ def _attach_started(pid: int) -> Target:
         if target.reader.nil or time.monotonic() > deadline:
             return target
         time.sleep(0.02)
+
+
+def _same_process(found: Found) -> bool:
+    """Whether the process `found` names still runs (not gone, its PID not reused)."""
+    try:
+        stat = read_stat(found.pid)
+    except OSError:
+        return True  # there, but not readable
+    return stat is not None and stat.start == found.start_ticks and stat.state not in "ZX"

@@ -68,6 +68,15 @@ def read_stat(pid: int, proc: str = "/proc") -> ProcStat | None:
     return parse_stat(data)
 
 
+def session_of(pid: int) -> int:
+    """The session ID of process `pid` (0 when it is gone or may not be read)."""
+    try:
+        stat = read_stat(pid)
+    except OSError:
+        return 0
+    return stat.session if stat is not None else 0
+
+
 class SleepProbe:
     """Tells whether a process's main thread sleeps now, from /proc (the idle flag of a
     sample taken without stopping R). Keeps the stat file open; `close()` it."""

@@ -84,7 +84,7 @@ def mapping_at(pid: int, start: int) -> Mapping | None:
     maps but parses only that line (a fork's check that R is where its parent's is)."""
     try:
         text = Path(f"/proc/{pid}/maps").read_text(errors="surrogateescape")
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # (the second: exiting as it is read)
         raise NoSuchProcessError(f"no process with PID {pid}") from None
     except PermissionError:
         raise PermissionDeniedError(f"cannot read /proc/{pid}/maps") from None

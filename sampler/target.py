@@ -89,7 +89,7 @@ def inspect_process(pid: int) -> ProcessInfo:
     try:
         stat = read_stat(pid)
         status = Path(f"/proc/{pid}/status").read_text() if stat is not None else ""
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # (the second: exiting as it is read)
         stat = None
     except PermissionError:
         raise permission_error(pid, "cannot read /proc entries of") from None

@@ -22,7 +22,7 @@ from sampler.group import GroupSampler
 from sampler.model import Stack
 from sampler.processes import ENDED
 from sampler.processes import TracedProcess
-from sampler.procstat import read_stat
+from sampler.procstat import session_of
 from sampler.rprof import RprofOptions
 from sampler.target import Target
 from sampler.target import attach
@@ -39,8 +39,7 @@ def attach_descendants(target: Target) -> list[tuple[Target, bool, Found]]:
     its parent's binary and layout (`attach_clone`). Those that ended meanwhile or may not
     be read are left out."""
     targets = {target.pid: target}
-    stat = read_stat(target.pid)
-    descendants = Descendants(target.pid, target.info.start_ticks, stat.session if stat else 0)
+    descendants = Descendants(target.pid, target.info.start_ticks, session_of(target.pid))
     attached = []
     for item in descendants.poll():
         parent = targets.get(item.parent_pid) if item.parent_is_r else None
