@@ -91,6 +91,7 @@ class _Member:
         "capture",
         "forked",
         "last_stack",
+        "missed",
         "on_sample",
         "probe",
         "process",
@@ -119,6 +120,8 @@ class _Member:
         self.awaiting = False
         #: Read as a fork of its parent (`attach_clone`): until it execs something.
         self.forked = False
+        #: Rounds since it was asked to stop that it has not stopped for (see `_round`).
+        self.missed = 0
 
     def sample(self) -> tuple[Stack, float]:
         """One sample, and the seconds the process was stopped for it."""
@@ -127,6 +130,17 @@ class _Member:
         assert self.probe is not None
         reader = self.target.reader
         return reader.finish(sample_running(reader, self.probe.sleeping)), 0.0
+
+    def exec_since_fork(self, now: float) -> bool:
+        """Whether this process, read as a fork lately, has exec'd something since
+        (processx and `system()` fork R, then exec: under load the exec may come after the
+        fork was taken for a worker). Forks older than _EXEC_WATCH are not looked at again."""
+        if not self.forked or now - self.process.stats.started_at > _EXEC_WATCH:
+            return False
+        try:
+            return not maps_r_at(self.target.pid, self.target.mapping)
+        except XrtopError:
+            return False  # gone: the liveness check ends it
 
     def close(self) -> None:
         """Detach (the process runs on untraced) and close what was opened for it."""
@@ -374,17 +388,6 @@ class GroupSampler(SamplerThread):
             member.on_sample = self.on_process(entry)
         return member
 
-    def _exec_since_fork(self, member: _Member, now: float) -> bool:
-        """Whether `member`, read as a fork lately, has exec'd something since (processx
-        and `system()` fork R, then exec: under load the exec may come after the fork was
-        taken for a worker). Forks older than _EXEC_WATCH are not looked at again."""
-        if not member.forked or now - member.process.stats.started_at > _EXEC_WATCH:
-            return False
-        try:
-            return not maps_r_at(member.target.pid, member.target.mapping)
-        except XrtopError:
-            return False  # gone: the liveness check ends it
-
     def _exec_seen(self, member: _Member) -> None:
         """`member`, read as a fork, has exec'd since: stop reading it as its parent's R and
         locate the R it runs now (it goes on in the same row), if it is R."""
@@ -425,7 +428,7 @@ class GroupSampler(SamplerThread):
         for member in list(self._members):
             if liveness and not member.target.alive():
                 self._end_member(member)
-            elif liveness and self._exec_since_fork(member, now):
+            elif liveness and member.exec_since_fork(now):
                 self._exec_seen(member)
             elif (member.target.reader.lines is not None) != want_lines:
                 member.target.set_lines(want_lines)
@@ -496,12 +499,16 @@ class GroupSampler(SamplerThread):
         """Sample every process once. In blocking mode each is asked to stop first, and
         read (then resumed) as its stop comes: a busy process waiting for a CPU takes its
         time to stop, and the others need not wait for it. One that has not stopped by
-        `until` is read when it does."""
+        `until` is read when it does; until then it has not run R's code (a stop request
+        is met the moment a thread returns to it), so its stack is the one it stops with,
+        and that sample counts for every round it missed meanwhile."""
         for member in list(self._members):
             tracer = member.tracer
             if tracer is None:
                 self._sample(member)
-            elif not member.awaiting and not tracer.user_stopped:
+            elif member.awaiting:
+                member.missed += 1
+            elif not tracer.user_stopped:
                 # (One stopped by someone else, SIGSTOP, has a stack that cannot change.)
                 try:
                     tracer.interrupt()
@@ -560,9 +567,12 @@ class GroupSampler(SamplerThread):
                 stats.count_error(err.kind, str(err))
             return
         taken = time.monotonic()
+        copies, member.missed = 1 + member.missed, 0
         with self._lock:
-            count_sample(stats, stack, stopped, taken)
-        member.process.log.add(stack, taken)
+            for copy in range(copies):
+                count_sample(stats, stack, 0.0 if copy else stopped, taken)
+        for _ in range(copies):
+            member.process.log.add(stack, taken)
         member.last_stack = stack
         if member.unnamed_fork and stack.names:
             # A fork runs on inside the call that made it (mcparallel, mclapply...).
@@ -573,10 +583,10 @@ class GroupSampler(SamplerThread):
                 self.processes.set_state(member.process, member.process.state)
         if member.process.pid == self.target.pid:
             self.last_stack = stack
-            if self.on_sample is not None:
-                self.on_sample(stack)
-        elif member.on_sample is not None:
-            member.on_sample(stack)
+        on_sample = self.on_sample if member.process.pid == self.target.pid else member.on_sample
+        if on_sample is not None:
+            for _ in range(copies):
+                on_sample(stack)
 
     def process_stats(self, process: TracedProcess) -> SamplerStats:
         """A consistent copy of one process's counters."""
