@@ -1,16 +1,24 @@
 """Sampling a target and every R process below it on one schedule (`--subprocesses`).
 
 `GroupSampler` is a `SamplerThread` whose loop samples each live R process of the session
-at every tick, one after the other: in blocking mode each process is stopped only for its
-own sample. It presents the target as a `SamplerThread` does (log, counters, state), and
+at every tick (a round): in blocking mode each process is stopped only for its own sample.
+It presents the target as a `SamplerThread` does (log, counters, state), and
 the whole set through a `ProcessSet` (sampler.processes), which it alone writes.
 
-Every `_SCAN_EVERY` seconds it looks for new descendants (sampler.descendants) and attaches
-to each: a fork of a sampled R is the same R (`attach_clone`: nothing is looked up again,
-its layout is the parent's, checked already); an R started anew (PSOCK, callr) is
-located in a helper thread, so that reading its binary holds up no sample, and its layout
-is checked unless a process of the same R binary passed the check already. A process that
-may not be traced is listed once as "not traced", with the reason; it ends nothing.
+Rounds: in blocking mode each process is asked to stop first, and read (then resumed) as
+its stop comes: a busy process waiting for a CPU takes its time to stop, and the others
+need not wait for it. One that has not stopped by the next round is read when it does;
+until then it has not run R's code (a stop request is met the moment a thread returns to
+it), so its stack is the one it stops with, and that sample counts for every round it
+missed meanwhile (wall-clock sampling of a process that waits for a CPU).
+
+Every `_SCAN_EVERY` seconds it looks for new descendants (sampler.descendants); a helper
+thread locates each, so that no sample waits for it: a fork of a sampled R is the same R
+(`attach_clone`: nothing is looked up again, its layout is the parent's, checked already;
+watched a while for an exec), an R started anew (PSOCK, callr) is located as any target,
+and its layout checked unless a process of the same R binary passed the check already.
+A process that may not be traced is listed once as "not traced", with the reason; it ends
+nothing.
 
 Every process is detached on every way out of `run()`, and the kernel detaches them all
 should xrtop be killed.
@@ -193,6 +201,8 @@ class GroupSampler(SamplerThread):
         self._attaching: dict[
             Future[Target], tuple[Found, tuple[str, ...] | None, TracedProcess | None]
         ] = {}
+        #: Where the samples of a fork that exec'd R went, until it is read anew.
+        self._hooks: dict[TracedProcess, Callable[[Stack], None] | None] = {}
         #: R binaries (device, inode) whose layout passed the check in some process.
         self._verified: set[tuple[tuple[int, int], int]] = set()
         self._signals_queued = False
@@ -337,18 +347,16 @@ class GroupSampler(SamplerThread):
                 if forked:  # it exec'd R anew: located like any other
                     self._submit(found, None)
                 else:
-                    self._refuse(found, role_of(found.cmdline, False), "not an R process")
+                    self._refuse(found, "not an R process", entry)
                 continue
-            except NoSuchProcessError:
-                continue  # gone already
             except (XrtopError, OSError) as err:
-                if not _same_process(found):
-                    continue  # gone already: /proc said so its own way
+                gone = isinstance(err, NoSuchProcessError) or not _same_process(found)
                 why = err.message if isinstance(err, XrtopError) else str(err)
-                self._refuse(found, role_of(found.cmdline, False), why)
+                self._refuse(found, "" if gone else why, entry)
                 continue
             if target.info.start_ticks != found.start_ticks:
-                continue  # the PID was reused meanwhile: not the process found
+                self._refuse(found, "", entry)  # the PID was reused meanwhile
+                continue
             role = role_of(found.cmdline, forked, parent_stack or ())
             verify = not forked and target.mapping[1:] not in self._verified
             member = self._add_child(found, target, role, verify, entry)
@@ -378,13 +386,16 @@ class GroupSampler(SamplerThread):
         try:
             member = self._add(entry, target, verify=verify, stop_times=array("f"), listed=listed)
         except (TargetGoneError, NoSuchProcessError):
-            return None  # ended before its first sample: nothing to show
+            self._refuse(found, "", entry if listed else None)  # ended before its sample
+            return None
         except XrtopError as err:
-            self._refuse(found, role, err.message)
+            self._refuse(found, err.message, entry if listed else None, role)
             return None
         assert self._descendants is not None
         self._descendants.add_r(found.pid, found.start_ticks, session_of(found.pid))
-        if self.on_process is not None:
+        if listed:  # its samples go on where they went
+            member.on_sample = self._hooks.pop(entry, None)
+        elif self.on_process is not None:
             member.on_sample = self.on_process(entry)
         return member
 
@@ -397,18 +408,27 @@ class GroupSampler(SamplerThread):
         cmdline = read_cmdline(process.pid)
         found = Found(process.pid, process.parent_pid, process.start_ticks, cmdline, False)
         if runs_r(process.pid):
+            self._hooks[process] = member.on_sample
             self._submit(found, None, entry=process)
             return
         self.processes.set_state(process, ENDED, "exec'd a program that is not R")
         if self._descendants is not None:  # (which may exec R in turn)
             self._descendants.pass_through(process.pid, process.start_ticks)
 
-    def _refuse(self, found: Found, role: str, why: str) -> None:
-        """List `found` once as not traced, saying why."""
-        log = SampleLog(self.log.interval_us)
-        entry = TracedProcess(found.pid, found.parent_pid, role, found.start_ticks, log)
-        entry.state, entry.note = NOT_TRACED, why
-        self.processes.add(entry)
+    def _refuse(
+        self, found: Found, why: str, entry: TracedProcess | None = None, role: str = ""
+    ) -> None:
+        """List `found` once as not traced, saying `why`; with no reason it is gone, and
+        only its `entry` (a fork that exec'd, listed already) is marked ended."""
+        if entry is not None:
+            self._hooks.pop(entry, None)
+            self.processes.set_state(entry, NOT_TRACED if why else ENDED, why)
+        elif why:
+            log = SampleLog(self.log.interval_us)
+            role = role or role_of(found.cmdline, False)
+            entry = TracedProcess(found.pid, found.parent_pid, role, found.start_ticks, log)
+            entry.state, entry.note = NOT_TRACED, why
+            self.processes.add(entry)
 
     # -- the schedule ----------------------------------------------------------------------
 
@@ -496,12 +516,8 @@ class GroupSampler(SamplerThread):
         return State.DETACHED
 
     def _round(self, until: float) -> None:
-        """Sample every process once. In blocking mode each is asked to stop first, and
-        read (then resumed) as its stop comes: a busy process waiting for a CPU takes its
-        time to stop, and the others need not wait for it. One that has not stopped by
-        `until` is read when it does; until then it has not run R's code (a stop request
-        is met the moment a thread returns to it), so its stack is the one it stops with,
-        and that sample counts for every round it missed meanwhile."""
+        """Sample every process once, stopping them as the module doc says (rounds);
+        `until`: when to give up waiting for the stops of this round."""
         for member in list(self._members):
             tracer = member.tracer
             if tracer is None:
