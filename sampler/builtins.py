@@ -190,6 +190,7 @@ class BuiltinReader:
         instruction's label at `callbuiltin`; contexts have `layout`."""
         self.memory = memory
         self.layout = layout
+        self.bc_globals = bc_globals
         self.callbuiltin = callbuiltin
         self.nil = nil
         self._pid = memory.pid
@@ -207,6 +208,17 @@ class BuiltinReader:
         self._sites: dict[tuple[Address, Address, Address, int], tuple[Address, Address]] = {}
         #: Samples that found R calling a builtin from byte code.
         self.found = 0
+
+    def for_fork(self, memory: LiveMemory) -> BuiltinReader:
+        """The reader of a fork of this process (`memory` is the fork's): R and its opcode
+        labels sit at the same addresses there, so nothing is looked up again."""
+        return BuiltinReader(
+            memory,
+            self.layout,
+            bc_globals=self.bc_globals,
+            callbuiltin=self.callbuiltin,
+            nil=self.nil,
+        )
 
     def capture(self) -> CurrentBuiltin | None:
         """The builtin R's byte code calls right now, if any. Call while R is stopped."""

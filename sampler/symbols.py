@@ -75,18 +75,41 @@ def read_maps(pid: int) -> list[Mapping]:
     for line in text.splitlines():
         m = _MAPS_LINE.match(line)
         if m:
-            maps.append(
-                Mapping(
-                    int(m["start"], 16),
-                    int(m["end"], 16),
-                    m["perms"],
-                    int(m["offset"], 16),
-                    (int(m["major"], 16), int(m["minor"], 16)),
-                    int(m["inode"]),
-                    m["path"],
-                )
-            )
+            maps.append(_mapping(m))
     return maps
+
+
+def mapping_at(pid: int, start: int) -> Mapping | None:
+    """The mapping of process `pid` that starts at address `start`, or None; reads the
+    maps but parses only that line (a fork's check that R is where its parent's is)."""
+    try:
+        text = Path(f"/proc/{pid}/maps").read_text(errors="surrogateescape")
+    except (FileNotFoundError, ProcessLookupError):  # (the second: exiting as it is read)
+        raise NoSuchProcessError(f"no process with PID {pid}") from None
+    except PermissionError:
+        raise PermissionDeniedError(f"cannot read /proc/{pid}/maps") from None
+    prefix = f"{start:x}-"
+    if text.startswith(prefix):
+        at = 0
+    else:
+        at = text.find("\n" + prefix) + 1
+        if at == 0:
+            return None
+    end = text.find("\n", at)
+    m = _MAPS_LINE.match(text[at:] if end < 0 else text[at:end])
+    return _mapping(m) if m else None
+
+
+def _mapping(m: re.Match[str]) -> Mapping:
+    return Mapping(
+        int(m["start"], 16),
+        int(m["end"], 16),
+        m["perms"],
+        int(m["offset"], 16),
+        (int(m["major"], 16), int(m["minor"], 16)),
+        int(m["inode"]),
+        m["path"],
+    )
 
 
 def _is_libr(path: str) -> bool:
@@ -211,9 +234,9 @@ def _function_bytes(elf: ELFFile, value: int, size: int) -> bytes:
 _CODE_SYMBOLS = ("R_gc_running", "R_gc", "Rf_begincontext")
 
 
-def load_r_binary(pid: int, maps: list[Mapping] | None = None) -> RBinary:
-    """Locate R in process `pid`: libR.so, or the R executable of a static build."""
-    maps = read_maps(pid) if maps is None else maps
+def find_r_mapping(pid: int, maps: list[Mapping]) -> Mapping:
+    """The offset-0 mapping of R's code in process `pid` (`maps`): libR.so, or the R
+    executable of a static build; raise NotRProcessError when there is none."""
     mapping = find_libr_mapping(maps)
     if mapping is None:
         # R built without a shared library: the symbols are in the executable itself.
@@ -227,6 +250,13 @@ def load_r_binary(pid: int, maps: list[Mapping] | None = None) -> RBinary:
                 break
         if mapping is None:
             raise NotRProcessError(f"process {pid} is not an R process (no libR.so, no R binary)")
+    return mapping
+
+
+def load_r_binary(pid: int, maps: list[Mapping] | None = None) -> RBinary:
+    """Locate R in process `pid`: libR.so, or the R executable of a static build."""
+    maps = read_maps(pid) if maps is None else maps
+    mapping = find_r_mapping(pid, maps)
     stream, opened_as = open_mapped_file(pid, mapping)
     with stream:
         try:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from typing import Literal
 
 from sampler.builtins import builtin_reader
 from sampler.chain import RawSample
@@ -39,11 +40,14 @@ from sampler.procstat import EXITED_STATES
 from sampler.procstat import PF_KTHREAD
 from sampler.procstat import read_stat
 from sampler.rstack import StackReader
+from sampler.spans import SpanBounds
 from sampler.spans import SpanPlan
 from sampler.spans import span_bounds
 from sampler.srcref import SrcrefReader
 from sampler.symbols import RBinary
+from sampler.symbols import find_r_mapping
 from sampler.symbols import load_r_binary
+from sampler.symbols import mapping_at
 from sampler.symbols import read_maps
 from sampler.symbols import resolve_in_root
 
@@ -86,7 +90,7 @@ def inspect_process(pid: int) -> ProcessInfo:
     try:
         stat = read_stat(pid)
         status = Path(f"/proc/{pid}/status").read_text() if stat is not None else ""
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # (the second: exiting as it is read)
         stat = None
     except PermissionError:
         raise permission_error(pid, "cannot read /proc entries of") from None
@@ -216,6 +220,9 @@ class Target:
     gc_available: bool
     #: Hidden globals decoded from R's code (R_BCbody/R_BCpc for lines, R_in_gc on 4.5+).
     hidden: HiddenGlobals = field(default_factory=HiddenGlobals)
+    #: Where R's code is mapped: (start address, device, inode); a forked child that maps
+    #: it identically is the same R (`attach_clone`).
+    mapping: tuple[int, tuple[int, int], int] = (0, (0, 0), 0)
 
     def set_lines(self, on: bool) -> SrcrefReader | None:
         """Start or stop reading source lines with each sample; returns the line reader.
@@ -275,6 +282,18 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return int(m[1]), int(m[2]), int(m[3] or 0)
 
 
+def _pointer_reader(memory: LiveMemory) -> Callable[[int], int | None]:
+    """Reads one pointer of the target's memory (None where it cannot be read)."""
+
+    def read_pointer(address: int) -> int | None:
+        try:
+            return int(struct.unpack("<Q", memory.read(address, 8))[0])
+        except SampleError:
+            return None
+
+    return read_pointer
+
+
 def attach(pid: int, *, force_version: str | None = None, validate_each: bool = False) -> Target:
     """Locate R in `pid` and pick its layout; raise an XrtopError when impossible.
 
@@ -301,18 +320,79 @@ def attach(pid: int, *, force_version: str | None = None, validate_each: bool = 
             raise
     layout = layout_for(version[:2], binary.machine)
     gc_flag = decode_gc_flag(binary)
-
-    def read_pointer(address: int) -> int | None:
-        try:
-            return int(struct.unpack("<Q", memory.read(address, 8))[0])
-        except SampleError:
-            return None
+    read_pointer = _pointer_reader(memory)
 
     hidden = find_hidden_globals(
         binary, layout.bcbody, layout.bcpc, read_pointer, want_gc=gc_flag is None
     )
     if gc_flag is None:
         gc_flag = hidden.gc_flag  # R >= 4.5 hides R_gc_running: found through R_gc instead
+    mapping = find_r_mapping(pid, maps)
+    return _ready_target(
+        info,
+        binary,
+        (version, source),
+        (mapping.start, mapping.device, mapping.inode),
+        layout,
+        memory,
+        hidden,
+        gc_flag,
+        validate_each,
+    )
+
+
+def attach_clone(parent: Target, pid: int) -> Target:
+    """A forked child of `parent`: the same R at the same addresses, so the parent's
+    binary, version, layout and decoded globals serve it unchanged (nothing is looked up
+    again); only its memory and stack reader are its own. Raise NotRProcessError unless its
+    R code is mapped exactly where the parent's is (it exec'd something else), and
+    NoSuchProcessError when it is gone."""
+    info = inspect_process(pid)
+    if not maps_r_at(pid, parent.mapping):
+        raise NotRProcessError(f"process {pid} does not map R where its parent {parent.pid} does")
+    spans = parent.reader.spans
+    return _ready_target(
+        info,
+        parent.binary,
+        (parent.version, parent.version_source),
+        parent.mapping,
+        parent.layout,
+        LiveMemory(pid),
+        parent.hidden,
+        parent.reader.gc_flag,
+        parent.reader.validate,
+        spans.bounds if spans is not None else None,
+        parent,
+    )
+
+
+def maps_r_at(pid: int, mapping: tuple[int, tuple[int, int], int]) -> bool:
+    """Whether process `pid` maps R's code exactly as `mapping` (`Target.mapping`) says:
+    true of a fork of the process it was read from, until it execs something."""
+    mine = mapping_at(pid, mapping[0])
+    return mine is not None and (mine.start, mine.device, mine.inode, mine.offset) == (*mapping, 0)
+
+
+def _ready_target(
+    info: ProcessInfo,
+    binary: RBinary,
+    version_and_source: tuple[tuple[int, int, int], str],
+    mapping: tuple[int, tuple[int, int], int],
+    layout: ContextLayout,
+    memory: LiveMemory,
+    hidden: HiddenGlobals,
+    gc_flag: int | None,
+    validate_each: bool,
+    bounds: SpanBounds | Literal["find"] | None = "find",
+    parent: Target | None = None,
+) -> Target:
+    """The `Target` of process `info.pid` once its R is known: its stack reader made, with
+    spans at `bounds` (found in the process unless given: a fork's are its parent's) and
+    builtin frames read as in `parent` when it is a fork of that process."""
+    pid = info.pid
+    version, source = version_and_source
+    read_pointer = _pointer_reader(memory)
+
     try:
         reader = StackReader(
             memory, binary, layout, version[:2], gc_flag=gc_flag, validate=validate_each
@@ -321,14 +401,28 @@ def attach(pid: int, *, force_version: str | None = None, validate_each: bool = 
         if err.kind == "permission":
             raise permission_error(pid, "cannot read the memory of") from None
         raise NoSuchProcessError(f"process {pid} went away while attaching ({err})") from None
-    reader.builtins = builtin_reader(memory, binary, layout, hidden, reader.nil)
-    bounds = span_bounds(pid, binary.symbols, read_pointer, version[:2], reader.globals_span())
+    parent_builtins = parent.reader.builtins if parent is not None else None
+    if parent is None:
+        reader.builtins = builtin_reader(memory, binary, layout, hidden, reader.nil)
+    elif parent_builtins is not None:
+        reader.builtins = parent_builtins.for_fork(memory)
+    if bounds == "find":
+        bounds = span_bounds(pid, binary.symbols, read_pointer, version[:2], reader.globals_span())
     if bounds is not None:
         reader.spans = SpanPlan(
             pid, bounds, layout, version[:2], reader.namer.names, reader.namer.compound_names
         )
     return Target(
-        info, binary, version, source, layout, memory, reader, gc_flag is not None, hidden
+        info,
+        binary,
+        version,
+        source,
+        layout,
+        memory,
+        reader,
+        gc_flag is not None,
+        hidden,
+        mapping,
     )
 
 
