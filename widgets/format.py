@@ -363,6 +363,9 @@ class Status:
     filter_text: str = ""
     stream: str = ""
     last_error: str = ""
+    #: Which processes the views show ("all 5 processes", "PID 1234 · mclapply worker"; ""
+    #: for a session of one process).
+    processes: str = ""
 
 
 def busy_text(status: Status) -> str:
@@ -397,6 +400,8 @@ def status_lines(status: Status, width: int | None = None) -> tuple[str, str, st
     if status.paused:
         state = f"{state} · PAUSED: {status.waiting} new samples"
     line1 = f"{who}  [{state}]"
+    if status.processes:
+        line1 += f"  showing {status.processes}"
     line2 = line3 = ""
     for compact in (False, True):
         line2 = _health_line(status, compact)
