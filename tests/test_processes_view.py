@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from pathlib import Path
 
 from test_app import FIB
 from test_app import LOOP
@@ -22,7 +23,9 @@ from widgets.call_tree import CallTreeView
 from widgets.process_list import ProcessList
 from widgets.status import StatusHeader
 from xrtop.app import XrtopApp
+from xrtop.loading import FileViewApp
 from xrtop.processes_view import MergedLog
+from xrtop.recorded_processes import child_files
 from xrtop.view_model import ViewModel
 
 WORK = Stack(("crunch", "FUN", "lapply", "mclapply"))
@@ -286,3 +289,53 @@ async def test_one_process_has_an_empty_list_and_a_does_nothing() -> None:
         assert table.keys == [] and "--subprocesses" in table.render_line(1).text
         assert "showing" not in str(app.query_one(StatusHeader).render())
         assert app.model.current().samples == 3
+
+
+# -- a recording's children beside it (xrtop view F.out) ---------------------------------------
+
+
+def rprof(path: Path, *stacks: tuple[str, ...]) -> Path:
+    lines = ["sample.interval=10000"]
+    lines += [" ".join(f'"{name}"' for name in names) for names in stacks]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_child_files_are_the_pid_named_siblings_only(tmp_path: Path) -> None:
+    target = rprof(tmp_path / "run.out", ("mclapply",))
+    one = rprof(tmp_path / "run.123.out", ("crunch",))
+    two = rprof(tmp_path / "run.45678.out", ("crunch",))
+    for other in ("run.x.out", "run.0.out", "run.12.prof", "runs.9.out", "run.12.out.bak"):
+        rprof(tmp_path / other, ("crunch",))
+    (tmp_path / "run.77.out").mkdir()
+    assert child_files(target) == {123: one, 45678: two}
+    bare = rprof(tmp_path / "prof", ("f",))
+    assert child_files(bare) == {} and child_files(tmp_path / "run") == {}
+    assert child_files(rprof(tmp_path / "prof.31", ("f",)).with_name("prof")) == {
+        31: tmp_path / "prof.31"
+    }
+
+
+async def test_view_of_a_recording_lists_its_children(tmp_path: Path) -> None:
+    path = rprof(tmp_path / "run.out", *[("selectChildren", "mclapply")] * 4)
+    rprof(tmp_path / "run.123.out", *[("crunch", "FUN", "lapply")] * 6)
+    rprof(tmp_path / "run.456.out", *[("loop", "FUN", "lapply")] * 3)
+    (tmp_path / "run.789.out").write_text("not a profile\n")
+    app = FileViewApp(path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if app.model.processes is not None:
+                break
+        assert app.model.current().samples == 13 and app.model.current().total["lapply"] == 9
+        assert "showing all 3 processes" in str(app.query_one(StatusHeader).render())
+        assert any("run.789.out" in n.message for n in app._notifications), "said, left out"
+        await pilot.press("5")
+        table = app.query_one(ProcessList)
+        lines = [table.render_line(y).text for y in range(1, 5)]
+        assert "all" in lines[0] and "13" in lines[0]
+        assert lines[1].split()[:3] == ["?", "target", "recorded"]
+        assert lines[2].split()[:4] == ["123", "R", "child", "recorded"]
+        await pilot.press("down", "down", "enter")
+        assert dict(app.model.current().own) == {"crunch": 6}
+        assert "showing PID 123 · R child" in str(app.query_one(StatusHeader).render())

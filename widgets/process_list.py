@@ -18,10 +18,12 @@ from sampler.model import ProcessRow
 from widgets.format import Column
 from widgets.row_table import RowTable
 
-#: The key of the row that stands for every process (no process has PID 0).
-ALL = 0
+#: The key of the row that stands for every process (no process has a negative PID).
+ALL = -1
 #: A process's state when it has exited (its samples are kept).
 ENDED = "ended"
+#: The states of a process that runs (it has a CPU share).
+LIVE_STATES = ("running", "sleeping")
 
 PROCESS_COLUMNS: tuple[Column, ...] = (
     Column("shown", "", 1),
@@ -40,11 +42,12 @@ _DIM = Style(dim=True)
 
 
 def process_cells(row: ProcessRow, shown: bool) -> tuple[str, ...]:
-    """The cells of one process, in `PROCESS_COLUMNS` order; `shown` marks it "●"."""
-    cpu = "" if row.state == ENDED else f"{row.cpu_percent:.0f}"
+    """The cells of one process, in `PROCESS_COLUMNS` order; `shown` marks it "●". PID 0 is
+    a process whose PID is not known (a recorded file's target): "?"."""
+    cpu = f"{row.cpu_percent:.0f}" if row.state in LIVE_STATES else ""
     return (
         "●" if shown else "",
-        str(row.pid),
+        str(row.pid) if row.pid > 0 else "?",
         row.role,
         row.state,
         str(row.samples),
@@ -55,15 +58,15 @@ def process_cells(row: ProcessRow, shown: bool) -> tuple[str, ...]:
 
 def all_cells(rows: Sequence[ProcessRow], shown: bool) -> tuple[str, ...]:
     """The cells of the first row, every process together (CPU summed over the running)."""
-    running = [r for r in rows if r.state != ENDED]
+    running = [r for r in rows if r.state in LIVE_STATES]
     count = len(rows)
     return (
         "●" if shown else "",
         "all",
         f"{count} process" + ("" if count == 1 else "es"),
-        f"{len(running)} live",
+        f"{len(running)} live" if running else "",
         str(sum(r.samples for r in rows)),
-        f"{sum(r.cpu_percent for r in running):.0f}",
+        f"{sum(r.cpu_percent for r in running):.0f}" if running else "",
         "functions summed over processes",
     )
 

@@ -36,15 +36,19 @@ class SampledProcesses(Protocol):
         ...
 
 
+#: The role of the process xrtop attached to (the others descend from it).
+TARGET_ROLE = "target"
+
+
 def process_label(row: ProcessRow) -> str:
     """A process as the tree's top level and the header name it: "PID 1234 · mclapply
-    worker"."""
-    return f"PID {row.pid} · {row.role}"
+    worker" (its role alone when its PID is not known: 0)."""
+    return f"PID {row.pid} · {row.role}" if row.pid > 0 else row.role
 
 
 def list_order(rows: list[ProcessRow]) -> list[ProcessRow]:
     """`rows` as the process list shows them: the target first, then by PID."""
-    return sorted(rows, key=lambda r: (r.parent_pid != 0, r.pid))
+    return sorted(rows, key=lambda r: (r.role != TARGET_ROLE, r.pid))
 
 
 @dataclass
