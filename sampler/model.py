@@ -537,8 +537,9 @@ class ProcessRow:
     """One sampled R process of a session, as the process list shows it.
 
     `parent_pid` is 0 for the target itself. `role` is a short label: "target",
-    "mclapply worker", "PSOCK worker", "callr", "future worker" or "R child". `state` is
-    "running", "sleeping", "ended", or "not traced" (then `note` says why, in one line).
+    "mclapply worker", "mcparallel", "PSOCK worker", "callr", "future worker" or "R child".
+    `state` is "running", "sleeping", "ended", or "not traced" (then `note` says why, in one
+    line).
     `cpu_percent` is the process's CPU use over the last second (100 = one core).
     """
 

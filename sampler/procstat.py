@@ -6,6 +6,7 @@ so every field after it is found from the last `)`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 #: The flag of a kernel thread (`PF_KTHREAD`).
@@ -25,6 +26,8 @@ class ProcStat:
     flags: int
     cpu_ticks: int  # utime + stime
     start: int  # start time after boot, in clock ticks
+    ppid: int = 0  # the parent's PID
+    session: int = 0  # the session ID
 
 
 def state_letter(data: bytes) -> bytes:
@@ -45,6 +48,8 @@ def parse_stat(data: bytes) -> ProcStat | None:
         flags=int(fields[6]),
         cpu_ticks=int(fields[11]) + int(fields[12]),
         start=int(fields[19]),
+        ppid=int(fields[1]),
+        session=int(fields[3]),
     )
 
 
@@ -61,3 +66,28 @@ def read_stat(pid: int, proc: str = "/proc") -> ProcStat | None:
     except OSError:
         return None
     return parse_stat(data)
+
+
+class SleepProbe:
+    """Tells whether a process's main thread sleeps now, from /proc (the idle flag of a
+    sample taken without stopping R). Keeps the stat file open; `close()` it."""
+
+    def __init__(self, pid: int) -> None:
+        """Probe process `pid`'s main thread (opened at the first look)."""
+        self.pid = pid
+        self._fd: int | None = None
+
+    def sleeping(self) -> bool:
+        """Whether the thread sleeps (False when /proc cannot tell)."""
+        try:
+            if self._fd is None:
+                self._fd = os.open(f"/proc/{self.pid}/task/{self.pid}/stat", os.O_RDONLY)
+            return state_letter(os.pread(self._fd, 512, 0)) in SLEEPING_STATES
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        """Close the stat file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -211,9 +211,9 @@ def _function_bytes(elf: ELFFile, value: int, size: int) -> bytes:
 _CODE_SYMBOLS = ("R_gc_running", "R_gc", "Rf_begincontext")
 
 
-def load_r_binary(pid: int, maps: list[Mapping] | None = None) -> RBinary:
-    """Locate R in process `pid`: libR.so, or the R executable of a static build."""
-    maps = read_maps(pid) if maps is None else maps
+def find_r_mapping(pid: int, maps: list[Mapping]) -> Mapping:
+    """The offset-0 mapping of R's code in process `pid` (`maps`): libR.so, or the R
+    executable of a static build; raise NotRProcessError when there is none."""
     mapping = find_libr_mapping(maps)
     if mapping is None:
         # R built without a shared library: the symbols are in the executable itself.
@@ -227,6 +227,13 @@ def load_r_binary(pid: int, maps: list[Mapping] | None = None) -> RBinary:
                 break
         if mapping is None:
             raise NotRProcessError(f"process {pid} is not an R process (no libR.so, no R binary)")
+    return mapping
+
+
+def load_r_binary(pid: int, maps: list[Mapping] | None = None) -> RBinary:
+    """Locate R in process `pid`: libR.so, or the R executable of a static build."""
+    maps = read_maps(pid) if maps is None else maps
+    mapping = find_r_mapping(pid, maps)
     stream, opened_as = open_mapped_file(pid, mapping)
     with stream:
         try:

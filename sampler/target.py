@@ -42,6 +42,7 @@ from sampler.spans import SpanPlan
 from sampler.spans import span_bounds
 from sampler.srcref import SrcrefReader
 from sampler.symbols import RBinary
+from sampler.symbols import find_r_mapping
 from sampler.symbols import load_r_binary
 from sampler.symbols import read_maps
 from sampler.symbols import resolve_in_root
@@ -215,6 +216,9 @@ class Target:
     gc_available: bool
     #: Hidden globals decoded from R's code (R_BCbody/R_BCpc for lines, R_in_gc on 4.5+).
     hidden: HiddenGlobals = field(default_factory=HiddenGlobals)
+    #: Where R's code is mapped: (start address, device, inode); a forked child that maps
+    #: it identically is the same R (`attach_clone`).
+    mapping: tuple[int, tuple[int, int], int] = (0, (0, 0), 0)
 
     def set_lines(self, on: bool) -> SrcrefReader | None:
         """Start or stop reading source lines with each sample; returns the line reader.
@@ -274,6 +278,18 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return int(m[1]), int(m[2]), int(m[3] or 0)
 
 
+def _pointer_reader(memory: LiveMemory) -> Callable[[int], int | None]:
+    """Reads one pointer of the target's memory (None where it cannot be read)."""
+
+    def read_pointer(address: int) -> int | None:
+        try:
+            return int(struct.unpack("<Q", memory.read(address, 8))[0])
+        except SampleError:
+            return None
+
+    return read_pointer
+
+
 def attach(pid: int, *, force_version: str | None = None, validate_each: bool = False) -> Target:
     """Locate R in `pid` and pick its layout; raise an XrtopError when impossible.
 
@@ -300,18 +316,66 @@ def attach(pid: int, *, force_version: str | None = None, validate_each: bool = 
             raise
     layout = layout_for(version[:2], binary.machine)
     gc_flag = decode_gc_flag(binary)
-
-    def read_pointer(address: int) -> int | None:
-        try:
-            return int(struct.unpack("<Q", memory.read(address, 8))[0])
-        except SampleError:
-            return None
+    read_pointer = _pointer_reader(memory)
 
     hidden = find_hidden_globals(
         binary, layout.bcbody, layout.bcpc, read_pointer, want_gc=gc_flag is None
     )
     if gc_flag is None:
         gc_flag = hidden.gc_flag  # R >= 4.5 hides R_gc_running: found through R_gc instead
+    mapping = find_r_mapping(pid, maps)
+    return _ready_target(
+        info,
+        binary,
+        (version, source),
+        (mapping.start, mapping.device, mapping.inode),
+        layout,
+        memory,
+        hidden,
+        gc_flag,
+        validate_each,
+    )
+
+
+def attach_clone(parent: Target, pid: int) -> Target:
+    """A forked child of `parent`: the same R at the same addresses, so the parent's
+    binary, version, layout and decoded globals serve it unchanged (nothing is looked up
+    again); only its memory and stack reader are its own. Raise NotRProcessError unless its
+    R code is mapped exactly where the parent's is (it exec'd something else), and
+    NoSuchProcessError when it is gone."""
+    info = inspect_process(pid)
+    mine = find_r_mapping(pid, read_maps(pid))
+    if (mine.start, mine.device, mine.inode) != parent.mapping:
+        raise NotRProcessError(f"process {pid} does not map R where its parent {parent.pid} does")
+    return _ready_target(
+        info,
+        parent.binary,
+        (parent.version, parent.version_source),
+        parent.mapping,
+        parent.layout,
+        LiveMemory(pid),
+        parent.hidden,
+        parent.reader.gc_flag,
+        parent.reader.validate,
+    )
+
+
+def _ready_target(
+    info: ProcessInfo,
+    binary: RBinary,
+    version_and_source: tuple[tuple[int, int, int], str],
+    mapping: tuple[int, tuple[int, int], int],
+    layout: ContextLayout,
+    memory: LiveMemory,
+    hidden: HiddenGlobals,
+    gc_flag: int | None,
+    validate_each: bool,
+) -> Target:
+    """The `Target` of process `info.pid` once its R is known: its stack reader made."""
+    pid = info.pid
+    version, source = version_and_source
+    read_pointer = _pointer_reader(memory)
+
     try:
         reader = StackReader(
             memory, binary, layout, version[:2], gc_flag=gc_flag, validate=validate_each
@@ -326,7 +390,16 @@ def attach(pid: int, *, force_version: str | None = None, validate_each: bool = 
             pid, bounds, layout, version[:2], reader.namer.names, reader.namer.compound_names
         )
     return Target(
-        info, binary, version, source, layout, memory, reader, gc_flag is not None, hidden
+        info,
+        binary,
+        version,
+        source,
+        layout,
+        memory,
+        reader,
+        gc_flag is not None,
+        hidden,
+        mapping,
     )
 
 

@@ -12,7 +12,6 @@ requires, and the target is detached on every way out of `run()`.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from array import array
@@ -30,8 +29,7 @@ from sampler.idlepoll import IdlePolling
 from sampler.model import SampleLog
 from sampler.model import SamplerStats
 from sampler.model import Stack
-from sampler.procstat import SLEEPING_STATES
-from sampler.procstat import state_letter
+from sampler.procstat import SleepProbe
 from sampler.ptrace import Tracer
 from sampler.target import Target
 from sampler.target import verify_layout
@@ -41,12 +39,12 @@ MAX_HZ = 2000.0
 _LIVENESS_EVERY = 0.25  # seconds between checks that the PID is still the same process
 # Longest sleep between looks at the stop request in blocking mode (the tracer's sleep is
 # not interruptible by `stop()`).
-_LONGEST_SLEEP = 0.05
+LONGEST_SLEEP = 0.05
 # In blocking mode the thread wakes this long before a sample is due and runs the stopped
 # half once while R runs (`StackReader.warm`), so that when R is stopped the code, the
 # kernel's paths and R's page tables are in this CPU's caches: a stop after a sleep costs
 # half as much again otherwise. The sample is taken right after, a few microseconds early.
-_WARM_LEAD = 0.00005
+WARM_LEAD = 0.00005
 
 
 class State(Enum):
@@ -57,6 +55,23 @@ class State(Enum):
     EXITED = "target exited"
     DETACHED = "detached"
     FAILED = "failed"
+
+
+def count_sample(stats: SamplerStats, stack: Stack, stopped: float, taken: float) -> None:
+    """Count one sample of `stack`, taken at `taken` (monotonic) with the target stopped
+    `stopped` seconds for it, into `stats` (hold the lock that guards them)."""
+    stats.stopped_total += stopped
+    if stopped > stats.stopped_max:
+        stats.stopped_max = stopped
+    if stack.names or stack.gc:
+        stats.samples += 1
+        if stack.gc:
+            stats.gc += 1
+    else:
+        stats.empty += 1
+    if stack.idle:
+        stats.idle += 1
+    stats.last_sample_at = taken
 
 
 class SamplerThread(threading.Thread):
@@ -99,7 +114,7 @@ class SamplerThread(threading.Thread):
         #: Seconds the target was stopped, per sample (blocking mode).
         self.stop_times = array("f")
         self._period = 1.0 / rate_hz
-        self._stat_fd: int | None = None
+        self._sleep_probe = SleepProbe(target.pid)
         self.last_stack: Stack | None = None
         #: The target's wait status when this thread reaped its exit (the tracer's waitpid
         #: takes it even from the real parent when xrtop launched the target itself).
@@ -156,18 +171,7 @@ class SamplerThread(threading.Thread):
     def _sample_running(self) -> tuple[Stack, float]:
         """One sample without stopping the target (and 0 seconds stopped)."""
         reader = self.target.reader
-        return reader.finish(sample_running(reader, self._thread_sleeping)), 0.0
-
-    def _thread_sleeping(self) -> bool:
-        """Whether R's main thread sleeps (nonblocking mode reads /proc, not registers)."""
-        try:
-            if self._stat_fd is None:
-                self._stat_fd = os.open(
-                    f"/proc/{self.target.pid}/task/{self.target.pid}/stat", os.O_RDONLY
-                )
-            return state_letter(os.pread(self._stat_fd, 512, 0)) in SLEEPING_STATES
-        except OSError:
-            return False
+        return reader.finish(sample_running(reader, self._sleep_probe.sleeping)), 0.0
 
     def run(self) -> None:
         """Attach, sample until told to stop, detach. Never raises."""
@@ -217,8 +221,7 @@ class SamplerThread(threading.Thread):
             if tracer is not None:
                 tracer.detach()
                 self.exit_status = tracer.exit_status
-            if self._stat_fd is not None:
-                os.close(self._stat_fd)
+            self._sleep_probe.close()
             with self._lock:
                 if self._stats.started_at:  # zero when it never got to sample
                     self._stats.elapsed = time.monotonic() - self._stats.started_at
@@ -238,7 +241,7 @@ class SamplerThread(threading.Thread):
         # One sample, and the seconds the target was stopped for it.
         sample = capture.sample if capture is not None else self._sample_running
         # Blocking mode wakes a little early to warm the caches (`StoppedCapture.sample`).
-        lead = _WARM_LEAD if tracer is not None else 0.0
+        lead = WARM_LEAD if tracer is not None else 0.0
         while not self._stop_event.is_set():
             now = monotonic()
             if deadline_end is not None and now >= deadline_end:
@@ -256,7 +259,7 @@ class SamplerThread(threading.Thread):
                 except TargetGoneError:
                     return State.EXITED
                 if tracer.user_stopped:
-                    tracer.sleep(_LONGEST_SLEEP)
+                    tracer.sleep(LONGEST_SLEEP)
                 next_due = time.monotonic()
                 continue
             wait = next_due - now - lead
@@ -270,7 +273,7 @@ class SamplerThread(threading.Thread):
                         tracer.pass_signals()
                     except TargetGoneError:
                         return State.EXITED
-                    tracer.sleep(min(wait, _LONGEST_SLEEP))
+                    tracer.sleep(min(wait, LONGEST_SLEEP))
                 # Short waits sleep (precise); long ones wait on the event (stoppable).
                 elif wait > 0.02:
                     self._stop_event.wait(wait)
@@ -293,20 +296,7 @@ class SamplerThread(threading.Thread):
                 continue
             taken = monotonic()
             with lock:
-                stats.stopped_total += stopped
-                if stopped > stats.stopped_max:
-                    stats.stopped_max = stopped
-                if stack.names or stack.gc:
-                    stats.samples += 1
-                    if stack.idle:
-                        stats.idle += 1
-                    if stack.gc:
-                        stats.gc += 1
-                else:
-                    stats.empty += 1
-                    if stack.idle:
-                        stats.idle += 1
-                stats.last_sample_at = taken
+                count_sample(stats, stack, stopped, taken)
             log.add(stack, taken)
             self.last_stack = stack
             on_sample = self.on_sample

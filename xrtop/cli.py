@@ -105,6 +105,16 @@ def _sampling_flags(parser: argparse.ArgumentParser) -> None:
         metavar="X.Y",
         help="read the target as R X.Y when its version cannot be detected",
     )
+    _subprocesses_flag(parser)
+
+
+def _subprocesses_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--subprocesses",
+        action="store_true",
+        help="also sample every R process started from the target (mclapply, PSOCK, "
+        "callr and future workers)",
+    )
 
 
 def _file_flags(parser: argparse.ArgumentParser) -> None:
@@ -178,6 +188,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     dump.add_argument("--json", action="store_true", help="machine-readable output")
     dump.add_argument("--nonblocking", action="store_true", help="do not stop the target")
     dump.add_argument("--force-version", metavar="X.Y")
+    _subprocesses_flag(dump)
 
     view = _Parser(prog="xrtop view", description="Open an Rprof.out file in the live view.")
     view.add_argument("file", help="an Rprof.out file (xrtop's or R's own)")
@@ -218,6 +229,7 @@ def _sampling(args: argparse.Namespace) -> SamplingOptions:
         blocking=not args.nonblocking,
         poll_idle=args.poll_idle,
         force_version=args.force_version,
+        subprocesses=args.subprocesses,
         options=RprofOptions(
             lines=getattr(args, "lines", False),
             gc=getattr(args, "gc", False),

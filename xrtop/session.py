@@ -7,6 +7,7 @@ the same way.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import shlex
@@ -17,10 +18,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import IO
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -29,9 +32,12 @@ from sampler.errors import NotRProcessError
 from sampler.errors import SampleError
 from sampler.errors import UsageError
 from sampler.errors import XrtopError
+from sampler.group import GroupSampler
 from sampler.model import SampleLog
 from sampler.model import Stack
 from sampler.pprof import ProfileInfo
+from sampler.processes import ProcessSet
+from sampler.processes import TracedProcess
 from sampler.ptrace import Tracer
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
@@ -45,6 +51,9 @@ from sampler.thread import SamplerThread
 from sampler.thread import State
 from xrtop import __version__
 from xrtop.formats import Profile
+
+if TYPE_CHECKING:
+    from xrtop.children import ChildStreams
 
 FLUSH_EVERY = 0.5  # seconds: a kill -9 of xrtop loses at most about this much of the stream
 
@@ -81,6 +90,8 @@ class SamplingOptions:
     poll_idle: bool = True  # idle CPUs poll while R is stopped, where allowed (IdlePolling)
     force_version: str | None = None
     options: RprofOptions = field(default_factory=RprofOptions)
+    #: Sample every R process descended from the target too (`Session.processes`).
+    subprocesses: bool = False
 
     def __post_init__(self) -> None:
         """Reject rates xrtop cannot deliver."""
@@ -407,7 +418,17 @@ class Session:
         self._wakeup: Wakeup | None = None
         # Lines cost reads per sample: read them only when the output wants them.
         target.set_lines(sampling.options.lines)
-        self.thread = SamplerThread(
+        #: Every R process of the session, the target first (with --subprocesses; else None).
+        self.processes: ProcessSet | None = None
+        #: The children's streamed files (with --subprocesses and a streamed file).
+        self.child_streams: ChildStreams | None = None
+        make_sampler: Callable[..., SamplerThread] = SamplerThread
+        if sampling.subprocesses:
+            self.processes = ProcessSet(sampling.interval_us)
+            make_sampler = functools.partial(
+                GroupSampler, processes=self.processes, on_process=self._child_stream
+            )
+        self.thread = make_sampler(
             target,
             self.log,
             rate_hz=sampling.rate_hz,
@@ -416,6 +437,11 @@ class Session:
             duration=duration,
             on_end=lambda _state: self._end(),
         )
+
+    def _child_stream(self, process: TracedProcess) -> Callable[[Stack], None] | None:
+        """Where child `process`'s samples are streamed (None: nowhere)."""
+        streams = self.child_streams
+        return streams.open(process) if streams is not None else None
 
     def _end(self) -> None:
         self.ended.set()
@@ -451,6 +477,12 @@ class Session:
         self._wakeup = wakeup
         try:
             if stream_to is not None:
+                if self.processes is not None and where:
+                    from xrtop.children import ChildStreams  # (it builds on StreamedFile)
+
+                    self.child_streams = ChildStreams(
+                        where, self.sampling.interval_us, self.sampling.options
+                    )
                 stream = StreamedFile(stream_to, self.sampling.interval_us, self.sampling.options)
                 self.stream = stream
                 self.thread.on_sample = stream.add
@@ -471,6 +503,8 @@ class Session:
         self.thread.stop()
         if self.stream is not None:
             self.stream.close()
+        if self.child_streams is not None:
+            self.child_streams.close()
 
     @property
     def state(self) -> State:

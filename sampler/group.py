@@ -1,0 +1,426 @@
+"""Sampling a target and every R process below it on one schedule (`--subprocesses`).
+
+`GroupSampler` is a `SamplerThread` whose loop samples each live R process of the session
+at every tick, one after the other: in blocking mode each process is stopped only for its
+own sample. It presents the target as a `SamplerThread` does (log, counters, state), and
+the whole set through a `ProcessSet` (sampler.processes), which it alone writes.
+
+Every `_SCAN_EVERY` seconds it looks for new descendants (sampler.descendants) and attaches
+to each: a fork of a sampled R is the same R (`attach_clone`: nothing is looked up again,
+its layout is the parent's, checked already); an R started anew (PSOCK, callr) is
+located in a helper thread, so that reading its binary holds up no sample, and its layout
+is checked unless a process of the same R binary passed the check already. A process that
+may not be traced is listed once as "not traced", with the reason; it ends nothing.
+
+Every process is detached on every way out of `run()`, and the kernel detaches them all
+should xrtop be killed.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
+
+from sampler.affinity import bound_to_one_shared_cpu
+from sampler.affinity import tight_timer_slack
+from sampler.capture import StoppedCapture
+from sampler.capture import sample_running
+from sampler.descendants import Descendants
+from sampler.descendants import Found
+from sampler.descendants import role_of
+from sampler.errors import NoSuchProcessError
+from sampler.errors import NotRProcessError
+from sampler.errors import SampleError
+from sampler.errors import TargetGoneError
+from sampler.errors import XrtopError
+from sampler.idlepoll import IdlePolling
+from sampler.model import SampleLog
+from sampler.model import SamplerStats
+from sampler.model import Stack
+from sampler.processes import ENDED
+from sampler.processes import NOT_TRACED
+from sampler.processes import TARGET_ROLE
+from sampler.processes import ProcessSet
+from sampler.processes import TracedProcess
+from sampler.procstat import SleepProbe
+from sampler.procstat import read_stat
+from sampler.ptrace import Tracer
+from sampler.target import Target
+from sampler.target import attach
+from sampler.target import attach_clone
+from sampler.target import verify_layout
+from sampler.thread import LONGEST_SLEEP
+from sampler.thread import WARM_LEAD
+from sampler.thread import SamplerThread
+from sampler.thread import State
+from sampler.thread import count_sample
+
+#: Seconds between looks for new descendants: a child is found 1-2 looks after it starts
+#: (`Descendants` reports a process at the look after the one that saw it appear).
+_SCAN_EVERY = 0.05
+_LIVENESS_EVERY = 0.25
+#: What a new process's samples go to (its streamed file), given its entry.
+ProcessHook = Callable[[TracedProcess], Optional[Callable[[Stack], None]]]
+#: How long a started R may take to set up its globals before xrtop gives up on it.
+_STARTUP_PATIENCE = 10.0
+
+
+class _Member:
+    """One R process being sampled: its entry, its target and (blocking) its tracer."""
+
+    __slots__ = ("capture", "last_stack", "on_sample", "probe", "process", "target", "tracer")
+
+    def __init__(
+        self,
+        process: TracedProcess,
+        target: Target,
+        tracer: Tracer | None,
+        capture: StoppedCapture | None,
+    ) -> None:
+        self.process = process
+        self.target = target
+        self.tracer = tracer
+        self.capture = capture
+        self.probe = SleepProbe(target.pid) if capture is None else None
+        self.on_sample: Callable[[Stack], None] | None = None
+        self.last_stack: Stack | None = None
+
+    def sample(self) -> tuple[Stack, float]:
+        """One sample, and the seconds the process was stopped for it."""
+        if self.capture is not None:
+            return self.capture.sample()
+        assert self.probe is not None
+        reader = self.target.reader
+        return reader.finish(sample_running(reader, self.probe.sleeping)), 0.0
+
+    def close(self) -> None:
+        """Detach (the process runs on untraced) and close what was opened for it."""
+        if self.tracer is not None:
+            self.tracer.detach()
+        if self.probe is not None:
+            self.probe.close()
+
+
+class GroupSampler(SamplerThread):
+    """Samples a target and its R descendants until stopped, all have exited, or the
+    duration passes (see the module doc). `stats()`, `last_stack`, `stop_times` and
+    `exit_status` are the target's; `processes` has every process."""
+
+    def __init__(
+        self,
+        target: Target,
+        log: SampleLog,
+        *,
+        processes: ProcessSet,
+        on_process: ProcessHook | None = None,
+        rate_hz: float,
+        blocking: bool = True,
+        poll_idle: bool = True,
+        duration: float | None = None,
+        on_sample: Callable[[Stack], None] | None = None,
+        on_end: Callable[[State], None] | None = None,
+    ) -> None:
+        """Prepare; `start()` attaches to the target, and to its descendants as found.
+        `on_process` is called (on this thread) with each descendant's entry before its
+        first sample; what it returns gets each of its samples."""
+        super().__init__(
+            target,
+            log,
+            rate_hz=rate_hz,
+            blocking=blocking,
+            poll_idle=poll_idle,
+            duration=duration,
+            on_sample=on_sample,
+            on_end=on_end,
+        )
+        self.name = f"xrtop-sampler-{target.pid}+children"
+        self.processes = processes
+        self.on_process = on_process
+        self._members: list[_Member] = []
+        self._descendants: Descendants | None = None
+        self._attacher: ThreadPoolExecutor | None = None
+        self._attaching: dict[Future[Target], Found] = {}
+        #: R binaries (device, inode) whose layout passed the check in some process.
+        self._verified: set[tuple[tuple[int, int], int]] = set()
+
+    def run(self) -> None:
+        """Attach to the target, sample the group until told to stop, detach every process.
+        Never raises."""
+        end_state = State.DETACHED
+        target = self.target
+        try:
+            tight_timer_slack()
+            if self.blocking and self.poll_idle:
+                self._idle_polling = IdlePolling()
+            entry = TracedProcess(target.pid, 0, TARGET_ROLE, target.info.start_ticks, self.log)
+            entry.stats = self._stats
+            try:
+                self._add(entry, target, verify=True, stop_times=self.stop_times)
+            except TargetGoneError:
+                end_state = State.EXITED  # exited before the first sample: not an error
+                return
+            except XrtopError as err:
+                self.attach_error = err
+                self.state = State.FAILED
+                return
+            self._shares_one_cpu = bound_to_one_shared_cpu(target.pid)
+            stat = read_stat(target.pid)
+            session = stat.session if stat is not None else 0
+            self._descendants = Descendants(target.pid, target.info.start_ticks, session)
+            self.state = State.RUNNING
+            with self._lock:
+                self._stats.started_at = time.monotonic()
+            self.ready.set()
+            end_state = self._loop_group()
+        except Exception as err:  # a bug must not leave a process stopped or traced
+            with self._lock:
+                self._stats.count_error("internal", f"{type(err).__name__}: {err}")
+            end_state = State.FAILED
+        finally:
+            self._finish(end_state)
+
+    def _finish(self, end_state: State) -> None:
+        """Detach every process, and record how sampling ended."""
+        for member in list(self._members):
+            self._end_member(member)
+        if self._attacher is not None:
+            self._attacher.shutdown(wait=False, cancel_futures=True)
+        self._idle_polling.close()
+        with self._lock:
+            if self._stats.started_at:
+                self._stats.elapsed = time.monotonic() - self._stats.started_at
+        if self.state is not State.FAILED or end_state is State.FAILED:
+            self.state = end_state
+        self.ready.set()
+        if self.on_end is not None:
+            self.on_end(self.state)
+
+    def _record_exit(self, member: _Member) -> None:
+        """Note what is known once `member` is no longer sampled: its sampling time, and
+        the target's wait status."""
+        stats = member.process.stats
+        with self._lock:
+            stats.elapsed = time.monotonic() - stats.started_at
+        if member.process.pid == self.target.pid and member.tracer is not None:
+            self.exit_status = member.tracer.exit_status
+
+    # -- attaching -------------------------------------------------------------------------
+
+    def _add(
+        self,
+        entry: TracedProcess,
+        target: Target,
+        *,
+        verify: bool,
+        stop_times: array[float] | None = None,
+    ) -> _Member:
+        """Seize `target` (blocking mode), check its layout when `verify`, and start
+        sampling it as `entry`; raise XrtopError (the process is left untraced) if not."""
+        tracer = Tracer(target.pid) if self.blocking else None
+        try:
+            target.reader.set_recheck_head(tracer is None)
+            capture = None
+            if tracer is not None:
+                capture = StoppedCapture(tracer, target.reader, self._idle_polling, stop_times)
+            if verify and capture is not None:
+                capture.verify_layout(target)
+            elif verify:
+                verify_layout(target)
+        except BaseException:
+            if tracer is not None:
+                tracer.detach()
+            raise
+        self._verified.add(target.mapping[1:])
+        entry.stats.requested_hz = self.rate_hz
+        entry.stats.started_at = time.monotonic()
+        member = _Member(entry, target, tracer, capture)
+        self._members.append(member)
+        self.processes.add(entry)
+        return member
+
+    def _discover(self) -> None:
+        """Attach to the descendants found since the last look (see the module doc)."""
+        assert self._descendants is not None
+        by_pid = {m.process.pid: m for m in self._members}
+        for found in self._descendants.poll():
+            parent = by_pid.get(found.parent_pid) if found.parent_is_r else None
+            if parent is not None:
+                try:
+                    clone = attach_clone(parent.target, found.pid)
+                except NotRProcessError:
+                    pass  # it exec'd R anew: located below like any other
+                except XrtopError:
+                    continue  # gone already
+                else:
+                    stack = parent.last_stack.names if parent.last_stack else ()
+                    self._add_child(found, clone, role_of(found.cmdline, True, stack), False)
+                    continue
+            if self._attacher is None:
+                self._attacher = ThreadPoolExecutor(1, thread_name_prefix="xrtop-attach")
+            self._attaching[self._attacher.submit(_attach_started, found.pid)] = found
+        for future in [f for f in self._attaching if f.done()]:
+            found = self._attaching.pop(future)
+            role = role_of(found.cmdline, False)
+            try:
+                target = future.result()
+            except NoSuchProcessError:
+                continue
+            except XrtopError as err:
+                self._refuse(found, role, err.message)
+                continue
+            if target.info.start_ticks != found.start_ticks:
+                continue  # the PID was reused meanwhile: not the process found
+            self._add_child(found, target, role, target.mapping[1:] not in self._verified)
+
+    def _add_child(self, found: Found, target: Target, role: str, verify: bool) -> None:
+        """Start sampling descendant `found` (as `target`), or list it as not traced."""
+        target.set_lines(self.target.reader.lines is not None)
+        log = SampleLog(self.log.interval_us)
+        entry = TracedProcess(found.pid, found.parent_pid, role, found.start_ticks, log)
+        try:
+            member = self._add(entry, target, verify=verify, stop_times=array("f"))
+        except (TargetGoneError, NoSuchProcessError):
+            return  # ended before its first sample: nothing to show
+        except XrtopError as err:
+            self._refuse(found, role, err.message)
+            return
+        assert self._descendants is not None
+        stat = read_stat(found.pid)
+        self._descendants.add_r(found.pid, found.start_ticks, stat.session if stat else 0)
+        if self.on_process is not None:
+            member.on_sample = self.on_process(entry)
+
+    def _refuse(self, found: Found, role: str, why: str) -> None:
+        """List `found` once as not traced, saying why."""
+        log = SampleLog(self.log.interval_us)
+        entry = TracedProcess(found.pid, found.parent_pid, role, found.start_ticks, log)
+        entry.state, entry.note = NOT_TRACED, why
+        self.processes.add(entry)
+
+    # -- the schedule ----------------------------------------------------------------------
+
+    def _end_member(self, member: _Member) -> None:
+        """`member` has exited: stop sampling it, keep its samples."""
+        member.close()
+        self._record_exit(member)
+        self._members.remove(member)
+        self.processes.set_state(member.process, ENDED)
+        if self._descendants is not None:
+            self._descendants.forget(member.process.pid)
+
+    def _look_after(self, now: float, liveness: bool) -> None:
+        """The periodic work between samples: new descendants, ended ones, lines."""
+        self._discover()
+        want_lines = self.target.reader.lines is not None
+        for member in list(self._members):
+            if liveness and not member.target.alive():
+                self._end_member(member)
+            elif (member.target.reader.lines is not None) != want_lines:
+                member.target.set_lines(want_lines)
+
+    def _pass_signals(self) -> Tracer | None:
+        """Hand on the signals every process got (see `Tracer.pass_signals`); return a
+        tracer to sleep on (None in nonblocking mode)."""
+        sleeper = None
+        for member in list(self._members):
+            tracer = member.tracer
+            if tracer is None:
+                continue
+            try:
+                tracer.pass_signals()
+            except TargetGoneError:
+                self._end_member(member)
+                continue
+            sleeper = tracer
+        return sleeper
+
+    def _loop_group(self) -> State:
+        stats = self._stats
+        started = stats.started_at
+        deadline_end = started + self.duration if self.duration else None
+        next_due = started
+        # The first look comes after the first samples: a child running already is named
+        # after what its parent runs (`role_of`).
+        next_scan = next_liveness = started + _SCAN_EVERY
+        lead = WARM_LEAD if self.blocking else 0.0
+        monotonic = time.monotonic
+        while not self._stop_event.is_set():
+            now = monotonic()
+            if deadline_end is not None and now >= deadline_end:
+                return State.DETACHED
+            if now >= next_scan:
+                next_scan = now + _SCAN_EVERY
+                liveness = now >= next_liveness
+                if liveness:
+                    next_liveness = now + _LIVENESS_EVERY
+                self._look_after(now, liveness)
+                if not self._members and not self._attaching:
+                    return State.EXITED
+            sleeper = self._pass_signals()
+            wait = min(next_due - now - lead, next_scan - now)
+            if wait > 0:
+                if deadline_end is not None:
+                    wait = min(wait, deadline_end - now)
+                if sleeper is not None:
+                    sleeper.sleep(min(wait, LONGEST_SLEEP))
+                elif wait > 0.02:
+                    self._stop_event.wait(wait)
+                else:
+                    time.sleep(wait)
+                continue
+            period = self._period
+            if now - next_due > period:
+                with self._lock:
+                    stats.late += 1
+                next_due = now
+            next_due += period
+            for member in list(self._members):
+                self._sample(member)
+        return State.DETACHED
+
+    def _sample(self, member: _Member) -> None:
+        """One sample of `member` into its log (and its streamed file)."""
+        tracer = member.tracer
+        if tracer is not None and tracer.user_stopped:
+            return  # stopped by someone else (SIGSTOP): its stack cannot change
+        stats = member.process.stats
+        try:
+            stack, stopped = member.sample()
+        except TargetGoneError:
+            self._end_member(member)
+            return
+        except SampleError as err:
+            with self._lock:
+                stats.count_error(err.kind, str(err))
+            return
+        taken = time.monotonic()
+        with self._lock:
+            count_sample(stats, stack, stopped, taken)
+        member.process.log.add(stack, taken)
+        member.last_stack = stack
+        if member.process.pid == self.target.pid:
+            self.last_stack = stack
+            if self.on_sample is not None:
+                self.on_sample(stack)
+        elif member.on_sample is not None:
+            member.on_sample(stack)
+
+    def process_stats(self, process: TracedProcess) -> SamplerStats:
+        """A consistent copy of one process's counters."""
+        with self._lock:
+            return process.stats.copy()
+
+
+def _attach_started(pid: int) -> Target:
+    """`attach` to an R started anew, once it has set up the globals a stack reader reads
+    first (R_NilValue: found right after its exec, R may still be starting)."""
+    deadline = time.monotonic() + _STARTUP_PATIENCE
+    while True:
+        target = attach(pid)
+        if target.reader.nil or time.monotonic() > deadline:
+            return target
+        time.sleep(0.02)
