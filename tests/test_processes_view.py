@@ -11,6 +11,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from test_app import FIB
 from test_app import LOOP
 from test_app import FakeLive
@@ -19,10 +20,12 @@ from sampler.model import CallTree
 from sampler.model import ProcessRow
 from sampler.model import SampleLog
 from sampler.model import Stack
+from sampler.rprof import read_rprof
 from widgets.call_tree import CallTreeView
 from widgets.process_list import ProcessList
 from widgets.status import StatusHeader
 from xrtop.app import XrtopApp
+from xrtop.children import child_output_path
 from xrtop.loading import FileViewApp
 from xrtop.processes_view import MergedLog
 from xrtop.recorded_processes import child_files
@@ -339,3 +342,25 @@ async def test_view_of_a_recording_lists_its_children(tmp_path: Path) -> None:
         await pilot.press("down", "down", "enter")
         assert dict(app.model.current().own) == {"crunch": 6}
         assert "showing PID 123 · R child" in str(app.query_one(StatusHeader).render())
+
+
+async def test_save_writes_each_child_beside_the_target_since_the_reset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    source, processes = family()
+    fill(source, processes)
+    app = XrtopApp(source, refresh_s=60)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("r")
+        source.add(FIB, 1)
+        processes.add(WORKER_A, LOOP, 2)
+        path, samples, size = app.save()
+    assert samples == 3
+    assert [s.names for s in read_rprof(path).stacks] == [FIB.names]
+    child_a = Path(child_output_path(str(path), WORKER_A))
+    child_b = Path(child_output_path(str(path), WORKER_B))
+    assert [s.names for s in read_rprof(child_a).stacks] == [LOOP.names] * 2
+    assert read_rprof(child_b).stacks == [], "nothing since the reset"
+    assert size == sum(p.stat().st_size for p in (path, child_a, child_b))
+    assert child_files(path) == {WORKER_A: child_a, WORKER_B: child_b}

@@ -504,7 +504,8 @@ class XrtopApp(App[int]):
         if source is None:
             raise UsageError("nothing to save yet")
         by_line = self.model.view_state.by_line
-        saved = write_samples(source, fmt, self.model.reset_at, by_line, path)
+        starts = self.model.child_starts()
+        saved = write_samples(source, fmt, self.model.reset_at, by_line, path, starts)
         if fmt == RPROF:  # a file R reads back: the samples are safe
             self.saved_count += 1
         self.saved_files.append(str(saved[0]))
@@ -537,6 +538,8 @@ class XrtopApp(App[int]):
             return
         if fmt == RPROF:
             text, title = f"Saved {samples} samples ({fmt_bytes(size)}) to {path}", "Rprof.out"
+            if self.model.processes is not None:
+                text += ", each child process's to a file of its own beside it"
         else:
             text, title = f"Exported {samples} samples ({fmt_bytes(size)}) to {path}", ""
         self.call_from_thread(self.notify, text, title=title, timeout=8)

@@ -21,6 +21,7 @@ from typing import Protocol
 from sampler.model import FunctionKey
 from sampler.model import ProcessRow
 from sampler.model import SampleLog
+from sampler.processes import TARGET_ROLE
 
 
 class SampledProcesses(Protocol):
@@ -34,10 +35,6 @@ class SampledProcesses(Protocol):
     def logs(self) -> dict[int, SampleLog]:
         """Each process's samples, by PID (a reused PID: the later process's log)."""
         ...
-
-
-#: The role of the process xrtop attached to (the others descend from it).
-TARGET_ROLE = "target"
 
 
 def process_label(row: ProcessRow) -> str:

@@ -9,12 +9,12 @@ file is named after, all "recorded".
 from __future__ import annotations
 
 import glob
-import re
 from pathlib import Path
 
 from sampler.model import ProcessRow
 from sampler.model import SampleLog
-from xrtop.processes_view import TARGET_ROLE
+from sampler.processes import TARGET_ROLE
+from xrtop.children import child_output_path
 
 #: A child's role in a recording (what it was is not recorded).
 CHILD_ROLE = "R child"
@@ -23,32 +23,48 @@ RECORDED = "recorded"
 
 
 def child_files(path: Path) -> dict[int, Path]:
-    """The children's files beside the target's `path`, by PID: `F.<PID>.out` for `F.out`
-    (`F.<PID>` for `F`)."""
+    """The children's files beside the target's `path`, by PID: those `record
+    --subprocesses` names with `child_output_path` (`F.<PID>.out` for `F.out`)."""
     stem, suffix = (path.stem, path.suffix) if path.suffix else (path.name, "")
-    pattern = re.compile(re.escape(stem) + r"\.([1-9][0-9]*)" + re.escape(suffix))
     found: dict[int, Path] = {}
     for candidate in path.parent.glob(f"{glob.escape(stem)}.*{glob.escape(suffix)}"):
-        match = pattern.fullmatch(candidate.name)
-        if match is not None and candidate.is_file():
-            found[int(match.group(1))] = candidate
+        pid = candidate.name[len(stem) + 1 : len(candidate.name) - len(suffix)]
+        if (
+            pid.isdigit()
+            and int(pid) > 0
+            and child_output_path(str(path), int(pid)) == str(candidate)
+            and candidate.is_file()
+        ):
+            found[int(pid)] = candidate
     return dict(sorted(found.items()))
 
 
 class RecordedProcesses:
     """The target's log and its children's, read from a recording (a `SampledProcesses`)."""
 
-    def __init__(self, target: SampleLog, children: dict[int, SampleLog]) -> None:
-        """The target's samples `target` and each child's, by PID."""
-        self._logs = {0: target, **children}
+    def __init__(
+        self, target: SampleLog, children: dict[int, SampleLog], target_pid: int = 0
+    ) -> None:
+        """The target's samples `target` (its PID `target_pid`, 0: not known) and each
+        child's, by PID."""
+        self.target_pid = target_pid
+        self._logs = {target_pid: target, **children}
 
     def rows(self) -> list[ProcessRow]:
-        """The target (PID unknown: 0), then each child."""
+        """The target, then each child."""
+        target = self.target_pid
         return [
-            ProcessRow(pid, 0, CHILD_ROLE if pid else TARGET_ROLE, RECORDED, len(log), 0.0)
+            ProcessRow(
+                pid,
+                0 if pid == target else target,
+                TARGET_ROLE if pid == target else CHILD_ROLE,
+                RECORDED,
+                len(log),
+                0.0,
+            )
             for pid, log in self._logs.items()
         ]
 
     def logs(self) -> dict[int, SampleLog]:
-        """Each process's samples, by PID (the target's: 0)."""
+        """Each process's samples, by PID."""
         return dict(self._logs)

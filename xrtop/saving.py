@@ -5,11 +5,14 @@ Both go through `xrtop.formats.save_profile`, the writer the command line uses t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from sampler.pprof import ProfileInfo
 from sampler.rprof import RprofOptions
+from xrtop.children import child_output_path
 from xrtop.formats import FORMATS
+from xrtop.formats import RPROF
 from xrtop.formats import Profile
 from xrtop.formats import rprof_file_info
 from xrtop.formats import save_profile
@@ -45,13 +48,21 @@ def profile_info(source: ProfileSource, start: int) -> ProfileInfo:
 
 
 def write_samples(
-    source: ProfileSource, fmt: str, start: int, by_line: bool, path: Path | None = None
+    source: ProfileSource,
+    fmt: str,
+    start: int,
+    by_line: bool,
+    path: Path | None = None,
+    child_starts: Mapping[int, int] | None = None,
 ) -> tuple[Path, int, int]:
     """Write `source`'s samples from index `start` in format `fmt` to `path` (default: a
-    new name); return (path, samples, bytes).
+    new name); return (path, samples, bytes), summed over every file written.
 
     Rprof.out and pprof record what the source records (its lines, GC marker and idle
     samples); the other formats split functions by line when the view does (`by_line`).
+    A source of several processes saved as Rprof.out also writes each child's samples
+    (from `child_starts[pid]`, default 0) beside it, named as `record --subprocesses`
+    names them (F.<PID>.out).
     """
     options = source.options
     output_format = FORMATS[fmt]
@@ -61,4 +72,11 @@ def write_samples(
     info = profile_info(source, start)
     profile = Profile.of_log(source.log, options, profile_name(source), start, info=info)
     samples, size = save_profile(target, fmt, profile)
+    if fmt == RPROF and source.processes is not None:
+        starts = child_starts or {}
+        for pid, log in source.processes.logs().items():
+            if log is not source.log:
+                child = Profile.of_log(log, options, f"PID {pid}", starts.get(pid, 0))
+                count, written = save_profile(Path(child_output_path(str(target), pid)), fmt, child)
+                samples, size = samples + count, size + written
     return target, samples, size

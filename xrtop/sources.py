@@ -150,7 +150,7 @@ class LiveSource:
         self.stream_path = stream_path
         self.idle_known = True
         self.gc_available: bool | None = session.target.gc_available
-        self.processes: SampledProcesses | None = None
+        self.processes: SampledProcesses | None = session.processes
         self._process: psutil.Process | None = None
         with contextlib.suppress(psutil.Error):
             self._process = psutil.Process(self.pid)

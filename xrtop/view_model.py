@@ -185,6 +185,10 @@ class ViewModel:
             return [], None
         return self.processes.rows(), self.processes.selected
 
+    def child_starts(self) -> dict[int, int]:
+        """Where each process's samples since the last reset start, by PID (saving)."""
+        return {pid: n for pid, n in self._reset_marks.items() if pid is not None}
+
     def select_process(self, pid: int | None) -> bool:
         """Show process `pid` alone (None: all, merged); whether that changed anything."""
         if self.processes is None or not self.processes.select(pid):
