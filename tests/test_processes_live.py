@@ -1,5 +1,6 @@
-"""The live view of a real `--subprocesses` session (Pilot, no terminal): an R whose
-`mclapply` runs two forked workers, each in its own function, on every R of the lab.
+"""The live view of a real `--subprocesses` session: an R whose `mclapply` runs two forked
+workers, each in its own function, under the app (Pilot) on every R of the lab, and under
+`xrtop --subprocesses -- Rscript ...` in a real terminal (tmux).
 
 The merged view must show both workers' functions, the Tree one node per process, the
 process list the target and its two mclapply workers; choosing a worker shows its function
@@ -8,10 +9,18 @@ alone. The sampler's own coverage of parallel R is P's (tests of sampler.group).
 
 from __future__ import annotations
 
+import re
+import shutil
+from pathlib import Path
+
 import pytest
+from conftest import R_SCRIPTS
 from conftest import REnv
 from conftest import RLauncher
 from test_app_live import wait_until
+from test_e2e_tmux import Tmux
+from test_e2e_tmux import tmux as tmux  # the fixture
+from test_e2e_tmux import xrtop
 
 from sampler.model import CallTree
 from sampler.processes import TARGET_ROLE
@@ -57,7 +66,7 @@ async def test_live_view_merges_the_workers_and_shows_one_on_choice(
             listed = [table.render_line(y).text for y in range(2, 5)]
             assert [line.split()[0] for line in listed] == [str(r.pid) for r in rows]
             assert all(WORKER in line for line in listed[1:])
-            assert "showing all 3 processes" in str(app.query_one("#status").render())
+            assert "all 3 processes" in str(app.query_one("#status").render())
             # AND the Tree's top level is the processes, each worker with its own function
             tree = model.current().tree
             by_label = {str(tree.key[n]): n for n in tree.children[CallTree.ROOT].values()}
@@ -80,7 +89,7 @@ async def test_live_view_merges_the_workers_and_shows_one_on_choice(
             assert agg.total["crunch_sums"] == 0 and agg.total["fib"] > 0
             assert all(not str(k).startswith("PID ") for k in agg.tree.children[CallTree.ROOT])
             header = str(app.query_one("#status").render())
-            assert f"showing PID {fib_worker.pid} · {WORKER}" in header
+            assert f"PID {fib_worker.pid} · {WORKER}" in header
             # AND a shows every process again
             await pilot.press("a")
             await wait_until(
@@ -111,3 +120,34 @@ def _tracer(pid: int) -> int | None:
             return int(status.read().split("TracerPid:")[1].split()[0])
     except FileNotFoundError:
         return None
+
+
+def test_subprocesses_flag_in_a_terminal_shows_the_workers(tmux: Tmux, tmp_path: Path) -> None:
+    if shutil.which("Rscript") is None:
+        pytest.skip("R is not installed")
+    # GIVEN xrtop --subprocesses launching an R that forks two mclapply workers
+    script = str(R_SCRIPTS / "two_workers.R")
+    tmux.start(xrtop("--subprocesses", "--", "Rscript", script, "60"))
+    # THEN the merged Top view shows both workers' functions, and the header all processes
+    tmux.wait_screen("crunch_sums", timeout=60)
+    screen = tmux.wait_screen(" fib ")
+    assert "all 3 processes" in screen
+    # WHEN the user opens the process list
+    tmux.keys("5")
+    screen = tmux.wait_screen("3 live")
+    # THEN it lists the target and its two workers by PID
+    lines = screen.splitlines()
+    heading = next(i for i, line in enumerate(lines) if line.split()[:2] == ["PID", "Role"])
+    rows = [line.split() for line in lines[heading + 2 : heading + 5]]  # after the all row
+    assert rows[0][1] == TARGET_ROLE and rows[0][0].isdigit(), screen
+    workers = rows[1:]
+    assert all(row[0].isdigit() and row[0] != rows[0][0] for row in workers), screen
+    # WHEN a worker is chosen (down past the all row and the target), then the Top view
+    tmux.keys("Down", "Down", "Enter", "1")
+    screen = tmux.wait_screen(f"PID {workers[0][0]} · ")
+    # THEN only that worker's function is shown
+    assert ("crunch_sums" in screen) != bool(re.search(r"\bfib\b", screen)), screen
+    tmux.keys("q")
+    tmux.wait_screen("Quit without saving")
+    tmux.keys("q")
+    assert "XRTOP-EXIT=" in tmux.wait_screen("XRTOP-EXIT=")

@@ -400,8 +400,6 @@ def status_lines(status: Status, width: int | None = None) -> tuple[str, str, st
     if status.paused:
         state = f"{state} · PAUSED: {status.waiting} new samples"
     line1 = f"{who}  [{state}]"
-    if status.processes:
-        line1 += f"  showing {status.processes}"
     line2 = line3 = ""
     for compact in (False, True):
         line2 = _health_line(status, compact)
@@ -435,7 +433,8 @@ def _view_line(status: Status, compact: bool) -> str:
     by = "by line" if status.by_line else "by function"
     if status.by_line and status.no_source:
         by += " (no srcrefs)" if compact else " (R keeps no source references)"
-    view = [
+    view = [status.processes] if status.processes else []
+    view += [
         "last " + fmt_seconds(status.window) if status.window else "cumulative",
         by,
         f"{status.shown} shown" if compact else f"{status.shown} samples shown",
