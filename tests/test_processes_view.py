@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_app import FIB
@@ -29,6 +30,7 @@ from xrtop.children import child_output_path
 from xrtop.loading import FileViewApp
 from xrtop.processes_view import MergedLog
 from xrtop.recorded_processes import child_files
+from xrtop.screenshots import procs_source
 from xrtop.view_model import ViewModel
 
 WORK = Stack(("crunch", "FUN", "lapply", "mclapply"))
@@ -331,7 +333,9 @@ async def test_view_of_a_recording_lists_its_children(tmp_path: Path) -> None:
             if app.model.processes is not None:
                 break
         assert app.model.current().samples == 13 and app.model.current().total["lapply"] == 9
-        assert "all 3 processes" in str(app.query_one(StatusHeader).render())
+        header = str(app.query_one(StatusHeader).render())
+        assert "all 3 processes" in header
+        assert "elapsed 60ms" in header, "as long as the longest process (6 samples)"
         assert any("run.789.out" in n.message for n in app._notifications), "said, left out"
         await pilot.press("5")
         table = app.query_one(ProcessList)
@@ -364,3 +368,14 @@ async def test_save_writes_each_child_beside_the_target_since_the_reset(
     assert read_rprof(child_b).stacks == [], "nothing since the reset"
     assert size == sum(p.stat().st_size for p in (path, child_a, child_b))
     assert child_files(path) == {WORKER_A: child_a, WORKER_B: child_b}
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+@pytest.mark.parametrize("keys", [["5"], ["2"], ["5", "down", "down", "enter", "1"]])
+def test_screens_of_several_processes(
+    snap_compare: Any, keys: list[str], size: tuple[int, int]
+) -> None:
+    # The --subprocesses demo recording (a parent waiting for two mclapply workers) replayed
+    # as a running session: the list, the tree with a process level, one worker's top view.
+    app = XrtopApp(procs_source(), refresh_s=3600)
+    assert snap_compare(app, press=keys, terminal_size=size)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -108,7 +109,11 @@ class FileSource:
         return None
 
     def stats(self) -> SamplerStats:
-        return self._stats
+        if self.processes is None:
+            return self._stats
+        # A recording of several processes lasts as long as the longest of them.
+        longest = max(len(log) for log in self.processes.logs().values())
+        return replace(self._stats, samples=longest, elapsed=longest * self.log.interval_us / 1e6)
 
     def last_stack(self) -> Stack | None:
         n = len(self.log)
