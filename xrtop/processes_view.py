@@ -11,11 +11,12 @@ the samples appended since the last one.
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Callable
 from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from itertools import accumulate
 from typing import Protocol
 
 from sampler.model import FunctionKey
@@ -83,7 +84,8 @@ class MergedLog(SampleLog):
             if not starts:
                 return 0
             self._origin = min(starts)
-        batch: list[tuple[float, int]] = []
+        times: list[float] = []
+        ids: list[int] = []
         fed_from = 0
         for pid, log in logs.items():
             feed = self._feeds.get(id(log))
@@ -94,30 +96,30 @@ class MergedLog(SampleLog):
             if end <= feed.upto or start_time is None:
                 continue
             offset = start_time - self._origin
-            merged_ids = [self._merged_id(pid, feed, sid) for sid in log.stack_ids[feed.upto : end]]
-            batch.extend(zip([offset + t for t in log.times[feed.upto : end]], merged_ids))
+            times.extend([offset + t for t in log.times[feed.upto : end]])
+            ids.extend(self._merged_ids(pid, feed, log.stack_ids[feed.upto : end]))
             feed.upto = end
             fed_from += 1
-        if fed_from > 1:
-            batch.sort(key=lambda sample: sample[0])
-        if batch:
-            floor = self.times[-1] if len(self) else 0.0
-            times = array("d")
-            for when, _ in batch:
-                floor = max(floor, when)
-                times.append(floor)
+        if fed_from > 1:  # runs sorted each: Timsort merges them
+            order = sorted(range(len(times)), key=times.__getitem__)
+            times = [times[i] for i in order]
+            ids = [ids[i] for i in order]
+        if times:
+            if len(self):
+                times[0] = max(times[0], self.times[-1])
             # Times first: a reader bounds itself by len(stack_ids).
-            self.times.extend(times)
-            self.stack_ids.extend(array("I", [sid for _, sid in batch]))
-        return len(batch)
+            self.times.fromlist(list(accumulate(times, max)))
+            self.stack_ids.fromlist(ids)
+        return len(times)
 
-    def _merged_id(self, pid: int, feed: _Feed, sid: int) -> int:
-        merged = feed.ids.get(sid)
-        if merged is None:
-            merged = feed.ids[sid] = len(self.stacks)
+    def _merged_ids(self, pid: int, feed: _Feed, stack_ids: Sequence[int]) -> list[int]:
+        """The merged ids of process `pid`'s `stack_ids` (new pairs get one)."""
+        table = feed.ids
+        for sid in set(stack_ids).difference(table):
+            table[sid] = len(self.stacks)
             self.stacks.append(feed.log.stacks[sid])
             self.process_of.append(pid)
-        return merged
+        return [table[sid] for sid in stack_ids]
 
 
 class ProcessesView:
