@@ -284,6 +284,19 @@ async def test_process_list_chooses_one_process_and_a_shows_all_again() -> None:
         assert re.search(r"▾ PID 500[12] · mclapply worker", tree.render_line(1).text)
 
 
+async def test_process_list_shows_an_ending_without_new_samples() -> None:
+    source, processes = family()
+    fill(source, processes)
+    app = XrtopApp(source, refresh_s=60)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("5")
+        table = app.query_one(ProcessList)
+        assert "running" in table.render_line(3).text
+        processes.end(WORKER_A)  # no sample arrives after it
+        app.refresh_data()
+        assert "ended" in table.render_line(3).text
+
+
 async def test_one_process_has_an_empty_list_and_a_does_nothing() -> None:
     source = FakeLive()
     source.add(FIB, 3)

@@ -254,7 +254,7 @@ class XrtopApp(App[int]):
         if note is not None:  # known only after some samples with lines: said once
             self.notify(note, title="No line numbers", severity="warning", timeout=20)
         self._show_status()
-        if model.dirty:
+        if model.dirty or self.active_view == "procs":  # states and CPU change without samples
             self._show_view()
         changed, state = model.state_change()
         if changed:
