@@ -28,8 +28,9 @@ from sampler.symbols import read_maps
 #: Seconds a process is followed as a possible orphaned worker before it must be R.
 _ORPHAN_PATIENCE = 3.0
 _PORT = re.compile(r"(?:^|\s)PORT=(\d+)")
+#: The role of a fork that nothing names (see `role_of`).
+UNNAMED_FORK = "R child"
 _PARALLELLY_PARENT = re.compile(r"parallelly\.parent=(\d+)")
-_TCP_LISTEN = "0A"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ def _exe(pid: int) -> str:
         return ""
 
 
+def _is_r_executable(exe: str) -> bool:
+    """Whether `exe` is R's interpreter binary (bin/exec/R), by its name."""
+    return os.path.basename(exe) == "R"
+
+
 def runs_r(pid: int) -> bool:
     """Whether `pid` maps libR.so, or runs a static R binary with libc mapped (right after
     an exec the loader has not mapped libR.so yet: see `xrtop.session.find_r_descendant`)."""
@@ -70,7 +76,7 @@ def runs_r(pid: int) -> bool:
         return False
     if find_libr_mapping(maps) is not None:
         return True
-    return os.path.basename(_exe(pid)) == "R" and any(
+    return _is_r_executable(_exe(pid)) and any(
         os.path.basename(m.path).startswith(("libc.so", "libc-")) for m in maps
     )
 
@@ -78,18 +84,19 @@ def runs_r(pid: int) -> bool:
 def role_of(cmdline: str, forked: bool, parent_stack: tuple[str, ...] = ()) -> str:
     """The role label of an R process found below the target (see `ProcessRow.role`).
 
-    A `forked` one is named by what its parent R was running when it was found
-    (`parent_stack`, the parent's last sampled stack); a started one by its `cmdline`.
+    A `forked` one is named by the calls that made it: those its parent R was running when
+    it was found (`parent_stack`, the parent's last sampled stack), or its own, which it
+    runs on inside; a started one by its `cmdline`.
     """
     if forked:
-        names = set(parent_stack)
+        names = {name.rsplit(":", 1)[-1] for name in parent_stack}  # parallel::mclapply too
         if names & {"mclapply", "pvec", "mcmapply", "mcMap"}:
             return "mclapply worker"
         if "future" in names or any(n.startswith("run.Multicore") for n in names):
             return "future worker"
-        if names & {"mcparallel", "mcfork"}:
+        if names & {"mcparallel", "mcfork", "mccollect"}:
             return "mcparallel"
-        return "R child"
+        return UNNAMED_FORK
     if "parallelly" in cmdline:
         return "future worker"
     if "workRSOCK" in cmdline or "workCommand" in cmdline or "slaveRSOCK" in cmdline:
@@ -139,30 +146,32 @@ class Descendants:
         listed = {int(name) for name in os.listdir("/proc") if name.isdigit()}
         new = listed - self._listed if not self._first else listed
         self._listed = listed
-        first, self._first = self._first, False
+        # A PID that is gone may be reused by a process that is not ours.
+        self._r = {pid: start for pid, start in self._r.items() if pid in listed}
         found: list[Found] = []
-        ready = [] if first else self._take_pending(listed)
-        self._watch(new, settle=not first, now=time.monotonic())
-        if first:
-            ready = self._take_pending(listed)
-        for pid, (start, parent) in ready:
+        if self._first:
+            self._first = False
+            self._watch(new, time.monotonic())
+            new = set()
+        # Those seen at the last poll first, so that a child of theirs new now is theirs.
+        for pid, (start, parent) in self._take_pending(listed):
             item = self._classify(pid, start, parent)
             if item is not None:
                 found.append(item)
+        self._watch(new, time.monotonic())
         found.extend(self._recheck_others(listed))
         return found
 
     def add_r(self, pid: int, start: int, session: int) -> None:
-        """Follow R process `pid` from now on (its children become descendants)."""
+        """R process `pid` is sampled: workers orphaned in its session may be its own."""
         self._r[pid] = start
-        self._others.pop(pid, None)
         self._sessions.add(session)
 
     # -- one poll's steps ----------------------------------------------------------------
 
-    def _watch(self, new: set[int], *, settle: bool, now: float) -> None:
-        """Take the new processes that descend from a followed one (or may be orphaned
-        workers) as pending; with `settle` they are reported at the next poll."""
+    def _watch(self, new: set[int], now: float) -> None:
+        """Take the new processes that descend from a followed one as pending (reported by
+        the next poll), and those that may be orphaned workers as such."""
         stats: dict[int, ProcStat] = {}
         for pid in new:
             try:
@@ -184,15 +193,13 @@ class Descendants:
                     or (parent is not None and not parent.orphan_until)
                 ):
                     self._pending[pid] = (stat.start, stat.ppid)
-                elif parent is not None and settle:
+                elif parent is not None:
                     # Below a possible orphan: one too, held to the same proof.
                     others[pid] = _Followed(stat.start, _exe(pid), now + _ORPHAN_PATIENCE)
                 else:
                     continue
                 del stats[pid]
                 changed = True
-        if not settle:
-            return
         for pid, stat in stats.items():
             if stat.session in self._sessions and pid not in self._r:
                 # Possibly a worker whose starting shell has exited already (module doc).
@@ -208,10 +215,18 @@ class Descendants:
         if not runs_r(pid):
             self._others[pid] = _Followed(start, _exe(pid))
             return None
-        return Found(pid, parent, start, read_cmdline(pid), parent in self._r)
+        return self._found(pid, parent, start, read_cmdline(pid))
+
+    def _found(self, pid: int, parent: int, start: int, cmdline: str) -> Found:
+        """Report R process `pid`, and follow it from now on: its children are ours too,
+        whether or not it can be sampled."""
+        found = Found(pid, parent, start, cmdline, parent in self._r)
+        self._r[pid] = start
+        return found
 
     def _recheck_others(self, listed: set[int]) -> list[Found]:
-        """Pass-through processes that exec'd R since the last poll; drop the ended ones."""
+        """Pass-through processes that exec'd R since the last poll, and possible orphaned
+        workers that proved to be ours; drop the ended ones."""
         found = []
         now = time.monotonic()
         for pid, other in list(self._others.items()):
@@ -219,28 +234,31 @@ class Descendants:
                 del self._others[pid]
                 continue
             exe = _exe(pid)
-            if exe == other.exe and not (other.orphan_until and runs_r(pid)):
-                if other.orphan_until and now > other.orphan_until:
+            if other.orphan_until:
+                # Only an R interpreter can be a worker (the loader may not have mapped
+                # libR.so yet right after the exec: look again next poll).
+                if _is_r_executable(exe) and runs_r(pid):
+                    del self._others[pid]
+                    cmdline = read_cmdline(pid)
+                    master = self._master_of(cmdline)
+                    if master is not None:
+                        found.append(self._found(pid, master, other.start, cmdline))
+                elif now > other.orphan_until:
                     del self._others[pid]
                 continue
-            other.exe = exe
+            if exe == other.exe:
+                continue
             if not runs_r(pid):
+                if not _is_r_executable(exe):  # else libR.so is on its way: look again
+                    other.exe = exe
                 continue
             del self._others[pid]
-            cmdline = read_cmdline(pid)
             try:
                 stat = read_stat(pid)
             except OSError:
                 continue
-            if stat is None:
-                continue
-            parent = stat.ppid
-            if other.orphan_until:
-                master = self._master_of(cmdline)
-                if master is None:
-                    continue  # an R of the same session, not ours
-                parent = master
-            found.append(Found(pid, parent, other.start, cmdline, parent in self._r))
+            if stat is not None:
+                found.append(self._found(pid, stat.ppid, other.start, read_cmdline(pid)))
         return found
 
     def _master_of(self, cmdline: str) -> int | None:
@@ -251,15 +269,16 @@ class Descendants:
         m = _PORT.search(cmdline)
         if not m:
             return None
-        inodes = _listening_inodes(int(m[1]))
+        inodes = _socket_inodes(int(m[1]))
         for pid in self._r:
             if inodes and _holds_socket(pid, inodes):
                 return pid
         return None
 
 
-def _listening_inodes(port: int) -> set[str]:
-    """The inodes of the TCP sockets listening on `port` (IPv4 and IPv6)."""
+def _socket_inodes(port: int) -> set[str]:
+    """The inodes of the TCP sockets whose local port is `port` (IPv4 and IPv6): the
+    master's listening socket while workers start, the ones it accepted afterwards."""
     inodes = set()
     for name in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -269,8 +288,7 @@ def _listening_inodes(port: int) -> set[str]:
             continue
         for line in lines:
             fields = line.split()
-            listening = len(fields) > 9 and fields[3] == _TCP_LISTEN
-            if listening and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 inodes.add(fields[9])
     return inodes
 

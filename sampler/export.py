@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import IO
 from typing import Union
 
@@ -81,6 +83,16 @@ def _compact(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def with_process_frame(samples: Samples, label: str) -> Iterator[Stack]:
+    """The stacks of `samples` with one more frame outermost, named `label` (the process,
+    for a profile of several); a sample without frames stays without."""
+    for stack in _as_log(samples, 1).iter_stacks():
+        if stack.names or stack.gc:
+            sites = (*stack.sites, None) if stack.sites else ()
+            stack = Stack((*stack.names, label), sites, stack.gc, stack.idle)
+        yield stack
+
+
 def write_speedscope(
     out: IO[str],
     samples: Samples,
@@ -90,28 +102,47 @@ def write_speedscope(
     idle: bool = False,
     lines: bool = False,
 ) -> int:
-    """Write a speedscope file ("sampled" profile, shared frames numbered in the order the
-    samples first use them); return the number of samples it holds.
+    """Write a speedscope file of one profile; return the number of samples it holds."""
+    return write_speedscope_profiles(
+        out, [(name, samples)], interval_us, name=name, idle=idle, lines=lines
+    )
+
+
+def write_speedscope_profiles(
+    out: IO[str],
+    profiles: Sequence[tuple[str, Samples]],
+    interval_us: int,
+    *,
+    name: str,
+    idle: bool = False,
+    lines: bool = False,
+) -> int:
+    """Write a speedscope file of one "sampled" profile per (name, samples) of `profiles`
+    (e.g. one per process), with shared frames numbered in the order the samples first use
+    them; return the number of samples it holds.
 
     Each distinct stack's list of frame numbers is encoded once and written per sample.
     """
-    log = _as_log(samples, interval_us)
     frame_index: dict[str, int] = {}
     frames: list[dict[str, object]] = []
-    rows: dict[int, str] = {}  # stack id -> its samples entry, "" when left out
-    entries: list[str] = []
-    for sid in log.stack_ids:
-        row = rows.get(sid)
-        if row is None:
-            stack = log.stacks[sid]
-            row = rows[sid] = (
-                _compact(_frame_row(stack, lines, frame_index, frames))
-                if (_wanted(stack, idle))
-                else ""
-            )
-        if row:
-            entries.append(row)
     step = interval_us / 1e6
+    parts: list[tuple[str, list[str]]] = []
+    for profile_name, samples in profiles:
+        log = _as_log(samples, interval_us)
+        rows: dict[int, str] = {}  # stack id -> its samples entry, "" when left out
+        entries: list[str] = []
+        for sid in log.stack_ids:
+            row = rows.get(sid)
+            if row is None:
+                stack = log.stacks[sid]
+                row = rows[sid] = (
+                    _compact(_frame_row(stack, lines, frame_index, frames))
+                    if (_wanted(stack, idle))
+                    else ""
+                )
+            if row:
+                entries.append(row)
+        parts.append((profile_name, entries))
     document = {
         "$schema": SPEEDSCOPE_SCHEMA,
         "exporter": "xrtop",
@@ -119,22 +150,25 @@ def write_speedscope(
         "activeProfileIndex": 0,
         "shared": {"frames": frames},
     }
-    profile = {
-        "type": "sampled",
-        "name": name,
-        "unit": "seconds",
-        "startValue": 0,
-        "endValue": round(len(entries) * step, 6),
-    }
-    # The samples and weights are written piece by piece: one JSON text of them all would
-    # be hundreds of megabytes for a long recording.
-    out.write(_compact(document)[:-1] + ',"profiles":[' + _compact(profile)[:-1])
-    out.write(',"samples":[')
-    _write_joined(out, entries)
-    out.write('],"weights":[')
-    _write_joined(out, [_compact(step)] * len(entries))
-    out.write("]}]}\n")
-    return len(entries)
+    out.write(_compact(document)[:-1] + ',"profiles":[')
+    for i, (profile_name, entries) in enumerate(parts):
+        profile = {
+            "type": "sampled",
+            "name": profile_name,
+            "unit": "seconds",
+            "startValue": 0,
+            "endValue": round(len(entries) * step, 6),
+        }
+        # The samples and weights are written piece by piece: one JSON text of them all
+        # would be hundreds of megabytes for a long recording.
+        out.write(("," if i else "") + _compact(profile)[:-1])
+        out.write(',"samples":[')
+        _write_joined(out, entries)
+        out.write('],"weights":[')
+        _write_joined(out, [_compact(step)] * len(entries))
+        out.write("]}")
+    out.write("]}\n")
+    return sum(len(entries) for _, entries in parts)
 
 
 def _frame_row(

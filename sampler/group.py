@@ -29,6 +29,7 @@ from sampler.affinity import bound_to_one_shared_cpu
 from sampler.affinity import tight_timer_slack
 from sampler.capture import StoppedCapture
 from sampler.capture import sample_running
+from sampler.descendants import UNNAMED_FORK
 from sampler.descendants import Descendants
 from sampler.descendants import Found
 from sampler.descendants import role_of
@@ -72,7 +73,16 @@ _STARTUP_PATIENCE = 10.0
 class _Member:
     """One R process being sampled: its entry, its target and (blocking) its tracer."""
 
-    __slots__ = ("capture", "last_stack", "on_sample", "probe", "process", "target", "tracer")
+    __slots__ = (
+        "capture",
+        "last_stack",
+        "on_sample",
+        "probe",
+        "process",
+        "target",
+        "tracer",
+        "unnamed_fork",
+    )
 
     def __init__(
         self,
@@ -88,6 +98,8 @@ class _Member:
         self.probe = SleepProbe(target.pid) if capture is None else None
         self.on_sample: Callable[[Stack], None] | None = None
         self.last_stack: Stack | None = None
+        #: A fork whose parent's stack did not tell what made it: its own first stack will.
+        self.unnamed_fork = False
 
     def sample(self) -> tuple[Stack, float]:
         """One sample, and the seconds the process was stopped for it."""
@@ -247,21 +259,7 @@ class GroupSampler(SamplerThread):
         assert self._descendants is not None
         by_pid = {m.process.pid: m for m in self._members}
         for found in self._descendants.poll():
-            parent = by_pid.get(found.parent_pid) if found.parent_is_r else None
-            if parent is not None:
-                try:
-                    clone = attach_clone(parent.target, found.pid)
-                except NotRProcessError:
-                    pass  # it exec'd R anew: located below like any other
-                except XrtopError:
-                    continue  # gone already
-                else:
-                    stack = parent.last_stack.names if parent.last_stack else ()
-                    self._add_child(found, clone, role_of(found.cmdline, True, stack), False)
-                    continue
-            if self._attacher is None:
-                self._attacher = ThreadPoolExecutor(1, thread_name_prefix="xrtop-attach")
-            self._attaching[self._attacher.submit(_attach_started, found.pid)] = found
+            self._take(found, by_pid.get(found.parent_pid) if found.parent_is_r else None)
         for future in [f for f in self._attaching if f.done()]:
             found = self._attaching.pop(future)
             role = role_of(found.cmdline, False)
@@ -276,23 +274,47 @@ class GroupSampler(SamplerThread):
                 continue  # the PID was reused meanwhile: not the process found
             self._add_child(found, target, role, target.mapping[1:] not in self._verified)
 
-    def _add_child(self, found: Found, target: Target, role: str, verify: bool) -> None:
-        """Start sampling descendant `found` (as `target`), or list it as not traced."""
+    def _take(self, found: Found, parent: _Member | None) -> None:
+        """Attach to `found` at once as a fork of `parent` (a sampled R) when it is one;
+        else have the helper thread locate its R."""
+        if parent is not None:
+            try:
+                clone: Target | None = attach_clone(parent.target, found.pid)
+            except NotRProcessError:
+                clone = None  # it exec'd R anew: located like any other
+            except XrtopError:
+                return  # gone already
+            if clone is not None:
+                if clone.info.start_ticks == found.start_ticks:  # else the PID was reused
+                    stack = parent.last_stack.names if parent.last_stack else ()
+                    role = role_of(found.cmdline, True, stack)
+                    member = self._add_child(found, clone, role, False)
+                    if member is not None:
+                        member.unnamed_fork = role == UNNAMED_FORK
+                return
+        if self._attacher is None:
+            self._attacher = ThreadPoolExecutor(1, thread_name_prefix="xrtop-attach")
+        self._attaching[self._attacher.submit(_attach_started, found.pid)] = found
+
+    def _add_child(self, found: Found, target: Target, role: str, verify: bool) -> _Member | None:
+        """Start sampling descendant `found` (as `target`), or list it as not traced
+        (then None)."""
         target.set_lines(self.target.reader.lines is not None)
         log = SampleLog(self.log.interval_us)
         entry = TracedProcess(found.pid, found.parent_pid, role, found.start_ticks, log)
         try:
             member = self._add(entry, target, verify=verify, stop_times=array("f"))
         except (TargetGoneError, NoSuchProcessError):
-            return  # ended before its first sample: nothing to show
+            return None  # ended before its first sample: nothing to show
         except XrtopError as err:
             self._refuse(found, role, err.message)
-            return
+            return None
         assert self._descendants is not None
         stat = read_stat(found.pid)
         self._descendants.add_r(found.pid, found.start_ticks, stat.session if stat else 0)
         if self.on_process is not None:
             member.on_sample = self.on_process(entry)
+        return member
 
     def _refuse(self, found: Found, role: str, why: str) -> None:
         """List `found` once as not traced, saying why."""
@@ -402,6 +424,13 @@ class GroupSampler(SamplerThread):
             count_sample(stats, stack, stopped, taken)
         member.process.log.add(stack, taken)
         member.last_stack = stack
+        if member.unnamed_fork and stack.names:
+            # A fork runs on inside the call that made it (mcparallel, mclapply...).
+            member.unnamed_fork = False
+            role = role_of("", True, stack.names)
+            if role != member.process.role:
+                member.process.role = role
+                self.processes.set_state(member.process, member.process.state)
         if member.process.pid == self.target.pid:
             self.last_stack = stack
             if self.on_sample is not None:

@@ -54,6 +54,11 @@ class TracedProcess:
         self.state = RUNNING
         self.note = ""
 
+    @property
+    def label(self) -> str:
+        """How the process is named as a frame or a profile: "PID 1234 (mclapply worker)"."""
+        return f"PID {self.pid} ({self.role})"
+
 
 class ProcessSet:
     """Every R process of a session, the target first (see the module's contract)."""
@@ -106,6 +111,22 @@ class ProcessSet:
                 return process.log
         return None
 
+    def sampled(self) -> list[TracedProcess]:
+        """The processes that were sampled (all but those not traced), the target first."""
+        return [p for p in self.processes() if p.state != NOT_TRACED]
+
+    def summary(self) -> str:
+        """A line on the children: how many were sampled, and which could not be traced."""
+        children = self.processes()[1:]
+        sampled = [p for p in children if p.state != NOT_TRACED]
+        text = (
+            f"{len(sampled)} R child processes sampled ({sum(len(p.log) for p in sampled)} samples)"
+        )
+        refused = [p for p in children if p.state == NOT_TRACED]
+        if refused:
+            text += "; not traced: " + ", ".join(f"PID {p.pid} ({p.note})" for p in refused)
+        return text
+
     def rows(self) -> list[ProcessRow]:
         """One row per process for the process list, the target first.
 
@@ -119,6 +140,8 @@ class ProcessSet:
             state, cpu = process.state, 0.0
             if state == RUNNING:
                 state, cpu = self._running_state(process, now)
+            else:
+                self._cpu_seen.pop((process.pid, process.start_ticks), None)
             rows.append(
                 ProcessRow(
                     process.pid,

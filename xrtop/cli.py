@@ -27,17 +27,23 @@ import psutil
 
 from sampler.capture import sample_once
 from sampler.childsignals import queue_child_signals
+from sampler.descendants import role_of
 from sampler.diff import PRINT_LIMIT
 from sampler.errors import EXIT_INTERNAL
 from sampler.errors import UsageError
 from sampler.errors import XrtopError
 from sampler.pprof import ProfileInfo
 from sampler.rprof import RprofOptions
+from sampler.target import Target
 from sampler.target import attach
 from sampler.target import parse_pid
 from sampler.target import parse_version
 from sampler.thread import State
 from xrtop import __version__
+from xrtop.children import attach_descendants
+from xrtop.children import check_subprocess_output
+from xrtop.children import process_bench_stats
+from xrtop.children import report_child_files
 from xrtop.diff import cmd_diff
 from xrtop.formats import FORMATS
 from xrtop.formats import RPROF
@@ -321,6 +327,8 @@ def _sample_into(
             wakeup.wait(FLUSH_EVERY if rotation is None else rotation.wait_time(FLUSH_EVERY))
             if rotation is not None and not rotation.poll():
                 break
+            if session.child_streams is not None:
+                session.child_streams.tick()
             if stream is not None:
                 stream.tick()
                 if stream.error:  # e.g. the reader of a pipe went away: nobody gets more
@@ -344,6 +352,8 @@ def _sample_into(
     elif stream.error:
         ok = False
     print(session.summary(), file=sys.stderr)
+    if session.child_streams is not None:
+        ok = report_child_files(session.child_streams) and ok
     if rotation is not None:
         print(rotation.summary(), file=sys.stderr)
     if sampling.options.lines and (hint := source_note(session.target)) is not None:
@@ -368,6 +378,7 @@ def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
             "Example: xrtop record -p 1234 -o Rprof.out",
         )
     check_rotate(args.rotate, args.output, launched=command is not None)
+    check_subprocess_output(args.subprocesses, args.format, args.output, args.rotate, command)
     if command is not None:
         return _record_launched(args, command, sampling, duration)
     pid = parse_pid(args.pid)
@@ -431,6 +442,8 @@ def _write_bench_stats(session: Session) -> None:
         "achieved_hz": stats.achieved_hz,
         "stop_times": list(session.thread.stop_times),
     }
+    if session.processes is not None:
+        data["processes"] = process_bench_stats(session)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f)
 
@@ -546,7 +559,8 @@ def _record_launched(
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
-    """`xrtop dump PID`: R's stack right now, innermost first."""
+    """`xrtop dump PID`: R's stack right now, innermost first (with --subprocesses, the
+    stack of every R process below it too, each after its parent)."""
     pid = parse_pid(args.pid)
     if args.force_version is not None:
         parse_version(args.force_version)
@@ -556,34 +570,53 @@ def cmd_dump(args: argparse.Namespace) -> int:
         if type(err).__name__ == "NotRProcessError":
             err.hint = r_children_hint(pid)
         raise
+    dumps = [_dump_one(target, "target", 0, args.nonblocking)]
+    if args.subprocesses:
+        names = {pid: tuple(f["name"] for f in dumps[0]["frames"])}
+        for child, forked, found in attach_descendants(target):
+            role = role_of(found.cmdline, forked, names.get(found.parent_pid, ()))
+            with contextlib.suppress(XrtopError):  # ended meanwhile: nothing to show
+                dumps.append(_dump_one(child, role, found.parent_pid, args.nonblocking))
+                names[child.pid] = tuple(f["name"] for f in dumps[-1]["frames"])
+    if args.json:
+        json.dump(dumps if args.subprocesses else dumps[0], sys.stdout, indent=2)
+        print()
+        return 0
+    for i, dump in enumerate(dumps):
+        _print_dump(dump, target.info.script if i == 0 else "")
+    return 0
+
+
+def _dump_one(target: Target, role: str, parent: int, nonblocking: bool) -> dict[str, Any]:
+    """One process's stack now, as `xrtop dump --json` prints it."""
     target.set_lines(True)  # one sample: where each frame is, when R keeps source references
-    stack = sample_once(target, blocking=not args.nonblocking)
+    stack = sample_once(target, blocking=not nonblocking)
     frames = [
         {"name": name, "file": loc[0] if loc else None, "line": loc[1] if loc else None}
         for name, loc in ((n, stack.site(i)) for i, n in enumerate(stack.names))
     ]
-    if args.json:
-        json.dump(
-            {
-                "pid": pid,
-                "r_version": target.version_text,
-                "idle": stack.idle,
-                "gc": stack.gc,
-                "frames": frames,
-            },
-            sys.stdout,
-            indent=2,
-        )
-        print()
-        return 0
-    state = "idle" if stack.idle else ("in GC" if stack.gc else "running")
-    print(f"R {target.version_text}, PID {pid} ({target.info.script}), {state}")
-    if not frames:
+    dump: dict[str, Any] = {
+        "pid": target.pid,
+        "r_version": target.version_text,
+        "idle": stack.idle,
+        "gc": stack.gc,
+        "frames": frames,
+    }
+    if parent:
+        dump["role"], dump["parent_pid"] = role, parent
+    return dump
+
+
+def _print_dump(dump: dict[str, Any], script: str) -> None:
+    """`dump` as text: a line on the process, then its frames innermost first."""
+    state = "idle" if dump["idle"] else ("in GC" if dump["gc"] else "running")
+    what = script or f"{dump['role']} of PID {dump['parent_pid']}"
+    print(f"R {dump['r_version']}, PID {dump['pid']} ({what}), {state}")
+    if not dump["frames"]:
         print("  (at top level: no R function is running)")
-    for frame in frames:
+    for frame in dump["frames"]:
         where = f"  ({frame['file']}:{frame['line']})" if frame["file"] else ""
         print(f"  {frame['name']}{where}")
-    return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

@@ -18,8 +18,9 @@ from typing import Any
 
 from sampler.errors import UsageError
 from sampler.export import Samples
+from sampler.export import with_process_frame
 from sampler.export import write_collapsed
-from sampler.export import write_speedscope
+from sampler.export import write_speedscope_profiles
 from sampler.model import SampleLog
 from sampler.model import Stack
 from sampler.pprof import ProfileInfo
@@ -45,6 +46,11 @@ class Profile:
     name: str = ""
     #: When the samples were taken, and of which process (pprof records it).
     info: ProfileInfo = NO_INFO
+    #: A profile of several processes (--subprocesses): (label, samples) per process, the
+    #: target first. Rprof.out holds `samples` alone (the target's; each child has a file of
+    #: its own); collapsed and pprof hold every process, its label the outermost frame;
+    #: speedscope holds one profile per process.
+    processes: tuple[tuple[str, Samples], ...] = ()
 
     @classmethod
     def of_log(
@@ -67,6 +73,13 @@ class Profile:
         """Every sample's stack, in order."""
         samples = self.samples
         return samples.iter_stacks() if isinstance(samples, SampleLog) else samples
+
+    def all_processes(self) -> Samples:
+        """The samples of every process, each under its process's frame (`processes`);
+        `samples` itself for a profile of one process."""
+        if not self.processes:
+            return self.samples
+        return [s for label, part in self.processes for s in with_process_frame(part, label)]
 
 
 def rprof_file_info(path: Path, samples: int, interval_us: int) -> ProfileInfo:
@@ -114,14 +127,14 @@ def _write_rprof(out: IO[str], profile: Profile) -> int:
 
 def _write_collapsed(out: IO[str], profile: Profile) -> int:
     options = profile.options
-    return write_collapsed(out, profile.samples, idle=options.idle, lines=options.lines)
+    return write_collapsed(out, profile.all_processes(), idle=options.idle, lines=options.lines)
 
 
 def _write_speedscope(out: IO[str], profile: Profile) -> int:
     options = profile.options
-    return write_speedscope(
+    return write_speedscope_profiles(
         out,
-        profile.samples,
+        profile.processes or [(profile.name, profile.samples)],
         profile.interval_us,
         name=profile.name,
         idle=options.idle,
@@ -130,7 +143,9 @@ def _write_speedscope(out: IO[str], profile: Profile) -> int:
 
 
 def _write_pprof(out: IO[bytes], profile: Profile) -> int:
-    return write_pprof(out, profile.stacks, profile.interval_us, profile.options, profile.info)
+    stacks = profile.all_processes() if profile.processes else profile.stacks
+    assert not isinstance(stacks, SampleLog)
+    return write_pprof(out, stacks, profile.interval_us, profile.options, profile.info)
 
 
 #: Every format, the default first.

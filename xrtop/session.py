@@ -7,6 +7,7 @@ the same way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import os
@@ -541,7 +542,11 @@ class Session:
         clock, ns), as recorded (the sampling options): what `xrtop record` writes."""
         name = f"xrtop: R PID {self.target.pid}"
         info = self.profile_info(*span)
-        return Profile.of_log(self.log, self.sampling.options, name, start, stop, info)
+        profile = Profile.of_log(self.log, self.sampling.options, name, start, stop, info)
+        if self.processes is None or start != 0 or stop is not None:
+            return profile
+        parts = tuple((p.label, p.log) for p in self.processes.sampled())
+        return dataclasses.replace(profile, processes=parts)
 
     def summary(self) -> str:
         """A paragraph of what was collected and what it cost the target."""
@@ -574,6 +579,8 @@ class Session:
         state = self.thread.state
         if state is State.EXITED:
             parts.append("the target exited")
+        if self.processes is not None:
+            parts.append(self.processes.summary())
         return "; ".join(parts) + "."
 
 
