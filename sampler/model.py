@@ -551,6 +551,17 @@ class ProcessRow:
     cpu_percent: float
     note: str = ""
 
+    @property
+    def label(self) -> str:
+        """How the process is named (see `process_label`)."""
+        return process_label(self.pid, self.role)
+
+
+def process_label(pid: int, role: str) -> str:
+    """How a process is named as a frame, a profile or in the live view's header:
+    "PID 1234 (mclapply worker)"; its role alone when its PID is not known (0)."""
+    return f"PID {pid} ({role})" if pid > 0 else role
+
 
 # --- Two profiles compared (`xrtop diff`) --------------------------------------------------
 

@@ -71,12 +71,12 @@ async def test_live_view_merges_the_workers_and_shows_one_on_choice(
             tree = model.current().tree
             by_label = {str(tree.key[n]): n for n in tree.children[CallTree.ROOT].values()}
             for worker in workers:
-                assert f"PID {worker.pid} · {WORKER}" in by_label
+                assert f"PID {worker.pid} ({WORKER})" in by_label
             assert all(str(label).startswith("PID ") for label in by_label)
             # WHEN the list's row of the worker in crunch_fib is chosen with enter
             fib_worker = max(
                 workers,
-                key=lambda w: _under(tree, by_label[f"PID {w.pid} · {WORKER}"], "crunch_fib"),
+                key=lambda w: _under(tree, by_label[f"PID {w.pid} ({WORKER})"], "crunch_fib"),
             )
             await pilot.press("5")
             table.move_to(fib_worker.pid)
@@ -89,7 +89,7 @@ async def test_live_view_merges_the_workers_and_shows_one_on_choice(
             assert agg.total["crunch_sums"] == 0 and agg.total["fib"] > 0
             assert all(not str(k).startswith("PID ") for k in agg.tree.children[CallTree.ROOT])
             header = str(app.query_one("#status").render())
-            assert f"PID {fib_worker.pid} · {WORKER}" in header
+            assert f"PID {fib_worker.pid} ({WORKER})" in header
             # AND a shows every process again
             await pilot.press("a")
             await wait_until(
@@ -144,7 +144,7 @@ def test_subprocesses_flag_in_a_terminal_shows_the_workers(tmux: Tmux, tmp_path:
     assert all(row[0].isdigit() and row[0] != rows[0][0] for row in workers), screen
     # WHEN a worker is chosen (down past the all row and the target), then the Top view
     tmux.keys("Down", "Down", "Enter", "1")
-    screen = tmux.wait_screen(f"PID {workers[0][0]} · ")
+    screen = tmux.wait_screen(f"PID {workers[0][0]} (")
     # THEN only that worker's function is shown
     assert ("crunch_sums" in screen) != bool(re.search(r"\bfib\b", screen)), screen
     tmux.keys("q")

@@ -7,6 +7,7 @@ R's worker processes under the real UI is tests/test_processes_live.py.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -150,8 +151,8 @@ def test_all_processes_sum_functions_and_the_tree_has_one_node_per_process() -> 
     assert agg.total["crunch"] == 11 and agg.own["crunch"] == 11
     assert agg.total["fib"] == 3 and agg.total["loop"] == 6
     assert top_level(agg.tree) == {
-        f"PID {WORKER_A} · mclapply worker": 10,
-        f"PID {WORKER_B} · mclapply worker": 10,
+        f"PID {WORKER_A} (mclapply worker)": 10,
+        f"PID {WORKER_B} (mclapply worker)": 10,
     }
     agg.tree.check()
     assert "PID" not in " ".join(map(str, agg.total)), "processes are no functions"
@@ -172,7 +173,7 @@ def test_one_process_shows_its_own_samples_and_functions_on_top() -> None:
     assert dict(agg.own) == {"crunch": 4, "loop": 6}
     assert top_level(agg.tree) == {"mclapply": 4, "outer": 6}
     status = model.status()
-    assert status.processes == f"PID {WORKER_B} · mclapply worker" and status.samples == 10
+    assert status.processes == f"PID {WORKER_B} (mclapply worker)" and status.samples == 10
     assert model.now_stack() == LOOP
     model.select_process(None)
     model.take_in_new()
@@ -270,7 +271,7 @@ async def test_process_list_chooses_one_process_and_a_shows_all_again() -> None:
         await pilot.press("down", "down", "enter")  # the first worker
         assert app.model.processes is not None and app.model.processes.selected == WORKER_A
         assert table.render_line(3).text.startswith("●")
-        assert f"PID {WORKER_A} · mclapply worker" in str(header.render())
+        assert f"PID {WORKER_A} (mclapply worker)" in str(header.render())
         await pilot.press("2")
         tree = app.query_one(CallTreeView)
         assert tree.calltree is not None and top_level(tree.calltree) == {"mclapply": 7, "outer": 3}
@@ -278,10 +279,10 @@ async def test_process_list_chooses_one_process_and_a_shows_all_again() -> None:
         assert app.model.processes.selected is None
         assert tree.calltree is not None
         assert set(top_level(tree.calltree)) == {
-            f"PID {WORKER_A} · mclapply worker",
-            f"PID {WORKER_B} · mclapply worker",
+            f"PID {WORKER_A} (mclapply worker)",
+            f"PID {WORKER_B} (mclapply worker)",
         }
-        assert re.search(r"▾ PID 500[12] · mclapply worker", tree.render_line(1).text)
+        assert re.search(r"▾ PID 500[12] \(mclapply worker\)", tree.render_line(1).text)
 
 
 async def test_process_list_shows_an_ending_without_new_samples() -> None:
@@ -358,7 +359,7 @@ async def test_view_of_a_recording_lists_its_children(tmp_path: Path) -> None:
         assert lines[2].split()[:4] == ["123", "R", "child", "recorded"]
         await pilot.press("down", "down", "enter")
         assert dict(app.model.current().own) == {"crunch": 6}
-        assert "PID 123 · R child" in str(app.query_one(StatusHeader).render())
+        assert "PID 123 (R child)" in str(app.query_one(StatusHeader).render())
 
 
 async def test_save_writes_each_child_beside_the_target_since_the_reset(
@@ -392,3 +393,30 @@ def test_screens_of_several_processes(
     # as a running session: the list, the tree with a process level, one worker's top view.
     app = XrtopApp(procs_source(), refresh_s=3600)
     assert snap_compare(app, press=keys, terminal_size=size)
+
+
+async def test_export_holds_every_process_under_its_label(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    source, processes = family()
+    fill(source, processes)
+    app = XrtopApp(source, refresh_s=60)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("r")
+        processes.add(WORKER_A, LOOP, 2)
+        processes.add(WORKER_B, FIB, 3)
+        path, samples, _ = app.save("collapsed")
+        speedscope, _, _ = app.save("speedscope")
+    lines = dict(line.rsplit(" ", 1) for line in path.read_text().splitlines())
+    assert lines == {
+        f"PID {WORKER_A} (mclapply worker);outer;loop": "2",
+        f"PID {WORKER_B} (mclapply worker);outer;middle;fib;fib": "3",
+    }, "each process outermost, from the reset on"
+    assert samples == 5 and list(Path().glob("*.txt")) == [path], "one file"
+    profiles = json.loads(speedscope.read_text())["profiles"]
+    assert [p["name"] for p in profiles] == [
+        f"PID {TARGET} (target)",
+        f"PID {WORKER_A} (mclapply worker)",
+        f"PID {WORKER_B} (mclapply worker)",
+    ]

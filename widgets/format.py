@@ -363,7 +363,7 @@ class Status:
     filter_text: str = ""
     stream: str = ""
     last_error: str = ""
-    #: Which processes the views show ("all 5 processes", "PID 1234 · mclapply worker"; ""
+    #: Which processes the views show ("all 5 processes", "PID 1234 (mclapply worker)"; ""
     #: for a session of one process).
     processes: str = ""
 

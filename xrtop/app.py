@@ -504,8 +504,8 @@ class XrtopApp(App[int]):
         if source is None:
             raise UsageError("nothing to save yet")
         by_line = self.model.view_state.by_line
-        starts = self.model.child_starts()
-        saved = write_samples(source, fmt, self.model.reset_at, by_line, path, starts)
+        parts = self.model.process_parts()
+        saved = write_samples(source, fmt, self.model.reset_at, by_line, path, parts)
         if fmt == RPROF:  # a file R reads back: the samples are safe
             self.saved_count += 1
         self.saved_files.append(str(saved[0]))

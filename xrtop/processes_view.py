@@ -38,15 +38,18 @@ class SampledProcesses(Protocol):
         ...
 
 
-def process_label(row: ProcessRow) -> str:
-    """A process as the tree's top level and the header name it: "PID 1234 · mclapply
-    worker" (its role alone when its PID is not known: 0)."""
-    return f"PID {row.pid} · {row.role}" if row.pid > 0 else row.role
-
-
 def list_order(rows: list[ProcessRow]) -> list[ProcessRow]:
     """`rows` as the process list shows them: the target first, then by PID."""
     return sorted(rows, key=lambda r: (r.role != TARGET_ROLE, r.pid))
+
+
+@dataclass(frozen=True)
+class ProcessPart:
+    """One process's share of what is saved: its samples from `start` on, named `label`."""
+
+    pid: int
+    label: str
+    start: int
 
 
 @dataclass
@@ -185,12 +188,12 @@ class ProcessesView:
         return label
 
     def label(self, pid: int) -> str:
-        """`process_label` of `pid` ("PID 1234" when it is not listed)."""
+        """How process `pid` is named ("PID 1234" when it is not listed)."""
         row = next((r for r in reversed(self._rows) if r.pid == pid), None)
-        return process_label(row) if row is not None else f"PID {pid}"
+        return row.label if row is not None else f"PID {pid}"
 
     def describe(self) -> str:
-        """What the header says is shown: "all 5 processes" or "PID 1234 · mclapply worker"."""
+        """What the header says is shown: "all 5 processes" or "PID 1234 (mclapply worker)"."""
         if self.selected is not None:
             return self.label(self.selected)
         count = len(self.processes.logs())

@@ -19,6 +19,7 @@ from sampler.thread import MIN_HZ
 from sampler.thread import State
 from widgets.format import Status
 from xrtop.processes_view import ProcessesView
+from xrtop.processes_view import ProcessPart
 from xrtop.sources import ProfileSource
 
 #: The "last N seconds" windows `w` cycles through (None = cumulative).
@@ -185,9 +186,11 @@ class ViewModel:
             return [], None
         return self.processes.rows(), self.processes.selected
 
-    def child_starts(self) -> dict[int, int]:
-        """Where each process's samples since the last reset start, by PID (saving)."""
-        return {pid: n for pid, n in self._reset_marks.items() if pid is not None}
+    def process_parts(self) -> list[ProcessPart]:
+        """What of each process saving writes (since the last reset), the target first; empty
+        for a source of one process."""
+        marks = self._reset_marks
+        return [ProcessPart(r.pid, r.label, marks.get(r.pid, 0)) for r in self.process_list()[0]]
 
     def select_process(self, pid: int | None) -> bool:
         """Show process `pid` alone (None: all, merged); whether that changed anything."""
