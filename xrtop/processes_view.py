@@ -141,9 +141,11 @@ class ProcessesView:
         self._rows: list[ProcessRow] = []
 
     def sync(self) -> None:
-        """Read the process list and take the processes' new samples into the merged log."""
-        self._rows = list_order(self.processes.rows())
+        """Take the processes' new samples into the merged log, then read the process list
+        (in this order, a process's role is read after its samples: the sampler names a
+        fork by its first sample before adding it to the log)."""
         self.merged.pull(self.processes.logs())
+        self._rows = list_order(self.processes.rows())
 
     def rows(self) -> list[ProcessRow]:
         """The processes in list order, as of the last `sync()`."""
