@@ -100,7 +100,8 @@ class StoppedCapture:
             regs = True
             (got, raw, have_regs), _, stopped = self.while_stopped(self._span_snapshot, False)
         else:
-            reader.warm()
+            if not tracer.held:  # (stopped already, R has nothing to gain from it)
+                reader.warm()
             # Registers only tell whether R waited in a system call (idle): not worth a
             # system call in the stop when /proc says R runs right now (`running()`).
             regs = not tracer.running()

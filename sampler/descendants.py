@@ -9,7 +9,8 @@ exec R. A new process is reported one poll after it appeared, so that a fork abo
 
 PSOCK and future workers are started through `sh -c 'Rscript ... &'`, whose shell exits at
 once: a worker found without the shell is an orphan. One is taken when it names its master
-in its command line: `parallelly.parent=PID` (future), or `PORT=N` where a followed R
+in its command line: `parallelly.parent=PID` (future; `future.parent=PID` before
+parallelly), or `PORT=N` where a followed R
 listens on port N (parallel's makeCluster).
 """
 
@@ -30,7 +31,8 @@ _ORPHAN_PATIENCE = 3.0
 _PORT = re.compile(r"(?:^|\s)PORT=(\d+)")
 #: The role of a fork that nothing names (see `role_of`).
 UNNAMED_FORK = "R child"
-_PARALLELLY_PARENT = re.compile(r"parallelly\.parent=(\d+)")
+#: How a future worker names its master (parallelly's; future's own before parallelly).
+_FUTURE_PARENT = re.compile(r"(?:parallelly|future)\.parent=(\d+)")
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def role_of(cmdline: str, forked: bool, parent_stack: tuple[str, ...] = ()) -> s
         if names & {"mcparallel", "mcfork", "mccollect"}:
             return "mcparallel"
         return UNNAMED_FORK
-    if "parallelly" in cmdline:
+    if "parallelly" in cmdline or _FUTURE_PARENT.search(cmdline):
         return "future worker"
     if "workRSOCK" in cmdline or "workCommand" in cmdline or "slaveRSOCK" in cmdline:
         return "PSOCK worker"
@@ -263,7 +265,7 @@ class Descendants:
 
     def _master_of(self, cmdline: str) -> int | None:
         """The followed R an orphaned worker names as its master (module doc), or None."""
-        m = _PARALLELLY_PARENT.search(cmdline)
+        m = _FUTURE_PARENT.search(cmdline)
         if m and int(m[1]) in self._r:
             return int(m[1])
         m = _PORT.search(cmdline)

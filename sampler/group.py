@@ -18,6 +18,7 @@ should xrtop be killed.
 
 from __future__ import annotations
 
+import signal
 import time
 from array import array
 from collections.abc import Callable
@@ -29,6 +30,9 @@ from sampler.affinity import bound_to_one_shared_cpu
 from sampler.affinity import tight_timer_slack
 from sampler.capture import StoppedCapture
 from sampler.capture import sample_running
+from sampler.childsignals import CHILD_SIGNALS
+from sampler.childsignals import child_signals_queued
+from sampler.childsignals import wait_child_signal
 from sampler.descendants import UNNAMED_FORK
 from sampler.descendants import Descendants
 from sampler.descendants import Found
@@ -55,7 +59,6 @@ from sampler.target import attach
 from sampler.target import attach_clone
 from sampler.target import verify_layout
 from sampler.thread import LONGEST_SLEEP
-from sampler.thread import WARM_LEAD
 from sampler.thread import SamplerThread
 from sampler.thread import State
 from sampler.thread import count_sample
@@ -66,6 +69,10 @@ _SCAN_EVERY = 0.05
 _LIVENESS_EVERY = 0.25
 #: What a new process's samples go to (its streamed file), given its entry.
 ProcessHook = Callable[[TracedProcess], Optional[Callable[[Stack], None]]]
+#: The longest sleep between looks for stops in a sampling round (a SIGCHLD ends it).
+_COLLECT_WAIT = 0.001
+#: How long a sampling round keeps the GIL while it waits for stops (see `_collect`).
+_KEEP_GIL_FOR = 0.002
 #: How long a started R may take to set up its globals before xrtop gives up on it.
 _STARTUP_PATIENCE = 10.0
 
@@ -74,6 +81,7 @@ class _Member:
     """One R process being sampled: its entry, its target and (blocking) its tracer."""
 
     __slots__ = (
+        "awaiting",
         "capture",
         "last_stack",
         "on_sample",
@@ -100,6 +108,8 @@ class _Member:
         self.last_stack: Stack | None = None
         #: A fork whose parent's stack did not tell what made it: its own first stack will.
         self.unnamed_fork = False
+        #: Asked to stop (`Tracer.interrupt`), not seen stopped yet.
+        self.awaiting = False
 
     def sample(self) -> tuple[Stack, float]:
         """One sample, and the seconds the process was stopped for it."""
@@ -155,9 +165,12 @@ class GroupSampler(SamplerThread):
         self._members: list[_Member] = []
         self._descendants: Descendants | None = None
         self._attacher: ThreadPoolExecutor | None = None
-        self._attaching: dict[Future[Target], Found] = {}
+        #: Processes the helper thread is locating: what was found, and the stack of the
+        #: parent of a fork (None: an R started anew).
+        self._attaching: dict[Future[Target], tuple[Found, tuple[str, ...] | None]] = {}
         #: R binaries (device, inode) whose layout passed the check in some process.
         self._verified: set[tuple[tuple[int, int], int]] = set()
+        self._signals_queued = False
 
     def run(self) -> None:
         """Attach to the target, sample the group until told to stop, detach every process.
@@ -166,6 +179,7 @@ class GroupSampler(SamplerThread):
         target = self.target
         try:
             tight_timer_slack()
+            self._signals_queued = child_signals_queued()
             if self.blocking and self.poll_idle:
                 self._idle_polling = IdlePolling()
             entry = TracedProcess(target.pid, 0, TARGET_ROLE, target.info.start_ticks, self.log)
@@ -255,46 +269,55 @@ class GroupSampler(SamplerThread):
         return member
 
     def _discover(self) -> None:
-        """Attach to the descendants found since the last look (see the module doc)."""
+        """Have the helper thread attach to the descendants found since the last look."""
         assert self._descendants is not None
         by_pid = {m.process.pid: m for m in self._members}
         for found in self._descendants.poll():
-            self._take(found, by_pid.get(found.parent_pid) if found.parent_is_r else None)
-        for future in [f for f in self._attaching if f.done()]:
-            found = self._attaching.pop(future)
-            role = role_of(found.cmdline, False)
+            parent = by_pid.get(found.parent_pid) if found.parent_is_r else None
+            if parent is None:
+                self._submit(found, None)
+            else:
+                self._submit(found, parent.last_stack.names if parent.last_stack else (), parent)
+
+    def _submit(
+        self, found: Found, parent_stack: tuple[str, ...] | None, parent: _Member | None = None
+    ) -> None:
+        """Locate `found`'s R in the helper thread (reading a binary or a fork's memory
+        holds up no sample): as a fork of `parent` (whose stack was `parent_stack`) when
+        given, else as an R started anew (`parent_stack` None)."""
+        if self._attacher is None:
+            self._attacher = ThreadPoolExecutor(1, thread_name_prefix="xrtop-attach")
+        if parent is not None:
+            job = self._attacher.submit(attach_clone, parent.target, found.pid)
+        else:
+            job = self._attacher.submit(_attach_started, found.pid)
+        self._attaching[job] = (found, parent_stack)
+
+    def _adopt(self) -> None:
+        """Start sampling the processes the helper thread has located."""
+        for job in [j for j in self._attaching if j.done()]:
+            found, parent_stack = self._attaching.pop(job)
+            forked = parent_stack is not None
             try:
-                target = future.result()
-            except NoSuchProcessError:
+                target = job.result()
+            except NotRProcessError:
+                if forked:  # it exec'd R anew: located like any other
+                    self._submit(found, None)
+                else:
+                    self._refuse(found, role_of(found.cmdline, False), "not an R process")
                 continue
+            except NoSuchProcessError:
+                continue  # gone already
             except XrtopError as err:
-                self._refuse(found, role, err.message)
+                self._refuse(found, role_of(found.cmdline, False), err.message)
                 continue
             if target.info.start_ticks != found.start_ticks:
                 continue  # the PID was reused meanwhile: not the process found
-            self._add_child(found, target, role, target.mapping[1:] not in self._verified)
-
-    def _take(self, found: Found, parent: _Member | None) -> None:
-        """Attach to `found` at once as a fork of `parent` (a sampled R) when it is one;
-        else have the helper thread locate its R."""
-        if parent is not None:
-            try:
-                clone: Target | None = attach_clone(parent.target, found.pid)
-            except NotRProcessError:
-                clone = None  # it exec'd R anew: located like any other
-            except XrtopError:
-                return  # gone already
-            if clone is not None:
-                if clone.info.start_ticks == found.start_ticks:  # else the PID was reused
-                    stack = parent.last_stack.names if parent.last_stack else ()
-                    role = role_of(found.cmdline, True, stack)
-                    member = self._add_child(found, clone, role, False)
-                    if member is not None:
-                        member.unnamed_fork = role == UNNAMED_FORK
-                return
-        if self._attacher is None:
-            self._attacher = ThreadPoolExecutor(1, thread_name_prefix="xrtop-attach")
-        self._attaching[self._attacher.submit(_attach_started, found.pid)] = found
+            role = role_of(found.cmdline, forked, parent_stack or ())
+            verify = not forked and target.mapping[1:] not in self._verified
+            member = self._add_child(found, target, role, verify)
+            if member is not None:
+                member.unnamed_fork = forked and role == UNNAMED_FORK
 
     def _add_child(self, found: Found, target: Target, role: str, verify: bool) -> _Member | None:
         """Start sampling descendant `found` (as `target`), or list it as not traced
@@ -352,12 +375,13 @@ class GroupSampler(SamplerThread):
             tracer = member.tracer
             if tracer is None:
                 continue
+            sleeper = tracer
+            if member.awaiting:
+                continue  # its stop is `_collect`'s, not to be passed on
             try:
                 tracer.pass_signals()
             except TargetGoneError:
                 self._end_member(member)
-                continue
-            sleeper = tracer
         return sleeper
 
     def _loop_group(self) -> State:
@@ -368,7 +392,6 @@ class GroupSampler(SamplerThread):
         # The first look comes after the first samples: a child running already is named
         # after what its parent runs (`role_of`).
         next_scan = next_liveness = started + _SCAN_EVERY
-        lead = WARM_LEAD if self.blocking else 0.0
         monotonic = time.monotonic
         while not self._stop_event.is_set():
             now = monotonic()
@@ -382,8 +405,11 @@ class GroupSampler(SamplerThread):
                 self._look_after(now, liveness)
                 if not self._members and not self._attaching:
                     return State.EXITED
+            if self._attaching:
+                self._adopt()
             sleeper = self._pass_signals()
-            wait = min(next_due - now - lead, next_scan - now)
+            self._collect(now)  # stops that came after the last round gave up on them
+            wait = min(next_due - now, next_scan - now)
             if wait > 0:
                 if deadline_end is not None:
                     wait = min(wait, deadline_end - now)
@@ -400,15 +426,66 @@ class GroupSampler(SamplerThread):
                     stats.late += 1
                 next_due = now
             next_due += period
-            for member in list(self._members):
-                self._sample(member)
+            self._round(now + period)
         return State.DETACHED
+
+    def _round(self, until: float) -> None:
+        """Sample every process once. In blocking mode each is asked to stop first, and
+        read (then resumed) as its stop comes: a busy process waiting for a CPU takes its
+        time to stop, and the others need not wait for it. One that has not stopped by
+        `until` is read when it does."""
+        for member in list(self._members):
+            tracer = member.tracer
+            if tracer is None:
+                self._sample(member)
+            elif not member.awaiting and not tracer.user_stopped:
+                # (One stopped by someone else, SIGSTOP, has a stack that cannot change.)
+                try:
+                    tracer.interrupt()
+                except XrtopError as err:
+                    with self._lock:
+                        member.process.stats.count_error("permission", err.message)
+                    continue
+                member.awaiting = True
+        self._collect(until)
+
+    def _collect(self, until: float) -> None:
+        """Sample each process asked to stop as its stop comes, until none is left or
+        `until` (monotonic) passes.
+
+        Between stops it sleeps until a SIGCHLD announces the next, keeping the GIL for the
+        first _KEEP_GIL_FOR seconds (a stopped process must not wait for xrtop's other
+        threads), then letting the others (the live view) run."""
+        keep_gil_until = time.monotonic() + _KEEP_GIL_FOR
+        while True:
+            waiting = False
+            for member in list(self._members):
+                tracer = member.tracer
+                if tracer is None or not member.awaiting:
+                    continue
+                try:
+                    stopped = tracer.poll_stop()
+                except TargetGoneError:
+                    self._end_member(member)
+                    continue
+                if stopped:
+                    member.awaiting = False
+                    self._sample(member)
+                else:
+                    waiting = True
+            now = time.monotonic()
+            if not waiting or now >= until:
+                return
+            wait = min(_COLLECT_WAIT, until - now)
+            if not self._signals_queued:
+                time.sleep(wait / 4)
+            elif now < keep_gil_until:
+                wait_child_signal(wait)  # a stop announces itself with SIGCHLD
+            else:
+                signal.sigtimedwait(CHILD_SIGNALS, wait)
 
     def _sample(self, member: _Member) -> None:
         """One sample of `member` into its log (and its streamed file)."""
-        tracer = member.tracer
-        if tracer is not None and tracer.user_stopped:
-            return  # stopped by someone else (SIGSTOP): its stack cannot change
         stats = member.process.stats
         try:
             stack, stopped = member.sample()

@@ -113,6 +113,9 @@ class Tracer:
         #: Whether a SIGCHLD announcing a stop we waited for is queued (only ever with
         #: `signals_queued`).
         self._own_signal_queued = False
+        #: Whether the thread is in the stop an `interrupt()` asked for, seen by
+        #: `poll_stop()`: the next `stop()` returns at once.
+        self._held = False
         try:
             _call(PTRACE_SEIZE, tid)
         except OSError as err:
@@ -187,25 +190,54 @@ class Tracer:
                     wait_child_signal(keep_gil_until - now)
                 now = time.perf_counter()
                 continue
-            if not os.WIFSTOPPED(status):
-                status = None
-                continue
-            sig, event = os.WSTOPSIG(status), status >> 16
-            status = None
-            if event == PTRACE_EVENT_STOP:
-                # Our interrupt (SIGTRAP), or a group stop from SIGSTOP and friends: the user
-                # stopped the target, so it must stay stopped after we read it.
-                self.user_stopped = sig in _GROUP_STOP_SIGNALS
-                self._own_signal_queued = self.signals_queued
+            if self._took_stop(status):
                 return
-            # A signal-delivery stop: hand the signal on untouched. Our interrupt stays
-            # pending in the kernel and is reported next.
-            try:
-                _call(PTRACE_CONT, self.tid, sig)
-            except OSError as err:
-                if err.errno == errno.ESRCH:
-                    continue  # died meanwhile; waitpid reports how
+            status = None
+
+    def _took_stop(self, status: int) -> bool:
+        """Whether wait status `status` is the stop an interrupt asked for; a signal-delivery
+        stop is passed on (the interrupt stays pending in the kernel, reported next)."""
+        if not os.WIFSTOPPED(status):
+            return False
+        sig, event = os.WSTOPSIG(status), status >> 16
+        if event == PTRACE_EVENT_STOP:
+            # Our interrupt (SIGTRAP), or a group stop from SIGSTOP and friends: the user
+            # stopped the target, so it must stay stopped after we read it.
+            self.user_stopped = sig in _GROUP_STOP_SIGNALS
+            self._own_signal_queued = self.signals_queued
+            return True
+        # A signal-delivery stop: hand the signal on untouched.
+        try:
+            _call(PTRACE_CONT, self.tid, sig)
+        except OSError as err:
+            if err.errno != errno.ESRCH:  # died meanwhile: waitpid reports how
                 raise
+        return False
+
+    def interrupt(self) -> None:
+        """Ask the thread to stop, without waiting for it: `poll_stop()` tells when it has
+        (sampling several processes, each is asked first and read as it stops)."""
+        if _ptrace(PTRACE_INTERRUPT, self.tid, None, None) == -1:
+            code = ctypes.get_errno()
+            if code != errno.ESRCH:  # gone: `poll_stop()` says so
+                raise ReadPermissionError(f"cannot interrupt {self.tid}: {os.strerror(code)}")
+
+    @property
+    def held(self) -> bool:
+        """Whether the thread is stopped already for the next `stop()` (`poll_stop`)."""
+        return self._held
+
+    def poll_stop(self) -> bool:
+        """After `interrupt()`: whether the thread is in its stop now (then the next
+        `stop()` returns at once), handing on the signals it got meanwhile; never blocks.
+        Raise TargetGoneError when it has exited."""
+        while True:
+            status = self._reaped(_waitpid(self.tid, self._status_ref, _LOOK))
+            if status is None:
+                return False
+            if self._took_stop(status):
+                self._held = True
+                return True
 
     def pass_signals(self) -> None:
         """Hand on every signal the target received since the last call, without blocking.
@@ -259,6 +291,9 @@ class Tracer:
 
     def stop(self) -> None:
         """Stop the thread; raise TargetGoneError if it is gone."""
+        if self._held:  # stopped already (`poll_stop`)
+            self._held = False
+            return
         tid = self.tid
         if _ptrace(PTRACE_INTERRUPT, tid, None, None) == -1:
             code = ctypes.get_errno()
@@ -338,8 +373,10 @@ class Tracer:
             return
         try:
             # A seized tracee must be stopped to be detached.
-            _call(PTRACE_INTERRUPT, self.tid)
-            self._wait_stop()
+            if not self._held:
+                _call(PTRACE_INTERRUPT, self.tid)
+                self._wait_stop()
+            self._held = False
             _call(PTRACE_DETACH, self.tid)
         except (OSError, TargetGoneError):
             pass

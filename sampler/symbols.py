@@ -75,18 +75,41 @@ def read_maps(pid: int) -> list[Mapping]:
     for line in text.splitlines():
         m = _MAPS_LINE.match(line)
         if m:
-            maps.append(
-                Mapping(
-                    int(m["start"], 16),
-                    int(m["end"], 16),
-                    m["perms"],
-                    int(m["offset"], 16),
-                    (int(m["major"], 16), int(m["minor"], 16)),
-                    int(m["inode"]),
-                    m["path"],
-                )
-            )
+            maps.append(_mapping(m))
     return maps
+
+
+def mapping_at(pid: int, start: int) -> Mapping | None:
+    """The mapping of process `pid` that starts at address `start`, or None; reads the
+    maps but parses only that line (a fork's check that R is where its parent's is)."""
+    try:
+        text = Path(f"/proc/{pid}/maps").read_text(errors="surrogateescape")
+    except FileNotFoundError:
+        raise NoSuchProcessError(f"no process with PID {pid}") from None
+    except PermissionError:
+        raise PermissionDeniedError(f"cannot read /proc/{pid}/maps") from None
+    prefix = f"{start:x}-"
+    if text.startswith(prefix):
+        at = 0
+    else:
+        at = text.find("\n" + prefix) + 1
+        if at == 0:
+            return None
+    end = text.find("\n", at)
+    m = _MAPS_LINE.match(text[at:] if end < 0 else text[at:end])
+    return _mapping(m) if m else None
+
+
+def _mapping(m: re.Match[str]) -> Mapping:
+    return Mapping(
+        int(m["start"], 16),
+        int(m["end"], 16),
+        m["perms"],
+        int(m["offset"], 16),
+        (int(m["major"], 16), int(m["minor"], 16)),
+        int(m["inode"]),
+        m["path"],
+    )
 
 
 def _is_libr(path: str) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from typing import Literal
 
 from sampler.chain import RawSample
 from sampler.decode import HiddenGlobals
@@ -38,12 +39,14 @@ from sampler.procstat import EXITED_STATES
 from sampler.procstat import PF_KTHREAD
 from sampler.procstat import read_stat
 from sampler.rstack import StackReader
+from sampler.spans import SpanBounds
 from sampler.spans import SpanPlan
 from sampler.spans import span_bounds
 from sampler.srcref import SrcrefReader
 from sampler.symbols import RBinary
 from sampler.symbols import find_r_mapping
 from sampler.symbols import load_r_binary
+from sampler.symbols import mapping_at
 from sampler.symbols import read_maps
 from sampler.symbols import resolve_in_root
 
@@ -344,9 +347,10 @@ def attach_clone(parent: Target, pid: int) -> Target:
     R code is mapped exactly where the parent's is (it exec'd something else), and
     NoSuchProcessError when it is gone."""
     info = inspect_process(pid)
-    mine = find_r_mapping(pid, read_maps(pid))
-    if (mine.start, mine.device, mine.inode) != parent.mapping:
+    mine = mapping_at(pid, parent.mapping[0])
+    if mine is None or (mine.start, mine.device, mine.inode, mine.offset) != (*parent.mapping, 0):
         raise NotRProcessError(f"process {pid} does not map R where its parent {parent.pid} does")
+    spans = parent.reader.spans
     return _ready_target(
         info,
         parent.binary,
@@ -357,6 +361,7 @@ def attach_clone(parent: Target, pid: int) -> Target:
         parent.hidden,
         parent.reader.gc_flag,
         parent.reader.validate,
+        spans.bounds if spans is not None else None,
     )
 
 
@@ -370,8 +375,10 @@ def _ready_target(
     hidden: HiddenGlobals,
     gc_flag: int | None,
     validate_each: bool,
+    bounds: SpanBounds | Literal["find"] | None = "find",
 ) -> Target:
-    """The `Target` of process `info.pid` once its R is known: its stack reader made."""
+    """The `Target` of process `info.pid` once its R is known: its stack reader made, with
+    spans at `bounds` (found in the process unless given: a fork's are its parent's)."""
     pid = info.pid
     version, source = version_and_source
     read_pointer = _pointer_reader(memory)
@@ -384,7 +391,8 @@ def _ready_target(
         if err.kind == "permission":
             raise permission_error(pid, "cannot read the memory of") from None
         raise NoSuchProcessError(f"process {pid} went away while attaching ({err})") from None
-    bounds = span_bounds(pid, binary.symbols, read_pointer, version[:2], reader.globals_span())
+    if bounds == "find":
+        bounds = span_bounds(pid, binary.symbols, read_pointer, version[:2], reader.globals_span())
     if bounds is not None:
         reader.spans = SpanPlan(
             pid, bounds, layout, version[:2], reader.namer.names, reader.namer.compound_names

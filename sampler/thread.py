@@ -44,7 +44,7 @@ LONGEST_SLEEP = 0.05
 # half once while R runs (`StackReader.warm`), so that when R is stopped the code, the
 # kernel's paths and R's page tables are in this CPU's caches: a stop after a sleep costs
 # half as much again otherwise. The sample is taken right after, a few microseconds early.
-WARM_LEAD = 0.00005
+_WARM_LEAD = 0.00005
 
 
 class State(Enum):
@@ -241,7 +241,7 @@ class SamplerThread(threading.Thread):
         # One sample, and the seconds the target was stopped for it.
         sample = capture.sample if capture is not None else self._sample_running
         # Blocking mode wakes a little early to warm the caches (`StoppedCapture.sample`).
-        lead = WARM_LEAD if tracer is not None else 0.0
+        lead = _WARM_LEAD if tracer is not None else 0.0
         while not self._stop_event.is_set():
             now = monotonic()
             if deadline_end is not None and now >= deadline_end:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import pytest
 
@@ -18,6 +19,8 @@ from sampler.processes import NOT_TRACED
 from sampler.processes import ProcessSet
 from sampler.processes import TracedProcess
 from sampler.rprof import RprofOptions
+from sampler.symbols import mapping_at
+from sampler.symbols import read_maps
 from xrtop.children import check_subprocess_output
 from xrtop.children import child_output_path
 from xrtop.cli import run
@@ -85,6 +88,7 @@ def test_a_reused_pid_names_the_later_process_and_keeps_both() -> None:
             "PSOCK worker",
         ),
         ("R -e workRSOCK <- ... parallelly.parent=12 --args PORT=2", False, (), "future worker"),
+        ("R -e cat(file='worker.rank=1.future.parent=3.pid') PORT=3", False, (), "future worker"),
         ("R --slave -f /tmp/Rtmp/callr-scr-2bd16", False, (), "callr"),
         ("R --file=other.R", False, (), "R child"),
     ],
@@ -157,3 +161,11 @@ def test_rprof_holds_the_target_alone() -> None:
     out = io.StringIO()
     assert write_profile(out, "rprof", two_processes()) == 1
     assert "busy_worker" not in out.getvalue()
+
+
+def test_a_forks_r_mapping_is_found_from_its_one_line() -> None:
+    # (This process's own maps stand in for a fork's: the first, a middle and the last line.)
+    maps = read_maps(os.getpid())
+    for wanted in (maps[0], maps[len(maps) // 2], maps[-1]):
+        assert mapping_at(os.getpid(), wanted.start) == wanted
+    assert mapping_at(os.getpid(), 0x10) is None

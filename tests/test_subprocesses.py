@@ -101,10 +101,11 @@ def kill_all(processes: list[TracedProcess]) -> None:
 
 
 @contextlib.contextmanager
-def group_session(run: RRun, rate_hz: float = 100.0) -> Iterator[Session]:
+def group_session(run: RRun, *, blocking: bool = True) -> Iterator[Session]:
     """A started --subprocesses session on `run`; stopped, its workers checked left running
     and then killed, on the way out."""
-    session = Session.attach_pid(run.pid, SamplingOptions(rate_hz=rate_hz, subprocesses=True))
+    sampling = SamplingOptions(blocking=blocking, subprocesses=True)
+    session = Session.attach_pid(run.pid, sampling)
     session.start()
     assert session.processes is not None
     try:
@@ -166,6 +167,19 @@ def test_forked_workers_reuse_the_parents_binary(r_launcher: RLauncher) -> None:
                 continue
             assert child.binary is parent.binary and child.layout is parent.layout
             assert child.memory is not parent.memory and child.memory.pid == worker.pid
+
+
+def test_nonblocking_samples_every_worker_without_tracing_any(r_launcher: RLauncher) -> None:
+    # GIVEN mclapply workers, sampled with their target without stopping any (--nonblocking)
+    run = r_launcher.start("parallel.R", "mclapply", "60", timeout=STARTUP)
+    with group_session(run, blocking=False) as session:
+        processes = session.processes
+        assert processes is not None
+        wait_for(lambda: len(busy_workers(processes, "mclapply worker")) >= 2, STARTUP, "workers")
+        # THEN each is sampled at work, and none was ever traced
+        for process in processes.sampled():
+            assert tracer_of(process.pid) == 0
+        assert len(session.thread.stop_times) == 0
 
 
 def test_a_fork_storm_is_followed_and_every_worker_left_untraced(

@@ -65,9 +65,11 @@ def process_bench_stats(session: Session) -> list[dict[str, object]]:
     boot_offset = time.clock_gettime(time.CLOCK_BOOTTIME) - time.monotonic()
     ticks = os.sysconf("SC_CLK_TCK")
     rows = []
+    sampling_began = session.thread.stats().started_at
     for process in session.processes.sampled():
         stats = session.thread.process_stats(process)
-        began = stats.started_at + boot_offset - process.start_ticks / ticks
+        started = process.start_ticks / ticks - boot_offset  # monotonic
+        began = stats.started_at - started
         rows.append(
             {
                 "pid": process.pid,
@@ -76,6 +78,7 @@ def process_bench_stats(session: Session) -> list[dict[str, object]]:
                 "elapsed": stats.elapsed,
                 "achieved_hz": stats.achieved_hz,
                 "sampled_after_start_s": began,
+                "started_after_sampling_s": started - sampling_began,
             }
         )
     return rows

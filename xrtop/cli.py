@@ -352,6 +352,7 @@ def _sample_into(
     elif stream.error:
         ok = False
     print(session.summary(), file=sys.stderr)
+    _write_bench_stats(session)
     if session.child_streams is not None:
         ok = report_child_files(session.child_streams) and ok
     if rotation is not None:
@@ -394,7 +395,6 @@ def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
     try:
         with _stop_on_signals(stop, wakeup=wakeup, on_hangup=_on_hangup(rotation)):
             ok = _sample_into(args, sampling, session, out, stop, wakeup, rotation)
-        _write_bench_stats(session)
     except XrtopError:
         if path:  # sampling never started: no half-made file
             with contextlib.suppress(OSError):

@@ -3,6 +3,7 @@
 #   mclapply (WORKERS workers, default 2), mcparallel: forked workers; psock: makeCluster(2)
 #   (Rscript workers);
 #   callr: callr::r_bg; future: future multisession (2 workers);
+#   waves: WORKERS mclapply workers of 0.4 s, again every 0.7 s;
 #   storm: hundreds of short mclapply workers, one batch after another.
 # Each worker runs `busy_worker` (a loop of named calls) until the time is up; the ready
 # file (XRTOP_READY) is written once the workers are being started.
@@ -56,6 +57,12 @@ if (mode == "mclapply") {
   fs <- lapply(1:2, function(i) future::future(busy_worker(proc.time()[[3]] + seconds), globals = c("busy_worker", "inner_step", "seconds")))
   invisible(future::value(fs))
   future::plan(future::sequential)
+} else if (mode == "waves") {
+  ready()
+  while (proc.time()[[3]] < deadline) {
+    invisible(parallel::mclapply(seq_len(workers), function(i) busy_worker(proc.time()[[3]] + 0.4), mc.cores = workers))
+    Sys.sleep(0.3)
+  }
 } else if (mode == "storm") {
   ready()
   while (proc.time()[[3]] < deadline) {
