@@ -102,6 +102,40 @@ async def test_live_view_merges_the_workers_and_shows_one_on_choice(
         assert _tracer(row.pid) in (0, None), f"PID {row.pid} left traced"
 
 
+@pytest.mark.parametrize(
+    ("mode", "role", "workers"),
+    [("psock", "PSOCK worker", 2), ("callr", "callr", 1), ("future", "future worker", 2)],
+)
+async def test_live_view_of_started_workers(
+    r_launcher: RLauncher, mode: str, role: str, workers: int
+) -> None:
+    # GIVEN an R whose work runs in R processes it starts (tests/r/parallel.R, host R)
+    run = r_launcher.start("parallel.R", mode, "60")
+    session = Session.attach_pid(run.pid, SamplingOptions(subprocesses=True))
+    session.start()
+    source = LiveSource(session)
+    try:
+        app = XrtopApp(source, refresh_s=0.2)
+        async with app.run_test(size=(120, 30)) as pilot:
+            model = app.model
+            labels: set[str] = set()
+
+            def workers_busy() -> bool:
+                tree = model.current().tree
+                labels.clear()
+                labels.update(str(tree.key[n]) for n in tree.children[CallTree.ROOT].values())
+                rows = [r for r in model.process_list()[0] if r.role == role]
+                listed = len(rows) == workers and all(r.label in labels for r in rows)
+                return listed and model.current().total["busy_worker"] > 0
+
+            # THEN each busy worker shows in the list by its role, and as a node of the Tree
+            await wait_until(pilot, workers_busy, f"{workers} {role} in the list and the tree")
+            assert model.status().processes == f"all {workers + 1} processes"
+    finally:
+        source.stop()
+    assert run.tracer() == 0
+
+
 def _under(tree: CallTree, node: int, name: str) -> int:
     """Samples of `name` frames anywhere under `node`."""
     count, stack = 0, [node]
