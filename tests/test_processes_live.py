@@ -9,25 +9,17 @@ alone. The sampler's own coverage of parallel R is P's (tests of sampler.group).
 
 from __future__ import annotations
 
-import re
-import shutil
-from pathlib import Path
-
 import pytest
-from conftest import R_SCRIPTS
 from conftest import REnv
 from conftest import RLauncher
 from test_app_live import wait_until
-from test_e2e_tmux import Tmux
 from test_e2e_tmux import tmux as tmux  # the fixture
-from test_e2e_tmux import xrtop
+from test_subprocesses import group_session
 
 from sampler.model import CallTree
 from sampler.processes import TARGET_ROLE
 from widgets.process_list import ProcessList
 from xrtop.app import XrtopApp
-from xrtop.session import SamplingOptions
-from xrtop.session import Session
 from xrtop.sources import LiveSource
 
 pytestmark = pytest.mark.live
@@ -40,11 +32,10 @@ async def test_live_view_merges_the_workers_and_shows_one_on_choice(
 ) -> None:
     # GIVEN an R that forks two mclapply workers, one in crunch_sums, one in crunch_fib
     run = r_launcher.start("two_workers.R", "60", env=r_env)
-    session = Session.attach_pid(run.pid, SamplingOptions(subprocesses=True))
-    session.start()
-    source = LiveSource(session)
-    try:
-        app = XrtopApp(source, refresh_s=0.2)
+    # (group_session checks, on the way out, that every process is left running untraced,
+    # then kills the workers, which outlive a killed target)
+    with group_session(run) as session:
+        app = XrtopApp(LiveSource(session), refresh_s=0.2)
         async with app.run_test(size=(120, 30)) as pilot:
             model = app.model
 
@@ -95,11 +86,7 @@ async def test_live_view_merges_the_workers_and_shows_one_on_choice(
             await wait_until(
                 pilot, lambda: model.current().total["crunch_sums"] > 0, "all processes again"
             )
-    finally:
-        source.stop()
     assert run.tracer() == 0
-    for row in session.processes.rows() if session.processes is not None else []:
-        assert _tracer(row.pid) in (0, None), f"PID {row.pid} left traced"
 
 
 @pytest.mark.parametrize(
@@ -111,11 +98,8 @@ async def test_live_view_of_started_workers(
 ) -> None:
     # GIVEN an R whose work runs in R processes it starts (tests/r/parallel.R, host R)
     run = r_launcher.start("parallel.R", mode, "60")
-    session = Session.attach_pid(run.pid, SamplingOptions(subprocesses=True))
-    session.start()
-    source = LiveSource(session)
-    try:
-        app = XrtopApp(source, refresh_s=0.2)
+    with group_session(run) as session:
+        app = XrtopApp(LiveSource(session), refresh_s=0.2)
         async with app.run_test(size=(120, 30)) as pilot:
             model = app.model
             labels: set[str] = set()
@@ -131,8 +115,6 @@ async def test_live_view_of_started_workers(
             # THEN each busy worker shows in the list by its role, and as a node of the Tree
             await wait_until(pilot, workers_busy, f"{workers} {role} in the list and the tree")
             assert model.status().processes == f"all {workers + 1} processes"
-    finally:
-        source.stop()
     assert run.tracer() == 0
 
 
@@ -145,43 +127,3 @@ def _under(tree: CallTree, node: int, name: str) -> int:
             count += tree.total[current]
         stack.extend(tree.children[current].values())
     return count
-
-
-def _tracer(pid: int) -> int | None:
-    """The PID tracing `pid` (0: none; None: it has ended)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return int(status.read().split("TracerPid:")[1].split()[0])
-    except FileNotFoundError:
-        return None
-
-
-def test_subprocesses_flag_in_a_terminal_shows_the_workers(tmux: Tmux, tmp_path: Path) -> None:
-    if shutil.which("Rscript") is None:
-        pytest.skip("R is not installed")
-    # GIVEN xrtop --subprocesses launching an R that forks two mclapply workers
-    script = str(R_SCRIPTS / "two_workers.R")
-    tmux.start(xrtop("--subprocesses", "--", "Rscript", script, "60"))
-    # THEN the merged Top view shows both workers' functions, and the header all processes
-    tmux.wait_screen("crunch_sums", timeout=60)
-    screen = tmux.wait_screen(" fib ")
-    assert "all 3 processes" in screen
-    # WHEN the user opens the process list
-    tmux.keys("5")
-    screen = tmux.wait_screen("3 live")
-    # THEN it lists the target and its two workers by PID
-    lines = screen.splitlines()
-    heading = next(i for i, line in enumerate(lines) if line.split()[:2] == ["PID", "Role"])
-    rows = [line.split() for line in lines[heading + 2 : heading + 5]]  # after the all row
-    assert rows[0][1] == TARGET_ROLE and rows[0][0].isdigit(), screen
-    workers = rows[1:]
-    assert all(row[0].isdigit() and row[0] != rows[0][0] for row in workers), screen
-    # WHEN a worker is chosen (down past the all row and the target), then the Top view
-    tmux.keys("Down", "Down", "Enter", "1")
-    screen = tmux.wait_screen(f"PID {workers[0][0]} (")
-    # THEN only that worker's function is shown
-    assert ("crunch_sums" in screen) != bool(re.search(r"\bfib\b", screen)), screen
-    tmux.keys("q")
-    tmux.wait_screen("Quit without saving")
-    tmux.keys("q")
-    assert "XRTOP-EXIT=" in tmux.wait_screen("XRTOP-EXIT=")
