@@ -247,6 +247,36 @@ def test_window_spans_the_last_seconds_of_every_process() -> None:
     assert abs(agg.total["loop"] - 500) <= 1 and abs(agg.total["fib"] - 500) <= 1
 
 
+def test_window_keeps_the_process_level_of_the_tree() -> None:
+    source, processes = family()
+    processes.add(WORKER_A, WORK, 2000)
+    processes.add(WORKER_B, LOOP, 2000)
+    model = ViewModel(source)
+    model.take_in_new()
+    model.cycle_window()
+    assert set(top_level(model.current().tree)) == {
+        f"PID {WORKER_A} (mclapply worker)",
+        f"PID {WORKER_B} (mclapply worker)",
+    }
+
+
+def test_a_role_known_late_renames_the_process_node() -> None:
+    source, processes = family()
+    processes.row_of[WORKER_A] = replace(processes.row_of[WORKER_A], role="R child")
+    processes.add(WORKER_A, WORK, 5)
+    model = ViewModel(source)
+    model.take_in_new()
+    assert top_level(model.current().tree) == {f"PID {WORKER_A} (R child)": 5}
+    # The sampler names the fork by what it runs, after its first samples.
+    processes.row_of[WORKER_A] = replace(processes.row_of[WORKER_A], role="callr")
+    processes.add(WORKER_A, WORK, 2)
+    model.take_in_new()
+    assert top_level(model.current().tree) == {f"PID {WORKER_A} (callr)": 7}
+    tree = model.current().tree
+    model.take_in_new()
+    assert model.current().tree is tree, "renamed once, then updated in place again"
+
+
 # -- the process list --------------------------------------------------------------------------
 
 

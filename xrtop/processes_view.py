@@ -139,6 +139,9 @@ class ProcessesView:
         self.selected: int | None = None
         self.merged = MergedLog(interval_us)
         self._rows: list[ProcessRow] = []
+        self._label_of: dict[int, str] = {}
+        #: The labels the current aggregate's tree uses, by PID (see `outermost`).
+        self._labels_used: dict[int, str] = {}
 
     def sync(self) -> None:
         """Take the processes' new samples into the merged log, then read the process list
@@ -146,6 +149,7 @@ class ProcessesView:
         fork by its first sample before adding it to the log)."""
         self.merged.pull(self.processes.logs())
         self._rows = list_order(self.processes.rows())
+        self._label_of = {row.pid: row.label for row in self._rows}  # a reused PID: the later
 
     def rows(self) -> list[ProcessRow]:
         """The processes in list order, as of the last `sync()`."""
@@ -172,13 +176,14 @@ class ProcessesView:
         return lengths
 
     def outermost(self) -> Callable[[int], FunctionKey] | None:
-        """For an aggregate of `log()`: the tree's top-level key of a stack id (the process
-        label), or None when one process is shown. Labels are fixed per aggregate, so that
-        a role known late never splits one process's node in two."""
+        """For a new aggregate of `log()`: the tree's top-level key of a stack id (the
+        process label), or None when one process is shown. Labels are fixed per aggregate,
+        so that one process is one node; `relabelled()` says when a role changed since."""
+        labels: dict[int, str] = {}
+        self._labels_used = labels
         if self.selected is not None:
             return None
         process_of = self.merged.process_of
-        labels: dict[int, str] = {}
 
         def label(sid: int) -> FunctionKey:
             pid = process_of[sid]
@@ -191,8 +196,12 @@ class ProcessesView:
 
     def label(self, pid: int) -> str:
         """How process `pid` is named ("PID 1234" when it is not listed)."""
-        row = next((r for r in reversed(self._rows) if r.pid == pid), None)
-        return row.label if row is not None else f"PID {pid}"
+        return self._label_of.get(pid, f"PID {pid}")
+
+    def relabelled(self) -> bool:
+        """Whether a process the current aggregate's tree names has a new label (its role
+        became known after its first samples: a fork that runs another program)."""
+        return any(self.label(pid) != text for pid, text in self._labels_used.items())
 
     def describe(self) -> str:
         """What the header says is shown: "all 5 processes" or "PID 1234 (mclapply worker)"."""

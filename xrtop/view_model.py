@@ -8,9 +8,11 @@ pressed. Nothing here needs a terminal, so it is tested with plain function call
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sampler.model import Aggregate
+from sampler.model import FunctionKey
 from sampler.model import ProcessRow
 from sampler.model import SampleLog
 from sampler.model import Stack
@@ -73,6 +75,8 @@ class ViewModel:
         self.reset_at = 0
         #: With several processes: where `r` left each log (None: the merged one).
         self._reset_marks: dict[int | None, int] = {}
+        #: The tree's process level of the aggregates (None: one process shown).
+        self._outermost: Callable[[int], FunctionKey] | None = None
         self.agg = self._new_aggregate()
         self._window_agg: Aggregate | None = None
         self._shown_upto = -1
@@ -100,13 +104,13 @@ class ViewModel:
 
     def _new_aggregate(self) -> Aggregate:
         vs = self.view_state
-        outermost = self.processes.outermost() if self.processes is not None else None
+        self._outermost = self.processes.outermost() if self.processes is not None else None
         return Aggregate(
             self.log,
             start=self._start(),
             by_line=vs.by_line,
             include_idle=vs.include_idle,
-            outermost=outermost,
+            outermost=self._outermost,
         )
 
     def rebuild(self, same_log: bool = True) -> None:
@@ -132,6 +136,9 @@ class ViewModel:
         """Take in the samples that arrived (unless paused); mark the view dirty if any."""
         if self.processes is not None:
             self.processes.sync()
+            if self.processes.relabelled():  # rare: once at most per process, early on
+                self.rebuild()
+                self.tree_reset = False
         if self.view_state.paused:
             return
         self._take_in(None)
@@ -154,7 +161,13 @@ class ViewModel:
         old = self._window_agg
         if old is not None and (old.start, old.consumed) == (start, n):
             return  # the same samples (a file, a pause, or w and the refresh it makes)
-        window = Aggregate(log, start=start, by_line=vs.by_line, include_idle=vs.include_idle)
+        window = Aggregate(
+            log,
+            start=start,
+            by_line=vs.by_line,
+            include_idle=vs.include_idle,
+            outermost=self._outermost,
+        )
         window.update(n)
         self._window_agg = window
 
