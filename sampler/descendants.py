@@ -138,9 +138,11 @@ class Descendants:
         """Stop following R process `pid` (it ended, or may not be traced)."""
         self._r.pop(pid, None)
 
-    def follows(self, pid: int) -> bool:
-        """Whether `pid` is an R process followed now."""
-        return pid in self._r
+    def pass_through(self, pid: int, start: int) -> None:
+        """Follow `pid`, reported as R, as a pass-through from now on (it exec'd something
+        else): it is reported again should it exec R."""
+        self._r.pop(pid, None)
+        self._others[pid] = _Followed(start, _exe(pid))
 
     def poll(self) -> list[Found]:
         """The R processes that appeared below the target since the last poll (on the first

@@ -36,7 +36,9 @@ from sampler.childsignals import wait_child_signal
 from sampler.descendants import UNNAMED_FORK
 from sampler.descendants import Descendants
 from sampler.descendants import Found
+from sampler.descendants import read_cmdline
 from sampler.descendants import role_of
+from sampler.descendants import runs_r
 from sampler.errors import NoSuchProcessError
 from sampler.errors import NotRProcessError
 from sampler.errors import SampleError
@@ -57,6 +59,7 @@ from sampler.ptrace import Tracer
 from sampler.target import Target
 from sampler.target import attach
 from sampler.target import attach_clone
+from sampler.target import maps_r_at
 from sampler.target import verify_layout
 from sampler.thread import LONGEST_SLEEP
 from sampler.thread import SamplerThread
@@ -69,6 +72,8 @@ _SCAN_EVERY = 0.05
 _LIVENESS_EVERY = 0.25
 #: What a new process's samples go to (its streamed file), given its entry.
 ProcessHook = Callable[[TracedProcess], Optional[Callable[[Stack], None]]]
+#: Seconds after it was found during which a fork is checked for an exec.
+_EXEC_WATCH = 2.0
 #: The longest sleep between looks for stops in a sampling round (a SIGCHLD ends it).
 _COLLECT_WAIT = 0.001
 #: How long a sampling round keeps the GIL while it waits for stops (see `_collect`).
@@ -83,6 +88,7 @@ class _Member:
     __slots__ = (
         "awaiting",
         "capture",
+        "forked",
         "last_stack",
         "on_sample",
         "probe",
@@ -110,6 +116,8 @@ class _Member:
         self.unnamed_fork = False
         #: Asked to stop (`Tracer.interrupt`), not seen stopped yet.
         self.awaiting = False
+        #: Read as a fork of its parent (`attach_clone`): until it execs something.
+        self.forked = False
 
     def sample(self) -> tuple[Stack, float]:
         """One sample, and the seconds the process was stopped for it."""
@@ -167,7 +175,9 @@ class GroupSampler(SamplerThread):
         self._attacher: ThreadPoolExecutor | None = None
         #: Processes the helper thread is locating: what was found, and the stack of the
         #: parent of a fork (None: an R started anew).
-        self._attaching: dict[Future[Target], tuple[Found, tuple[str, ...] | None]] = {}
+        self._attaching: dict[
+            Future[Target], tuple[Found, tuple[str, ...] | None, TracedProcess | None]
+        ] = {}
         #: R binaries (device, inode) whose layout passed the check in some process.
         self._verified: set[tuple[tuple[int, int], int]] = set()
         self._signals_queued = False
@@ -243,9 +253,11 @@ class GroupSampler(SamplerThread):
         *,
         verify: bool,
         stop_times: array[float] | None = None,
+        listed: bool = False,
     ) -> _Member:
         """Seize `target` (blocking mode), check its layout when `verify`, and start
-        sampling it as `entry`; raise XrtopError (the process is left untraced) if not."""
+        sampling it as `entry` (added to the process set unless `listed` there already);
+        raise XrtopError (the process is left untraced) if not."""
         tracer = Tracer(target.pid) if self.blocking else None
         try:
             target.reader.set_recheck_head(tracer is None)
@@ -265,7 +277,8 @@ class GroupSampler(SamplerThread):
         entry.stats.started_at = time.monotonic()
         member = _Member(entry, target, tracer, capture)
         self._members.append(member)
-        self.processes.add(entry)
+        if not listed:
+            self.processes.add(entry)
         return member
 
     def _discover(self) -> None:
@@ -280,23 +293,28 @@ class GroupSampler(SamplerThread):
                 self._submit(found, parent.last_stack.names if parent.last_stack else (), parent)
 
     def _submit(
-        self, found: Found, parent_stack: tuple[str, ...] | None, parent: _Member | None = None
+        self,
+        found: Found,
+        parent_stack: tuple[str, ...] | None,
+        parent: _Member | None = None,
+        entry: TracedProcess | None = None,
     ) -> None:
         """Locate `found`'s R in the helper thread (reading a binary or a fork's memory
         holds up no sample): as a fork of `parent` (whose stack was `parent_stack`) when
-        given, else as an R started anew (`parent_stack` None)."""
+        given, else as an R started anew (`parent_stack` None), sampled as `entry` when it
+        has one already (a fork that exec'd R since)."""
         if self._attacher is None:
             self._attacher = ThreadPoolExecutor(1, thread_name_prefix="xrtop-attach")
         if parent is not None:
             job = self._attacher.submit(attach_clone, parent.target, found.pid)
         else:
             job = self._attacher.submit(_attach_started, found.pid)
-        self._attaching[job] = (found, parent_stack)
+        self._attaching[job] = (found, parent_stack, entry)
 
     def _adopt(self) -> None:
         """Start sampling the processes the helper thread has located."""
         for job in [j for j in self._attaching if j.done()]:
-            found, parent_stack = self._attaching.pop(job)
+            found, parent_stack, entry = self._attaching.pop(job)
             forked = parent_stack is not None
             try:
                 target = job.result()
@@ -315,18 +333,32 @@ class GroupSampler(SamplerThread):
                 continue  # the PID was reused meanwhile: not the process found
             role = role_of(found.cmdline, forked, parent_stack or ())
             verify = not forked and target.mapping[1:] not in self._verified
-            member = self._add_child(found, target, role, verify)
+            member = self._add_child(found, target, role, verify, entry)
             if member is not None:
+                member.forked = forked
                 member.unnamed_fork = forked and role == UNNAMED_FORK
 
-    def _add_child(self, found: Found, target: Target, role: str, verify: bool) -> _Member | None:
-        """Start sampling descendant `found` (as `target`), or list it as not traced
-        (then None)."""
+    def _add_child(
+        self,
+        found: Found,
+        target: Target,
+        role: str,
+        verify: bool,
+        entry: TracedProcess | None = None,
+    ) -> _Member | None:
+        """Start sampling descendant `found` (as `target`) as a new entry, or as `entry`
+        (a fork that exec'd R since: it goes on in its row, under its new role); or list it
+        as not traced (then None)."""
         target.set_lines(self.target.reader.lines is not None)
-        log = SampleLog(self.log.interval_us)
-        entry = TracedProcess(found.pid, found.parent_pid, role, found.start_ticks, log)
+        listed = entry is not None
+        if entry is None:
+            log = SampleLog(self.log.interval_us)
+            entry = TracedProcess(found.pid, found.parent_pid, role, found.start_ticks, log)
+        elif entry.role != role:
+            entry.role = role
+            self.processes.set_state(entry, entry.state)
         try:
-            member = self._add(entry, target, verify=verify, stop_times=array("f"))
+            member = self._add(entry, target, verify=verify, stop_times=array("f"), listed=listed)
         except (TargetGoneError, NoSuchProcessError):
             return None  # ended before its first sample: nothing to show
         except XrtopError as err:
@@ -338,6 +370,32 @@ class GroupSampler(SamplerThread):
         if self.on_process is not None:
             member.on_sample = self.on_process(entry)
         return member
+
+    def _exec_since_fork(self, member: _Member, now: float) -> bool:
+        """Whether `member`, read as a fork lately, has exec'd something since (processx
+        and `system()` fork R, then exec: under load the exec may come after the fork was
+        taken for a worker). Forks older than _EXEC_WATCH are not looked at again."""
+        if not member.forked or now - member.process.stats.started_at > _EXEC_WATCH:
+            return False
+        try:
+            return not maps_r_at(member.target.pid, member.target.mapping)
+        except XrtopError:
+            return False  # gone: the liveness check ends it
+
+    def _exec_seen(self, member: _Member) -> None:
+        """`member`, read as a fork, has exec'd since: stop reading it as its parent's R and
+        locate the R it runs now (it goes on in the same row), if it is R."""
+        member.close()
+        self._members.remove(member)
+        process = member.process
+        cmdline = read_cmdline(process.pid)
+        found = Found(process.pid, process.parent_pid, process.start_ticks, cmdline, False)
+        if runs_r(process.pid):
+            self._submit(found, None, entry=process)
+            return
+        self.processes.set_state(process, ENDED, "exec'd a program that is not R")
+        if self._descendants is not None:  # (which may exec R in turn)
+            self._descendants.pass_through(process.pid, process.start_ticks)
 
     def _refuse(self, found: Found, role: str, why: str) -> None:
         """List `found` once as not traced, saying why."""
@@ -364,6 +422,8 @@ class GroupSampler(SamplerThread):
         for member in list(self._members):
             if liveness and not member.target.alive():
                 self._end_member(member)
+            elif liveness and self._exec_since_fork(member, now):
+                self._exec_seen(member)
             elif (member.target.reader.lines is not None) != want_lines:
                 member.target.set_lines(want_lines)
 

@@ -347,8 +347,7 @@ def attach_clone(parent: Target, pid: int) -> Target:
     R code is mapped exactly where the parent's is (it exec'd something else), and
     NoSuchProcessError when it is gone."""
     info = inspect_process(pid)
-    mine = mapping_at(pid, parent.mapping[0])
-    if mine is None or (mine.start, mine.device, mine.inode, mine.offset) != (*parent.mapping, 0):
+    if not maps_r_at(pid, parent.mapping):
         raise NotRProcessError(f"process {pid} does not map R where its parent {parent.pid} does")
     spans = parent.reader.spans
     return _ready_target(
@@ -363,6 +362,13 @@ def attach_clone(parent: Target, pid: int) -> Target:
         parent.reader.validate,
         spans.bounds if spans is not None else None,
     )
+
+
+def maps_r_at(pid: int, mapping: tuple[int, tuple[int, int], int]) -> bool:
+    """Whether process `pid` maps R's code exactly as `mapping` (`Target.mapping`) says:
+    true of a fork of the process it was read from, until it execs something."""
+    mine = mapping_at(pid, mapping[0])
+    return mine is not None and (mine.start, mine.device, mine.inode, mine.offset) == (*mapping, 0)
 
 
 def _ready_target(
