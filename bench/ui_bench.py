@@ -26,6 +26,7 @@ from sampler.model import Stack
 from sampler.rprof import RprofOptions
 from sampler.thread import State
 from xrtop.app import XrtopApp
+from xrtop.processes_view import SampledProcesses
 
 
 class SyntheticSource:
@@ -52,6 +53,7 @@ class SyntheticSource:
         self.stream_path = ""
         self.idle_known = True
         self.gc_available: bool | None = True
+        self.processes: SampledProcesses | None = None
         self._t = 0.0
 
     def feed(self, count: int) -> None:

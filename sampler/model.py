@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -120,6 +121,12 @@ class SampleLog:
         # Append the time first: a reader bounds itself by len(stack_ids).
         self.times.append(when - self._t0)
         self.stack_ids.append(sid)
+
+    @property
+    def first_time(self) -> float | None:
+        """The monotonic time (seconds) of the first sample, which `times` count from (None:
+        no sample yet)."""
+        return self._t0
 
     def stack_at(self, index: int) -> Stack:
         """The stack of sample `index`."""
@@ -398,14 +405,23 @@ class Aggregate:
 
     Own counts the innermost frame; total counts each distinct function once per sample, so
     recursion never pushes a share past 100 %. `<GC>` is treated as an innermost frame, as
-    R's summaryRprof does. Idle samples are left out unless `include_idle`.
+    R's summaryRprof does. Idle samples are left out unless `include_idle`. With
+    `outermost`, the tree (only) has one more level above the outermost frames: the key
+    `outermost(stack id)` (e.g. the process a sample of several processes' log came from).
     """
 
     def __init__(
-        self, log: SampleLog, *, start: int = 0, by_line: bool = False, include_idle: bool = False
+        self,
+        log: SampleLog,
+        *,
+        start: int = 0,
+        by_line: bool = False,
+        include_idle: bool = False,
+        outermost: Callable[[int], FunctionKey] | None = None,
     ) -> None:
         """Aggregate samples from index `start` on; call `update()` to take in new ones."""
         self.log = log
+        self.outermost = outermost
         self.start = start
         self.by_line = by_line
         self.include_idle = include_idle
@@ -461,6 +477,8 @@ class Aggregate:
                     if counter is None:
                         counter = locations[name] = Counter()
                     counter[loc] += count
+        if self.outermost is not None:
+            keys.append(self.outermost(sid))
         self.tree.add_path(reversed(keys), count)
 
     def rows(self) -> list[FunctionRow]:
@@ -532,6 +550,17 @@ class ProcessRow:
     samples: int
     cpu_percent: float
     note: str = ""
+
+    @property
+    def label(self) -> str:
+        """How the process is named (see `process_label`)."""
+        return process_label(self.pid, self.role)
+
+
+def process_label(pid: int, role: str) -> str:
+    """How a process is named as a frame, a profile or in the live view's header:
+    "PID 1234 (mclapply worker)"; its role alone when its PID is not known (0)."""
+    return f"PID {pid} ({role})" if pid > 0 else role
 
 
 # --- Two profiles compared (`xrtop diff`) --------------------------------------------------

@@ -18,6 +18,7 @@ import time
 from sampler.model import ProcessRow
 from sampler.model import SampleLog
 from sampler.model import SamplerStats
+from sampler.model import process_label
 from sampler.procstat import EXITED_STATES
 from sampler.procstat import SLEEPING_STATES
 from sampler.procstat import read_stat
@@ -57,7 +58,7 @@ class TracedProcess:
     @property
     def label(self) -> str:
         """How the process is named as a frame or a profile: "PID 1234 (mclapply worker)"."""
-        return f"PID {self.pid} ({self.role})"
+        return process_label(self.pid, self.role)
 
 
 class ProcessSet:

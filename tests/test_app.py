@@ -31,6 +31,7 @@ from widgets.status import StatusHeader
 from xrtop.app import KEYS
 from xrtop.app import XrtopApp
 from xrtop.live import run_live
+from xrtop.processes_view import SampledProcesses
 from xrtop.screens import ChoiceScreen
 from xrtop.screens import HelpScreen
 from xrtop.screenshots import DEMO_PROFILE  # xrtop record of xrtop/demo/demo.R
@@ -58,6 +59,7 @@ class FakeLive:
         self.stream_path = ""
         self.idle_known = True
         self.gc_available: bool | None = True
+        self.processes: SampledProcesses | None = None
         self.note: str | None = None
         self.rate = 100.0
         self.stopped = False
@@ -139,6 +141,8 @@ async def test_views_switch_with_digits_and_tab() -> None:
         assert app.now_view.table.keys
         await pilot.press("tab")
         assert app.active_view == "flame"
+        await pilot.press("tab")
+        assert app.active_view == "procs"
         await pilot.press("tab")
         assert app.active_view == "top"
 

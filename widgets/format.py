@@ -363,6 +363,9 @@ class Status:
     filter_text: str = ""
     stream: str = ""
     last_error: str = ""
+    #: Which processes the views show ("all 5 processes", "PID 1234 (mclapply worker)"; ""
+    #: for a session of one process).
+    processes: str = ""
 
 
 def busy_text(status: Status) -> str:
@@ -430,7 +433,8 @@ def _view_line(status: Status, compact: bool) -> str:
     by = "by line" if status.by_line else "by function"
     if status.by_line and status.no_source:
         by += " (no srcrefs)" if compact else " (R keeps no source references)"
-    view = [
+    view = [status.processes] if status.processes else []
+    view += [
         "last " + fmt_seconds(status.window) if status.window else "cumulative",
         by,
         f"{status.shown} shown" if compact else f"{status.shown} samples shown",

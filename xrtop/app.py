@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
+from typing import cast
 
 from textual import on
 from textual import work
@@ -46,10 +47,13 @@ from widgets.footer import KeysFooter
 from widgets.format import fmt_bytes
 from widgets.hot_table import HotTable
 from widgets.now_view import NowView
+from widgets.process_list import ALL
+from widgets.process_list import ProcessList
 from widgets.status import StatusHeader
 from xrtop.formats import FORMATS
 from xrtop.formats import RPROF
 from xrtop.formats import open_output
+from xrtop.palette import palette_commands
 from xrtop.picker import PickerScreen
 from xrtop.saving import write_samples
 from xrtop.screens import ChoiceScreen
@@ -86,6 +90,9 @@ VIEW_TABS: tuple[ViewTab, ...] = (
     ViewTab(
         "flame", "Flame", "4", lambda: FlameView(id="flame-view"), "#flame-view", "Icicle graph"
     ),
+    ViewTab(
+        "procs", "Procs", "5", lambda: ProcessList(id="procs-table"), "#procs-table", "Processes"
+    ),
 )
 
 #: The formats `e` offers, by their labels.
@@ -115,6 +122,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("", "f focus on the subtree, u leave the focus"),
     ("Flame view", "arrows move, enter zooms in, backspace zooms out"),
     ("", "c colours by package or own share (or change)"),
+    ("Procs view", "enter shows that process (or all), a shows all"),
     ("ctrl+p", "command palette"),
 )
 
@@ -150,6 +158,7 @@ class XrtopApp(App[int]):
         *(Binding(tab.key, f"view('{tab.id}')", tab.title, show=False) for tab in VIEW_TABS),
         Binding("tab", "next_view", "Next view", show=False, priority=True),
         Binding("p", "show_picker", "Pick", show=False),
+        Binding("a", "show_process", "All processes", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
     #: The views this app shows, in tab order (a view key of another view does nothing).
@@ -245,7 +254,7 @@ class XrtopApp(App[int]):
         if note is not None:  # known only after some samples with lines: said once
             self.notify(note, title="No line numbers", severity="warning", timeout=20)
         self._show_status()
-        if model.dirty:
+        if model.dirty or self.active_view == "procs":  # states and CPU change without samples
             self._show_view()
         changed, state = model.state_change()
         if changed:
@@ -262,6 +271,7 @@ class XrtopApp(App[int]):
             "tree": self._show_tree,
             "now": self._show_now,
             "flame": self._show_flame,
+            "procs": self._show_procs,
         }
         show[self.active_view]()
 
@@ -282,6 +292,9 @@ class XrtopApp(App[int]):
     def _show_flame(self) -> None:
         agg = self.model.current()
         self.query_one(FlameView).show(agg.tree, agg.samples, self.model.view_state.needle)
+
+    def _show_procs(self) -> None:
+        self.query_one(ProcessList).show(*self.model.process_list())
 
     def _show_status(self) -> None:
         self.query_one(StatusHeader).show(self.model.status())
@@ -366,6 +379,8 @@ class XrtopApp(App[int]):
             return source is not None and source.idle_known
         if action == "show_picker":
             return source is None or live
+        if action == "show_process":
+            return self.model.processes is not None
         return True
 
     def action_view(self, name: str) -> None:
@@ -387,6 +402,15 @@ class XrtopApp(App[int]):
     def _focus_view(self) -> None:
         focus = next((t.focus for t in self.TABS if t.id == self.active_view), "#top-table")
         self.query_one(focus).focus()
+
+    @on(ProcessList.RowSelected, "#procs-table")
+    def _process_chosen(self, event: ProcessList.RowSelected) -> None:
+        self.action_show_process(None if event.key == ALL else cast(int, event.key))
+
+    def action_show_process(self, pid: int | None = None) -> None:
+        """Show process `pid` alone (None: every process, merged) in every view."""
+        if self.model.select_process(pid):
+            self.refresh_data()
 
     def action_pause(self) -> None:
         """Freeze the display; sampling continues and new samples wait."""
@@ -480,7 +504,8 @@ class XrtopApp(App[int]):
         if source is None:
             raise UsageError("nothing to save yet")
         by_line = self.model.view_state.by_line
-        saved = write_samples(source, fmt, self.model.reset_at, by_line, path)
+        parts = self.model.process_parts()
+        saved = write_samples(source, fmt, self.model.reset_at, by_line, path, parts)
         if fmt == RPROF:  # a file R reads back: the samples are safe
             self.saved_count += 1
         self.saved_files.append(str(saved[0]))
@@ -489,7 +514,7 @@ class XrtopApp(App[int]):
     def action_save(self) -> None:
         """Save Rprof.out in a thread worker; the notification says where and how much."""
         if self.source is not None:
-            self._save_worker(RPROF)
+            self.save_worker(RPROF)
 
     def action_export(self) -> None:
         """Ask for a format, then export to it."""
@@ -498,12 +523,13 @@ class XrtopApp(App[int]):
 
         def chosen(value: str | None) -> None:
             if value in FORMATS:
-                self._save_worker(value)
+                self.save_worker(value)
 
         self.push_screen(export_prompt(), chosen)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="save")
-    def _save_worker(self, fmt: str) -> None:
+    def save_worker(self, fmt: str) -> None:
+        """Save or export as `fmt` in a thread worker; a notification says where or why not."""
         verb = "Saving" if fmt == RPROF else "Export"
         try:
             path, samples, size = self.save(fmt)
@@ -512,6 +538,8 @@ class XrtopApp(App[int]):
             return
         if fmt == RPROF:
             text, title = f"Saved {samples} samples ({fmt_bytes(size)}) to {path}", "Rprof.out"
+            if self.model.processes is not None:
+                text += ", each child process's to a file of its own beside it"
         else:
             text, title = f"Exported {samples} samples ({fmt_bytes(size)}) to {path}", ""
         self.call_from_thread(self.notify, text, title=title, timeout=8)
@@ -546,29 +574,6 @@ class XrtopApp(App[int]):
         self.push_screen(save_first_prompt(question, verb), chosen)
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
-        """xrtop's actions in the command palette (ctrl+p)."""
+        """Textual's commands and xrtop's actions in the command palette (ctrl+p)."""
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Save Rprof.out", "Write every sample as Rprof.out", self.action_save)
-        for fmt in FORMATS.values():
-            if fmt.export_key:
-                yield SystemCommand(
-                    f"Export {fmt.label}",
-                    fmt.readers,
-                    lambda name=fmt.name: self._save_worker(name),
-                )
-        yield SystemCommand("Pause / resume display", "Sampling goes on", self.action_pause)
-        yield SystemCommand("Toggle by-line aggregation", "Function or line", self.action_by_line)
-        if self.source is not None and self.source.idle_known:
-            yield SystemCommand(
-                "Toggle idle samples",
-                "Count the samples where R waits in the percentages, or not",
-                self.action_toggle_idle,
-            )
-        yield SystemCommand("Cycle window", "Cumulative, 10 s, 60 s", self.action_window)
-        for tab in self.TABS:
-            yield SystemCommand(
-                f"Show {tab.title} view", tab.palette, lambda tab=tab: self.action_view(tab.id)
-            )
-        if self.source is not None and self.source.live:
-            yield SystemCommand("Reset", "Count from now", self.action_reset)
-        yield SystemCommand("Keys", "Every key", self.action_help)
+        yield from palette_commands(self)

@@ -5,7 +5,9 @@ quits while it loads.
 The file is read in a thread worker (`read_rprof`, chunk by chunk); the app stays
 responsive between chunks. When the file is read the app shows it (`set_source`) and the
 loading screen goes; when it cannot be read, the app ends and `xrtop.live.run_view` raises
-the error for the command line to print as one line.
+the error for the command line to print as one line. The files of a `record
+--subprocesses`'s children beside it (`F.<PID>.out`) are read after it; one that cannot be
+read is left out, with a warning.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ from textual.worker import get_current_worker
 
 from sampler.errors import XrtopError
 from sampler.model import SampleLog
+from sampler.rprof import Progress
 from sampler.rprof import RprofFile
 from sampler.rprof import RprofOptions
 from sampler.rprof import read_rprof
 from widgets.format import fmt_bytes
 from xrtop.app import XrtopApp
 from xrtop.progress import unreadable
+from xrtop.recorded_processes import RecordedProcesses
+from xrtop.recorded_processes import child_files
 from xrtop.sources import FileSource
 
 
@@ -103,13 +108,17 @@ class FileViewApp(XrtopApp):
     def _load(self) -> None:
         worker = get_current_worker()
 
-        def progress(done: int, _total: int) -> None:
+        def still_wanted(_done: int, _total: int) -> None:
             if worker.is_cancelled:
                 raise LoadCancelled
+
+        def progress(done: int, total: int) -> None:
+            still_wanted(done, total)
             self.loading.done = done
 
         try:
             profile = read_rprof(self.path, progress)
+            children, skipped = self._read_children(still_wanted)
         except LoadCancelled:
             return
         except OSError as err:
@@ -119,14 +128,35 @@ class FileViewApp(XrtopApp):
             self.call_from_thread(self._failed, err)
             return
         if not worker.is_cancelled:
-            self.call_from_thread(self._loaded, profile)
+            self.call_from_thread(self._loaded, profile, children, skipped)
 
-    def _loaded(self, profile: RprofFile) -> None:
-        self.set_source(FileSource(self.path, profile))
+    def _read_children(self, progress: Progress) -> tuple[dict[int, SampleLog], list[str]]:
+        """The children's logs beside the file, by PID, and why any was left out (`progress`
+        is told each chunk read)."""
+        children: dict[int, SampleLog] = {}
+        skipped = []
+        for pid, path in child_files(self.path).items():
+            try:
+                children[pid] = read_rprof(path, progress).to_log()
+            except OSError as err:
+                skipped.append(unreadable(path, err).message)
+            except XrtopError as err:
+                skipped.append(err.message)
+        return children, skipped
+
+    def _loaded(
+        self, profile: RprofFile, children: dict[int, SampleLog], skipped: list[str]
+    ) -> None:
+        source = FileSource(self.path, profile)
+        if children:
+            source.processes = RecordedProcesses(source.log, children)
+        self.set_source(source)
         self.loading.pop_until_active()  # whatever opened over it (the command palette)
         self.loading.dismiss()
         for warning in profile.warnings:
             self.notify(warning, title="Cut-off line", severity="warning", timeout=20)
+        for reason in skipped:
+            self.notify(reason, title="Child process left out", severity="warning", timeout=20)
 
     def _failed(self, err: XrtopError) -> None:
         self.load_error = err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +21,7 @@ from sampler.model import Stack
 from sampler.rprof import RprofFile
 from sampler.rprof import RprofOptions
 from sampler.thread import State
+from xrtop.processes_view import SampledProcesses
 from xrtop.session import Launched
 from xrtop.session import Session
 from xrtop.session import source_note
@@ -39,6 +41,9 @@ class ProfileSource(Protocol):
     idle_known: bool
     #: True: samples carry R's GC marker; False: this R build has none; None: not recorded.
     gc_available: bool | None
+    #: Every sampled process (`--subprocesses`, or a file with its `F.<PID>.out` siblings);
+    #: None: the target alone, whose samples are `log`.
+    processes: SampledProcesses | None
 
     def state(self) -> State | None:
         """The sampler's state; None for a recorded file, which has no sampler."""
@@ -90,6 +95,7 @@ class FileSource:
         self.stream_path = ""
         self.idle_known = False  # Rprof.out has no idle marker
         self.gc_available: bool | None = True if profile.options.gc else None
+        self.processes: SampledProcesses | None = None
         hz = 1e6 / profile.interval_us
         n = len(self.log)
         self._stats = SamplerStats(
@@ -103,7 +109,11 @@ class FileSource:
         return None
 
     def stats(self) -> SamplerStats:
-        return self._stats
+        if self.processes is None:
+            return self._stats
+        # A recording of several processes lasts as long as the longest of them.
+        longest = max(len(log) for log in self.processes.logs().values())
+        return replace(self._stats, samples=longest, elapsed=longest * self.log.interval_us / 1e6)
 
     def last_stack(self) -> Stack | None:
         n = len(self.log)
@@ -145,6 +155,7 @@ class LiveSource:
         self.stream_path = stream_path
         self.idle_known = True
         self.gc_available: bool | None = session.target.gc_available
+        self.processes: SampledProcesses | None = session.processes
         self._process: psutil.Process | None = None
         with contextlib.suppress(psutil.Error):
             self._process = psutil.Process(self.pid)

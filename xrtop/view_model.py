@@ -8,15 +8,20 @@ pressed. Nothing here needs a terminal, so it is tested with plain function call
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sampler.model import Aggregate
+from sampler.model import FunctionKey
+from sampler.model import ProcessRow
 from sampler.model import SampleLog
 from sampler.model import Stack
 from sampler.thread import MAX_HZ
 from sampler.thread import MIN_HZ
 from sampler.thread import State
 from widgets.format import Status
+from xrtop.processes_view import ProcessesView
+from xrtop.processes_view import ProcessPart
 from xrtop.sources import ProfileSource
 
 #: The "last N seconds" windows `w` cycles through (None = cumulative).
@@ -55,14 +60,23 @@ class ViewModel:
     aggregate, filled by the next `take_in_new()` (the app's refresh); while paused it is
     filled at once with the frozen samples. `dirty` says the active view needs drawing
     again; `tree_reset` that the tree's expansion should start afresh when drawn next.
+
+    A source of several processes (`processes`) shows them all merged, or one alone: the
+    shown log (`log`) is then not the source's own, and a reset is remembered as a length
+    of each process's log and of the merged one.
     """
 
     def __init__(self, source: ProfileSource | None, include_idle: bool = False) -> None:
         """Show `source` (None: nothing yet), counting idle samples when `include_idle`."""
         self.source = source
+        self.processes = _processes_of(source)
         self.view_state = ViewState(include_idle=include_idle)
-        #: Samples before this index of the log are not counted (nor saved): `r`.
+        #: Samples before this index of the source's log are not counted (nor saved): `r`.
         self.reset_at = 0
+        #: With several processes: where `r` left each log (None: the merged one).
+        self._reset_marks: dict[int | None, int] = {}
+        #: The tree's process level of the aggregates (None: one process shown).
+        self._outermost: Callable[[int], FunctionKey] | None = None
         self.agg = self._new_aggregate()
         self._window_agg: Aggregate | None = None
         self._shown_upto = -1
@@ -75,18 +89,37 @@ class ViewModel:
 
     # -- the aggregates -----------------------------------------------------------------------
 
+    @property
+    def log(self) -> SampleLog:
+        """The samples the views show: the source's, or of the processes shown."""
+        if self.processes is not None:
+            return self.processes.log()
+        return self.source.log if self.source is not None else SampleLog(10000)
+
+    def _start(self) -> int:
+        """The first sample of `log` counted (after a reset)."""
+        if self.processes is not None:
+            return self._reset_marks.get(self.processes.selected, 0)
+        return self.reset_at
+
     def _new_aggregate(self) -> Aggregate:
-        log = self.source.log if self.source is not None else SampleLog(10000)
         vs = self.view_state
-        return Aggregate(log, start=self.reset_at, by_line=vs.by_line, include_idle=vs.include_idle)
+        self._outermost = self.processes.outermost() if self.processes is not None else None
+        return Aggregate(
+            self.log,
+            start=self._start(),
+            by_line=vs.by_line,
+            include_idle=vs.include_idle,
+            outermost=self._outermost,
+        )
 
-    def rebuild(self) -> None:
-        """Start aggregating again (reset, by-line or idle toggle, new source).
+    def rebuild(self, same_log: bool = True) -> None:
+        """Start aggregating again (reset, by-line or idle toggle, new source or process).
 
-        While paused, the new aggregate takes in the samples the old one had, so that the
-        frozen display shows the same samples, counted the new way.
+        While paused, the new aggregate takes in the samples the old one had (another log:
+        all it has), so that the frozen display shows the same samples, counted the new way.
         """
-        upto = self.agg.consumed
+        upto = self.agg.consumed if same_log else None
         self.agg = self._new_aggregate()
         self._window_agg = None
         if self.view_state.paused:
@@ -101,6 +134,11 @@ class ViewModel:
 
     def take_in_new(self) -> None:
         """Take in the samples that arrived (unless paused); mark the view dirty if any."""
+        if self.processes is not None:
+            self.processes.sync()
+            if self.processes.relabelled():  # rare: once at most per process, early on
+                self.rebuild()
+                self.tree_reset = False
         if self.view_state.paused:
             return
         self._take_in(None)
@@ -117,13 +155,19 @@ class ViewModel:
             self._window_agg = None
             return
         n = self.agg.consumed
-        start = self.reset_at
+        start = self._start()
         if n > start:
             start = max(start, log.index_at_time(log.times[n - 1] - vs.window))
         old = self._window_agg
         if old is not None and (old.start, old.consumed) == (start, n):
             return  # the same samples (a file, a pause, or w and the refresh it makes)
-        window = Aggregate(log, start=start, by_line=vs.by_line, include_idle=vs.include_idle)
+        window = Aggregate(
+            log,
+            start=start,
+            by_line=vs.by_line,
+            include_idle=vs.include_idle,
+            outermost=self._outermost,
+        )
         window.update(n)
         self._window_agg = window
 
@@ -142,15 +186,40 @@ class ViewModel:
         if self.source is None:
             return None
         if self.view_state.paused and self.agg.consumed:
-            return self.source.log.stack_at(self.agg.consumed - 1)
+            return self.agg.log.stack_at(self.agg.consumed - 1)
+        if self.processes is not None:
+            log = self.log
+            return log.stack_at(len(log) - 1) if len(log) else None
         return self.source.last_stack()
+
+    def process_list(self) -> tuple[list[ProcessRow], int | None]:
+        """The process list, and the PID shown (None: all; no list without several
+        processes)."""
+        if self.processes is None:
+            return [], None
+        return self.processes.rows(), self.processes.selected
+
+    def process_parts(self) -> list[ProcessPart]:
+        """What of each process saving writes (since the last reset), the target first; empty
+        for a source of one process."""
+        marks = self._reset_marks
+        return [ProcessPart(r.pid, r.label, marks.get(r.pid, 0)) for r in self.process_list()[0]]
+
+    def select_process(self, pid: int | None) -> bool:
+        """Show process `pid` alone (None: all, merged); whether that changed anything."""
+        if self.processes is None or not self.processes.select(pid):
+            return False
+        self.rebuild(same_log=False)
+        return True
 
     # -- what the user chose ------------------------------------------------------------------
 
     def set_source(self, source: ProfileSource | None) -> None:
         """Show `source` from now on, from its first sample, not paused."""
         self.source = source
+        self.processes = _processes_of(source)
         self.reset_at = 0
+        self._reset_marks = {}
         self.lines_note_given = False
         self.view_state.paused = False
         self.rebuild()
@@ -164,6 +233,9 @@ class ViewModel:
         """Count (and save) from the next sample on."""
         if self.source is not None:
             self.reset_at = len(self.source.log)
+            if self.processes is not None:
+                self.processes.sync()
+                self._reset_marks = self.processes.lengths()
             self.rebuild()
 
     def toggle_by_line(self) -> None:
@@ -245,7 +317,7 @@ class ViewModel:
             r_version=source.r_version,
             state=state_text(source.state()),
             elapsed=stats.elapsed,
-            samples=len(source.log),
+            samples=len(self.log),
             shown=agg.samples,
             requested_hz=stats.requested_hz,
             achieved_hz=stats.achieved_hz,
@@ -261,10 +333,18 @@ class ViewModel:
             cpu_percent=cpu,
             rss_bytes=rss,
             paused=vs.paused,
-            waiting=max(0, len(source.log) - self.agg.consumed),
+            waiting=max(0, len(self.log) - self.agg.consumed),
             window=vs.window,
             by_line=vs.by_line,
             filter_text=vs.needle,
             stream=source.stream_path,
             last_error=stats.last_error if stats.error_count else "",
+            processes=self.processes.describe() if self.processes is not None else "",
         )
+
+
+def _processes_of(source: ProfileSource | None) -> ProcessesView | None:
+    """The processes of `source` to choose from (None: it has only the target)."""
+    if source is None or source.processes is None:
+        return None
+    return ProcessesView(source.processes, source.log.interval_us)
