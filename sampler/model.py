@@ -252,15 +252,20 @@ _NO_CHILDREN: Mapping[FunctionKey, int] = MappingProxyType({})
 
 
 class _Children(Sequence[Mapping[FunctionKey, int]]):
-    """`CallTree.children`: node id -> read-only mapping of child key to child node id."""
+    """`CallTree.children`: node id -> read-only mapping of child key to child node id.
 
-    __slots__ = ("_tree",)
+    It holds the tree's storage, not the tree: no reference cycle, so a tree no longer
+    shown is freed at once, also when the cyclic collector ignores it (`gc.freeze`)."""
+
+    __slots__ = ("_key", "_many", "_only")
 
     def __init__(self, tree: CallTree) -> None:
-        self._tree = tree
+        self._key = tree.key
+        self._many = tree._many
+        self._only = tree._only
 
     def __len__(self) -> int:
-        return len(self._tree.parent)
+        return len(self._only)
 
     @overload
     def __getitem__(self, node: int) -> Mapping[FunctionKey, int]: ...
@@ -273,14 +278,13 @@ class _Children(Sequence[Mapping[FunctionKey, int]]):
     ) -> Mapping[FunctionKey, int] | Sequence[Mapping[FunctionKey, int]]:
         if isinstance(node, slice):
             return [self[i] for i in range(len(self))[node]]
-        tree = self._tree
-        many = tree._many.get(node)
+        many = self._many.get(node)
         if many is not None:
             return MappingProxyType(many)
-        only = tree._only[node]
+        only = self._only[node]
         if only < 0:
             return _NO_CHILDREN
-        return _OneChild(tree.key[only], only)
+        return _OneChild(self._key[only], only)
 
 
 class CallTree:

@@ -50,6 +50,7 @@ from widgets.status import StatusHeader
 from xrtop.formats import FORMATS
 from xrtop.formats import RPROF
 from xrtop.formats import open_output
+from xrtop.heap import HeapSettler
 from xrtop.picker import PickerScreen
 from xrtop.saving import write_samples
 from xrtop.screens import ChoiceScreen
@@ -176,6 +177,7 @@ class XrtopApp(App[int]):
         self.model = ViewModel(source, include_idle=idle)
         self.saved_count = 0  # files saved with `s` since this source was shown
         self.saved_files: list[str] = []
+        self.heap = HeapSettler()
 
     @property
     def source(self) -> ProfileSource | None:
@@ -241,6 +243,7 @@ class XrtopApp(App[int]):
         if model.source is None or not self.is_running:  # a tick during shutdown: no widgets
             return
         model.take_in_new()
+        self.heap.settle(model.agg, len(model.source.log.stacks))
         note = model.lines_note_due()
         if note is not None:  # known only after some samples with lines: said once
             self.notify(note, title="No line numbers", severity="warning", timeout=20)

@@ -1,0 +1,107 @@
+"""The live view with a big profile in memory (#27): what keeps its keys fast, as logic.
+
+The footer changes in place when a view's keys come and go; the cyclic garbage collector is
+kept out of the profile's data once it is built (which needs that data to be free of
+reference cycles). How fast the keys answer is measured in bench/ui_big.py, not here.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+from test_app import file_app
+from textual.widgets._footer import FooterKey
+
+from sampler.model import Aggregate
+from sampler.model import SampleLog
+from sampler.model import Stack
+from widgets.footer import KeysFooter
+from widgets.footer import changed_span
+from xrtop.heap import FREEZE_FROM_STACKS
+from xrtop.heap import REFREEZE_STACKS
+from xrtop.heap import HeapSettler
+
+
+def test_changed_span_is_what_lies_between_the_shared_ends() -> None:
+    assert changed_span([("a",), ("b",)], [("a",), ("b",)]) == (2, 0)
+    assert changed_span([("q",), ("s",)], [("E",), ("C",), ("q",), ("s",)]) == (0, 2)
+    assert changed_span([("E",), ("q",)], [("q",)]) == (0, 1)
+    assert changed_span([("a",), ("x",), ("z",)], [("a",), ("y",), ("z",)]) == (1, 1)
+    # A repeated item is shared once, not counted at both ends.
+    assert changed_span([("a",)], [("a",), ("a",)]) == (1, 0)
+    assert changed_span([], [("a",)]) == (0, 0)
+
+
+def footer_keys(footer: KeysFooter) -> list[str]:
+    return [w.key for w in footer.query(FooterKey)]
+
+
+async def test_footer_mounts_only_the_keys_a_view_adds() -> None:
+    app = file_app()
+    async with app.run_test(size=(160, 30)) as pilot:
+        footer = app.query_one(KeysFooter)
+        await pilot.pause()
+        top_items = list(footer.children)
+        top_keys = footer_keys(footer)
+        assert "q" in top_keys and "E" not in top_keys
+        await pilot.press("2")
+        await pilot.pause()
+        tree_keys = footer_keys(footer)
+        shown = [
+            b.binding.key
+            for k, b in app.screen.active_bindings.items()
+            if b.binding.show and k != app.COMMAND_PALETTE_BINDING
+        ]
+        assert tree_keys[: len(shown)] == [k.split(",")[0] for k in shown]
+        assert tree_keys[:3] == ["E", "C", "f"] and tree_keys[3:] == top_keys
+        # The keys both views show are the very widgets mounted for the Top view.
+        assert list(footer.children)[3:] == top_items
+        await pilot.press("1")
+        await pilot.pause()
+        assert footer_keys(footer) == top_keys and list(footer.children) == top_items
+        # The filter line hides the keys it takes as text; escape brings them back.
+        await pilot.press("slash")
+        await pilot.pause()
+        assert "q" not in footer_keys(footer) and "slash" in footer_keys(footer)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert footer_keys(footer) == top_keys
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    """Whatever a test froze is given back to the collector."""
+    yield
+    gc.unfreeze()
+
+
+def test_heap_is_frozen_once_per_big_aggregate(unfrozen: None) -> None:
+    settler = HeapSettler()
+    small, big, other = object(), object(), object()
+    before = gc.get_freeze_count()
+    assert not settler.settle(small, FREEZE_FROM_STACKS - 1)
+    assert gc.get_freeze_count() == before
+    assert settler.settle(big, FREEZE_FROM_STACKS)
+    assert gc.get_freeze_count() > before
+    assert not settler.settle(big, FREEZE_FROM_STACKS + REFREEZE_STACKS - 1)
+    assert settler.settle(big, FREEZE_FROM_STACKS + REFREEZE_STACKS), "grown: again"
+    assert settler.settle(other, FREEZE_FROM_STACKS + REFREEZE_STACKS), "a new one: again"
+
+
+def test_an_aggregate_is_freed_without_the_cyclic_collector() -> None:
+    log = SampleLog(10_000)
+    for i in range(50):
+        log.add(Stack((f"f{i % 7}", f"g{i % 3}", "main")), i / 100)
+    agg = Aggregate(log, by_line=False)
+    agg.update()
+    assert len(agg.tree.children[0]) == 1
+    tree, whole = weakref.ref(agg.tree), weakref.ref(agg)
+    gc.disable()
+    try:
+        del agg
+        assert whole() is None and tree() is None, "a reference cycle keeps it alive"
+    finally:
+        gc.enable()
