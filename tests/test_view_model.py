@@ -101,6 +101,46 @@ def test_idle_toggle_counts_idle_samples_in_and_out() -> None:
     assert model.current().samples == 6
 
 
+def test_toggling_back_shows_the_aggregate_of_before_with_the_samples_since() -> None:
+    source, model = model_of((FIB, 6), (SLEEP, 4))
+    by_function = model.agg
+    model.toggle_by_line()
+    assert model.agg is not by_function and model.agg.by_line
+    assert model.current().samples == 6, "counted again at once, not read again"
+    source.add(LOOP, 3)
+    model.take_in_new()
+    model.toggle_by_line()
+    assert model.agg is by_function and not model.agg.by_line
+    model.take_in_new()
+    assert model.current().samples == 9 and model.current().total["loop"] == 3
+    model.toggle_idle()  # another way of counting: not the one of before
+    assert model.agg is not by_function and model.current().samples == 13
+
+
+def test_window_aggregates_are_reused_while_they_hold_the_same_samples() -> None:
+    source, model = model_of((FIB, 2000), (LOOP, 500))
+    model.cycle_window()
+    ten = model.current()
+    model.cycle_window()
+    model.cycle_window()
+    model.cycle_window()
+    assert model.current() is ten, "a file or a pause: the same samples"
+    source.add(LOOP, 1)
+    model.take_in_new()
+    assert model.current() is not ten and model.current().total["loop"] == 501
+
+
+def test_work_is_folded_ahead_for_the_shown_aggregate_first() -> None:
+    _, model = model_of((FIB, 2000), (LOOP, 500))
+    model.cycle_window()
+    window = model.current()
+    # Two aggregates of two stacks, each with its counts and its tree left: four slices.
+    assert model.fold_ahead() and model.fold_ahead()
+    assert not window.fold_due(1), "the window (shown) is done first"
+    assert model.fold_ahead() and not model.fold_ahead()
+    assert not model.agg.fold_due(1)
+
+
 def test_a_file_has_no_idle_toggle_and_states_it_is_a_file() -> None:
     profile = read_rprof(DEMO_LINES)
     model = ViewModel(FileSource(DEMO_LINES, profile))

@@ -50,7 +50,6 @@ from widgets.status import StatusHeader
 from xrtop.formats import FORMATS
 from xrtop.formats import RPROF
 from xrtop.formats import open_output
-from xrtop.heap import HeapSettler
 from xrtop.picker import PickerScreen
 from xrtop.saving import write_samples
 from xrtop.screens import ChoiceScreen
@@ -61,6 +60,7 @@ from xrtop.session import SamplingOptions
 from xrtop.session import Session
 from xrtop.sources import LiveSource
 from xrtop.sources import ProfileSource
+from xrtop.view_model import FOLD_AHEAD_S
 from xrtop.view_model import ViewModel
 from xrtop.view_model import step_rate
 
@@ -177,7 +177,6 @@ class XrtopApp(App[int]):
         self.model = ViewModel(source, include_idle=idle)
         self.saved_count = 0  # files saved with `s` since this source was shown
         self.saved_files: list[str] = []
-        self.heap = HeapSettler()
 
     @property
     def source(self) -> ProfileSource | None:
@@ -211,6 +210,7 @@ class XrtopApp(App[int]):
         self.query_one("#filter", Input).display = False
         self.refresh_data()
         self.set_interval(self.refresh_s, self.refresh_data)
+        self.set_interval(FOLD_AHEAD_S, self.model.fold_ahead)  # between keys, in slices
         self._focus_view()
         if self.source is None:
             self.call_after_refresh(self.action_show_picker)
@@ -243,7 +243,6 @@ class XrtopApp(App[int]):
         if model.source is None or not self.is_running:  # a tick during shutdown: no widgets
             return
         model.take_in_new()
-        self.heap.settle(model.agg, len(model.source.log.stacks))
         note = model.lines_note_due()
         if note is not None:  # known only after some samples with lines: said once
             self.notify(note, title="No line numbers", severity="warning", timeout=20)

@@ -17,10 +17,15 @@ from sampler.thread import MAX_HZ
 from sampler.thread import MIN_HZ
 from sampler.thread import State
 from widgets.format import Status
+from xrtop.heap import HeapSettler
 from xrtop.sources import ProfileSource
 
 #: The "last N seconds" windows `w` cycles through (None = cumulative).
 WINDOWS: tuple[float | None, ...] = (None, 10.0, 60.0)
+#: Seconds between slices of the aggregates' work done ahead (`ViewModel.fold_ahead`), and
+#: the distinct stacks a slice takes (some 10 ms of work).
+FOLD_AHEAD_S = 0.02
+FOLD_AHEAD_STACKS = 2000
 #: Sampling rates `+` and `-` step through.
 RATES: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 
@@ -51,9 +56,10 @@ class ViewState:
 class ViewModel:
     """The samples of one source as the user chose to see them.
 
-    A change of what is counted (reset, by-line, idle, a new source) starts a new
-    aggregate, filled by the next `take_in_new()` (the app's refresh); while paused it is
-    filled at once with the frozen samples. `dirty` says the active view needs drawing
+    A reset or a new source starts a new aggregate, filled by the next `take_in_new()` (the
+    app's refresh); while paused it is filled at once with the frozen samples. Toggling
+    by-line or idle counts the samples taken again from their counts per stack, or shows
+    the aggregate of before the previous toggle again. `dirty` says the active view needs drawing
     again; `tree_reset` that the tree's expansion should start afresh when drawn next.
     """
 
@@ -64,8 +70,15 @@ class ViewModel:
         #: Samples before this index of the log are not counted (nor saved): `r`.
         self.reset_at = 0
         self.agg = self._new_aggregate()
+        #: The aggregate shown before the last toggle of by-line or idle: toggling back
+        #: shows it again (it only takes in the samples since).
+        self._toggled_from: Aggregate | None = None
         self._window_agg: Aggregate | None = None
+        #: Window aggregates by length, reused while they cover the same samples (`w`
+        #: cycles through them on a file or while paused).
+        self._windows: dict[float, Aggregate] = {}
         self._shown_upto = -1
+        self._heap = HeapSettler()
         self.dirty = True
         self.tree_reset = True
         #: The missing source references were said once (by line only).
@@ -81,14 +94,31 @@ class ViewModel:
         return Aggregate(log, start=self.reset_at, by_line=vs.by_line, include_idle=vs.include_idle)
 
     def rebuild(self) -> None:
-        """Start aggregating again (reset, by-line or idle toggle, new source).
+        """Start aggregating again (reset, new source).
 
         While paused, the new aggregate takes in the samples the old one had, so that the
-        frozen display shows the same samples, counted the new way.
+        frozen display shows the same samples.
         """
+        self._show(self._new_aggregate())
+        self._toggled_from = None
+
+    def _recount(self) -> None:
+        """Count the samples shown the way the view state now says (by-line or idle
+        toggled): the aggregate shown before the previous toggle when it counts that way,
+        else the shown one's counts per stack counted again (no sample is read again)."""
+        vs, old = self.view_state, self.agg
+        back = self._toggled_from
+        if back is not None and (back.by_line, back.include_idle) == (vs.by_line, vs.include_idle):
+            self._show(back)
+        else:
+            self._show(old.recounted(by_line=vs.by_line, include_idle=vs.include_idle))
+        self._toggled_from = old
+
+    def _show(self, agg: Aggregate) -> None:
         upto = self.agg.consumed
-        self.agg = self._new_aggregate()
+        self.agg = agg
         self._window_agg = None
+        self._windows = {}
         if self.view_state.paused:
             self._take_in(upto)
         self._shown_upto = -1
@@ -104,6 +134,7 @@ class ViewModel:
         if self.view_state.paused:
             return
         self._take_in(None)
+        self._heap.settle(self.agg, len(self.agg.log.stacks))
         if self.agg.consumed != self._shown_upto:
             self._shown_upto = self.agg.consumed
             self.dirty = True
@@ -120,12 +151,22 @@ class ViewModel:
         start = self.reset_at
         if n > start:
             start = max(start, log.index_at_time(log.times[n - 1] - vs.window))
-        old = self._window_agg
+        old = self._windows.get(vs.window)
         if old is not None and (old.start, old.consumed) == (start, n):
-            return  # the same samples (a file, a pause, or w and the refresh it makes)
+            self._window_agg = old  # the same samples (a file, a pause, w and its refresh)
+            return
         window = Aggregate(log, start=start, by_line=vs.by_line, include_idle=vs.include_idle)
         window.update(n)
-        self._window_agg = window
+        self._window_agg = self._windows[vs.window] = window
+
+    def fold_ahead(self) -> bool:
+        """Do a slice of the work the aggregates left for when they are read (the function
+        counts, the tree), the shown one first, so that a key finds it done; whether some
+        remains. Called on a timer: a slice is short, and keys are handled between."""
+        due = [agg for agg in (self._window_agg, self.agg) if agg is not None and agg.due]
+        if not due:
+            return False
+        return due[0].fold_due(FOLD_AHEAD_STACKS) or len(due) > 1
 
     def seconds_per_sample(self, agg: Aggregate) -> float:
         """Wall seconds one sample of `agg` stands for, from the sample times (rates may
@@ -169,7 +210,7 @@ class ViewModel:
     def toggle_by_line(self) -> None:
         """Aggregate by function, or by function and source line."""
         self.view_state.by_line = not self.view_state.by_line
-        self.rebuild()
+        self._recount()
 
     def toggle_idle(self) -> bool:
         """Count idle samples in the percentages, or leave them out; False (and nothing
@@ -177,7 +218,7 @@ class ViewModel:
         if self.source is None or not self.source.idle_known:
             return False
         self.view_state.include_idle = not self.view_state.include_idle
-        self.rebuild()
+        self._recount()
         self.tree_reset = False
         return True
 
