@@ -453,17 +453,24 @@ class Aggregate:
     def _count(self, delta: Mapping[int, int]) -> None:
         stacks = self.log.stacks
         self._taken.update(delta)
+        counted: dict[int, int] = {}
+        idle = samples = gc = 0
         for sid, count in delta.items():
             stack = stacks[sid]
             if stack.idle:
-                self.idle += count
+                idle += count
                 if not self.include_idle:
                     continue
-            self.samples += count
+            samples += count
             if stack.gc:
-                self.gc += count
-            self._flat_due[sid] += count
-            self._tree_due[sid] += count
+                gc += count
+            counted[sid] = count
+        self.idle += idle
+        self.samples += samples
+        self.gc += gc
+        # Counter.update of an empty counter is a plain dict update (the common case).
+        self._flat_due.update(counted)
+        self._tree_due.update(counted)
 
     def _frame_keys(self, stack: Stack) -> list[FunctionKey]:
         """The keys a sample of `stack` counts, innermost first (never empty)."""
