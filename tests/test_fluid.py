@@ -19,27 +19,31 @@ from sampler.model import Aggregate
 from sampler.model import SampleLog
 from sampler.model import Stack
 from widgets.footer import KeysFooter
-from widgets.footer import changed_span
+from widgets.footer import placement
 from xrtop.heap import FREEZE_FROM_STACKS
 from xrtop.heap import REFREEZE_STACKS
 from xrtop.heap import HeapSettler
 
 
-def test_changed_span_is_what_lies_between_the_shared_ends() -> None:
-    assert changed_span([("a",), ("b",)], [("a",), ("b",)]) == (2, 0)
-    assert changed_span([("q",), ("s",)], [("E",), ("C",), ("q",), ("s",)]) == (0, 2)
-    assert changed_span([("E",), ("q",)], [("q",)]) == (0, 1)
-    assert changed_span([("a",), ("x",), ("z",)], [("a",), ("y",), ("z",)]) == (1, 1)
-    # A repeated item is shared once, not counted at both ends.
-    assert changed_span([("a",)], [("a",), ("a",)]) == (1, 0)
-    assert changed_span([], [("a",)]) == (0, 0)
+def test_placement_finds_the_wanted_items_in_the_mounted_order() -> None:
+    mounted = [("q",), ("s",), ("E",)]
+    assert placement(mounted, [("q",), ("s",)]) == [0, 1]
+    assert placement(mounted, [("C",), ("q",), ("E",)]) == [-1, 0, 2]
+    assert placement(mounted, [("s",), ("q",)]) is None, "another order: mount afresh"
+    assert placement(mounted, [("q",), ("q",)]) is None
+    assert placement([], [("a",)]) == [-1]
 
 
 def footer_keys(footer: KeysFooter) -> list[str]:
-    return [w.key for w in footer.query(FooterKey)]
+    """The keys the footer shows, in order (a key in a hidden group is not shown)."""
+    return [
+        w.key
+        for w in footer.query(FooterKey)
+        if w.display and (w.parent is None or w.parent.display)
+    ]
 
 
-async def test_footer_mounts_only_the_keys_a_view_adds() -> None:
+async def test_footer_mounts_only_keys_it_never_showed() -> None:
     app = file_app()
     async with app.run_test(size=(160, 30)) as pilot:
         footer = app.query_one(KeysFooter)
@@ -50,25 +54,27 @@ async def test_footer_mounts_only_the_keys_a_view_adds() -> None:
         await pilot.press("2")
         await pilot.pause()
         tree_keys = footer_keys(footer)
-        shown = [
-            b.binding.key
-            for k, b in app.screen.active_bindings.items()
-            if b.binding.show and k != app.COMMAND_PALETTE_BINDING
-        ]
-        assert tree_keys[: len(shown)] == [k.split(",")[0] for k in shown]
+        # What Textual's footer shows: the bindings shown, in order, the palette last.
+        shown = [k for k, b in app.screen.active_bindings.items() if b.binding.show]
+        assert tree_keys == [*shown, app.COMMAND_PALETTE_BINDING]
         assert tree_keys[:3] == ["E", "C", "f"] and tree_keys[3:] == top_keys
         # The keys both views show are the very widgets mounted for the Top view.
         assert list(footer.children)[3:] == top_items
+        tree_items = list(footer.children)
         await pilot.press("1")
         await pilot.pause()
-        assert footer_keys(footer) == top_keys and list(footer.children) == top_items
-        # The filter line hides the keys it takes as text; escape brings them back.
+        assert footer_keys(footer) == top_keys and list(footer.children) == tree_items
+        # The filter line hides the keys it takes as text; escape shows them again.
         await pilot.press("slash")
         await pilot.pause()
         assert "q" not in footer_keys(footer) and "slash" in footer_keys(footer)
-        await pilot.press("escape")
+        await pilot.press("escape", "2")
         await pilot.pause()
-        assert footer_keys(footer) == top_keys
+        assert footer_keys(footer) == tree_keys and list(footer.children) == tree_items
+        await pilot.press("4")
+        await pilot.pause()
+        assert footer_keys(footer)[:3] == ["enter", "backspace", "c"]
+        assert footer_keys(footer)[3:] == top_keys
 
 
 @pytest.fixture

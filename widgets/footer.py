@@ -3,9 +3,11 @@
 Textual's footer recomposes (removes every key widget, mounts new ones, styles them and lays
 the screen out again) whenever the screen's bindings may have changed, which includes every
 change of focus. Switching views moves the focus, and the views' keys differ only by a few
-keys of the view itself; the recompose and the layout passes it caused were more than half
-of the time a view switch took with a big profile (#27). This footer skips the rebuild when
-the keys shown are the same, and otherwise mounts and removes only the items that differ.
+keys of the view itself; the filter line hides most keys while it has the focus. The
+recompose and the layout passes it caused were more than half of the time a view switch
+took with a big profile (#27). This footer skips the rebuild when the keys shown are the
+same; otherwise it hides the items no longer shown (for when they come back), shows those
+it has, and mounts only the new ones.
 """
 
 from __future__ import annotations
@@ -36,27 +38,29 @@ def item_signature(item: Widget) -> Signature:
     return common
 
 
-def changed_span(old: Sequence[Signature], new: Sequence[Signature]) -> tuple[int, int]:
-    """(p, s): `old` and `new` share their first p and last s items (p + s <= either length);
-    only the items between differ."""
-    limit = min(len(old), len(new))
-    p = 0
-    while p < limit and old[p] == new[p]:
-        p += 1
-    s = 0
-    while s < limit - p and old[-1 - s] == new[-1 - s]:
-        s += 1
-    return p, s
+def placement(mounted: Sequence[Signature], wanted: Sequence[Signature]) -> list[int] | None:
+    """Where each of `wanted` is among `mounted` (-1: not mounted), when the mounted ones
+    are in the wanted order and none is wanted twice; else None (mount all afresh)."""
+    where = {sig: i for i, sig in enumerate(mounted)}
+    if len(where) != len(mounted) or len(set(wanted)) != len(wanted):
+        return None
+    places = [where.get(sig, -1) for sig in wanted]
+    found = [i for i in places if i >= 0]
+    return places if found == sorted(found) else None
 
 
 class KeysFooter(Footer):
-    """A `Footer` that changes only the items that differ when the keys shown change."""
+    """A `Footer` that shows and hides the items it has, mounting only new ones, when the
+    keys shown change."""
+
+    #: Hidden items kept for when their keys come back (a view's keys, the filter line's).
+    KEEP_HIDDEN = 24
 
     def __init__(self) -> None:
         """An empty footer; the keys come with the screen's bindings."""
         super().__init__()
         self._shown: Hashable = None
-        #: The items mounted now, in order, with what each shows.
+        #: The items mounted now, shown or hidden, in order, with what each shows.
         self._items: list[tuple[Signature, Widget]] = []
 
     def bindings_changed(self, screen: Screen[object]) -> None:
@@ -75,22 +79,47 @@ class KeysFooter(Footer):
             self.call_after_refresh(self._update_items)
 
     async def _update_items(self) -> None:
-        """Mount the items the keys now need where they differ from those mounted."""
+        """Show the items the keys now need, mounting those not mounted yet; hide the rest."""
         if not self.is_attached:
             return
         fresh = [(item_signature(item), item) for item in compose(self)]
-        old = self._items
-        p, s = changed_span([sig for sig, _ in old], [sig for sig, _ in fresh])
-        stale = [item for _, item in old[p : len(old) - s]]
-        added = [item for _, item in fresh[p : len(fresh) - s]]
-        if not stale and not added:
-            return
-        self._items = old[:p] + fresh[p : len(fresh) - s] + old[len(old) - s :]
+        wanted = [sig for sig, _ in fresh]
+        hidden = sum(1 for _, item in self._items if not item.display)
+        places = placement([sig for sig, _ in self._items], wanted)
         async with self.batch():
-            if stale:
-                await self.remove_children(stale)
-            if added:
-                if s:
-                    await self.mount_all(added, before=old[len(old) - s][1])
-                else:
-                    await self.mount_all(added)
+            if places is None or hidden > self.KEEP_HIDDEN:
+                await self.remove_children([item for _, item in self._items])
+                self._items = []
+                places = [-1] * len(fresh)
+            await self._mount_missing(fresh, places)
+            keep = set(wanted)
+            for sig, item in self._items:
+                item.display = sig in keep
+
+    async def _mount_missing(
+        self, fresh: list[tuple[Signature, Widget]], places: list[int]
+    ) -> None:
+        """Mount the `fresh` items not mounted (place -1) before the next one that is."""
+        mounted = self._items
+        before: Widget | None = None
+        items: list[tuple[Signature, Widget]] = []
+        for (sig, item), place in reversed(list(zip(fresh, places))):
+            if place >= 0:
+                if items:
+                    await self._mount_run(items, before)
+                    items = []
+                before = mounted[place][1]
+            else:
+                items.insert(0, (sig, item))
+        if items:
+            await self._mount_run(items, before)
+
+    async def _mount_run(self, run: list[tuple[Signature, Widget]], before: Widget | None) -> None:
+        widgets = [item for _, item in run]
+        if before is None:
+            await self.mount_all(widgets)
+            self._items.extend(run)
+        else:
+            await self.mount_all(widgets, before=before)
+            at = next(i for i, (_, item) in enumerate(self._items) if item is before)
+            self._items[at:at] = run
