@@ -19,6 +19,7 @@ from sampler.rprof import read_rprof
 from sampler.thread import MAX_HZ
 from sampler.thread import MIN_HZ
 from sampler.thread import State
+from xrtop import view_model
 from xrtop.sources import FileSource
 from xrtop.view_model import RATES
 from xrtop.view_model import ViewModel
@@ -130,15 +131,18 @@ def test_window_aggregates_are_reused_while_they_hold_the_same_samples() -> None
     assert model.current() is not ten and model.current().total["loop"] == 501
 
 
-def test_work_is_folded_ahead_for_the_shown_aggregate_first() -> None:
+def test_work_is_folded_ahead_for_the_shown_aggregate_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(view_model, "FOLD_AHEAD_SLICE_S", 0.0)  # one step a call
     _, model = model_of((FIB, 2000), (LOOP, 500))
     model.cycle_window()
     window = model.current()
-    # Two aggregates of two stacks, each with its counts and its tree left: four slices.
-    assert model.fold_ahead() and model.fold_ahead()
-    assert not window.fold_due(1), "the window (shown) is done first"
-    assert model.fold_ahead() and not model.fold_ahead()
-    assert not model.agg.fold_due(1)
+    # Two aggregates, each with its function counts and its tree left.
+    assert model.fold_ahead() and window.due
+    assert model.fold_ahead() and not window.due, "the window (shown) is done first"
+    assert model.agg.due and not model.fold_ahead()
+    assert not model.agg.due
 
 
 def test_a_file_has_no_idle_toggle_and_states_it_is_a_file() -> None:

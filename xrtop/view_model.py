@@ -8,6 +8,7 @@ pressed. Nothing here needs a terminal, so it is tested with plain function call
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sampler.model import Aggregate
@@ -22,10 +23,11 @@ from xrtop.sources import ProfileSource
 
 #: The "last N seconds" windows `w` cycles through (None = cumulative).
 WINDOWS: tuple[float | None, ...] = (None, 10.0, 60.0)
-#: Seconds between slices of the aggregates' work done ahead (`ViewModel.fold_ahead`), and
-#: the distinct stacks a slice takes (some 10 ms of work).
+#: Seconds between slices of the aggregates' work done ahead (`ViewModel.fold_ahead`), the
+#: seconds a slice may take, and the distinct stacks it takes at a time (about 2 ms of work).
 FOLD_AHEAD_S = 0.02
-FOLD_AHEAD_STACKS = 2000
+FOLD_AHEAD_SLICE_S = 0.01
+FOLD_AHEAD_STACKS = 500
 #: Sampling rates `+` and `-` step through.
 RATES: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 
@@ -163,10 +165,12 @@ class ViewModel:
         """Do a slice of the work the aggregates left for when they are read (the function
         counts, the tree), the shown one first, so that a key finds it done; whether some
         remains. Called on a timer: a slice is short, and keys are handled between."""
-        due = [agg for agg in (self._window_agg, self.agg) if agg is not None and agg.due]
-        if not due:
-            return False
-        return due[0].fold_due(FOLD_AHEAD_STACKS) or len(due) > 1
+        ends = time.perf_counter() + FOLD_AHEAD_SLICE_S
+        for agg in (self._window_agg, self.agg):
+            while agg is not None and agg.fold_due(FOLD_AHEAD_STACKS):
+                if time.perf_counter() >= ends:
+                    return True
+        return False
 
     def seconds_per_sample(self, agg: Aggregate) -> float:
         """Wall seconds one sample of `agg` stands for, from the sample times (rates may
