@@ -497,15 +497,15 @@ class Aggregate:
             del due[sid]
         return items
 
-    def fold_due(self, limit: int) -> bool:
+    def fold_due(self, limit: int, tree: bool = True) -> bool:
         """Take up to `limit` of the stacks counted since into the function counts, then
-        into the tree, as reading them would (work done ahead, in slices, while nobody
-        waits); whether some remain."""
+        (unless not `tree`) into the tree, as reading them would (work done ahead, in
+        slices, while nobody waits); whether some of that work remains."""
         if self._flat_due:
             self._fold_flat(limit)
-        elif self._tree_due:
+        elif self._tree_due and tree:
             self._fold_tree(limit)
-        return self.due
+        return self.due if tree else bool(self._flat_due)
 
     @property
     def due(self) -> bool:

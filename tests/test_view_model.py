@@ -118,6 +118,25 @@ def test_toggling_back_shows_the_aggregate_of_before_with_the_samples_since() ->
     assert model.agg is not by_function and model.current().samples == 13
 
 
+def test_the_ways_a_toggle_leads_to_are_counted_ahead() -> None:
+    source, model = model_of((FIB, 6), (SLEEP, 4))
+    while model.fold_ahead():
+        pass
+    source.add(LOOP, 2)
+    model.take_in_new()
+    model.fold_ahead()  # kept up to date with the new samples
+    model.toggle_by_line()
+    assert not model.agg.fold_due(1, tree=False), "its function counts are built"
+    model.take_in_new()
+    assert model.current().by_line and model.current().total["loop"] == 2
+    while model.fold_ahead():  # now the ways one toggle away from by-line
+        pass
+    model.toggle_idle()
+    assert not model.agg.fold_due(1, tree=False), "and those of the idle toggle"
+    model.take_in_new()
+    assert model.current().samples == 12 and model.current().total["nap"] == 4
+
+
 def test_window_aggregates_are_reused_while_they_hold_the_same_samples() -> None:
     source, model = model_of((FIB, 2000), (LOOP, 500))
     model.cycle_window()

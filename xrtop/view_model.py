@@ -60,9 +60,10 @@ class ViewModel:
 
     A reset or a new source starts a new aggregate, filled by the next `take_in_new()` (the
     app's refresh); while paused it is filled at once with the frozen samples. Toggling
-    by-line or idle counts the samples taken again from their counts per stack, or shows
-    the aggregate of before the previous toggle again. `dirty` says the active view needs drawing
-    again; `tree_reset` that the tree's expansion should start afresh when drawn next.
+    by-line or idle shows the samples counted that way, kept up to date between keys
+    (`fold_ahead`), or counts them again from their counts per stack. `dirty` says the
+    active view needs drawing again; `tree_reset` that the tree's expansion should start
+    afresh when drawn next.
     """
 
     def __init__(self, source: ProfileSource | None, include_idle: bool = False) -> None:
@@ -72,9 +73,11 @@ class ViewModel:
         #: Samples before this index of the log are not counted (nor saved): `r`.
         self.reset_at = 0
         self.agg = self._new_aggregate()
-        #: The aggregate shown before the last toggle of by-line or idle: toggling back
-        #: shows it again (it only takes in the samples since).
-        self._toggled_from: Aggregate | None = None
+        #: The same samples counted the other ways a toggle (by-line, idle) leads to, by
+        #: (by_line, include_idle): a toggle shows one at once. They are kept up to date
+        #: and their function counts built by `fold_ahead`; the one shown before a toggle
+        #: is one of them.
+        self._others: dict[tuple[bool, bool], Aggregate] = {}
         self._window_agg: Aggregate | None = None
         #: Window aggregates by length, reused while they cover the same samples (`w`
         #: cycles through them on a file or while paused).
@@ -102,19 +105,28 @@ class ViewModel:
         frozen display shows the same samples.
         """
         self._show(self._new_aggregate())
-        self._toggled_from = None
+        self._others = {}
+
+    def _ways(self) -> list[tuple[bool, bool]]:
+        """The ways of counting (by_line, include_idle) one toggle away from the shown one."""
+        vs = self.view_state
+        ways = [(not vs.by_line, vs.include_idle)]
+        if self.source is not None and self.source.idle_known:
+            ways.append((vs.by_line, not vs.include_idle))
+        return ways
 
     def _recount(self) -> None:
-        """Count the samples shown the way the view state now says (by-line or idle
-        toggled): the aggregate shown before the previous toggle when it counts that way,
-        else the shown one's counts per stack counted again (no sample is read again)."""
+        """Show the samples counted the way the view state now says (by-line or idle
+        toggled): the aggregate kept for it, else the shown one's counts per stack counted
+        again (no sample is read again)."""
         vs, old = self.view_state, self.agg
-        back = self._toggled_from
-        if back is not None and (back.by_line, back.include_idle) == (vs.by_line, vs.include_idle):
-            self._show(back)
-        else:
-            self._show(old.recounted(by_line=vs.by_line, include_idle=vs.include_idle))
-        self._toggled_from = old
+        agg = self._others.pop((vs.by_line, vs.include_idle), None)
+        if agg is None:
+            agg = old.recounted(by_line=vs.by_line, include_idle=vs.include_idle)
+        self._others[(old.by_line, old.include_idle)] = old
+        self._show(agg)
+        ways = self._ways()
+        self._others = {way: a for way, a in self._others.items() if way in ways}
 
     def _show(self, agg: Aggregate) -> None:
         upto = self.agg.consumed
@@ -163,11 +175,22 @@ class ViewModel:
 
     def fold_ahead(self) -> bool:
         """Do a slice of the work the aggregates left for when they are read (the function
-        counts, the tree), the shown one first, so that a key finds it done; whether some
-        remains. Called on a timer: a slice is short, and keys are handled between."""
+        counts, the tree), the shown one first, then count the samples the ways a toggle
+        leads to (their function counts; a tree is built once shown), so that a key finds
+        it done; whether some remains. Called on a timer: a slice is short, and keys are
+        handled between."""
         ends = time.perf_counter() + FOLD_AHEAD_SLICE_S
         for agg in (self._window_agg, self.agg):
             while agg is not None and agg.fold_due(FOLD_AHEAD_STACKS):
+                if time.perf_counter() >= ends:
+                    return True
+        for by_line, include_idle in self._ways():
+            other = self._others.get((by_line, include_idle))
+            if other is None:
+                other = self.agg.recounted(by_line=by_line, include_idle=include_idle)
+                self._others[(by_line, include_idle)] = other
+            other.update(self.agg.consumed)
+            while other.fold_due(FOLD_AHEAD_STACKS, tree=False):
                 if time.perf_counter() >= ends:
                     return True
         return False
