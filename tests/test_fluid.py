@@ -20,6 +20,7 @@ from sampler.model import SampleLog
 from sampler.model import Stack
 from widgets.footer import KeysFooter
 from widgets.footer import placement
+from xrtop import heap
 from xrtop.heap import FREEZE_FROM_STACKS
 from xrtop.heap import REFREEZE_STACKS
 from xrtop.heap import HeapSettler
@@ -95,6 +96,22 @@ def test_heap_is_frozen_once_per_big_aggregate(unfrozen: None) -> None:
     assert not settler.settle(big, FREEZE_FROM_STACKS + REFREEZE_STACKS - 1)
     assert settler.settle(big, FREEZE_FROM_STACKS + REFREEZE_STACKS), "grown: again"
     assert settler.settle(other, FREEZE_FROM_STACKS + REFREEZE_STACKS), "a new one: again"
+
+
+def test_tidy_freezes_again_between_keys_once_many_objects_are_not_frozen(
+    unfrozen: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settler = HeapSettler()
+    monkeypatch.setattr(heap, "TIDY_EVERY_S", 0.0)
+    assert not settler.tidy(), "nothing frozen: a small profile is left alone"
+    settler.settle(object(), FREEZE_FROM_STACKS)
+    assert not settler.tidy(), "all frozen just now"
+    alive: list[list[int]] = [[] for _ in range(heap.TIDY_FROM_OBJECTS)]  # tracked
+    before = gc.get_freeze_count()
+    assert settler.tidy() and gc.get_freeze_count() >= before + len(alive)
+    monkeypatch.setattr(heap, "TIDY_EVERY_S", 3600.0)
+    alive += [[] for _ in range(heap.TIDY_FROM_OBJECTS)]
+    assert not settler.tidy(), "not looked at again so soon"
 
 
 def test_an_aggregate_is_freed_without_the_cyclic_collector() -> None:

@@ -193,6 +193,7 @@ class ViewModel:
             while other.fold_due(FOLD_AHEAD_STACKS, tree=False):
                 if time.perf_counter() >= ends:
                     return True
+        self._heap.tidy()
         return False
 
     def seconds_per_sample(self, agg: Aggregate) -> float:
