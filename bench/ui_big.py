@@ -3,11 +3,11 @@ with 500,000 samples of 50,000 distinct stacks, against the goal of 100 ms.
 
 A headless `XrtopApp` (Textual's test driver) over bench/ui_bench.py's synthetic source;
 for each key (animations off): switching views, sorting the Top view, typing a filter, the
-window in the Top and the Tree view, and toggling by-line and idle (the first toggle counts
-the samples again; toggling back shows the aggregate of before). Each key is pressed once
-the app has done the work it does ahead between keys (`ViewModel.fold_ahead`: the function
-counts and the tree of a new aggregate), as it has when a user presses keys at a human
-pace; how long that work took after the load is printed. Per key:
+window in the Top and the Tree view, and toggling by-line and idle and back. Each key is
+pressed once the app has done the work it does ahead between keys (`ViewModel.fold_ahead`:
+the function counts and the tree of a new aggregate, the function counts of the ways a
+toggle leads to), as it has when a user presses keys at a human pace; how long that work
+took after the load is printed. Per key:
 
 - drawn: from the key's press until the app finished the last screen update the key caused
   (the frame a terminal would then be sent), which is what a user waits for; the goal;
