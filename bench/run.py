@@ -265,11 +265,12 @@ def cpu_seconds(proc: psutil.Process) -> float:
         times = proc.cpu_times()
     except psutil.Error:
         return math.nan
-    children = times.children_user + times.children_system
+    # float(): some releases of psutil's type stubs leave these fields untyped.
+    children = float(times.children_user + times.children_system)
     try:
         return time.clock_gettime(_process_cpu_clock(proc.pid)) + children
     except OSError:
-        return times.user + times.system + children
+        return float(times.user + times.system) + children
 
 
 def _process_cpu_clock(pid: int) -> int:

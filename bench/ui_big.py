@@ -3,7 +3,11 @@ with 500,000 samples of 50,000 distinct stacks, against the goal of 100 ms.
 
 A headless `XrtopApp` (Textual's test driver) over bench/ui_bench.py's synthetic source;
 for each key (animations off): switching views, sorting the Top view, typing a filter, the
-window, and (no goal) by-line aggregation, which re-aggregates every sample. Per key:
+window in the Top and the Tree view, and toggling by-line and idle and back. Each key is
+pressed once the app has done the work it does ahead between keys (`ViewModel.fold_ahead`:
+the function counts and the tree of a new aggregate, the function counts of the ways a
+toggle leads to), as it has when a user presses keys at a human pace; how long that work
+took after the load is printed. Per key:
 
 - drawn: from the key's press until the app finished the last screen update the key caused
   (the frame a terminal would then be sent), which is what a user waits for; the goal;
@@ -45,6 +49,13 @@ async def main(args: argparse.Namespace) -> int:
     app = XrtopApp(source, refresh_s=3600)  # no timer refreshes: only the keys' own work
     times: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     async with app.run_test(size=(160, 50)) as pilot:
+
+        async def settled() -> None:
+            """Until the work done ahead between keys is done (and the app idle)."""
+            while app.model.fold_ahead():  # the app's timer does the same slices
+                await pilot.pause()
+            await pilot.pause()
+
         frames = [0.0]  # when the app last finished a screen update
         display = app._display
 
@@ -57,14 +68,18 @@ async def main(args: argparse.Namespace) -> int:
         began = time.perf_counter()
         await pilot.pause()
         first = time.perf_counter() - began
+        await settled()
+        ahead = time.perf_counter() - began
         print(
             f"ui big: {len(source.log)} samples, {len(source.log.stacks)} distinct stacks, "
             f"{len(app.model.agg.total)} functions, {len(app.model.agg.tree)} tree nodes (made in "
-            f"{made:.1f} s; first aggregation and screen {first:.2f} s)"
+            f"{made:.1f} s; first aggregation and screen {first:.2f} s, work ahead done "
+            f"{ahead:.2f} s after the load)"
         )
 
         async def timed(group: str, *keys: str) -> None:
             for key in keys:
+                await settled()
                 began, cpu = time.perf_counter(), time.process_time()
                 await pilot.press(key)
                 await pilot.pause()
@@ -74,7 +89,7 @@ async def main(args: argparse.Namespace) -> int:
 
         for _ in range(args.rounds):
             await timed("a key that does nothing (no goal)", "x", "x")
-            await timed("switch view (1 2 3)", "2", "3", "1")
+            await timed("switch view (1 2 3 4, tab)", "2", "3", "1", "4", "1", "tab", "tab", "1")
             await timed("sort the Top view (< > I o t n)", "less_than_sign", "greater_than_sign")
             await timed("sort the Top view (< > I o t n)", "I", "I", "t", "n", "o")
             await pilot.press("slash")
@@ -83,7 +98,7 @@ async def main(args: argparse.Namespace) -> int:
             await timed("filter, keep / clear (enter, escape)", "enter", "escape")
             await timed("window (w: 10 s, 60 s, cumulative)", "w", "w", "w")
             await timed("tree view, window", "2", "w", "w", "w", "1")
-        await timed("by line (l), no goal: re-aggregates all", "l", "l")
+            await timed("by line (l), idle (i): toggle and back", "l", "l", "i", "i")
     print(f"{'key (ms: median, max)':<44} {'drawn':>13} {'CPU':>13} {'driver':>13}")
     missed = 0
     for group, values in times.items():

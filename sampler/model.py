@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
+from itertools import islice
 from types import MappingProxyType
 from typing import ClassVar
 from typing import Union
@@ -259,15 +260,20 @@ _NO_CHILDREN: Mapping[FunctionKey, int] = MappingProxyType({})
 
 
 class _Children(Sequence[Mapping[FunctionKey, int]]):
-    """`CallTree.children`: node id -> read-only mapping of child key to child node id."""
+    """`CallTree.children`: node id -> read-only mapping of child key to child node id.
 
-    __slots__ = ("_tree",)
+    It holds the tree's storage, not the tree: no reference cycle, so a tree no longer
+    shown is freed at once, also when the cyclic collector ignores it (`gc.freeze`)."""
+
+    __slots__ = ("_key", "_many", "_only")
 
     def __init__(self, tree: CallTree) -> None:
-        self._tree = tree
+        self._key = tree.key
+        self._many = tree._many
+        self._only = tree._only
 
     def __len__(self) -> int:
-        return len(self._tree.parent)
+        return len(self._only)
 
     @overload
     def __getitem__(self, node: int) -> Mapping[FunctionKey, int]: ...
@@ -280,14 +286,13 @@ class _Children(Sequence[Mapping[FunctionKey, int]]):
     ) -> Mapping[FunctionKey, int] | Sequence[Mapping[FunctionKey, int]]:
         if isinstance(node, slice):
             return [self[i] for i in range(len(self))[node]]
-        tree = self._tree
-        many = tree._many.get(node)
+        many = self._many.get(node)
         if many is not None:
             return MappingProxyType(many)
-        only = tree._only[node]
+        only = self._only[node]
         if only < 0:
             return _NO_CHILDREN
-        return _OneChild(tree.key[only], only)
+        return _OneChild(self._key[only], only)
 
 
 class CallTree:
@@ -391,13 +396,10 @@ def key_name(key: FunctionKey) -> str:
 
 def frame_keys(stack: Stack, by_line: bool) -> list[FunctionKey]:
     """The function keys of `stack`'s frames, innermost first."""
-    if not by_line:
+    if not by_line or not stack.sites:
         return list(stack.names)
-    keys: list[FunctionKey] = []
-    for i, name in enumerate(stack.names):
-        loc = stack.site(i)
-        keys.append((name, loc[0], loc[1]) if loc else name)
-    return keys
+    # sites has one more entry than names (the top-level call): zip stops at the names.
+    return [(name, loc[0], loc[1]) if loc else name for name, loc in zip(stack.names, stack.sites)]
 
 
 class Aggregate:
@@ -408,6 +410,11 @@ class Aggregate:
     R's summaryRprof does. Idle samples are left out unless `include_idle`. With
     `outermost`, the tree (only) has one more level above the outermost frames: the key
     `outermost(stack id)` (e.g. the process a sample of several processes' log came from).
+
+    `update()` only counts samples per distinct stack; the function counts (`own`, `total`,
+    `locations`, `rows()`) and the `tree` take in the stacks counted since they were last
+    read when they are read. A view that shows one of them never pays for the other (with
+    50,000 distinct stacks the tree alone takes most of a second).
     """
 
     def __init__(
@@ -429,70 +436,179 @@ class Aggregate:
         self.samples = 0
         self.idle = 0
         self.gc = 0
-        self.own: Counter[FunctionKey] = Counter()
-        self.total: Counter[FunctionKey] = Counter()
-        self.locations: dict[FunctionKey, Counter[SrcLoc]] = {}
-        self.tree = CallTree()
-        self.stack_counts: Counter[int] = Counter()
+        self._own: Counter[FunctionKey] = Counter()
+        self._total: Counter[FunctionKey] = Counter()
+        self._locations: dict[FunctionKey, Counter[SrcLoc]] = {}
+        self._tree = CallTree()
+        #: Samples per stack id taken in, idle ones too (see `recounted`).
+        self._taken: Counter[int] = Counter()
+        #: Samples per stack id counted but not yet in the function counts / the tree.
+        self._flat_due: Counter[int] = Counter()
+        self._tree_due: Counter[int] = Counter()
         self._keys: dict[FunctionKey, FunctionKey] = {}
+        self._rows: tuple[FunctionRow, ...] | None = None
 
     def update(self, stop: int | None = None) -> int:
         """Take in the samples appended since the last update; return how many."""
         end = len(self.log) if stop is None else min(stop, len(self.log))
         if end <= self.consumed:
             return 0
-        delta = self.log.counts(self.consumed, end)
         taken = end - self.consumed
+        self._count(self.log.counts(self.consumed, end))
         self.consumed = end
-        for sid, count in delta.items():
-            self._add(sid, count)
         return taken
 
-    def _add(self, sid: int, count: int) -> None:
-        stack = self.log.stacks[sid]
-        if stack.idle:
-            self.idle += count
-            if not self.include_idle:
-                return
-        self.stack_counts[sid] += count
-        self.samples += count
+    def recounted(self, *, by_line: bool, include_idle: bool) -> Aggregate:
+        """The same samples counted another way (by line, idle in or out), from the counts
+        per stack taken here: no sample is read again."""
+        other = Aggregate(
+            self.log,
+            start=self.start,
+            by_line=by_line,
+            include_idle=include_idle,
+            outermost=self.outermost,
+        )
+        other._count(self._taken)
+        other.consumed = self.consumed
+        return other
+
+    def _count(self, delta: Mapping[int, int]) -> None:
+        stacks = self.log.stacks
+        self._taken.update(delta)
+        counted: dict[int, int] = {}
+        idle = samples = gc = 0
+        for sid, count in delta.items():
+            stack = stacks[sid]
+            if stack.idle:
+                idle += count
+                if not self.include_idle:
+                    continue
+            samples += count
+            if stack.gc:
+                gc += count
+            counted[sid] = count
+        self.idle += idle
+        self.samples += samples
+        self.gc += gc
+        # Counter.update of an empty counter is a plain dict update (the common case).
+        self._flat_due.update(counted)
+        self._tree_due.update(counted)
+
+    def _frame_keys(self, stack: Stack) -> list[FunctionKey]:
+        """The keys a sample of `stack` counts, innermost first (never empty)."""
         keys = frame_keys(stack, self.by_line)
-        if self.by_line:
+        if self.by_line and stack.sites:
             # One key object per function and line, however many tree nodes hold it.
             shared = self._keys
             keys = [shared.setdefault(k, k) for k in keys]
         if stack.gc:
-            self.gc += count
             keys.insert(0, GC_NAME)
         if not keys:
             keys = ["<idle>" if stack.idle else "<top level>"]
-        self.own[keys[0]] += count
-        for key in set(keys):
-            self.total[key] += count
-        if not self.by_line and stack.sites:  # by line, the key holds its location already
-            locations = self.locations
-            for name, loc in zip(stack.names, stack.sites):
-                if loc is not None:
-                    counter = locations.get(name)
-                    if counter is None:
-                        counter = locations[name] = Counter()
-                    counter[loc] += count
-        if self.outermost is not None:
-            keys.append(self.outermost(sid))
-        self.tree.add_path(reversed(keys), count)
+        return keys
 
-    def rows(self) -> list[FunctionRow]:
-        """One row per function, unsorted."""
+    @staticmethod
+    def _take_due(due: Counter[int], limit: int | None) -> Iterable[tuple[int, int]]:
+        """Up to `limit` (None: all) of the `due` (stack id, count) pairs, removed from it."""
+        if limit is None or limit >= len(due):
+            items = list(due.items())
+            due.clear()
+            return items
+        items = list(islice(due.items(), limit))
+        for sid, _count in items:
+            del due[sid]
+        return items
+
+    def fold_due(self, limit: int, tree: bool = True) -> bool:
+        """Take up to `limit` of the stacks counted since into the function counts, then
+        (unless not `tree`) into the tree, as reading them would (work done ahead, in
+        slices, while nobody waits); whether some of that work remains."""
+        if self._flat_due:
+            self._fold_flat(limit)
+        elif self._tree_due and tree:
+            self._fold_tree(limit)
+        return self.due if tree else bool(self._flat_due)
+
+    @property
+    def due(self) -> bool:
+        """Whether stacks counted are not yet in the function counts or the tree."""
+        return bool(self._flat_due or self._tree_due)
+
+    def _fold_flat(self, limit: int | None = None) -> None:
+        due = self._take_due(self._flat_due, limit)
+        self._rows = None
+        stacks, own, total, locations = self.log.stacks, self._own, self._total, self._locations
+        for sid, count in due:
+            stack = stacks[sid]
+            keys = self._frame_keys(stack)
+            own[keys[0]] += count
+            if count == 1:
+                total.update(set(keys))  # counted in C: most stacks of a long run are rare
+            else:
+                for key in set(keys):
+                    total[key] += count
+            if not self.by_line and stack.sites:  # by line, the key holds its location
+                for name, loc in zip(stack.names, stack.sites):
+                    if loc is not None:
+                        counter = locations.get(name)
+                        if counter is None:
+                            counter = locations[name] = Counter()
+                        counter[loc] += count
+
+    @property
+    def own(self) -> Counter[FunctionKey]:
+        """Samples per function key with that function innermost."""
+        if self._flat_due:
+            self._fold_flat()
+        return self._own
+
+    @property
+    def total(self) -> Counter[FunctionKey]:
+        """Samples per function key with that function anywhere on the stack (once)."""
+        if self._flat_due:
+            self._fold_flat()
+        return self._total
+
+    @property
+    def locations(self) -> dict[FunctionKey, Counter[SrcLoc]]:
+        """Per function name (not by line), the samples per line executing in it."""
+        if self._flat_due:
+            self._fold_flat()
+        return self._locations
+
+    @property
+    def tree(self) -> CallTree:
+        """The call tree of the samples, outermost call at the root's children."""
+        if self._tree_due:
+            self._fold_tree(None)
+        return self._tree
+
+    def _fold_tree(self, limit: int | None) -> None:
+        stacks, tree = self.log.stacks, self._tree
+        outermost = self.outermost
+        for sid, count in self._take_due(self._tree_due, limit):
+            keys = self._frame_keys(stacks[sid])
+            if outermost is not None:
+                keys.append(outermost(sid))
+            tree.add_path(reversed(keys), count)
+
+    def rows(self) -> Sequence[FunctionRow]:
+        """One row per function, unsorted; the same rows until more samples are counted
+        (views ask again at every key)."""
+        if self._rows is not None and not self._flat_due:
+            return self._rows
+        own, totals, locations = self.own, self.total, self.locations
         rows = []
-        for key, total in self.total.items():
-            locs = self.locations.get(key)
+        for key, total in totals.items():
+            locs = locations.get(key)
             loc: SrcLoc | None
             if isinstance(key, tuple):
                 loc = (key[1], key[2])
             else:
                 loc = locs.most_common(1)[0][0] if locs else None
-            rows.append(FunctionRow(key, key_name(key), self.own.get(key, 0), total, loc))
-        return rows
+            rows.append(FunctionRow(key, key_name(key), own.get(key, 0), total, loc))
+        self._rows = tuple(rows)
+        return self._rows
 
     def top(self, limit: int, by: str = "own") -> list[FunctionRow]:
         """The `limit` hottest rows by `own` or `total`, ties broken by the other count."""

@@ -217,6 +217,23 @@ async def test_filter_text_highlights_matches_and_sums_their_share() -> None:
         assert fib_cell.width == 60 and other.width == 20
 
 
+async def test_cells_are_laid_out_again_only_when_the_samples_under_the_zoom_change() -> None:
+    log = SampleLog.from_stacks([Stack(("b", "main"))] * 30 + [Stack(("c", "main"))] * 10, 10_000)
+    agg = Aggregate(log)
+    agg.update()
+    view = FlameView()
+    async with Harness(view).run_test(size=(80, 10)):
+        view.show(agg.tree, agg.samples)
+        rows = view.rows
+        view.show(agg.tree, agg.samples, needle="c")  # a view switch, a filter key
+        assert view.rows is rows
+        log.add(Stack(("c", "main")), 1.0)
+        agg.update()
+        view.show(agg.tree, agg.samples)
+        assert view.rows is not rows and names(agg.tree, view.rows[2]) == ["b", "c"]
+        assert view.rows[2][1].width == 80 - 80 * 30 // 41  # c: from 30/41 to the end
+
+
 async def test_colour_key_cycles_and_a_diff_starts_coloured_by_change() -> None:
     tree = tree_of((("b", "a"), 10), (("c",), 10))
     base_share = [100.0, 50.0, TreeChange.ABSENT, 50.0]  # root, a, b (new), c

@@ -80,3 +80,70 @@ def test_gc_samples_count_as_innermost_gc_frame() -> None:
     agg = Aggregate(log)
     agg.update()
     assert agg.own["<GC>"] == 1 and agg.own["f"] == 1 and agg.total["f"] == 2
+
+
+def mixed_log() -> SampleLog:
+    """Samples with idle, GC, recursion and lines, each stack several times."""
+    main = ("main.R", 1)
+    stacks = [
+        Stack(("f", "g", "main"), sites=(("a.R", 3), ("a.R", 9), ("m.R", 2), main)),
+        Stack(("f", "g", "main"), sites=(("a.R", 4), ("a.R", 9), ("m.R", 2), main)),
+        Stack(("fib", "fib", "main"), sites=(("b.R", 1), ("b.R", 2), None, main)),
+        Stack(("f", "main"), gc=True),
+        Stack(("Sys.sleep", "main"), idle=True),
+        Stack(()),
+    ]
+    return SampleLog.from_stacks([stacks[i % 7 % 6] for i in range(60)], 10_000)
+
+
+def counts_of(agg: Aggregate) -> tuple[object, ...]:
+    """Everything an aggregate counts; tree nodes by their path of keys (node ids follow
+    the order stacks were added in)."""
+    tree = agg.tree
+    paths: list[tuple[object, ...]] = [()]
+    for n in range(1, len(tree)):
+        paths.append((*paths[tree.parent[n]], tree.key[n]))
+    nodes = {paths[n]: (tree.total[n], tree.own[n]) for n in range(len(tree))}
+    rows = {r.key: (r.own, r.total, r.location) for r in agg.rows()}
+    return (agg.samples, agg.idle, agg.gc, dict(agg.own), dict(agg.total), rows, nodes)
+
+
+def test_recounted_equals_a_fresh_aggregate_counted_that_way() -> None:
+    log = mixed_log()
+    for by_line in (False, True):
+        for idle in (False, True):
+            fresh = Aggregate(log, start=5, by_line=by_line, include_idle=idle)
+            fresh.update()
+            base = Aggregate(log, start=5, by_line=not by_line, include_idle=not idle)
+            base.update(30)
+            base.update()  # taken in two steps
+            other = base.recounted(by_line=by_line, include_idle=idle)
+            assert other.consumed == len(log) and (other.by_line, other.include_idle) == (
+                by_line,
+                idle,
+            )
+            assert counts_of(other) == counts_of(fresh)
+
+
+def test_work_folded_ahead_in_slices_gives_what_reading_gives() -> None:
+    log = mixed_log()
+    read, ahead = Aggregate(log, by_line=True), Aggregate(log, by_line=True)
+    read.update()
+    ahead.update()
+    slices = 0
+    while ahead.fold_due(2):
+        slices += 1
+    assert slices >= 3, "both the function counts and the tree, two stacks at a time"
+    assert counts_of(ahead) == counts_of(read)
+    assert not ahead.fold_due(2)
+
+
+def test_rows_follow_new_samples_after_the_counts_were_read() -> None:
+    log = log_of(("a", "b"))
+    agg = Aggregate(log)
+    agg.update()
+    assert {r.key: r.total for r in agg.rows()} == {"a": 1, "b": 1}
+    log.add(Stack(("c", "b")), 1.0)
+    agg.update()
+    assert agg.total["b"] == 2  # the counts read before the rows
+    assert {r.key: r.total for r in agg.rows()} == {"a": 1, "b": 2, "c": 1}

@@ -19,6 +19,7 @@ from sampler.rprof import read_rprof
 from sampler.thread import MAX_HZ
 from sampler.thread import MIN_HZ
 from sampler.thread import State
+from xrtop import view_model
 from xrtop.sources import FileSource
 from xrtop.view_model import RATES
 from xrtop.view_model import ViewModel
@@ -99,6 +100,68 @@ def test_idle_toggle_counts_idle_samples_in_and_out() -> None:
     assert model.toggle_idle()
     model.take_in_new()
     assert model.current().samples == 6
+
+
+def test_toggling_back_shows_the_aggregate_of_before_with_the_samples_since() -> None:
+    source, model = model_of((FIB, 6), (SLEEP, 4))
+    by_function = model.agg
+    model.toggle_by_line()
+    assert model.agg is not by_function and model.agg.by_line
+    assert model.current().samples == 6, "counted again at once, not read again"
+    source.add(LOOP, 3)
+    model.take_in_new()
+    model.toggle_by_line()
+    assert model.agg is by_function and not model.agg.by_line
+    model.take_in_new()
+    assert model.current().samples == 9 and model.current().total["loop"] == 3
+    model.toggle_idle()  # another way of counting: not the one of before
+    assert model.agg is not by_function and model.current().samples == 13
+
+
+def test_the_ways_a_toggle_leads_to_are_counted_ahead() -> None:
+    source, model = model_of((FIB, 6), (SLEEP, 4))
+    while model.fold_ahead():
+        pass
+    source.add(LOOP, 2)
+    model.take_in_new()
+    model.fold_ahead()  # kept up to date with the new samples
+    model.toggle_by_line()
+    assert not model.agg.fold_due(1, tree=False), "its function counts are built"
+    model.take_in_new()
+    assert model.current().by_line and model.current().total["loop"] == 2
+    while model.fold_ahead():  # now the ways one toggle away from by-line
+        pass
+    model.toggle_idle()
+    assert not model.agg.fold_due(1, tree=False), "and those of the idle toggle"
+    model.take_in_new()
+    assert model.current().samples == 12 and model.current().total["nap"] == 4
+
+
+def test_window_aggregates_are_reused_while_they_hold_the_same_samples() -> None:
+    source, model = model_of((FIB, 2000), (LOOP, 500))
+    model.cycle_window()
+    ten = model.current()
+    model.cycle_window()
+    model.cycle_window()
+    model.cycle_window()
+    assert model.current() is ten, "a file or a pause: the same samples"
+    source.add(LOOP, 1)
+    model.take_in_new()
+    assert model.current() is not ten and model.current().total["loop"] == 501
+
+
+def test_work_is_folded_ahead_for_the_shown_aggregate_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(view_model, "FOLD_AHEAD_SLICE_S", 0.0)  # one step a call
+    _, model = model_of((FIB, 2000), (LOOP, 500))
+    model.cycle_window()
+    window = model.current()
+    # Two aggregates, each with its function counts and its tree left.
+    assert model.fold_ahead() and window.due
+    assert model.fold_ahead() and not window.due, "the window (shown) is done first"
+    assert model.agg.due and not model.fold_ahead()
+    assert not model.agg.due
 
 
 def test_a_file_has_no_idle_toggle_and_states_it_is_a_file() -> None:

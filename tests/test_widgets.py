@@ -323,6 +323,20 @@ async def test_hot_table_filters_and_survives_tiny_sizes() -> None:
         assert table.cursor_key == "d"
 
 
+async def test_hot_table_shown_the_same_rows_again_sorts_nothing_again() -> None:
+    table = HotTable()
+    shown = rows()
+    async with Harness(table).run_test(size=(100, 12)):
+        table.show(shown, 40, 0.01)
+        keys = table.keys
+        table.show(shown, 40, 0.01)  # a view switch or a redraw
+        assert table.keys is keys
+        table.show(shown, 40, 0.01, needle="x.r")
+        assert table.keys == ["d", "b"]
+        table.show(shown, 41, 0.01, needle="x.r")  # one sample more
+        assert table.samples == 41
+
+
 async def test_call_tree_opens_hottest_path_and_toggles() -> None:
     tree = sample_tree()
     view = CallTreeView()

@@ -281,6 +281,7 @@ class FlameView(Widget, can_focus=True):
         # The (width, rows) `rows` were laid out for: a view shown in a hidden tab gets its
         # size only when first drawn.
         self._laid_out_for = (0, 0)
+        self._layout: tuple[object, ...] = ()  # what `rows` were laid out from
 
     # -- data ----------------------------------------------------------------------------
 
@@ -334,7 +335,13 @@ class FlameView(Widget, can_focus=True):
         self.top_depth = max(0, min(self.top_depth, depth))
         if rows and depth >= self.top_depth + rows:
             self.top_depth = depth - rows + 1
-        self.rows = flame_rows(tree, self.zoom, self.size.width, self.top_depth + rows)
+        # The cells change only with the zoomed node's samples (they only grow), new nodes,
+        # the zoom or the size: a view switch or a filter key lays out nothing again.
+        depth = self.top_depth + rows
+        layout = (tree, len(tree), tree.total[self.zoom], self.zoom, self.size.width, depth)
+        if layout != self._layout:
+            self.rows = flame_rows(tree, self.zoom, self.size.width, depth)
+            self._layout = layout
         self._laid_out_for = (self.size.width, rows)
         # The selection may have grown too narrow to draw: its nearest drawn caller instead.
         while self._cell(self.selected) is None and self.selected != self.zoom:

@@ -1,34 +1,125 @@
-"""`KeysFooter`: Textual's footer, rebuilt only when the keys it shows change.
+"""`KeysFooter`: Textual's footer, changed in place when the keys it shows change.
 
-Textual's footer rebuilds all its key widgets whenever the screen's bindings may have changed,
-which includes every change of focus. Switching views moves the focus to the new view's widget
-while the footer shows the same keys, and that rebuild (a widget per key, their styles and a
-layout pass of the screen) was about half of the time a view switch took.
+Textual's footer recomposes (removes every key widget, mounts new ones, styles them and lays
+the screen out again) whenever the screen's bindings may have changed, which includes every
+change of focus. Switching views moves the focus, and the views' keys differ only by a few
+keys of the view itself; the filter line hides most keys while it has the focus. The
+recompose and the layout passes it caused were more than half of the time a view switch
+took with a big profile (#27). This footer skips the rebuild when the keys shown are the
+same; otherwise it hides the items no longer shown (for when they come back), shows those
+it has, and mounts only the new ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
+from collections.abc import Sequence
 
+from textual.compose import compose
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer
+from textual.widgets import Static
+from textual.widgets._footer import FooterKey
+
+#: What one footer item shows (see `item_signature`).
+Signature = tuple[Hashable, ...]
+
+
+def item_signature(item: Widget) -> Signature:
+    """What a composed (not yet mounted) footer item shows: its kind, classes, tooltip, key
+    and text, and the same of the items inside it (a group of keys)."""
+    inner = tuple(item_signature(child) for child in item._pending_children)
+    common = (type(item).__name__, tuple(sorted(item.classes)), str(item.tooltip), inner)
+    if isinstance(item, FooterKey):
+        return (*common, item.key, item.key_display, item.description, item.action)
+    if isinstance(item, Static):
+        return (*common, str(item.content))
+    return common
+
+
+def placement(mounted: Sequence[Signature], wanted: Sequence[Signature]) -> list[int] | None:
+    """Where each of `wanted` is among `mounted` (-1: not mounted), when the mounted ones
+    are in the wanted order and none is wanted twice; else None (mount all afresh)."""
+    where = {sig: i for i, sig in enumerate(mounted)}
+    if len(where) != len(mounted) or len(set(wanted)) != len(wanted):
+        return None
+    places = [where.get(sig, -1) for sig in wanted]
+    found = [i for i in places if i >= 0]
+    return places if found == sorted(found) else None
 
 
 class KeysFooter(Footer):
-    """A `Footer` that skips rebuilding when the keys, their state and tooltips are the same."""
+    """A `Footer` that shows and hides the items it has, mounting only new ones, when the
+    keys shown change."""
 
-    _shown: Hashable = None
+    #: Hidden items kept for when their keys come back (a view's keys, the filter line's).
+    KEEP_HIDDEN = 24
+
+    def __init__(self) -> None:
+        """An empty footer; the keys come with the screen's bindings."""
+        super().__init__()
+        self._shown: Hashable = None
+        #: The items mounted now, shown or hidden, in order, with what each shows.
+        self._items: list[tuple[Signature, Widget]] = []
 
     def bindings_changed(self, screen: Screen[object]) -> None:
-        """Rebuild (as Textual's footer does) unless the keys shown have not changed."""
+        """Update the keys (where Textual's footer recomposes) unless they have not changed."""
+        self._bindings_ready = True
         palette = self.app.COMMAND_PALETTE_BINDING
         shown = tuple(
             (binding, enabled, tooltip)
             for key, (_node, binding, enabled, tooltip) in screen.active_bindings.items()
             if binding.show or key == palette
         )
-        if shown == self._shown and self._bindings_ready:
+        if shown == self._shown or not screen.app.app_focus:
             return
-        if screen.app.app_focus and self.is_attached and screen is self.screen:
-            self._shown = shown  # a rebuild is due and will show these
-        super().bindings_changed(screen)
+        if self.is_attached and screen is self.screen:
+            self._shown = shown  # the update is due and will show these
+            self.call_after_refresh(self._update_items)
+
+    async def _update_items(self) -> None:
+        """Show the items the keys now need, mounting those not mounted yet; hide the rest."""
+        if not self.is_attached:
+            return
+        fresh = [(item_signature(item), item) for item in compose(self)]
+        wanted = [sig for sig, _ in fresh]
+        hidden = sum(1 for _, item in self._items if not item.display)
+        places = placement([sig for sig, _ in self._items], wanted)
+        async with self.batch():
+            if places is None or hidden > self.KEEP_HIDDEN:
+                await self.remove_children([item for _, item in self._items])
+                self._items = []
+                places = [-1] * len(fresh)
+            await self._mount_missing(fresh, places)
+            keep = set(wanted)
+            for sig, item in self._items:
+                item.display = sig in keep
+
+    async def _mount_missing(
+        self, fresh: list[tuple[Signature, Widget]], places: list[int]
+    ) -> None:
+        """Mount the `fresh` items not mounted (place -1) before the next one that is."""
+        mounted = self._items
+        before: Widget | None = None
+        items: list[tuple[Signature, Widget]] = []
+        for (sig, item), place in reversed(list(zip(fresh, places))):
+            if place >= 0:
+                if items:
+                    await self._mount_run(items, before)
+                    items = []
+                before = mounted[place][1]
+            else:
+                items.insert(0, (sig, item))
+        if items:
+            await self._mount_run(items, before)
+
+    async def _mount_run(self, run: list[tuple[Signature, Widget]], before: Widget | None) -> None:
+        widgets = [item for _, item in run]
+        if before is None:
+            await self.mount_all(widgets)
+            self._items.extend(run)
+        else:
+            await self.mount_all(widgets, before=before)
+            at = next(i for i, (_, item) in enumerate(self._items) if item is before)
+            self._items[at:at] = run

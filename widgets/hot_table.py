@@ -54,6 +54,9 @@ class HotTable(RowTable):
         needle: str = "",
     ) -> None:
         """Show `rows` (shares of `samples`), keeping only those matching `needle`."""
+        shown = (self.rows, self.samples, self.seconds_per_sample, self.needle)
+        if (rows, samples, seconds_per_sample, needle) == shown:
+            return  # the same rows (a view switch, a redraw): filtered and sorted already
         self.rows = rows
         self.samples = samples
         self.seconds_per_sample = seconds_per_sample

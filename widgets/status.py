@@ -33,7 +33,8 @@ class StatusHeader(Static):
             return
         self.status = status
         self._width = width
-        self.update("\n".join(status_lines(status, width or None)))
+        # Three lines across the whole width whatever they say: no layout pass of the screen.
+        self.update("\n".join(status_lines(status, width or None)), layout=False)
         self.set_class(status.state == "target exited", "-exited")
         self.set_class(status.state in ("detached", "failed"), "-detached")
         self.set_class(status.paused, "-paused")

@@ -64,6 +64,7 @@ from xrtop.session import SamplingOptions
 from xrtop.session import Session
 from xrtop.sources import LiveSource
 from xrtop.sources import ProfileSource
+from xrtop.view_model import FOLD_AHEAD_S
 from xrtop.view_model import ViewModel
 from xrtop.view_model import step_rate
 
@@ -218,6 +219,7 @@ class XrtopApp(App[int]):
         self.query_one("#filter", Input).display = False
         self.refresh_data()
         self.set_interval(self.refresh_s, self.refresh_data)
+        self.set_interval(FOLD_AHEAD_S, self.model.fold_ahead)  # between keys, in slices
         self._focus_view()
         if self.source is None:
             self.call_after_refresh(self.action_show_picker)

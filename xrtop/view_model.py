@@ -8,6 +8,7 @@ pressed. Nothing here needs a terminal, so it is tested with plain function call
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,12 +21,18 @@ from sampler.thread import MAX_HZ
 from sampler.thread import MIN_HZ
 from sampler.thread import State
 from widgets.format import Status
+from xrtop.heap import HeapSettler
 from xrtop.processes_view import ProcessesView
 from xrtop.processes_view import ProcessPart
 from xrtop.sources import ProfileSource
 
 #: The "last N seconds" windows `w` cycles through (None = cumulative).
 WINDOWS: tuple[float | None, ...] = (None, 10.0, 60.0)
+#: Seconds between slices of the aggregates' work done ahead (`ViewModel.fold_ahead`), the
+#: seconds a slice may take, and the distinct stacks it takes at a time (about 2 ms of work).
+FOLD_AHEAD_S = 0.02
+FOLD_AHEAD_SLICE_S = 0.01
+FOLD_AHEAD_STACKS = 500
 #: Sampling rates `+` and `-` step through.
 RATES: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 
@@ -56,10 +63,12 @@ class ViewState:
 class ViewModel:
     """The samples of one source as the user chose to see them.
 
-    A change of what is counted (reset, by-line, idle, a new source) starts a new
-    aggregate, filled by the next `take_in_new()` (the app's refresh); while paused it is
-    filled at once with the frozen samples. `dirty` says the active view needs drawing
-    again; `tree_reset` that the tree's expansion should start afresh when drawn next.
+    A reset, a new source or another process shown starts a new aggregate, filled by the
+    next `take_in_new()` (the app's refresh); while paused it is filled at once with the
+    frozen samples. Toggling by-line or idle shows the samples counted that way, kept up to
+    date between keys (`fold_ahead`), or counts them again from their counts per stack.
+    `dirty` says the active view needs drawing again; `tree_reset` that the tree's
+    expansion should start afresh when drawn next.
 
     A source of several processes (`processes`) shows them all merged, or one alone: the
     shown log (`log`) is then not the source's own, and a reset is remembered as a length
@@ -78,8 +87,17 @@ class ViewModel:
         #: The tree's process level of the aggregates (None: one process shown).
         self._outermost: Callable[[int], FunctionKey] | None = None
         self.agg = self._new_aggregate()
+        #: The same samples counted the other ways a toggle (by-line, idle) leads to, by
+        #: (by_line, include_idle): a toggle shows one at once. They are kept up to date
+        #: and their function counts built by `fold_ahead`; the one shown before a toggle
+        #: is one of them.
+        self._others: dict[tuple[bool, bool], Aggregate] = {}
         self._window_agg: Aggregate | None = None
+        #: Window aggregates by length, reused while they cover the same samples (`w`
+        #: cycles through them on a file or while paused).
+        self._windows: dict[float, Aggregate] = {}
         self._shown_upto = -1
+        self._heap = HeapSettler()
         self.dirty = True
         self.tree_reset = True
         #: The missing source references were said once (by line only).
@@ -114,14 +132,40 @@ class ViewModel:
         )
 
     def rebuild(self, same_log: bool = True) -> None:
-        """Start aggregating again (reset, by-line or idle toggle, new source or process).
+        """Start aggregating again (reset, new source or process).
 
         While paused, the new aggregate takes in the samples the old one had (another log:
-        all it has), so that the frozen display shows the same samples, counted the new way.
+        all it has), so that the frozen display shows the same samples.
         """
+        self._show(self._new_aggregate(), same_log)
+        self._others = {}
+
+    def _ways(self) -> list[tuple[bool, bool]]:
+        """The ways of counting (by_line, include_idle) one toggle away from the shown one."""
+        vs = self.view_state
+        ways = [(not vs.by_line, vs.include_idle)]
+        if self.source is not None and self.source.idle_known:
+            ways.append((vs.by_line, not vs.include_idle))
+        return ways
+
+    def _recount(self) -> None:
+        """Show the samples counted the way the view state now says (by-line or idle
+        toggled): the aggregate kept for it, else the shown one's counts per stack counted
+        again (no sample is read again)."""
+        vs, old = self.view_state, self.agg
+        agg = self._others.pop((vs.by_line, vs.include_idle), None)
+        if agg is None:
+            agg = old.recounted(by_line=vs.by_line, include_idle=vs.include_idle)
+        self._others[(old.by_line, old.include_idle)] = old
+        self._show(agg)
+        ways = self._ways()
+        self._others = {way: a for way, a in self._others.items() if way in ways}
+
+    def _show(self, agg: Aggregate, same_log: bool = True) -> None:
         upto = self.agg.consumed if same_log else None
-        self.agg = self._new_aggregate()
+        self.agg = agg
         self._window_agg = None
+        self._windows = {}
         if self.view_state.paused:
             self._take_in(upto)
         self._shown_upto = -1
@@ -142,6 +186,7 @@ class ViewModel:
         if self.view_state.paused:
             return
         self._take_in(None)
+        self._heap.settle(self.agg, len(self.agg.log.stacks))
         if self.agg.consumed != self._shown_upto:
             self._shown_upto = self.agg.consumed
             self.dirty = True
@@ -158,9 +203,10 @@ class ViewModel:
         start = self._start()
         if n > start:
             start = max(start, log.index_at_time(log.times[n - 1] - vs.window))
-        old = self._window_agg
+        old = self._windows.get(vs.window)
         if old is not None and (old.start, old.consumed) == (start, n):
-            return  # the same samples (a file, a pause, or w and the refresh it makes)
+            self._window_agg = old  # the same samples (a file, a pause, w and its refresh)
+            return
         window = Aggregate(
             log,
             start=start,
@@ -169,7 +215,30 @@ class ViewModel:
             outermost=self._outermost,
         )
         window.update(n)
-        self._window_agg = window
+        self._window_agg = self._windows[vs.window] = window
+
+    def fold_ahead(self) -> bool:
+        """Do a slice of the work the aggregates left for when they are read (the function
+        counts, the tree), the shown one first, then count the samples the ways a toggle
+        leads to (their function counts; a tree is built once shown), so that a key finds
+        it done; whether some remains. Called on a timer: a slice is short, and keys are
+        handled between."""
+        ends = time.perf_counter() + FOLD_AHEAD_SLICE_S
+        for agg in (self._window_agg, self.agg):
+            while agg is not None and agg.fold_due(FOLD_AHEAD_STACKS):
+                if time.perf_counter() >= ends:
+                    return True
+        for by_line, include_idle in self._ways():
+            other = self._others.get((by_line, include_idle))
+            if other is None:
+                other = self.agg.recounted(by_line=by_line, include_idle=include_idle)
+                self._others[(by_line, include_idle)] = other
+            other.update(self.agg.consumed)
+            while other.fold_due(FOLD_AHEAD_STACKS, tree=False):
+                if time.perf_counter() >= ends:
+                    return True
+        self._heap.tidy()
+        return False
 
     def seconds_per_sample(self, agg: Aggregate) -> float:
         """Wall seconds one sample of `agg` stands for, from the sample times (rates may
@@ -241,7 +310,7 @@ class ViewModel:
     def toggle_by_line(self) -> None:
         """Aggregate by function, or by function and source line."""
         self.view_state.by_line = not self.view_state.by_line
-        self.rebuild()
+        self._recount()
 
     def toggle_idle(self) -> bool:
         """Count idle samples in the percentages, or leave them out; False (and nothing
@@ -249,7 +318,7 @@ class ViewModel:
         if self.source is None or not self.source.idle_known:
             return False
         self.view_state.include_idle = not self.view_state.include_idle
-        self.rebuild()
+        self._recount()
         self.tree_reset = False
         return True
 

@@ -1,0 +1,130 @@
+"""The live view with a big profile in memory (#27): what keeps its keys fast, as logic.
+
+The footer changes in place when a view's keys come and go; the cyclic garbage collector is
+kept out of the profile's data once it is built (which needs that data to be free of
+reference cycles). How fast the keys answer is measured in bench/ui_big.py, not here.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+from test_app import file_app
+from textual.widgets._footer import FooterKey
+
+from sampler.model import Aggregate
+from sampler.model import SampleLog
+from sampler.model import Stack
+from widgets.footer import KeysFooter
+from widgets.footer import placement
+from xrtop import heap
+from xrtop.heap import FREEZE_FROM_STACKS
+from xrtop.heap import REFREEZE_STACKS
+from xrtop.heap import HeapSettler
+
+
+def test_placement_finds_the_wanted_items_in_the_mounted_order() -> None:
+    mounted = [("q",), ("s",), ("E",)]
+    assert placement(mounted, [("q",), ("s",)]) == [0, 1]
+    assert placement(mounted, [("C",), ("q",), ("E",)]) == [-1, 0, 2]
+    assert placement(mounted, [("s",), ("q",)]) is None, "another order: mount afresh"
+    assert placement(mounted, [("q",), ("q",)]) is None
+    assert placement([], [("a",)]) == [-1]
+
+
+def footer_keys(footer: KeysFooter) -> list[str]:
+    """The keys the footer shows, in order (a key in a hidden group is not shown)."""
+    return [
+        w.key
+        for w in footer.query(FooterKey)
+        if w.display and (w.parent is None or w.parent.display)
+    ]
+
+
+async def test_footer_mounts_only_keys_it_never_showed() -> None:
+    app = file_app()
+    async with app.run_test(size=(160, 30)) as pilot:
+        footer = app.query_one(KeysFooter)
+        await pilot.pause()
+        top_items = list(footer.children)
+        top_keys = footer_keys(footer)
+        assert "q" in top_keys and "E" not in top_keys
+        await pilot.press("2")
+        await pilot.pause()
+        tree_keys = footer_keys(footer)
+        # What Textual's footer shows: the bindings shown, in order, the palette last.
+        shown = [k for k, b in app.screen.active_bindings.items() if b.binding.show]
+        assert tree_keys == [*shown, app.COMMAND_PALETTE_BINDING]
+        assert tree_keys[:3] == ["E", "C", "f"] and tree_keys[3:] == top_keys
+        # The keys both views show are the very widgets mounted for the Top view.
+        assert list(footer.children)[3:] == top_items
+        tree_items = list(footer.children)
+        await pilot.press("1")
+        await pilot.pause()
+        assert footer_keys(footer) == top_keys and list(footer.children) == tree_items
+        # The filter line hides the keys it takes as text; escape shows them again.
+        await pilot.press("slash")
+        await pilot.pause()
+        assert "q" not in footer_keys(footer) and "slash" in footer_keys(footer)
+        await pilot.press("escape", "2")
+        await pilot.pause()
+        assert footer_keys(footer) == tree_keys and list(footer.children) == tree_items
+        await pilot.press("4")
+        await pilot.pause()
+        assert footer_keys(footer)[:3] == ["enter", "backspace", "c"]
+        assert footer_keys(footer)[3:] == top_keys
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    """Whatever a test froze is given back to the collector."""
+    yield
+    gc.unfreeze()
+
+
+def test_heap_is_frozen_once_per_big_aggregate(unfrozen: None) -> None:
+    settler = HeapSettler()
+    small, big, other = object(), object(), object()
+    before = gc.get_freeze_count()
+    assert not settler.settle(small, FREEZE_FROM_STACKS - 1)
+    assert gc.get_freeze_count() == before
+    assert settler.settle(big, FREEZE_FROM_STACKS)
+    assert gc.get_freeze_count() > before
+    assert not settler.settle(big, FREEZE_FROM_STACKS + REFREEZE_STACKS - 1)
+    assert settler.settle(big, FREEZE_FROM_STACKS + REFREEZE_STACKS), "grown: again"
+    assert settler.settle(other, FREEZE_FROM_STACKS + REFREEZE_STACKS), "a new one: again"
+
+
+def test_tidy_freezes_again_between_keys_once_many_objects_are_not_frozen(
+    unfrozen: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settler = HeapSettler()
+    monkeypatch.setattr(heap, "TIDY_EVERY_S", 0.0)
+    assert not settler.tidy(), "nothing frozen: a small profile is left alone"
+    settler.settle(object(), FREEZE_FROM_STACKS)
+    assert not settler.tidy(), "all frozen just now"
+    alive: list[list[int]] = [[] for _ in range(heap.TIDY_FROM_OBJECTS)]  # tracked
+    before = gc.get_freeze_count()
+    assert settler.tidy() and gc.get_freeze_count() >= before + len(alive)
+    monkeypatch.setattr(heap, "TIDY_EVERY_S", 3600.0)
+    alive += [[] for _ in range(heap.TIDY_FROM_OBJECTS)]
+    assert not settler.tidy(), "not looked at again so soon"
+
+
+def test_an_aggregate_is_freed_without_the_cyclic_collector() -> None:
+    log = SampleLog(10_000)
+    for i in range(50):
+        log.add(Stack((f"f{i % 7}", f"g{i % 3}", "main")), i / 100)
+    agg = Aggregate(log, by_line=False)
+    agg.update()
+    assert len(agg.tree.children[0]) == 1
+    tree, whole = weakref.ref(agg.tree), weakref.ref(agg)
+    gc.disable()
+    try:
+        del agg
+        assert whole() is None and tree() is None, "a reference cycle keeps it alive"
+    finally:
+        gc.enable()
