@@ -52,13 +52,19 @@ from sampler.symbols import Mapping
 from sampler.symbols import read_maps
 
 _FRAME_FLAGS = CTXT_FUNCTION | CTXT_BUILTIN
-#: The first read of the C stack from the stack pointer. A context costs 12 KB of C stack
-#: per R call before R 4.4 (varied code needs 0.4-1.1 MB), under 100 bytes from 4.4,
-#: where closure calls from byte code moved to the node stack (22-93 KB needed).
-_C_FIRST_OLD, _C_FIRST_NEW = 256 << 10, 128 << 10
-#: Further reads of the C stack while the chain leads there, and their total.
+#: Further reads of the C stack while the chain leads there, and the most read in all.
 _C_MORE = 512 << 10
 _C_CAP_TOTAL = 1280 << 10
+#: The first read of the C stack from the stack pointer. A context costs 6-20 KB of C stack
+#: per R call before R 4.4 (varied code needs 0.4-1.1 MB, and the chain's outermost
+#: C-stack context lies 9-25 KB below the stack's top), so the first read takes the whole
+#: used stack, within the cap: one system call, not one per 256 KB (a second costs more
+#: than the bytes it saves). From 4.4 closure calls from byte code moved to the node stack
+#: and a context costs under 100 bytes of C stack (22-93 KB needed).
+_C_FIRST_OLD, _C_FIRST_NEW = _C_CAP_TOTAL, 128 << 10
+#: Before 4.4, a chain deeper than the cap (recursion) is anchored (`OuterChain`) at its
+#: first context this far above the stack pointer, so that the next samples read this much.
+_C_ANCHOR = 128 << 10
 #: The node stack is read up to the last sample's top plus this, and at most `_NODE_CAP`.
 _NODE_MARGIN = 16 << 10
 _NODE_CAP = 192 << 10
@@ -194,8 +200,11 @@ class SpanPlan:
         glob_start, glob_len = bounds.globals_span
         if self.toplevel and not glob_start <= self.toplevel < glob_start + glob_len - layout.size:
             regions.append((self.toplevel, layout.size))
+        anchor = self.outer.address
         c_low = sp & ~7
         c_high = min(bounds.stack_top, c_low + self.c_first)
+        if c_low < anchor < c_high - layout.size:
+            c_high = anchor + layout.size  # deeper than the cap: stop right after the anchor
         if bounds.stack.start <= c_low < bounds.stack_top:
             regions.append((c_low, c_high - c_low))
         else:
@@ -204,9 +213,8 @@ class SpanPlan:
             # The innermost contexts sit at the top: copy up to the last top (and a margin).
             node_high = bounds.node_base + self.node_len
             node_low = max(bounds.node_base, node_high - _NODE_CAP)
-            anchor_end = self.outer.address + layout.size
-            if bounds.node_base < node_low < anchor_end < node_high:
-                node_low = anchor_end  # deeper than the cap: stop right at the anchor
+            if node_low < anchor < node_high - layout.size:
+                node_low = anchor  # deeper than the cap: start right at the anchor
             self._node_low = node_low
             regions.append((node_low, node_high - node_low))
         self._readv(regions, spans=True)
@@ -268,15 +276,28 @@ class SpanPlan:
         hops = 0
         self.left_at = 0
         self.outer_same = False
-        first_out = 0  # the first context the first copy lacked
+        anchor = self.outer.address
+        # A context of a chain too deep to copy whole, where the next samples may stop
+        # (`OuterChain`): the first beyond `_C_ANCHOR` of C stack, else the first the
+        # first copy lacked.
+        reach = c_low + _C_ANCHOR if c_low and not self.node_len else 0
+        beyond_reach = first_out = 0
+        # The first copy's C span, for the lookup written out below (this loop runs once
+        # per context while R is stopped; `locate` per context costs a microsecond more).
+        c_start, c_end, c_at = next((s for s in self._spans if s[0] == c_low), (0, 0, 0))
         while address and hops < MAX_DEPTH:
-            offset = self.locate(address, size)
+            if address == anchor:
+                self._check_outer(address)  # the last sample's anchor: maybe stop here
+                if self.outer_same:
+                    self.left_at = address
+                    break
+            if reach and not beyond_reach and reach <= address < c_high:
+                beyond_reach = address
+            if c_start <= address and address + size <= c_end:
+                offset: int | None = c_at + address - c_start
+            else:
+                offset = self.locate(address, size)
             if offset is None:
-                if address == self.outer.address:
-                    self._check_outer(address)  # the last sample's anchor: maybe stop here
-                    if self.outer_same:
-                        self.left_at = address
-                        break
                 first_out = first_out or address
                 if c_high and c_high <= address and address + size - c_low <= _C_CAP_TOTAL:
                     # A C-stack context above the copy: copy further up, still stopped.
@@ -289,10 +310,10 @@ class SpanPlan:
                 if (c_high and c_high <= address < bounds.stack_top) or (
                     bounds.node_base <= address < self._node_low
                 ):
-                    # Too deep to copy whole: the outer chain is named from where the first
-                    # copy ended, so that the next sample can stop there (`OuterChain`).
-                    self.left_at = first_out
-                    self._check_outer(first_out)
+                    # Too deep to copy whole: the outer chain is named from the anchor,
+                    # so that the next sample can stop there (`OuterChain`).
+                    self.left_at = beyond_reach or first_out
+                    self._check_outer(self.left_at)
                 break
             hops += 1
             address, flag, call = link(buf, offset)
@@ -302,11 +323,13 @@ class SpanPlan:
         return list(calls)
 
     def _check_outer(self, address: Address) -> None:
-        """Copy the context at `address`, where the walk left the copy (one read, stopped),
-        and tell whether it is the activation `outer` holds."""
+        """Find the context at `address` in the copy, else copy it (one read, stopped), and
+        tell whether it is the activation `outer` holds."""
         size, layout = self.layout.size, self.layout
-        self._readv([(address, size)], spans=True)
-        offset = self.offsets.get(address)
+        offset = self.locate(address, size)
+        if offset is None:
+            self._readv([(address, size)], spans=True)
+            offset = self.offsets.get(address)
         if offset is None:
             self.left_identity = b""
             return

@@ -19,7 +19,7 @@ def test_a_span_read_stack_equals_a_full_walk_in_the_same_stop(
     r_env: REnv, r_launcher: RLauncher, script: str
 ) -> None:
     # GIVEN varied code (random call trees over many base R functions) or deep recursion
-    run = r_launcher.start(script, "60", env=r_env)
+    run = r_launcher.start(script, "180", env=r_env)
     target = attach(run.pid)
     reader = target.reader
     walker = attach(run.pid).reader  # a second reader, for the full walks
