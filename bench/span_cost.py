@@ -1,19 +1,20 @@
 """A/B of the two ways a stopped sample copies R's stack, on one R process per workload:
-spans of R's stacks (sampler.spans, the default) vs the snapshot plan with recognition of
-stacks seen lately (sampler.snapplan, sampler.knownstacks; the sampler before spans).
+spans of R's stacks when the snapshot plan misses (sampler.spans, the default) vs the
+snapshot plan alone, with recognition of stacks seen lately (sampler.snapplan,
+sampler.knownstacks; the sampler before spans).
 
-Usage: .venv/bin/python bench/span_cost.py [--workloads loop,varied,deep] [--hz 100,1000]
-       [--seconds 4] [--rounds 3] [--suite host|LAB_SUITE]
+Usage: .venv/bin/python bench/span_cost.py [--workloads loop,trees,tasks,deep]
+       [--hz 100,1000] [--seconds 4] [--rounds 3] [--suite host|LAB_SUITE]
 
-Workloads: loop (bench/workload.R at 37 frames: few stacks, repeating), varied
-(tests/r/varied.R: seeded random call trees 10-40 deep over many base R functions, stacks
-that rarely repeat) and deep (tests/r/deep.R: recursion beyond the spans copied, 300 frames
-before R 4.4, 2,500 from 4.4, the same stack sample after sample). Each round runs, in a
-rotating order, an unprofiled window and one window per sampler and rate. Per sampler and
-rate it reports the stops (median, p99; the sampler's own accounting), the slowdown (R's
-throughput in the unprofiled windows / in the profiled ones, rounds counted by the workload
-itself) and this process's CPU while sampling (% of one core). Numbers are ratios measured
-in one run: run it on an otherwise idle machine.
+Workloads: loop (bench/workload.R at 37 frames: few stacks, repeating), and those whose
+stacks rarely repeat (bench/workloads.py): trees (random call trees 10-40 deep over many
+base R functions), tasks (a pass through those functions) and deep (recursion 1,200
+frames deep, beyond the spans copied, the same stack sample after sample). Each round runs,
+in a rotating order, an unprofiled window and one window per sampler and rate. Per sampler
+and rate it reports the stops (median, p99; the sampler's own accounting), the slowdown
+(R's throughput in the unprofiled windows / in the profiled ones, rounds counted by the
+workload itself) and this process's CPU while sampling (% of one core). Numbers are ratios
+measured in one run: run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -37,39 +38,39 @@ RLAB = Path(os.environ.get("XRTOP_LAB", "/work/shared/lab"))
 RLAB_ROOT = Path("/opt/rlab")
 sys.path.insert(0, str(ROOT))
 
+from bench.workloads import VARIED  # noqa: E402
 from sampler.model import SampleLog  # noqa: E402
 from sampler.spans import SpanPlan  # noqa: E402
 from sampler.target import Target  # noqa: E402
 from sampler.target import attach  # noqa: E402
 from sampler.thread import SamplerThread  # noqa: E402
 
-SCRIPTS = {
-    "loop": (ROOT / "bench" / "workload.R", ["37", "{seconds}", "{progress}", "{stop}"]),
-    "varied": (ROOT / "tests" / "r" / "varied.R", ["{seconds}"]),
-    "deep": (ROOT / "tests" / "r" / "deep.R", ["{seconds}"]),
-}
+LOOP = [str(ROOT / "bench" / "workload.R"), "37", "{seconds}", "{progress}", "{stop}"]
 
 
 def start(suite: str, workload: str, seconds: float) -> tuple[int, Path, Path]:
     """Start `workload` on the host's R or a lab suite's; return R's PID, the file it
     writes its progress to and the file that stops it (as seen from here)."""
-    script, args = SCRIPTS[workload]
     root = Path("/") if suite == "host" else RLAB_ROOT / suite
     inner = Path(tempfile.mkdtemp(prefix="xrtop-span-cost-", dir=root / "tmp"))
     files = {n: inner / f"{workload}.{n}" for n in ("ready", "progress", "stop")}
     seen = {n: "/" + str(p.relative_to(root)) for n, p in files.items()}
-    argv = [a.format(seconds=seconds, progress=seen["progress"], stop=seen["stop"]) for a in args]
-    if suite == "host":
-        env = {**os.environ, "XRTOP_READY": seen["ready"], "XRTOP_PROGRESS": seen["progress"]}
-        subprocess.Popen(["Rscript", str(script), *argv], env=env, stdout=subprocess.DEVNULL)
+    varied = VARIED.get(workload)
+    if varied is not None:
+        argv, limits = varied.argv(seconds), varied.limits()
     else:
-        env = {
-            **os.environ,
-            "RLAB_PASS_XRTOP_READY": seen["ready"],
-            "RLAB_PASS_XRTOP_PROGRESS": seen["progress"],
-        }
-        lab = [str(RLAB / "rlab-run"), suite, str(script), *argv]
-        subprocess.run(lab, env=env, check=True, capture_output=True)
+        fill = {"seconds": seconds, "progress": seen["progress"], "stop": seen["stop"]}
+        argv = [a.format(**fill) for a in LOOP]
+        limits = None
+    names = {"XRTOP_READY": "ready", "XRTOP_PROGRESS": "progress", "XRTOP_STOP": "stop"}
+    if suite == "host":
+        env = {**os.environ, **{k: seen[n] for k, n in names.items()}}
+        run = ["Rscript", *argv]
+        subprocess.Popen(run, env=env, stdout=subprocess.DEVNULL, preexec_fn=limits)
+    else:
+        env = {**os.environ, **{f"RLAB_PASS_{k}": seen[n] for k, n in names.items()}}
+        lab = [str(RLAB / "rlab-run"), suite, *argv]
+        subprocess.run(lab, env=env, check=True, capture_output=True, preexec_fn=limits)
     deadline = time.time() + 60
     ready = files["ready"]
     while not (ready.exists() and ready.read_text().strip()):
@@ -110,7 +111,7 @@ def window(target: Target, spans: SpanPlan | None, hz: float, seconds: float) ->
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--workloads", default="loop,varied,deep")
+    parser.add_argument("--workloads", default="loop,trees,tasks,deep")
     parser.add_argument("--hz", default="100,1000")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
