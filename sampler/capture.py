@@ -85,6 +85,8 @@ class StoppedCapture:
         self._plan_misses = 0.0
         self._since_probe = 0
         self._last_contexts = 0
+        #: Samples copied as spans (the others by the snapshot plan).
+        self.span_samples = 0
 
     def sample(self) -> tuple[Stack, float]:
         """One sample, and the seconds the target was stopped for it.
@@ -100,6 +102,7 @@ class StoppedCapture:
         if spans and not self._plan_holds():
             # The registers come first: the stack pointer bounds the C-stack span.
             regs = True
+            self.span_samples += 1
             (got, raw, have_regs), _, stopped = self.while_stopped(self._span_snapshot, False)
         else:
             reader.warm()
