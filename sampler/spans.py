@@ -70,6 +70,8 @@ _NODE_MARGIN = 16 << 10
 _NODE_CAP = 192 << 10
 #: Call cells per sample read in the second read (the kernel's iovec limit, UIO_MAXIOV).
 _MAX_CELLS = 1024
+#: A copied cell's header and CAR, cell after cell (`iter_unpack`).
+_CELL_HEADS = struct.Struct(f"{HEAD.format}{CELL_SIZE - HEAD.size}x")
 
 
 def node_stack_entries(version: tuple[int, int]) -> int:
@@ -161,6 +163,7 @@ class SpanPlan:
         self._local = IoVec(self._base, 0)
         self._local_ref = ctypes.byref(self._local)
         self._remote = (IoVec * _MAX_CELLS)()
+        self._view = memoryview(self.buffer).cast("B")
         # (start, end, offset in buffer) of each span the last copy holds.
         self._spans: list[tuple[int, int, int]] = []
         self._filled = 0
@@ -221,10 +224,9 @@ class SpanPlan:
         calls = self._walk_links(c_low, c_high)
         self.complete = self._walked and len(calls) <= _MAX_CELLS
         if calls:
-            self._readv([(c, CELL_SIZE) for c in calls[:_MAX_CELLS]], spans=False)
-            heads = self._unknown_heads(calls)
+            heads = self._unknown_heads(calls[:_MAX_CELLS])
             if heads:
-                self._readv([(h, CELL_SIZE) for h in heads[:_MAX_CELLS]], spans=False)
+                self._read_cells(heads[:_MAX_CELLS])
                 self.complete = self.complete and self._heads_named(heads)
         return self._filled
 
@@ -282,9 +284,11 @@ class SpanPlan:
         # first copy lacked.
         reach = c_low + _C_ANCHOR if c_low and not self.node_len else 0
         beyond_reach = first_out = 0
-        # The first copy's C span, for the lookup written out below (this loop runs once
-        # per context while R is stopped; `locate` per context costs a microsecond more).
-        c_start, c_end, c_at = next((s for s in self._spans if s[0] == c_low), (0, 0, 0))
+        # The first copy's C and node spans, for the lookups written out below (this loop
+        # runs once per context while R is stopped; `locate` costs a microsecond more).
+        spans = self._spans
+        c_start, c_end, c_at = next((s for s in spans if s[0] == c_low), (0, 0, 0))
+        n_start, n_end, n_at = next((s for s in spans if s[0] == self._node_low), (0, 0, 0))
         while address and hops < MAX_DEPTH:
             if address == anchor:
                 self._check_outer(address)  # the last sample's anchor: maybe stop here
@@ -295,6 +299,8 @@ class SpanPlan:
                 beyond_reach = address
             if c_start <= address and address + size <= c_end:
                 offset: int | None = c_at + address - c_start
+            elif n_start <= address and address + size <= n_end:
+                offset = n_at + address - n_start
             else:
                 offset = self.locate(address, size)
             if offset is None:
@@ -339,20 +345,34 @@ class SpanPlan:
         outer = self.outer
         self.outer_same = outer.address == address and outer.identity == self.left_identity
 
+    def _read_cells(self, cells: list[Address]) -> int:
+        """Copy the cells at `cells` after what the buffer holds, in one system call (their
+        iovecs packed at once: this runs while R is stopped); keep each cell copied whole
+        in `offsets`; return where the first is in the buffer."""
+        count = len(cells)
+        fields = [CELL_SIZE] * (2 * count)
+        fields[0::2] = cells
+        struct.pack_into(f"<{2 * count}Q", self._remote, 0, *fields)
+        at = self._filled
+        self._local.base = self._base + at
+        self._local.len = count * CELL_SIZE
+        self.reads += 1
+        got = max(0, process_vm_readv(self.pid, self._local_ref, 1, self._remote, count, 0))
+        whole = got // CELL_SIZE
+        self.offsets.update(zip(cells[:whole], range(at, at + whole * CELL_SIZE, CELL_SIZE)))
+        self._filled = at + got
+        return at
+
     def _unknown_heads(self, calls: list[Address]) -> list[Address]:
-        """The heads of the copied calls that are not symbols named already (and clear
-        `complete` if a call could not be copied)."""
+        """Copy the calls' cells; the heads of those that are not symbols named already
+        (and clear `complete` if a call could not be copied)."""
+        at = self._read_cells(calls)
+        whole = (self._filled - at) // CELL_SIZE
+        if whole < len(calls):
+            self.complete = False
         names = self.symbol_names
-        heads: dict[Address, None] = {}
-        buf = self.buffer
-        for call in calls:
-            offset = self.offsets.get(call)
-            if offset is None:
-                self.complete = False
-                continue
-            info, head = HEAD.unpack_from(buf, offset)
-            if info & TYPE_MASK == LANGSXP and head not in names:
-                heads[head] = None
+        cells = _CELL_HEADS.iter_unpack(self._view[at : at + whole * CELL_SIZE])
+        heads = {h: None for info, h in cells if info & TYPE_MASK == LANGSXP and h not in names}
         return list(heads)
 
     def _heads_named(self, heads: list[Address]) -> bool:
