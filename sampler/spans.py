@@ -48,7 +48,6 @@ from sampler.procmem import Address
 from sampler.sexp import HEAD
 from sampler.sexp import LINKS
 from sampler.sexp import U64
-from sampler.symbols import Mapping
 from sampler.symbols import read_maps
 
 _FRAME_FLAGS = CTXT_FUNCTION | CTXT_BUILTIN
@@ -68,6 +67,9 @@ _C_ANCHOR = 128 << 10
 #: The node stack is read up to the last sample's top plus this, and at most `_NODE_CAP`.
 _NODE_MARGIN = 16 << 10
 _NODE_CAP = 192 << 10
+#: The most C stack assumed when R sets no limit (a span is read from the stack pointer
+#: only when it lies within this of the stack's top: else R runs on another stack).
+_STACK_MOST = 256 << 20
 #: Call cells per sample read in the second read (the kernel's iovec limit, UIO_MAXIOV).
 _MAX_CELLS = 1024
 #: A copied cell's header and CAR, cell after cell (`iter_unpack`).
@@ -91,8 +93,10 @@ class SpanBounds:
     #: The node stack's base: memory.c's InitMemory allocates R_BCNODESTACKSIZE entries of
     #: 16 bytes (R_bcstack_t) and sets R_BCNodeStackEnd = base + R_BCNODESTACKSIZE.
     node_base: Address
-    #: The C stack's mapping: contexts lie below min(R_CStackStart, its end).
-    stack: Mapping
+    #: The main thread's C stack: contexts lie below `stack_top` (R_CStackStart, or its
+    #: mapping's end); the stack may grow down to `stack_low` (R_CStackLimit below it,
+    #: beyond the mapping at attach time, which the kernel grows as R recurses).
+    stack_low: Address
     stack_top: Address
 
 
@@ -208,7 +212,7 @@ class SpanPlan:
         c_high = min(bounds.stack_top, c_low + self.c_first)
         if c_low < anchor < c_high - layout.size:
             c_high = anchor + layout.size  # deeper than the cap: stop right after the anchor
-        if bounds.stack.start <= c_low < bounds.stack_top:
+        if bounds.stack_low <= c_low < bounds.stack_top:
             regions.append((c_low, c_high - c_low))
         else:
             c_low = c_high = 0  # not on the main thread's stack: the walk reads it all
@@ -412,6 +416,12 @@ def span_bounds(
         if stack is None:
             return None
         stack_start = stack.end
+    # R_CStackLimit: the usable size of the C stack, (uintptr_t) -1 when unlimited.
+    limit_at = symbols.get("R_CStackLimit")
+    limit = (read_pointer(limit_at) or 0) if limit_at else 0
+    if not 0 < limit <= _STACK_MOST:
+        limit = max(_STACK_MOST, stack.end - stack.start)
+    stack_top = min(stack_start, stack.end)
     node_top = symbols.get("R_BCNodeStackTop", 0) if version >= (4, 4) else 0
     node_end = symbols.get("R_BCNodeStackEnd", 0)
     node_base = 0
@@ -420,4 +430,4 @@ def span_bounds(
         node_base = end - 16 * node_stack_entries(version)
     else:
         node_top = 0
-    return SpanBounds(globals_span, head, node_top, node_base, stack, min(stack_start, stack.end))
+    return SpanBounds(globals_span, head, node_top, node_base, stack_top - limit, stack_top)
