@@ -48,6 +48,7 @@ from sampler.procmem import Address
 from sampler.sexp import HEAD
 from sampler.sexp import LINKS
 from sampler.sexp import U64
+from sampler.symbols import Mapping
 from sampler.symbols import read_maps
 
 _FRAME_FLAGS = CTXT_FUNCTION | CTXT_BUILTIN
@@ -93,11 +94,12 @@ class SpanBounds:
     #: The node stack's base: memory.c's InitMemory allocates R_BCNODESTACKSIZE entries of
     #: 16 bytes (R_bcstack_t) and sets R_BCNodeStackEnd = base + R_BCNODESTACKSIZE.
     node_base: Address
-    #: The main thread's C stack: contexts lie below `stack_top` (R_CStackStart, or its
-    #: mapping's end); the stack may grow down to `stack_low` (R_CStackLimit below it,
-    #: beyond the mapping at attach time, which the kernel grows as R recurses).
-    stack_low: Address
+    #: The C stack's mapping at attach: contexts lie below min(R_CStackStart, its end).
+    stack: Mapping
     stack_top: Address
+    #: How low the C stack may grow: R_CStackLimit below its top, beyond `stack`, which
+    #: the kernel grows as R recurses (a stack pointer below `stack` is still R's).
+    stack_low: Address
 
 
 class OuterChain:
@@ -430,4 +432,4 @@ def span_bounds(
         node_base = end - 16 * node_stack_entries(version)
     else:
         node_top = 0
-    return SpanBounds(globals_span, head, node_top, node_base, stack_top - limit, stack_top)
+    return SpanBounds(globals_span, head, node_top, node_base, stack, stack_top, stack_top - limit)
