@@ -98,7 +98,10 @@ class StoppedCapture:
         moment either way.
         """
         reader, tracer = self.reader, self.tracer
-        spans = reader.spans is not None and self._spans_work
+        # With lines every planned copy is decoded while stopped (not a miss: the plan also
+        # copies the srcref regions, which a span copy would read one by one), so spans
+        # only without lines.
+        spans = reader.spans is not None and self._spans_work and reader.lines is None
         if spans and not self._plan_holds():
             # The registers come first: the stack pointer bounds the C-stack span.
             regs = True
