@@ -2,9 +2,13 @@
 
 Run it with `make bench` (or `.venv/bin/python bench/run.py --quick` for a 1-minute check).
 
-The target is bench/workload.R: a deterministic R loop that splits its time 70/30 between
-`work_a` and `work_b` at a chosen stack depth, and measures from inside R both its own
-split (Sys.time() around every call) and its throughput (loop units per second). Each
+The loop workload is bench/workload.R: a deterministic R loop that splits its time 70/30
+between `work_a` and `work_b` at a chosen stack depth, and measures from inside R both its
+own split (Sys.time() around every call) and its throughput (loop units per second); its
+few stacks repeat sample after sample. Next to it run workloads whose stacks rarely repeat
+(bench/workloads.py: random call trees 10-40 deep over many base R functions, a pass
+through those functions, recursion 1,200 frames deep), which count their throughput too
+(no share to check), profiled by xrtop and any --other profiler. Each
 configuration runs in one fresh R process whose time alternates between unprofiled and
 profiled windows (alone, profiled, alone, ..., alone), so a slowdown is a ratio of windows
 seconds apart in the same process (the same memory layout, the same CPU, the same minute);
@@ -70,6 +74,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.workloads import VARIED  # noqa: E402
 from sampler.idlepoll import CPU_LATENCY_DEVICE  # noqa: E402
 from sampler.idlepoll import IdlePolling  # noqa: E402
 from sampler.rprof import parse_rprof  # noqa: E402
@@ -95,6 +100,14 @@ GOALS: dict[str, Any] = {  # issue #9: what xrtop must do on a quiet 2-core mach
     "share_error_pp": 0.5,
     "dump_s": 0.5,
     "live_extra_cpu_pct": 5.0,
+}
+#: Issue #20's goals for workloads whose stacks rarely repeat (xrprof's stop median was
+#: ~320 us on this machine; a third of it), by workload; slowdowns as for the loop.
+VARIED_GOALS: dict[str, Any] = {
+    "stop_median_us": {"trees": 100.0, "tasks": 100.0, "deep": 500.0},
+    "slowdown_100": 1.01,
+    "slowdown_1000": 1.10,
+    "cpu_100_pct": 3.0,
 }
 
 
@@ -137,7 +150,7 @@ class Run:
     """What one run of the workload measured."""
 
     config: Config
-    depth: int
+    depth: int | str  # the loop's stack depth, or the name of a workload in VARIED
     windows: list[Window] = field(default_factory=list)
     slowdown: float = math.nan  # mean over profiled windows of (alone either side / it)
     slowdown_se: float = math.nan  # standard error of that mean
@@ -212,12 +225,14 @@ def wait_for_file(path: Path, timeout: float, proc: subprocess.Popen[bytes]) -> 
 
 
 def read_rounds(path: Path) -> list[tuple[float, float, float, float]]:
-    """(end time, units, seconds in work_a, seconds in work_b) of each round."""
+    """(end time, units, seconds in work_a, seconds in work_b) of each round; a workload
+    of VARIED writes no seconds (0: no share), and maybe a line cut off as it ends."""
     rounds = []
     for line in path.read_text().splitlines():
-        if line.startswith("#") or not line.strip():
+        fields = line.split()
+        if line.startswith("#") or len(fields) not in (2, 4):
             continue
-        end, units, ta, tb = line.split()
+        end, units, ta, tb = [*fields, "0", "0"][:4]
         rounds.append((float(end), float(units), float(ta), float(tb)))
     return rounds
 
@@ -417,20 +432,29 @@ def measure(r_process: psutil.Process, profiler: psutil.Process | None, seconds:
 
 
 def run_once(
-    config: Config, depth: int, windows: int, seconds: float, tmp: Path, index: int
+    config: Config, depth: int | str, windows: int, seconds: float, tmp: Path, index: int
 ) -> Run:
-    """Run the workload once: `windows` profiled windows of `seconds` under `config`, each
-    between two unprofiled ones, in one R process."""
+    """Run the workload once (the loop at `depth` frames, or VARIED[depth]): `windows`
+    profiled windows of `seconds` under `config`, each between two unprofiled ones, in one
+    R process."""
     run = Run(config, depth)
     base = tmp / f"run{index:03d}"
     ready, result, stop_file = (base.with_suffix(s) for s in (".ready", ".result", ".stop"))
     switch, rprof_out = base.with_suffix(".rprof-on"), base.with_suffix(".Rprof.out")
     budget = windows * (2 * seconds + LIVE_SETTLE + 10) + seconds + 60
-    argv = ["Rscript", str(WORKLOAD), str(depth), f"{budget:g}", str(result), str(stop_file)]
+    env = {**os.environ, "XRTOP_READY": str(ready)}
+    prepare = config.bind()
+    if isinstance(depth, str):
+        workload = VARIED[depth]
+        argv = ["Rscript", *workload.argv(budget)]
+        env.update(XRTOP_PROGRESS=str(result), XRTOP_STOP=str(stop_file))
+        assert prepare is None, "workloads of VARIED run on any CPU (see `varied_schedule`)"
+        prepare = workload.limits()
+    else:
+        argv = ["Rscript", str(WORKLOAD), str(depth), f"{budget:g}", str(result), str(stop_file)]
     if config.kind == "rprof":
         argv += [str(rprof_out), f"{1.0 / config.hz:g}", str(switch)]
-    env = {**os.environ, "XRTOP_READY": str(ready)}
-    target = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, preexec_fn=config.bind())
+    target = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, preexec_fn=prepare)
     attached: Attached | None = None
     try:
         pid = int(wait_for_file(ready, 60, target))
@@ -659,6 +683,7 @@ def summarise(runs: list[Run]) -> list[Row]:
                 "share_se_pp": run.share_se * 100,
                 "share_se_windows_pp": run.share_se_windows * 100,
                 "samples": run.samples_a + run.samples_b,
+                "all_samples": run.samples,
                 "stop_median_us": statistics.median(run.stop_us) if run.stop_us else math.nan,
                 "stop_p99_us": percentile(run.stop_us, 0.99),
                 "stop_mean_us": statistics.fmean(run.stop_us) if run.stop_us else math.nan,
@@ -703,8 +728,14 @@ def contended(row: Row) -> bool:
     return math.isnan(alone) or alone < 95.0
 
 
+def at(depth: int | str) -> str:
+    """Where a row ran: "at 13 frames" (the loop), "on trees" (a workload of VARIED)."""
+    return f"at {depth} frames" if isinstance(depth, int) else f"on {depth}"
+
+
 def check_goals(rows: list[Row], dump: list[float]) -> list[tuple[str, str, bool]]:
-    """(goal, measured, met) for each goal of issue #9 this run measured."""
+    """(goal, measured, met) for each goal of issues #9 (the loop) and #20 (workloads whose
+    stacks rarely repeat) this run measured."""
     out: list[tuple[str, str, bool]] = []
 
     def mark(row: Row) -> str:
@@ -722,7 +753,7 @@ def check_goals(rows: list[Row], dump: list[float]) -> list[tuple[str, str, bool
             and all(r[k] == v for k, v in want.items())
         ]
 
-    for depth, limit in GOALS["stop_median_us"].items():
+    for depth, limit in {**GOALS["stop_median_us"], **VARIED_GOALS["stop_median_us"]}.items():
         for r in pick(kind="xrtop", nonblocking=False, depth=depth):
             value = float(r["stop_median_us"])
             # Judged on xrtop's own accounting, which brackets each stop from before it
@@ -736,7 +767,7 @@ def check_goals(rows: list[Row], dump: list[float]) -> list[tuple[str, str, bool
             scheduler = f" (scheduler's view: {seen[0]:.0f} us)" if seen else ""
             out.append(
                 (
-                    f"stop median at {depth} frames, {r['requested_hz']:g} Hz <= {limit:g} us",
+                    f"stop median {at(depth)}, {r['requested_hz']:g} Hz <= {limit:g} us",
                     f"{value:.0f} us" + mark(r) + scheduler,
                     value <= limit,
                 )
@@ -745,47 +776,50 @@ def check_goals(rows: list[Row], dump: list[float]) -> list[tuple[str, str, bool
         value = float(r["achieved_hz"])
         out.append(
             (
-                f"{r['config']} at {r['depth']} frames achieves >= {GOALS['rate_min_hz']:g} Hz",
+                f"{r['config']} {at(r['depth'])} achieves >= {GOALS['rate_min_hz']:g} Hz",
                 f"{value:.0f} Hz" + mark(r),
                 value >= GOALS["rate_min_hz"],
             )
         )
     for r in pick(kind="xrtop"):
         hz = int(r["requested_hz"])
+        goals = VARIED_GOALS if isinstance(r["depth"], str) else GOALS
         key = f"slowdown_{hz}" if not r["nonblocking"] else f"slowdown_nonblocking_{hz}"
-        if key in GOALS:
+        if key in goals:
             value = float(r["slowdown"])
             out.append(
                 (
-                    f"{r['config']} slowdown at {r['depth']} frames <= {GOALS[key]:g}",
+                    f"{r['config']} slowdown {at(r['depth'])} <= {goals[key]:g}",
                     f"{value:.3f}" + mark(r),
-                    value <= GOALS[key],
+                    value <= goals[key],
                 )
             )
         cpu_key = f"cpu_{hz}_pct"
-        if not r["nonblocking"] and cpu_key in GOALS:
+        if not r["nonblocking"] and cpu_key in goals:
             value = float(r["cpu_pct"])
             out.append(
                 (
-                    f"{r['config']} CPU at {r['depth']} frames <= {GOALS[cpu_key]:g} % of a core",
+                    f"{r['config']} CPU {at(r['depth'])} <= {goals[cpu_key]:g} % of a core",
                     f"{value:.1f} %" + mark(r),
-                    value <= GOALS[cpu_key],
+                    value <= goals[cpu_key],
                 )
             )
         if r["nonblocking"] and hz == 1000:
             value = float(r["torn_pct"])
             out.append(
                 (
-                    f"{r['config']} torn at {r['depth']} frames <= {GOALS['torn_pct']:g} %",
+                    f"{r['config']} torn {at(r['depth'])} <= {GOALS['torn_pct']:g} %",
                     f"{value:.2f} %" + mark(r),
                     value <= GOALS["torn_pct"],
                 )
             )
+        if math.isnan(float(r["true_share_pct"])):
+            continue  # a workload without work_a and work_b: no share to check
         value = float(r["share_error_pp"])
         se = float(r["share_se_pp"])
         out.append(
             (
-                f"{r['config']} share error at {r['depth']} frames <= "
+                f"{r['config']} share error {at(r['depth'])} <= "
                 f"{GOALS['share_error_pp']:g} pp (or within 2 SE = {2 * se:.2f} pp)",
                 f"{value:.2f} pp" + mark(r),
                 value <= max(GOALS["share_error_pp"], 2 * se),
@@ -800,7 +834,7 @@ def check_goals(rows: list[Row], dump: list[float]) -> list[tuple[str, str, bool
             limit = GOALS["live_extra_cpu_pct"]
             out.append(
                 (
-                    f"live view over headless at {r['depth']} frames, "
+                    f"live view over headless {at(r['depth'])}, "
                     f"{r['requested_hz']:g} Hz <= {limit:g} % of a core",
                     f"{extra:+.1f} %" + mark(r),
                     extra <= limit,
@@ -861,6 +895,12 @@ def build_schedule(args: argparse.Namespace) -> list[Config]:
     return configs
 
 
+def varied_schedule(configs: list[Config]) -> list[Config]:
+    """The configurations the workloads of VARIED run under: the sampling profilers
+    (Rprof needs the loop's switch), the default's knobs only, on any CPU."""
+    return [c for c in configs if c.kind in ("xrtop", "other") and c.cpu_poll and not c.one_cpu]
+
+
 def windows_text(configs: list[Config], windows: int) -> str:
     """How many profiled windows runs have, e.g. "5 profiled windows (xrtop 100 Hz: 10)"."""
     more = [f"{c.label}: {windows * c.window_factor}" for c in configs if c.window_factor > 1]
@@ -870,7 +910,13 @@ def windows_text(configs: list[Config], windows: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="13 frames only, short runs (~1 min)")
-    parser.add_argument("--depths", default=None, help="stack depths, e.g. 7,13,37")
+    parser.add_argument("--depths", default=None, help="the loop's stack depths, e.g. 7,13,37")
+    parser.add_argument(
+        "--varied",
+        default=None,
+        help=f"workloads whose stacks rarely repeat, of {','.join(VARIED)} (all by default; "
+        "--quick: trees); '' for none",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="seconds per window")
     parser.add_argument(
         "--windows", type=int, default=None, help="profiled windows per configuration"
@@ -900,10 +946,19 @@ def main(argv: list[str] | None = None) -> int:
     windows = args.windows or (2 if args.quick else 5)
     repeats = args.dump_repeats or (3 if args.quick else 7)
     configs = build_schedule(args)
-    n_runs = len(depths) * len(configs)
+    varied = args.varied if args.varied is not None else "trees" if args.quick else ",".join(VARIED)
+    names = [v for v in varied.split(",") if v]
+    unknown = [v for v in names if v not in VARIED]
+    if unknown:
+        print(f"bench: no workload {unknown[0]!r} (there are {', '.join(VARIED)})", file=sys.stderr)
+        return 2
+    plan: list[tuple[int | str, Config]] = [(d, c) for d in depths for c in configs]
+    plan += [(v, c) for v in names for c in varied_schedule(configs)]
+    n_runs = len(plan)
     print(
         f"bench: {n_runs} runs, each {windows_text(configs, windows)} of {seconds:g} s between "
-        f"unprofiled ones, depths {depths}, {os.cpu_count()} CPUs, load average before: "
+        f"unprofiled ones, depths {depths}, workloads {names}, {os.cpu_count()} CPUs, "
+        "load average before: "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         file=sys.stderr,
     )
@@ -911,19 +966,17 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="xrtop-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        index = 0
-        for depth in depths:
-            for config in configs:
-                index += 1
-                print(f"bench: [{index}/{n_runs}] {depth} frames, {config.label}", file=sys.stderr)
-                try:
-                    count = windows * config.window_factor
-                    runs.append(run_once(config, depth, count, seconds, tmp, index))
-                except (RuntimeError, subprocess.TimeoutExpired) as err:
-                    print(f"bench:   failed: {err}", file=sys.stderr)
-                    failed = Run(config, depth)
-                    failed.note = f"failed: {str(err).splitlines()[0][:80]}"
-                    runs.append(failed)
+        for index, (depth, config) in enumerate(plan, 1):
+            what = f"{depth} frames" if isinstance(depth, int) else VARIED[depth].what
+            print(f"bench: [{index}/{n_runs}] {what}, {config.label}", file=sys.stderr)
+            try:
+                count = windows * config.window_factor
+                runs.append(run_once(config, depth, count, seconds, tmp, index))
+            except (RuntimeError, subprocess.TimeoutExpired) as err:
+                print(f"bench:   failed: {err}", file=sys.stderr)
+                failed = Run(config, depth)
+                failed.note = f"failed: {str(err).splitlines()[0][:80]}"
+                runs.append(failed)
         print("bench: xrtop dump latency", file=sys.stderr)
         try:
             dump = dump_latency(tmp, repeats)
@@ -987,7 +1040,7 @@ def main(argv: list[str] | None = None) -> int:
             f"max {max(dump):.2f} s over {len(dump)} runs (start to stack printed)"
         )
     goals = check_goals(rows, dump)
-    print("\nGoals of issue #9 (! = measured while other work competed for the CPUs):")
+    print("\nGoals of issues #9 and #20 (! = measured while other work competed for the CPUs):")
     for goal, value, met in goals:
         print(f"  [{'ok' if met else 'MISSED'}] {goal}: {value}")
     if load[0] > 1.0:

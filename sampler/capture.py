@@ -43,13 +43,15 @@ _RESUME_TAKES_AT_MOST = 0.0002
 # a quarter of a millisecond, well within a sample's period even at 1000 Hz, and a moment
 # represented by one a little later biases a profile less than a moment left out.
 _TORN_TRIES = 8
-#: The R from which a stopped sample copies spans of R's stacks (sampler.spans) rather
-#: than the snapshot plan. From R 4.4 closure calls from byte code keep their contexts on
-#: R's node stack, under 100 bytes of C stack apart, so a span holds little but contexts;
-#: before, each R call takes 6-20 KB of C stack, and a 37-frame loop's span (~0.5 MB) took
-#: 243 us per stop against 87 us for the plan, which also recognises the stacks seen lately
-#: (bench/span_cost.py, host R 4.2).
-SPANS_PAY_FROM = (4, 4)
+#: Spans of R's stacks (sampler.spans) take over from the snapshot plan once its misses
+#: (a count that decays by a tenth per sample) exceed this: about one sample in five
+#: missing, where a miss, which reads the contexts the plan lacks a stride at a time, costs
+#: more than spans would. A plan that recognises a stack costs a half to a third of a span
+#: copy, so a loop's lone detours (a call to `Sys.time()`) keep it. Before R 4.4 each R
+#: call takes 6-20 KB of C stack, so a span of varied code is 0.4-1.1 MB, yet one read of
+#: it costs less than a miss (bench/span_cost.py, host R 4.2 and R 4.0); from 4.4 closure
+#: calls from byte code keep their contexts on R's node stack, under 100 bytes apart.
+_PLAN_MISSES_FOR_SPANS = 2.0
 #: While spans are copied, the plan is tried again every this many samples, if the last
 #: stack had at most _PLAN_PROBE_DEPTH contexts (a miss reads each context the plan lacks:
 #: 35 ms at 2,500 frames on R 4.6).
@@ -83,6 +85,8 @@ class StoppedCapture:
         self._plan_misses = 0.0
         self._since_probe = 0
         self._last_contexts = 0
+        #: Samples copied as spans (the others by the snapshot plan).
+        self.span_samples = 0
 
     def sample(self) -> tuple[Stack, float]:
         """One sample, and the seconds the target was stopped for it.
@@ -94,10 +98,14 @@ class StoppedCapture:
         moment either way.
         """
         reader, tracer = self.reader, self.tracer
-        spans = reader.spans is not None and self._spans_work and reader.version >= SPANS_PAY_FROM
+        # With lines every planned copy is decoded while stopped (not a miss: the plan also
+        # copies the srcref regions, which a span copy would read one by one), so spans
+        # only without lines.
+        spans = reader.spans is not None and self._spans_work and reader.lines is None
         if spans and not self._plan_holds():
             # The registers come first: the stack pointer bounds the C-stack span.
             regs = True
+            self.span_samples += 1
             (got, raw, have_regs), _, stopped = self.while_stopped(self._span_snapshot, False)
         else:
             if not tracer.held:  # (stopped already, R has nothing to gain from it)
@@ -148,16 +156,16 @@ class StoppedCapture:
     def _plan_holds(self) -> bool:
         """Whether this sample reads the snapshot plan rather than spans: while the plan
         held nearly every recent stack (a loop's, recognised), it costs least; once it
-        misses (about one sample in ten), spans do, and every _PLAN_PROBE_EVERY-th sample
+        misses (about one sample in five), spans do, and every _PLAN_PROBE_EVERY-th sample
         tries the plan again, so that a loop that starts is noticed (its misses teach the
         plan the loop's stacks), unless the last stack was too deep for a miss to be cheap."""
-        if self._plan_misses < 1.0:
+        if self._plan_misses < _PLAN_MISSES_FOR_SPANS:
             return True
         self._since_probe += 1
         if self._since_probe < _PLAN_PROBE_EVERY or self._last_contexts > _PLAN_PROBE_DEPTH:
             return False
         self._since_probe = 0
-        self._plan_misses = 0.5  # one more miss and spans take over again
+        self._plan_misses = _PLAN_MISSES_FOR_SPANS - 0.5  # one more miss: spans again
         return True
 
     def _span_snapshot(self) -> tuple[int, RawSample | None, bool]:

@@ -52,18 +52,29 @@ from sampler.symbols import Mapping
 from sampler.symbols import read_maps
 
 _FRAME_FLAGS = CTXT_FUNCTION | CTXT_BUILTIN
-#: The first read of the C stack from the stack pointer. A context costs 12 KB of C stack
-#: per R call before R 4.4 (varied code needs 0.4-1.1 MB), under 100 bytes from 4.4,
-#: where closure calls from byte code moved to the node stack (22-93 KB needed).
-_C_FIRST_OLD, _C_FIRST_NEW = 256 << 10, 128 << 10
-#: Further reads of the C stack while the chain leads there, and their total.
+#: Further reads of the C stack while the chain leads there, and the most read in all.
 _C_MORE = 512 << 10
 _C_CAP_TOTAL = 1280 << 10
+#: The first read of the C stack from the stack pointer. A context costs 6-20 KB of C stack
+#: per R call before R 4.4 (varied code needs 0.4-1.1 MB, and the chain's outermost
+#: C-stack context lies 9-25 KB below the stack's top), so the first read takes the whole
+#: used stack, within the cap: one system call, not one per 256 KB (a second costs more
+#: than the bytes it saves). From 4.4 closure calls from byte code moved to the node stack
+#: and a context costs under 100 bytes of C stack (22-93 KB needed).
+_C_FIRST_OLD, _C_FIRST_NEW = _C_CAP_TOTAL, 128 << 10
+#: Before 4.4, a chain deeper than the cap (recursion) is anchored (`OuterChain`) at its
+#: first context this far above the stack pointer, so that the next samples read this much.
+_C_ANCHOR = 128 << 10
 #: The node stack is read up to the last sample's top plus this, and at most `_NODE_CAP`.
 _NODE_MARGIN = 16 << 10
 _NODE_CAP = 192 << 10
+#: The most C stack assumed when R sets no limit (a span is read from the stack pointer
+#: only when it lies within this of the stack's top: else R runs on another stack).
+_STACK_MOST = 256 << 20
 #: Call cells per sample read in the second read (the kernel's iovec limit, UIO_MAXIOV).
 _MAX_CELLS = 1024
+#: A copied cell's header and CAR, cell after cell (`iter_unpack`).
+_CELL_HEADS = struct.Struct(f"{HEAD.format}{CELL_SIZE - HEAD.size}x")
 
 
 def node_stack_entries(version: tuple[int, int]) -> int:
@@ -83,9 +94,12 @@ class SpanBounds:
     #: The node stack's base: memory.c's InitMemory allocates R_BCNODESTACKSIZE entries of
     #: 16 bytes (R_bcstack_t) and sets R_BCNodeStackEnd = base + R_BCNODESTACKSIZE.
     node_base: Address
-    #: The C stack's mapping: contexts lie below min(R_CStackStart, its end).
+    #: The C stack's mapping at attach: contexts lie below min(R_CStackStart, its end).
     stack: Mapping
     stack_top: Address
+    #: How low the C stack may grow: R_CStackLimit below its top, beyond `stack`, which
+    #: the kernel grows as R recurses (a stack pointer below `stack` is still R's).
+    stack_low: Address
 
 
 class OuterChain:
@@ -155,6 +169,7 @@ class SpanPlan:
         self._local = IoVec(self._base, 0)
         self._local_ref = ctypes.byref(self._local)
         self._remote = (IoVec * _MAX_CELLS)()
+        self._view = memoryview(self.buffer).cast("B")
         # (start, end, offset in buffer) of each span the last copy holds.
         self._spans: list[tuple[int, int, int]] = []
         self._filled = 0
@@ -194,9 +209,12 @@ class SpanPlan:
         glob_start, glob_len = bounds.globals_span
         if self.toplevel and not glob_start <= self.toplevel < glob_start + glob_len - layout.size:
             regions.append((self.toplevel, layout.size))
+        anchor = self.outer.address
         c_low = sp & ~7
         c_high = min(bounds.stack_top, c_low + self.c_first)
-        if bounds.stack.start <= c_low < bounds.stack_top:
+        if c_low < anchor < c_high - layout.size:
+            c_high = anchor + layout.size  # deeper than the cap: stop right after the anchor
+        if bounds.stack_low <= c_low < bounds.stack_top:
             regions.append((c_low, c_high - c_low))
         else:
             c_low = c_high = 0  # not on the main thread's stack: the walk reads it all
@@ -204,19 +222,17 @@ class SpanPlan:
             # The innermost contexts sit at the top: copy up to the last top (and a margin).
             node_high = bounds.node_base + self.node_len
             node_low = max(bounds.node_base, node_high - _NODE_CAP)
-            anchor_end = self.outer.address + layout.size
-            if bounds.node_base < node_low < anchor_end < node_high:
-                node_low = anchor_end  # deeper than the cap: stop right at the anchor
+            if node_low < anchor < node_high - layout.size:
+                node_low = anchor  # deeper than the cap: start right at the anchor
             self._node_low = node_low
             regions.append((node_low, node_high - node_low))
         self._readv(regions, spans=True)
         calls = self._walk_links(c_low, c_high)
         self.complete = self._walked and len(calls) <= _MAX_CELLS
         if calls:
-            self._readv([(c, CELL_SIZE) for c in calls[:_MAX_CELLS]], spans=False)
-            heads = self._unknown_heads(calls)
+            heads = self._unknown_heads(calls[:_MAX_CELLS])
             if heads:
-                self._readv([(h, CELL_SIZE) for h in heads[:_MAX_CELLS]], spans=False)
+                self._read_cells(heads[:_MAX_CELLS])
                 self.complete = self.complete and self._heads_named(heads)
         return self._filled
 
@@ -268,15 +284,32 @@ class SpanPlan:
         hops = 0
         self.left_at = 0
         self.outer_same = False
-        first_out = 0  # the first context the first copy lacked
+        anchor = self.outer.address
+        # A context of a chain too deep to copy whole, where the next samples may stop
+        # (`OuterChain`): the first beyond `_C_ANCHOR` of C stack, else the first the
+        # first copy lacked.
+        reach = c_low + _C_ANCHOR if c_low and not self.node_len else 0
+        beyond_reach = first_out = 0
+        # The first copy's C and node spans, for the lookups written out below (this loop
+        # runs once per context while R is stopped; `locate` costs a microsecond more).
+        spans = self._spans
+        c_start, c_end, c_at = next((s for s in spans if s[0] == c_low), (0, 0, 0))
+        n_start, n_end, n_at = next((s for s in spans if s[0] == self._node_low), (0, 0, 0))
         while address and hops < MAX_DEPTH:
-            offset = self.locate(address, size)
+            if address == anchor:
+                self._check_outer(address)  # the last sample's anchor: maybe stop here
+                if self.outer_same:
+                    self.left_at = address
+                    break
+            if reach and not beyond_reach and reach <= address < c_high:
+                beyond_reach = address
+            if c_start <= address and address + size <= c_end:
+                offset: int | None = c_at + address - c_start
+            elif n_start <= address and address + size <= n_end:
+                offset = n_at + address - n_start
+            else:
+                offset = self.locate(address, size)
             if offset is None:
-                if address == self.outer.address:
-                    self._check_outer(address)  # the last sample's anchor: maybe stop here
-                    if self.outer_same:
-                        self.left_at = address
-                        break
                 first_out = first_out or address
                 if c_high and c_high <= address and address + size - c_low <= _C_CAP_TOTAL:
                     # A C-stack context above the copy: copy further up, still stopped.
@@ -289,10 +322,10 @@ class SpanPlan:
                 if (c_high and c_high <= address < bounds.stack_top) or (
                     bounds.node_base <= address < self._node_low
                 ):
-                    # Too deep to copy whole: the outer chain is named from where the first
-                    # copy ended, so that the next sample can stop there (`OuterChain`).
-                    self.left_at = first_out
-                    self._check_outer(first_out)
+                    # Too deep to copy whole: the outer chain is named from the anchor,
+                    # so that the next sample can stop there (`OuterChain`).
+                    self.left_at = beyond_reach or first_out
+                    self._check_outer(self.left_at)
                 break
             hops += 1
             address, flag, call = link(buf, offset)
@@ -302,11 +335,13 @@ class SpanPlan:
         return list(calls)
 
     def _check_outer(self, address: Address) -> None:
-        """Copy the context at `address`, where the walk left the copy (one read, stopped),
-        and tell whether it is the activation `outer` holds."""
+        """Find the context at `address` in the copy, else copy it (one read, stopped), and
+        tell whether it is the activation `outer` holds."""
         size, layout = self.layout.size, self.layout
-        self._readv([(address, size)], spans=True)
-        offset = self.offsets.get(address)
+        offset = self.locate(address, size)
+        if offset is None:
+            self._readv([(address, size)], spans=True)
+            offset = self.offsets.get(address)
         if offset is None:
             self.left_identity = b""
             return
@@ -316,20 +351,34 @@ class SpanPlan:
         outer = self.outer
         self.outer_same = outer.address == address and outer.identity == self.left_identity
 
+    def _read_cells(self, cells: list[Address]) -> int:
+        """Copy the cells at `cells` after what the buffer holds, in one system call (their
+        iovecs packed at once: this runs while R is stopped); keep each cell copied whole
+        in `offsets`; return where the first is in the buffer."""
+        count = len(cells)
+        fields = [CELL_SIZE] * (2 * count)
+        fields[0::2] = cells
+        struct.pack_into(f"<{2 * count}Q", self._remote, 0, *fields)
+        at = self._filled
+        self._local.base = self._base + at
+        self._local.len = count * CELL_SIZE
+        self.reads += 1
+        got = max(0, process_vm_readv(self.pid, self._local_ref, 1, self._remote, count, 0))
+        whole = got // CELL_SIZE
+        self.offsets.update(zip(cells[:whole], range(at, at + whole * CELL_SIZE, CELL_SIZE)))
+        self._filled = at + got
+        return at
+
     def _unknown_heads(self, calls: list[Address]) -> list[Address]:
-        """The heads of the copied calls that are not symbols named already (and clear
-        `complete` if a call could not be copied)."""
+        """Copy the calls' cells; the heads of those that are not symbols named already
+        (and clear `complete` if a call could not be copied)."""
+        at = self._read_cells(calls)
+        whole = (self._filled - at) // CELL_SIZE
+        if whole < len(calls):
+            self.complete = False
         names = self.symbol_names
-        heads: dict[Address, None] = {}
-        buf = self.buffer
-        for call in calls:
-            offset = self.offsets.get(call)
-            if offset is None:
-                self.complete = False
-                continue
-            info, head = HEAD.unpack_from(buf, offset)
-            if info & TYPE_MASK == LANGSXP and head not in names:
-                heads[head] = None
+        cells = _CELL_HEADS.iter_unpack(self._view[at : at + whole * CELL_SIZE])
+        heads = {h: None for info, h in cells if info & TYPE_MASK == LANGSXP and h not in names}
         return list(heads)
 
     def _heads_named(self, heads: list[Address]) -> bool:
@@ -369,6 +418,12 @@ def span_bounds(
         if stack is None:
             return None
         stack_start = stack.end
+    # R_CStackLimit: the usable size of the C stack, (uintptr_t) -1 when unlimited.
+    limit_at = symbols.get("R_CStackLimit")
+    limit = (read_pointer(limit_at) or 0) if limit_at else 0
+    if not 0 < limit <= _STACK_MOST:
+        limit = max(_STACK_MOST, stack.end - stack.start)
+    stack_top = min(stack_start, stack.end)
     node_top = symbols.get("R_BCNodeStackTop", 0) if version >= (4, 4) else 0
     node_end = symbols.get("R_BCNodeStackEnd", 0)
     node_base = 0
@@ -377,4 +432,4 @@ def span_bounds(
         node_base = end - 16 * node_stack_entries(version)
     else:
         node_top = 0
-    return SpanBounds(globals_span, head, node_top, node_base, stack, min(stack_start, stack.end))
+    return SpanBounds(globals_span, head, node_top, node_base, stack, stack_top, stack_top - limit)

@@ -82,8 +82,9 @@ def test_big_files_bench_measures_r_view_and_convert() -> None:
 @pytest.mark.live
 @pytest.mark.skipif(shutil.which("Rscript") is None, reason="needs R")
 def test_the_profiling_bench_measures_every_configuration(tmp_path: Path) -> None:
-    # One profiled window of each configuration, at 7 frames: every row gets a slowdown
-    # from its unprofiled windows, a rate, and a share from the profiler's own samples.
+    # One profiled window of each configuration, on the loop at 7 frames and on random
+    # call trees: every loop row gets a slowdown from its unprofiled windows, a rate, and
+    # a share from the profiler's own samples.
     report = tmp_path / "bench.json"
     out = subprocess.run(
         [
@@ -91,6 +92,8 @@ def test_the_profiling_bench_measures_every_configuration(tmp_path: Path) -> Non
             str(BENCH / "run.py"),
             "--depths",
             "7",
+            "--varied",
+            "trees",
             "--windows",
             "1",
             "--seconds",
@@ -110,7 +113,8 @@ def test_the_profiling_bench_measures_every_configuration(tmp_path: Path) -> Non
         check=False,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = json.loads(report.read_text())["rows"]
+    every_row = json.loads(report.read_text())["rows"]
+    rows = [r for r in every_row if r["depth"] == 7]
     kinds = sorted(
         (r["kind"], r["requested_hz"], r["nonblocking"], r["cpu_poll"], r["one_cpu"]) for r in rows
     )
@@ -139,3 +143,21 @@ def test_the_profiling_bench_measures_every_configuration(tmp_path: Path) -> Non
             assert row["achieved_hz"] > 0.5 * min(row["requested_hz"], 250.0), row
         if row["kind"] == "xrtop" and not row["nonblocking"]:
             assert math.isfinite(row["stop_median_us"]), row
+    # AND random call trees (stacks that rarely repeat) run under the sampling profilers
+    # only, each row with a slowdown from the workload's own count, samples and no share
+    trees = [r for r in every_row if r["depth"] == "trees"]
+    assert sorted((r["kind"], r["requested_hz"], r["nonblocking"]) for r in trees) == [
+        ("other", 100.0, False),
+        ("other", 1000.0, False),
+        ("xrtop", 100.0, False),
+        ("xrtop", 100.0, True),
+        ("xrtop", 1000.0, False),
+        ("xrtop", 1000.0, True),
+    ]
+    for row in trees:
+        assert not row["note"], row
+        assert 0.5 < row["slowdown"] < 2.0, row
+        assert row["all_samples"] > 0 and math.isnan(row["true_share_pct"]), row
+        if row["kind"] == "xrtop" and not row["nonblocking"]:
+            assert math.isfinite(row["stop_median_us"]), row
+    assert "stop median on trees" in out.stdout

@@ -1,6 +1,8 @@
 """The span capture against real R (sampler.spans): a stack read from spans of R's stacks
 (decoded after resuming) equals a full walk in the same stop, on varied code whose stacks
-rarely repeat and on recursion deeper than the spans copied, in every R."""
+rarely repeat and on recursion deeper than the spans copied, in every R; and a stopped
+capture takes spans where the snapshot plan misses (varied code), the plan where it holds
+(a loop's stacks, recognised), in every R."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pytest
 from conftest import REnv
 from conftest import RLauncher
 
+from sampler.capture import StoppedCapture
 from sampler.ptrace import Tracer
 from sampler.target import attach
 
@@ -19,7 +22,12 @@ def test_a_span_read_stack_equals_a_full_walk_in_the_same_stop(
     r_env: REnv, r_launcher: RLauncher, script: str
 ) -> None:
     # GIVEN varied code (random call trees over many base R functions) or deep recursion
-    run = r_launcher.start(script, "60", env=r_env)
+    run = r_launcher.start(script, "180", env=r_env)
+    if script == "varied.R":
+        # past R's first calls: the byte-code compiler compiles each function at its
+        # second call, and its own calls' heads (`cb$putconst(...)`) are each named while
+        # R is stopped the first time a sample meets them
+        time.sleep(2)
     target = attach(run.pid)
     reader = target.reader
     walker = attach(run.pid).reader  # a second reader, for the full walks
@@ -28,7 +36,8 @@ def test_a_span_read_stack_equals_a_full_walk_in_the_same_stop(
     tracer = Tracer(run.pid)
     compared = decoded_after_resume = reused_outer = deepest = 0
     try:
-        for _ in range(120):
+        # (a full walk of the deep recursion reads thousands of contexts: fewer stops)
+        for _ in range(120 if script == "varied.R" else 40):
             # WHEN one stop is read from spans, and then by a full walk
             tracer.stop()
             try:
@@ -63,3 +72,29 @@ def test_a_span_read_stack_equals_a_full_walk_in_the_same_stop(
         assert reused_outer > 0.8 * compared
     else:
         assert deepest >= 20
+
+
+@pytest.mark.parametrize(("script", "spans_most"), [("varied.R", True), ("split.R", False)])
+def test_a_stopped_capture_takes_spans_where_the_plan_misses_and_the_plan_where_it_holds(
+    r_env: REnv, r_launcher: RLauncher, script: str, spans_most: bool
+) -> None:
+    # GIVEN varied code whose stacks rarely repeat, or a loop of two stacks taking turns
+    run = r_launcher.start(script, "120", env=r_env)
+    target = attach(run.pid)
+    tracer = Tracer(run.pid)
+    capture = StoppedCapture(tracer, target.reader)
+    names: list[tuple[str, ...]] = []
+    try:
+        for _ in range(150):
+            # WHEN a stopped capture samples it
+            names.append(capture.sample()[0].names)
+            time.sleep(0.005)
+    finally:
+        tracer.detach()
+    # THEN it copied spans for most samples of varied code, and for few of the loop's
+    if spans_most:
+        assert capture.span_samples > 0.7 * len(names), capture.span_samples
+        assert max(len(n) for n in names) >= 20
+    else:
+        assert capture.span_samples < 0.3 * len(names), capture.span_samples
+        assert {"alpha", "beta"} <= {name for n in names for name in n}

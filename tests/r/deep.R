@@ -17,11 +17,13 @@ ready <- function() {
 }
 # One `if` per level, no braces: each R call costs as little C stack as it can (before
 # R 4.4 every call recurses in C; 1,200 levels must stay below the default 8 MB).
-# With XRTOP_PROGRESS, each spin done appends "END_TIME 1" there (for bench/span_cost.py).
+# With XRTOP_PROGRESS, each spin done appends "END_TIME 1" there (for bench/); it ends at
+# its deadline, or once the file XRTOP_STOP names exists.
 progress <- Sys.getenv("XRTOP_PROGRESS")
+stop_file <- Sys.getenv("XRTOP_STOP")
 down <- function(k, deadline) if (k > 0L) down(k - 1L, deadline) else {
   ready()
-  while (Sys.time() < deadline) {
+  while (Sys.time() < deadline && !(nzchar(stop_file) && file.exists(stop_file))) {
     spin(1e5)
     if (nzchar(progress)) cat(sprintf("%.6f 1\n", as.numeric(Sys.time())), file = progress, append = TRUE)
   }

@@ -1,9 +1,13 @@
-# Varied code whose stacks rarely repeat: seeded random call trees 10-40 deep that end in
-# one of many base R tasks (model fits, optimisers, S4, apply families, regular expressions).
-# Usage: Rscript varied.R [SECONDS] [SEED]
+# Varied code whose stacks rarely repeat. MODE trees (the default): seeded random call
+# trees 10-40 deep that end in one of many base R tasks (model fits, optimisers, S4, apply
+# families, regular expressions); MODE tasks: a pass through those tasks in turn, called
+# from top level (the stacks of base R's own functions), again and again.
+# Usage: Rscript varied.R [SECONDS] [SEED] [MODE]
 args <- commandArgs(trailingOnly = TRUE)
 seconds <- if (length(args) >= 1) as.numeric(args[[1]]) else 60
 set.seed(if (length(args) >= 2) as.integer(args[[2]]) else 20L)
+mode <- if (length(args) >= 3) args[[3]] else "trees"
+stopifnot(mode %in% c("trees", "tasks"))
 tasks <- list(
   fit = function() lm(y ~ x, data.frame(x = 1:100, y = rnorm(100))),
   glmfit = function() glm(am ~ wt, binomial, mtcars),
@@ -43,12 +47,20 @@ make_hop <- function() function(depth, task) {
   )
 }
 for (h in hops) assign(h, make_hop())
-# With XRTOP_PROGRESS, each tree done appends "END_TIME 1" there (for bench/span_cost.py).
+# With XRTOP_PROGRESS, each tree (or task) done appends "END_TIME 1" there (for bench/);
+# it ends at its deadline, or once the file XRTOP_STOP names exists.
 progress <- Sys.getenv("XRTOP_PROGRESS")
+stop_file <- Sys.getenv("XRTOP_STOP")
 path <- Sys.getenv("XRTOP_READY")
 deadline <- Sys.time() + seconds
 if (nzchar(path)) writeLines(as.character(Sys.getpid()), path)
-while (Sys.time() < deadline) {
-  get(sample(hops, 1L))(sample(4:14, 1L), tasks[[sample.int(length(tasks), 1L)]])
+turn <- 0L
+while (Sys.time() < deadline && !(nzchar(stop_file) && file.exists(stop_file))) {
+  if (mode == "trees") {
+    get(sample(hops, 1L))(sample(4:14, 1L), tasks[[sample.int(length(tasks), 1L)]])
+  } else {
+    turn <- turn %% length(tasks) + 1L
+    tasks[[turn]]()
+  }
   if (nzchar(progress)) cat(sprintf("%.6f 1\n", as.numeric(Sys.time())), file = progress, append = TRUE)
 }
