@@ -299,7 +299,7 @@ class StackReader:
         if self.validate:
             decoder.check_closures(frame_contexts)
         calls = [context[1] for context in frame_contexts]
-        frames, cells = decoder.frames(plan, got, calls, extra, live)
+        frames, cells = decoder.frames(plan, got, calls, extra, live, _addresses(frame_contexts))
         sample.frames = frames
         if lines is not None:
             sample.lines = decoder.capture_lines(lines, chain, at, live)
@@ -340,7 +340,9 @@ class StackReader:
         if self.validate:
             decoder.check_closures(frame_contexts)
         calls = [context[1] for context in frame_contexts]
-        sample.frames = decoder.frames(spans, got, calls, extra, live)[0]
+        sample.frames = decoder.frames(spans, got, calls, extra, live, _addresses(frame_contexts))[
+            0
+        ]
         if until:
             sample.frames += outer.frames
             sample.contexts = len(chain) + outer.contexts
@@ -350,7 +352,8 @@ class StackReader:
             if self.validate:
                 decoder.check_closures(frame_contexts)
             calls = [context[1] for context in frame_contexts]
-            outer.frames = decoder.frames(spans, got, calls, extra, live)[0]
+            contexts = _addresses(frame_contexts)
+            outer.frames = decoder.frames(spans, got, calls, extra, live, contexts)[0]
             outer.address, outer.identity = split, spans.left_identity
             outer.contexts = len(beyond)
             sample.frames += outer.frames
@@ -389,6 +392,13 @@ class StackReader:
             if len(sites) == len(names) + 1:
                 return Stack(names, sites, gc=raw.gc, idle=raw.idle)
         return Stack(names, gc=raw.gc, idle=raw.idle)
+
+
+def _addresses(
+    frame_contexts: list[tuple[int, Address, Address, Address, Address]],
+) -> list[Address]:
+    """The addresses of the function contexts `ChainDecoder.walk` found."""
+    return [context[4] for context in frame_contexts]
 
 
 def _span(addresses: list[Address | None]) -> tuple[Address, int] | None:
