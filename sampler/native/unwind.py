@@ -1,0 +1,276 @@
+"""Unwinding x86-64 native stacks from a copy of the registers and of the stack.
+
+The copy is taken while the thread is stopped (PTRACE_GETREGS and one read of the stack
+from sp); `NativeUnwinder.unwind` runs later, on the copy alone, while the target runs on.
+Each frame is found with the DWARF CFI of the module its pc is in (.eh_frame, else
+.debug_frame), or by following the frame pointer (rbp) where no CFI covers the pc.
+Everything learned about a pc (module, symbol, rule) is cached, so a stack seen before
+costs a few dictionary look-ups per frame.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sampler.errors import UsageError
+from sampler.errors import XrtopError
+from sampler.native.cfi import AT_CFA
+from sampler.native.cfi import AT_EXPRESSION
+from sampler.native.cfi import IN_REGISTER
+from sampler.native.cfi import IS_CFA
+from sampler.native.cfi import IS_EXPRESSION
+from sampler.native.cfi import SAME
+from sampler.native.cfi import UNDEFINED
+from sampler.native.cfi import CfiError
+from sampler.native.cfi import FrameRule
+from sampler.native.expression import ExpressionError
+from sampler.native.expression import StackEnds
+from sampler.native.expression import evaluate
+from sampler.native.expression import read_word
+from sampler.native.frames import NativeFrame
+from sampler.native.frames import NativeStack
+from sampler.native.modules import Module
+from sampler.native.modules import ModuleMap
+from sampler.native.registers import CALLEE_SAVED
+from sampler.native.registers import DWARF_NAMES
+from sampler.native.registers import RBP
+from sampler.native.registers import RIP
+from sampler.native.registers import RSP
+from sampler.native.registers import Registers
+from sampler.native.registers import from_user_regs
+
+#: Functions where a thread's stack begins: unwinding ends after them, complete. gdb,
+#: too, stops at main.
+OUTERMOST = frozenset({"main", "_start", "__clone", "__clone3", "clone", "clone3", "start_thread"})
+#: Bounds on what is cached per unwinder (entries; cleared when full).
+_MAX_CACHED_PCS = 1 << 16
+_MAX_OUTSIDE_PCS = 1 << 12
+
+
+class _Step:
+    """What is known about one pc: its module, symbol, and how to find its caller."""
+
+    __slots__ = ("module", "problem", "rule", "symbol", "symbol_offset")
+
+    def __init__(
+        self,
+        module: Module,
+        symbol: str | None,
+        symbol_offset: int,
+        rule: FrameRule | None,
+        problem: str,
+    ) -> None:
+        self.module = module
+        self.symbol = symbol
+        self.symbol_offset = symbol_offset
+        self.rule = rule
+        #: Why the rule is unusable ("" when it is fine or absent).
+        self.problem = problem
+
+
+class _Stop(Exception):
+    """Unwinding ends here: `complete` and the reason."""
+
+    def __init__(self, complete: bool, reason: str) -> None:
+        super().__init__(reason)
+        self.complete = complete
+        self.reason = reason
+
+
+def check_platform(machine: str | None = None) -> None:
+    """Raise UsageError unless native unwinding works on this machine (x86-64 only)."""
+    machine = machine or os.uname().machine
+    if machine != "x86_64":
+        raise UsageError(
+            f"native frames can be unwound on x86-64 only, not on {machine}",
+            "Profile without --native on this machine.",
+        )
+
+
+class NativeUnwinder:
+    """Unwinds the native stacks of process `pid` (x86-64), one sample at a time.
+
+    Not thread-safe: one unwinder per sampling thread. Call `close()` when done.
+    """
+
+    def __init__(self, pid: int, *, max_frames: int = 512) -> None:
+        """Read the target's memory map; raise UsageError off x86-64, or the errors of
+        `sampler.symbols.read_maps` (no such process, no permission)."""
+        check_platform()
+        self.pid = pid
+        self.max_frames = max_frames
+        self.modules = ModuleMap(pid)
+        self._steps: dict[int, _Step] = {}
+        #: pcs found in no mapped file since the last refresh of the map.
+        self._outside: set[int] = set()
+
+    def close(self) -> None:
+        """Close every file the unwinder opened."""
+        self.modules.close()
+
+    def unwind(self, regs: bytes, stack: bytes, stack_address: int) -> NativeStack:
+        """The native stack of a stopped thread, from copies of its registers and stack.
+
+        `regs`: `struct user_regs_struct` as PTRACE_GETREGS returns it (Tracer.registers());
+        `stack`: the thread's stack from `stack_address` (at most sp; sp - 128 takes the
+        red zone too) up to wherever the copy ends. Never raises for what it finds in the
+        copy: where unwinding gives up, the stack says why.
+        """
+        registers = from_user_regs(regs)
+        frames: list[NativeFrame] = []
+        try:
+            self._walk(registers, stack, stack_address, frames)
+        except _Stop as stop:
+            return NativeStack(tuple(frames), stop.complete, stop.reason)
+        raise AssertionError("the walk ends with _Stop")  # pragma: no cover
+
+    def _walk(
+        self, registers: Registers, stack: bytes, base: int, frames: list[NativeFrame]
+    ) -> None:
+        """Append frames until a _Stop says why no more follow."""
+        exact = True  # the innermost pc is the instruction itself, not a return address
+        while True:
+            pc = registers[RIP]
+            if not pc:
+                raise _Stop(True, "outermost frame (return address 0)")
+            if len(frames) >= self.max_frames:
+                raise _Stop(False, f"more than {self.max_frames} frames")
+            address = pc if exact else pc - 1  # a return address may follow a noreturn call
+            step = self._step(address)
+            if step is None:
+                frames.append(NativeFrame(pc, 0, "", None, pc))
+                raise _Stop(False, f"pc {pc:#x} is in no mapped file")
+            try:
+                cfa, caller = self._caller(step, registers, stack, base)
+            except StackEnds as ends:
+                frames.append(self._frame(step, pc, address, 0))
+                raise _Stop(False, f"stack copy ends at {ends.address:#x}") from None
+            except ExpressionError as err:
+                frames.append(self._frame(step, pc, address, 0))
+                raise _Stop(False, f"in {frames[-1].label()}: {err}") from None
+            frame = self._frame(step, pc, address, cfa)
+            frames.append(frame)
+            if step.symbol in OUTERMOST:
+                raise _Stop(True, f"outermost frame ({step.symbol})")
+            if caller is None:
+                raise _Stop(True, f"outermost frame ({frame.label()}: return address undefined)")
+            sp = registers[RSP]
+            if sp is not None and cfa <= sp:
+                raise _Stop(False, f"stack does not grow at {frame.label()} (a loop?)")
+            exact = step.rule is not None and step.rule.signal_frame
+            registers = caller
+
+    def _frame(self, step: _Step, pc: int, address: int, cfa: int) -> NativeFrame:
+        """The frame at `pc`, whose step was looked up at `address`."""
+        module = step.module
+        if step.symbol is not None:
+            offset = step.symbol_offset + pc - address
+            return NativeFrame(pc, cfa, module.path, step.symbol, offset)
+        return NativeFrame(pc, cfa, module.path, None, module.elf_address(pc))
+
+    def _step(self, address: int) -> _Step | None:
+        """What is known about `address` (cached); None when it is in no mapped file."""
+        step = self._steps.get(address)
+        if step is not None:
+            return step
+        module = self._module(address)
+        if module is None:
+            return None
+        elf_address = module.elf_address(address)
+        found = module.symbols.lookup(elf_address)
+        symbol, offset = (found[0], elf_address - found[1]) if found else (None, 0)
+        problem = module.problem
+        rule = None
+        if not problem:
+            try:
+                rule = module.rule_at(elf_address)
+            except CfiError as err:
+                problem = f"unreadable CFI in {module.name}: {err}"
+        step = _Step(module, symbol, offset, rule, problem)
+        if len(self._steps) >= _MAX_CACHED_PCS:
+            self._steps.clear()
+        self._steps[address] = step
+        return step
+
+    def _module(self, address: int) -> Module | None:
+        """The module holding `address`, re-reading the map once for an unknown address."""
+        module = self.modules.find(address)
+        if module is not None or address in self._outside:
+            return module
+        try:
+            self.modules.refresh()
+        except XrtopError:
+            return None
+        self._steps.clear()
+        self._outside.clear()
+        module = self.modules.find(address)
+        if module is None:
+            if len(self._outside) >= _MAX_OUTSIDE_PCS:
+                self._outside.clear()
+            self._outside.add(address)
+        return module
+
+    def _caller(
+        self, step: _Step, registers: Registers, stack: bytes, base: int
+    ) -> tuple[int, Registers | None]:
+        """This frame's CFA and the caller's registers (None: this is the outermost frame).
+
+        Raise StackEnds for a read outside the copy, _Stop where no rule applies.
+        """
+        rule = step.rule
+        if rule is None:
+            return self._frame_pointer_caller(step, registers, stack, base)
+        if rule.cfa_expression is not None:
+            cfa = evaluate(rule.cfa_expression, registers, stack, base, ())
+        else:
+            value = registers[rule.cfa_register] if rule.cfa_register >= 0 else None
+            if value is None:
+                name = DWARF_NAMES[rule.cfa_register] if 0 <= rule.cfa_register < 17 else "?"
+                raise _Stop(False, f"CFA register {name} unknown at {step.module.name}")
+            cfa = (value + rule.cfa_offset) & 0xFFFFFFFFFFFFFFFF
+        caller: Registers = [None] * 17
+        for number in CALLEE_SAVED:
+            caller[number] = registers[number]
+        for number, (kind, arg) in rule.registers:
+            if number > RIP:
+                continue
+            if kind == AT_CFA:
+                caller[number] = read_word(stack, base, cfa + arg)  # type: ignore[operator]
+            elif kind == IS_CFA:
+                caller[number] = cfa + arg  # type: ignore[operator]
+            elif kind == SAME:
+                caller[number] = registers[number]
+            elif kind == IN_REGISTER:
+                caller[number] = registers[arg] if isinstance(arg, int) and arg <= RIP else None
+            elif kind == UNDEFINED:
+                caller[number] = None
+                if number == RIP:
+                    return cfa, None
+            elif isinstance(arg, bytes):
+                value = evaluate(arg, registers, stack, base, (cfa,))
+                caller[number] = read_word(stack, base, value) if kind == AT_EXPRESSION else value
+                assert kind in (AT_EXPRESSION, IS_EXPRESSION)
+        if caller[RIP] is None:
+            raise _Stop(False, f"no return address rule at {step.module.name}")
+        caller[RSP] = cfa
+        return cfa, caller
+
+    def _frame_pointer_caller(
+        self, step: _Step, registers: Registers, stack: bytes, base: int
+    ) -> tuple[int, Registers | None]:
+        """The caller by the frame pointer, for code without CFI: [rbp] is the caller's
+        rbp, [rbp + 8] the return address."""
+        rbp = registers[RBP]
+        sp = registers[RSP]
+        if step.problem:
+            raise _Stop(False, step.problem)
+        if rbp is None or sp is None or rbp < sp or rbp & 7:
+            name = step.symbol or step.module.name
+            raise _Stop(False, f"no CFI for {name} and no frame pointer to follow")
+        caller: Registers = [None] * 17
+        for number in CALLEE_SAVED:
+            caller[number] = registers[number]
+        caller[RBP] = read_word(stack, base, rbp)
+        caller[RIP] = read_word(stack, base, rbp + 8)
+        caller[RSP] = rbp + 16
+        return rbp + 16, caller
