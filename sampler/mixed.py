@@ -98,6 +98,8 @@ EVALUATOR_FUNCTIONS = frozenset(
         "_start",
     }
 )
+#: How R's own library's frames without a symbol are labelled.
+_R_LIBRARY = "libR.so+"
 #: The byte-code interpreter's activations, which run node-stack contexts (R >= 4.4).
 _BYTECODE_LOOPS = frozenset({"bcEval", "bcEval_loop"})
 
@@ -123,15 +125,30 @@ def is_evaluator(name: str) -> bool:
 
 
 def shown(names: Sequence[str], *, native: bool, evaluator: bool) -> list[int]:
-    """The indices of `names` to show: native frames (the unwinding marker included) only
-    with `native`, the evaluator's only with `evaluator` too."""
+    """The indices of `names` (innermost first) to show: native frames only with
+    `native`, and the evaluator's only with `evaluator` too.
+
+    Besides EVALUATOR_FUNCTIONS, the evaluator's are: frames in R's own library without a
+    symbol (a stripped libR names only its API: its static evaluator functions are
+    `libR.so+0x...`) outside the innermost R frame, where they can only be R running R
+    code; and the unwinding marker when it is outermost (only R's start-up is missing).
+    """
     if native and evaluator:
         return list(range(len(names)))
-    return [
-        i
-        for i, name in enumerate(names)
-        if not is_native(name) or (native and native_label(name) not in EVALUATOR_FUNCTIONS)
-    ]
+    if not native:
+        return [i for i, name in enumerate(names) if not is_native(name)]
+    first_r = next((i for i, name in enumerate(names) if not is_native(name)), len(names))
+    last = len(names) - 1
+    keep = []
+    for i, name in enumerate(names):
+        if is_native(name):
+            label = native_label(name)
+            if label in EVALUATOR_FUNCTIONS or (i == last and name == UNWIND_STOPPED):
+                continue
+            if i > first_r and label.startswith(_R_LIBRARY):
+                continue
+        keep.append(i)
+    return keep
 
 
 #: One entry of an interleaved stack: (True, i) is native frame i, (False, k) R frame k;

@@ -20,6 +20,8 @@ itself is sampler.capture's):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sampler.chain import Bytes
 from sampler.chain import ChainDecoder
 from sampler.chain import RawSample
@@ -38,6 +40,9 @@ from sampler.snapplan import SnapshotPlanner
 from sampler.spans import SpanPlan
 from sampler.srcref import SrcrefReader
 from sampler.symbols import RBinary
+
+if TYPE_CHECKING:
+    from sampler.nativecapture import NativeFrames
 
 #: Globals further apart than this are not read as one span.
 _SPAN_LIMIT = 1 << 16
@@ -122,6 +127,9 @@ class StackReader:
         #: Copies a stopped sample as spans of R's stacks (`snapshot_at`); None: R does not
         #: say where they are (set by `sampler.target.attach`).
         self.spans: SpanPlan | None = None
+        #: Copies and unwinds native frames with each stopped sample (`--native`; set by
+        #: `sampler.target.Target.set_native`); None: R's frames only.
+        self.native: NativeFrames | None = None
 
     def globals_span(self) -> tuple[Address, int]:
         """The span of R's globals a snapshot reads first (R_GlobalContext and the GC flag)."""

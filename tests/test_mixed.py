@@ -126,10 +126,21 @@ def test_where_unwinding_stopped_the_marker_comes_before_the_outer_r_frames() ->
 
 
 def test_shown_hides_native_frames_and_the_evaluators_apart() -> None:
-    names = ["<Native:leaf>", "g", "<Native:Rf_eval>", UNWIND_STOPPED, "f", "<Native:main>"]
-    assert shown(names, native=True, evaluator=True) == [0, 1, 2, 3, 4, 5]
-    assert shown(names, native=True, evaluator=False) == [0, 1, 3, 4]
-    assert shown(names, native=False, evaluator=False) == [1, 4]
+    names = [
+        "<Native:leaf>",
+        "<Native:libR.so+0x102400>",  # unnamed in libR, inside the innermost R frame: kept
+        "g",
+        "<Native:Rf_eval>",
+        "<Native:libR.so+0x159602>",  # unnamed in libR between R frames: the evaluator's
+        UNWIND_STOPPED,
+        "f",
+        "<Native:main>",
+        UNWIND_STOPPED,  # outermost: only R's start-up is missing
+    ]
+    assert shown(names, native=True, evaluator=True) == list(range(9))
+    assert shown(names, native=True, evaluator=False) == [0, 1, 2, 5, 6]
+    assert shown(names, native=False, evaluator=False) == [2, 6]
+    assert shown(names, native=False, evaluator=True) == [2, 6]
 
 
 @given(
