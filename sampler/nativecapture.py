@@ -23,7 +23,7 @@ from sampler.libc import process_vm_readv
 from sampler.mixed import UNWIND_STOPPED
 from sampler.mixed import interleave
 from sampler.mixed import native_name
-from sampler.model import SrcLoc
+from sampler.mixed import shown
 from sampler.model import Stack
 from sampler.native import NativeUnwinder
 from sampler.procmem import Address
@@ -59,10 +59,19 @@ class NativeFrames:
     Call from the sampler's thread (the unwinder is not thread-safe).
     """
 
-    def __init__(self, pid: int, spans: SpanPlan | None, window: int = WINDOW) -> None:
+    def __init__(
+        self,
+        pid: int,
+        spans: SpanPlan | None,
+        *,
+        evaluator: bool = False,
+        window: int = WINDOW,
+    ) -> None:
         """Unwind process `pid`'s main thread (raise UsageError off x86-64); `spans`: its
-        span copier, whose copies hold the C stack (None: R does not say where it is)."""
+        span copier, whose copies hold the C stack (None: R does not say where it is).
+        Stacks keep R's evaluator frames (`sampler.mixed.shown`) only with `evaluator`."""
         self.unwinder = NativeUnwinder(pid)
+        self.evaluator = evaluator
         self.pid = pid
         self.spans = spans
         self.window = window
@@ -122,15 +131,13 @@ class NativeFrames:
             self.c_stack,
             complete=native.complete,
         )
-        mixed_sites: list[SrcLoc | None] = []
-        mixed_names: list[str] = []
-        for is_native, index in slots:
-            if is_native:
-                mixed_names.append(names[index] if index >= 0 else UNWIND_STOPPED)
-                mixed_sites.append(None)
-            else:
-                mixed_names.append(r_names[index])
-                mixed_sites.append(stack.site(index))
+        all_names = [
+            (names[index] if index >= 0 else UNWIND_STOPPED) if is_native else r_names[index]
+            for is_native, index in slots
+        ]
+        keep = shown(all_names, native=True, evaluator=self.evaluator)
+        mixed_names = [all_names[at] for at in keep]
+        mixed_sites = [None if slots[at][0] else stack.site(slots[at][1]) for at in keep]
         if sites:
             mixed_sites.append(sites[-1])
         return Stack(

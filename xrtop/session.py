@@ -81,6 +81,9 @@ class SamplingOptions:
     poll_idle: bool = True  # idle CPUs poll while R is stopped, where allowed (IdlePolling)
     force_version: str | None = None
     options: RprofOptions = field(default_factory=RprofOptions)
+    #: Native frames among R's (`--native`); with `evaluator_frames`, R's evaluator's too.
+    native: bool = False
+    evaluator_frames: bool = False
 
     def __post_init__(self) -> None:
         """Reject rates xrtop cannot deliver."""
@@ -407,6 +410,8 @@ class Session:
         self._wakeup: Wakeup | None = None
         # Lines cost reads per sample: read them only when the output wants them.
         target.set_lines(sampling.options.lines)
+        if sampling.native:
+            target.set_native(True, evaluator=sampling.evaluator_frames)
         self.thread = SamplerThread(
             target,
             self.log,
