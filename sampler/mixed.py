@@ -25,6 +25,9 @@ import bisect
 from collections.abc import Sequence
 
 NATIVE_PREFIX = "<Native:"
+#: Where files that name a native frame's library (speedscope, pprof) put a frame whose
+#: label is a symbol, of a library not known.
+NATIVE_MAPPING = "[native]"
 #: Where unwinding gave up: the outer R frames follow native frames that are not shown.
 UNWIND_STOPPED = "<Native:[unwinding stopped]>"
 
@@ -117,6 +120,13 @@ def is_native(name: str) -> bool:
 def native_label(name: str) -> str:
     """The label of a native frame's name (`native_name(label)` -> `label`)."""
     return name[len(NATIVE_PREFIX) : -1]
+
+
+def native_library(label: str) -> str:
+    """The library a native frame's label names (`libR.so+0x1a2b` -> `libR.so`); "" for a
+    label that is a symbol."""
+    library, plus, offset = label.rpartition("+0x")
+    return library if plus and offset and all(c in "0123456789abcdef" for c in offset) else ""
 
 
 def is_evaluator(name: str) -> bool:
