@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-NATIVE_PREFIX = "<Native:"
+from sampler.model import NATIVE_PREFIX
+from sampler.model import Stack
+
 #: Where files that name a native frame's library (speedscope, pprof) put a frame whose
 #: label is a symbol, of a library not known.
 NATIVE_MAPPING = "[native]"
@@ -159,6 +162,29 @@ def shown(names: Sequence[str], *, native: bool, evaluator: bool) -> list[int]:
                 continue
         keep.append(i)
     return keep
+
+
+@dataclass(frozen=True)
+class FrameChoice:
+    """Which frames of a mixed stack to count (`Aggregate`'s `frames`): native frames with
+    `native`, the evaluator's with `evaluator` too (`shown`)."""
+
+    native: bool = True
+    evaluator: bool = False
+
+    def __call__(self, stack: Stack) -> Stack:
+        """`stack` with only the chosen frames (itself when it has no native frame)."""
+        names = stack.names
+        keep = shown(names, native=self.native, evaluator=self.evaluator)
+        if len(keep) == len(names):
+            return stack
+        sites = stack.sites
+        return Stack(
+            tuple(names[i] for i in keep),
+            (*(sites[i] for i in keep), sites[-1]) if sites else (),
+            gc=stack.gc,
+            idle=stack.idle,
+        )
 
 
 #: One entry of an interleaved stack: (True, i) is native frame i, (False, k) R frame k;

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -31,6 +32,8 @@ from typing import overload
 SrcLoc = tuple[str, int]
 
 GC_NAME = "<GC>"
+#: How a native frame's name begins (`--native`, see sampler.mixed): `<Native:label>`.
+NATIVE_PREFIX = "<Native:"
 #: Stack objects `SampleLog` recognises by identity (see `SampleLog.intern`).
 _RECENT_STACKS = 64
 
@@ -402,10 +405,19 @@ class Aggregate:
     """
 
     def __init__(
-        self, log: SampleLog, *, start: int = 0, by_line: bool = False, include_idle: bool = False
+        self,
+        log: SampleLog,
+        *,
+        start: int = 0,
+        by_line: bool = False,
+        include_idle: bool = False,
+        frames: Callable[[Stack], Stack] | None = None,
     ) -> None:
-        """Aggregate samples from index `start` on; call `update()` to take in new ones."""
+        """Aggregate samples from index `start` on; call `update()` to take in new ones.
+        `frames`: what of each stack is counted (e.g. without native frames); all of it
+        when None."""
         self.log = log
+        self.frames = frames
         self.start = start
         self.by_line = by_line
         self.include_idle = include_idle
@@ -434,6 +446,8 @@ class Aggregate:
 
     def _add(self, sid: int, count: int) -> None:
         stack = self.log.stacks[sid]
+        if self.frames is not None:
+            stack = self.frames(stack)
         if stack.idle:
             self.idle += count
             if not self.include_idle:

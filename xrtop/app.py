@@ -50,6 +50,7 @@ from widgets.status import StatusHeader
 from xrtop.formats import FORMATS
 from xrtop.formats import RPROF
 from xrtop.formats import open_output
+from xrtop.palette import palette_commands
 from xrtop.picker import PickerScreen
 from xrtop.saving import write_samples
 from xrtop.screens import ChoiceScreen
@@ -106,6 +107,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("i", "idle samples (R waiting) in or out of the percentages"),
     ("w", "window: cumulative, last 10 s, last 60 s"),
     ("p", "pick another R process (detaches from this one)"),
+    ("N / V", "native frames (--native) / R's evaluator's among them: show, hide"),
     ("?", "this help"),
     ("q / ctrl+c", "quit; the target runs on, untraced"),
     ("Top view", "sort: click a heading, or < > to move the sort"),
@@ -150,6 +152,8 @@ class XrtopApp(App[int]):
         *(Binding(tab.key, f"view('{tab.id}')", tab.title, show=False) for tab in VIEW_TABS),
         Binding("tab", "next_view", "Next view", show=False, priority=True),
         Binding("p", "show_picker", "Pick", show=False),
+        Binding("N", "frames('native')", "Native", show=False),
+        Binding("V", "frames('evaluator')", "Evaluator", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
     #: The views this app shows, in tab order (a view key of another view does nothing).
@@ -434,6 +438,11 @@ class XrtopApp(App[int]):
         if self.model.toggle_idle():
             self.refresh_data()
 
+    def action_frames(self, which: str) -> None:
+        """Show or hide native frames ("native") or R's evaluator's ("evaluator")."""
+        getattr(self.model, f"toggle_{which}")()
+        self.refresh_data()
+
     def action_window(self) -> None:
         """Cycle cumulative → last 10 s → last 60 s."""
         self.model.cycle_window()
@@ -546,29 +555,6 @@ class XrtopApp(App[int]):
         self.push_screen(save_first_prompt(question, verb), chosen)
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
-        """xrtop's actions in the command palette (ctrl+p)."""
+        """xrtop's actions in the command palette (ctrl+p; see xrtop.palette)."""
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Save Rprof.out", "Write every sample as Rprof.out", self.action_save)
-        for fmt in FORMATS.values():
-            if fmt.export_key:
-                yield SystemCommand(
-                    f"Export {fmt.label}",
-                    fmt.readers,
-                    lambda name=fmt.name: self._save_worker(name),
-                )
-        yield SystemCommand("Pause / resume display", "Sampling goes on", self.action_pause)
-        yield SystemCommand("Toggle by-line aggregation", "Function or line", self.action_by_line)
-        if self.source is not None and self.source.idle_known:
-            yield SystemCommand(
-                "Toggle idle samples",
-                "Count the samples where R waits in the percentages, or not",
-                self.action_toggle_idle,
-            )
-        yield SystemCommand("Cycle window", "Cumulative, 10 s, 60 s", self.action_window)
-        for tab in self.TABS:
-            yield SystemCommand(
-                f"Show {tab.title} view", tab.palette, lambda tab=tab: self.action_view(tab.id)
-            )
-        if self.source is not None and self.source.live:
-            yield SystemCommand("Reset", "Count from now", self.action_reset)
-        yield SystemCommand("Keys", "Every key", self.action_help)
+        yield from palette_commands(self, self._save_worker)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sampler.mixed import FrameChoice
 from sampler.model import Aggregate
 from sampler.model import SampleLog
 from sampler.model import Stack
@@ -46,6 +47,9 @@ class ViewState:
     by_line: bool = False
     include_idle: bool = False
     needle: str = ""
+    #: Native frames (`--native` stacks hold them): shown; R's evaluator's among them too.
+    native: bool = True
+    evaluator: bool = False
 
 
 class ViewModel:
@@ -78,7 +82,18 @@ class ViewModel:
     def _new_aggregate(self) -> Aggregate:
         log = self.source.log if self.source is not None else SampleLog(10000)
         vs = self.view_state
-        return Aggregate(log, start=self.reset_at, by_line=vs.by_line, include_idle=vs.include_idle)
+        return Aggregate(
+            log,
+            start=self.reset_at,
+            by_line=vs.by_line,
+            include_idle=vs.include_idle,
+            frames=self._frames(),
+        )
+
+    def _frames(self) -> FrameChoice | None:
+        """Which frames of each stack are counted (None: all)."""
+        vs = self.view_state
+        return None if vs.native and vs.evaluator else FrameChoice(vs.native, vs.evaluator)
 
     def rebuild(self) -> None:
         """Start aggregating again (reset, by-line or idle toggle, new source).
@@ -123,7 +138,13 @@ class ViewModel:
         old = self._window_agg
         if old is not None and (old.start, old.consumed) == (start, n):
             return  # the same samples (a file, a pause, or w and the refresh it makes)
-        window = Aggregate(log, start=start, by_line=vs.by_line, include_idle=vs.include_idle)
+        window = Aggregate(
+            log,
+            start=start,
+            by_line=vs.by_line,
+            include_idle=vs.include_idle,
+            frames=self._frames(),
+        )
         window.update(n)
         self._window_agg = window
 
@@ -142,8 +163,11 @@ class ViewModel:
         if self.source is None:
             return None
         if self.view_state.paused and self.agg.consumed:
-            return self.source.log.stack_at(self.agg.consumed - 1)
-        return self.source.last_stack()
+            stack: Stack | None = self.source.log.stack_at(self.agg.consumed - 1)
+        else:
+            stack = self.source.last_stack()
+        frames = self._frames()
+        return frames(stack) if frames is not None and stack is not None else stack
 
     # -- what the user chose ------------------------------------------------------------------
 
@@ -180,6 +204,16 @@ class ViewModel:
         self.rebuild()
         self.tree_reset = False
         return True
+
+    def toggle_native(self) -> None:
+        """Show native frames (`--native`), or R's frames only."""
+        self.view_state.native = not self.view_state.native
+        self.rebuild()
+
+    def toggle_evaluator(self) -> None:
+        """Show R's evaluator's native frames (Rf_eval, bcEval, ...), or hide them."""
+        self.view_state.evaluator = not self.view_state.evaluator
+        self.rebuild()
 
     def cycle_window(self) -> None:
         """Cumulative -> last 10 s -> last 60 s -> cumulative."""
