@@ -25,6 +25,7 @@ from sampler.mixed import interleave
 from sampler.mixed import native_name
 from sampler.mixed import shown
 from sampler.model import Stack
+from sampler.native import NativeStack
 from sampler.native import NativeUnwinder
 from sampler.procmem import Address
 from sampler.ptrace import Tracer
@@ -85,6 +86,8 @@ class NativeFrames:
         self._remote = IoVec(0, 0)
         #: Samples whose stack copy ended before the unwinding did.
         self.truncated = 0
+        #: The native stack of the last sample (its frames' addresses, why it ended).
+        self.last: NativeStack | None = None
 
     def close(self) -> None:
         """Close the files the unwinder opened."""
@@ -115,7 +118,7 @@ class NativeFrames:
     def mixed(self, stack: Stack, raw: RawSample, copy: NativeCopy) -> Stack:
         """`stack` (R's frames, named from `raw`) with the native frames of `copy` in call
         order. Call after the target resumed, before the next sample's copy."""
-        native = self.unwinder.unwind(copy.registers, copy.stack(), copy.address)
+        native = self.last = self.unwinder.unwind(copy.registers, copy.stack(), copy.address)
         if not native.complete and native.reason.startswith("stack copy ends"):
             self.truncated += 1
         names = [native_name(frame.label()) for frame in native.frames]

@@ -178,6 +178,7 @@ class XrtopApp(App[int]):
         self.refresh_s = refresh_s
         idle = (source.options if source is not None else self.sampling.options).idle
         self.model = ViewModel(source, include_idle=idle)
+        self.model.view_state.evaluator = self.sampling.evaluator_frames  # V, at first
         self.saved_count = 0  # files saved with `s` since this source was shown
         self.saved_files: list[str] = []
 

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 from typing import Any
@@ -632,7 +633,7 @@ def cmd_live(args: argparse.Namespace, command: list[str] | None) -> int:
     from xrtop.live import run_live  # Textual loads only for the live view
 
     pid_text = args.pid or args.pid_flag
-    sampling = _sampling(args)
+    sampling = replace(_sampling(args), keep_evaluator_frames=True)  # V shows them
     if pid_text and command is not None:
         raise UsageError("give either a PID or a command after --, not both")
     return run_live(

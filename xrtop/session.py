@@ -84,6 +84,9 @@ class SamplingOptions:
     #: Native frames among R's (`--native`); with `evaluator_frames`, R's evaluator's too.
     native: bool = False
     evaluator_frames: bool = False
+    #: Stacks keep R's evaluator frames whatever `evaluator_frames` says (the live view,
+    #: where V shows or hides them).
+    keep_evaluator_frames: bool = False
 
     def __post_init__(self) -> None:
         """Reject rates xrtop cannot deliver."""
@@ -411,7 +414,8 @@ class Session:
         # Lines cost reads per sample: read them only when the output wants them.
         target.set_lines(sampling.options.lines)
         if sampling.native:
-            target.set_native(True, evaluator=sampling.evaluator_frames)
+            keep = sampling.evaluator_frames or sampling.keep_evaluator_frames
+            target.set_native(True, evaluator=keep)
         self.thread = SamplerThread(
             target,
             self.log,
