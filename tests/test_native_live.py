@@ -106,7 +106,7 @@ def gdb_backtrace(pid: int) -> list[tuple[int | None, str]]:
         timeout=180,
         check=False,
     )
-    frames = []
+    frames: list[tuple[int | None, str]] = []
     for line in done.stdout.splitlines():
         match = _GDB_FRAME.match(line)
         if match:
