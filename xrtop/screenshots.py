@@ -12,6 +12,12 @@ change (shipped as xrtop/demo/diff-before.out and diff-after.out); re-record the
 
     Rscript tests/r/optimise.R before xrtop/demo/diff-before.out 40
     Rscript tests/r/optimise.R after xrtop/demo/diff-after.out 120
+
+The `--native` screens (docs/native.md) show xrtop/demo/demo-native.out, `xrtop record -m`
+of xrtop/demo/native.R once its data are made (R 4.2.2); re-record it with:
+
+    Rscript xrtop/demo/native.R 12 & sleep 3
+    xrtop record -m -F 100 -d 6 -p $(pgrep -n -f native.R) -o xrtop/demo/demo-native.out
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ DEMO = Path(__file__).resolve().parent / "demo"
 DEMO_PROFILE = DEMO / "demo-xrtop.out"
 #: R's own profiles of tests/r/optimise.R before and after its change, shipped too.
 DIFF_PROFILES = (DEMO / "diff-before.out", DEMO / "diff-after.out")
+#: `xrtop record -m` of xrtop/demo/native.R, shipped too.
+NATIVE_PROFILE = DEMO / "demo-native.out"
 SIZE = (120, 36)
 
 #: file name -> (keys pressed before the shot, title)
@@ -42,6 +50,11 @@ SHOTS: dict[str, tuple[list[str], str]] = {
     "now.svg": (["3"], "xrtop: Now view"),
     "flame.svg": (["4"], "xrtop: Flame view"),
     "help.svg": (["question_mark"], "xrtop: keys"),
+}
+#: The same for NATIVE_PROFILE (native frames among R's).
+NATIVE_SHOTS: dict[str, tuple[list[str], str]] = {
+    "native-tree.svg": (["2", "E"], "xrtop --native: Tree view"),
+    "native-flame.svg": (["4"], "xrtop --native: Flame view"),
 }
 #: The same for `xrtop diff` of DIFF_PROFILES.
 DIFF_SHOTS: dict[str, tuple[list[str], str]] = {
@@ -55,10 +68,10 @@ class ReplaySource(FileSource):
 
     live = True
 
-    def __init__(self, path: Path, profile: RprofFile) -> None:
-        """Replay `profile` as PID 4242 running xrtop/demo/demo.R on R 4.2.2."""
+    def __init__(self, path: Path, profile: RprofFile, script: str = "demo.R") -> None:
+        """Replay `profile` as PID 4242 running xrtop/demo/`script` on R 4.2.2."""
         super().__init__(path, profile)
-        self.title = "xrtop/demo/demo.R"
+        self.title = f"xrtop/demo/{script}"
         self.pid = 4242
         self.r_version = "4.2.2"
         self.options = profile.options
@@ -84,15 +97,19 @@ async def render(profile_path: Path, out_dir: Path) -> list[Path]:
     profile = read_rprof(profile_path)
     base_path, new_path = DIFF_PROFILES
     base, new = read_rprof(base_path), read_rprof(new_path)
+    native = read_rprof(NATIVE_PROFILE)
     written = []
-    shots = [(name, shot, False) for name, shot in SHOTS.items()]
-    shots += [(name, shot, True) for name, shot in DIFF_SHOTS.items()]
-    for name, (keys, title), diff in shots:
-        app = (
-            DiffApp(base_path, base, new_path, new)
-            if diff
-            else XrtopApp(ReplaySource(profile_path, profile), refresh_s=3600)
-        )
+    shots = [(name, shot, "") for name, shot in SHOTS.items()]
+    shots += [(name, shot, "diff") for name, shot in DIFF_SHOTS.items()]
+    shots += [(name, shot, "native") for name, shot in NATIVE_SHOTS.items()]
+    for name, (keys, title), kind in shots:
+        app: XrtopApp | DiffApp
+        if kind == "diff":
+            app = DiffApp(base_path, base, new_path, new)
+        elif kind == "native":
+            app = XrtopApp(ReplaySource(NATIVE_PROFILE, native, "native.R"), refresh_s=3600)
+        else:
+            app = XrtopApp(ReplaySource(profile_path, profile), refresh_s=3600)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
             if keys:
