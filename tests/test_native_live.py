@@ -10,9 +10,11 @@ data.table (fread, forder) is checked for where its frames sit among R's.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -202,3 +204,21 @@ def test_compiled_code_sits_inside_the_r_frame_that_called_it(
         assert r_frames[r_frames.index(caller) :][:2] == [caller, "work_loop"], names
     # Most of the time goes to that compiled code (some to R preparing and calling it).
     assert inside >= 0.5 * len(stacks), Counter(s.names for s in stacks).most_common(3)
+
+
+def test_native_cost_bench_runs(tmp_path: Path) -> None:
+    """bench/native_cost.py still runs (its numbers are judged in bench/, not here)."""
+    out = tmp_path / "rows.json"
+    bench = Path(__file__).parent.parent / "bench" / "native_cost.py"
+    short = ["--workloads", "loop", "--seconds", "1", "--rounds", "1", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(bench), *short],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())
+    assert [row["arm"] for row in rows] == ["r-only", "native"]
+    assert all(row["samples"] > 0 and row["stop_median_us"] > 0 for row in rows), rows
