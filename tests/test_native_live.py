@@ -26,7 +26,11 @@ from conftest import RLAB_ROOT
 from conftest import REnv
 from conftest import RLauncher
 from conftest import RRun
+from conftest import rscript
 from conftest import sample
+from test_profvis import XRTOP
+from test_profvis import need_profvis
+from test_record import summary_rprof
 
 from sampler.capture import sample_once
 from sampler.mixed import UNWIND_STOPPED
@@ -222,3 +226,24 @@ def test_native_cost_bench_runs(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())
     assert [row["arm"] for row in rows] == ["r-only", "native"]
     assert all(row["samples"] > 0 and row["stop_median_us"] > 0 for row in rows), rows
+
+
+def test_summaryrprof_and_profvis_read_native_frames(
+    r_launcher: RLauncher, native_so: Path, placed: list[Placed], tmp_path: Path
+) -> None:
+    need_profvis()
+    run, _ = start_spinning(r_launcher, REnv("host"), native_so, "dotCall", placed)
+    out = tmp_path / "native.out"
+    subprocess.run(
+        [*XRTOP, "record", "-m", "-p", str(run.pid), "-d", "1.5", "-o", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    summary = summary_rprof(out)
+    assert summary.self["<Native:my_leaf>"] > 0.5 * summary.sampling_time, summary
+    assert {"<Native:my_call_fun>", ".Call", "inner_r", "outer_r"} <= set(summary.total)
+    labels = rscript(
+        f'p <- profvis:::parse_rprof("{out}"); cat(unique(p$prof$label), sep = "\\n")'
+    ).split("\n")
+    assert {"<Native:my_leaf>", "<Native:my_call_fun>", "inner_r"} <= set(labels), labels
