@@ -193,7 +193,7 @@ def test_compiled_code_sits_inside_the_r_frame_that_called_it(
     target.set_native(True)
     log = sample(target, 3.0, rate=100)
     stacks = [stack for stack in log.iter_stacks() if caller in stack.names]
-    # (The rate is bench/native_cost.py's to measure: the first samples of a run unwind
+    # (The rate is bench/native_stop_cost.py's to measure: the first samples of a run unwind
     # through code not seen yet, which costs milliseconds each.)
     assert len(stacks) >= 25, len(log)
     inside = 0
@@ -211,7 +211,7 @@ def test_compiled_code_sits_inside_the_r_frame_that_called_it(
 
 
 def test_native_cost_bench_runs(tmp_path: Path) -> None:
-    """bench/native_cost.py still runs (its numbers are judged in bench/, not here)."""
+    """bench/native_stop_cost.py still runs (its numbers are judged in bench/, not here)."""
     out = tmp_path / "rows.json"
     bench = Path(__file__).parent.parent / "bench" / "native_cost.py"
     short = ["--workloads", "loop", "--seconds", "1", "--rounds", "1", "--json", str(out)]

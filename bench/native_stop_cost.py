@@ -1,7 +1,7 @@
 """What `--native` costs: R-only samples vs samples with native frames, on one R process
 per workload, at the same rate.
 
-Usage: .venv/bin/python bench/native_cost.py [--workloads loop,varied] [--hz 100]
+Usage: .venv/bin/python bench/native_stop_cost.py [--workloads loop,varied] [--hz 100]
        [--seconds 4] [--rounds 3] [--suite host|LAB_SUITE]
 
 Workloads as bench/span_cost.py's (its `start` and `units`). Each round runs, in a rotating
