@@ -16,6 +16,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from sampler.errors import XrtopError
+from sampler.native.cfi import CfiError
 from sampler.native.cfi import CfiSection
 from sampler.native.cfi import FrameRule
 from sampler.native.cfi import find_rule
@@ -39,6 +40,33 @@ def _section_bytes(elf: ELFFile, name: str) -> tuple[bytes, int] | None:
     return section.data(), int(section["sh_addr"])
 
 
+def read_cfi(elf: ELFFile, debug: ELFFile | None = None) -> list[CfiSection]:
+    """The CFI sections of `elf`: .eh_frame (indexed by .eh_frame_hdr when present), then
+    .debug_frame from the file itself or else from its separate debug file `debug`.
+
+    Raise CfiError when a section cannot be read.
+    """
+    sections = []
+    eh_frame = _section_bytes(elf, ".eh_frame")
+    if eh_frame is not None:
+        hdr = _section_bytes(elf, ".eh_frame_hdr")
+        sections.append(
+            CfiSection(
+                eh_frame[0],
+                eh_frame[1],
+                for_eh_frame=True,
+                hdr=hdr[0] if hdr else None,
+                hdr_address=hdr[1] if hdr else 0,
+            )
+        )
+    for source in (elf, debug):
+        debug_frame = _section_bytes(source, ".debug_frame") if source is not None else None
+        if debug_frame is not None:
+            sections.append(CfiSection(debug_frame[0], debug_frame[1], for_eh_frame=False))
+            break
+    return sections
+
+
 class Module:
     """One mapped ELF file of the target: ELF address = target address - `bias`."""
 
@@ -51,6 +79,7 @@ class Module:
         self._debug: ELFFile | None = None
         self._symbols: SymbolTable | None = None
         self._cfi: list[CfiSection] | None = None
+        self._cfi_problem = ""
         #: Why this file cannot be read ("" while it can); set on the first failure.
         self.problem = ""
         self.bias = first.start - first.offset  # until the ELF headers say better
@@ -101,32 +130,15 @@ class Module:
         Raise CfiError when a section cannot be read.
         """
         if self._cfi is None:
-            self._cfi = []
             elf = self._open()
-            if elf is not None:
-                self._cfi = self._read_cfi(elf)
+            try:
+                self._cfi = read_cfi(elf, self._debug) if elf is not None else []
+            except CfiError as err:
+                self._cfi = []
+                self._cfi_problem = str(err)
+        if self._cfi_problem:
+            raise CfiError(self._cfi_problem)
         return self._cfi
-
-    def _read_cfi(self, elf: ELFFile) -> list[CfiSection]:
-        sections = []
-        eh_frame = _section_bytes(elf, ".eh_frame")
-        if eh_frame is not None:
-            hdr = _section_bytes(elf, ".eh_frame_hdr")
-            sections.append(
-                CfiSection(
-                    eh_frame[0],
-                    eh_frame[1],
-                    for_eh_frame=True,
-                    hdr=hdr[0] if hdr else None,
-                    hdr_address=hdr[1] if hdr else 0,
-                )
-            )
-        for source in (elf, self._debug):
-            debug_frame = _section_bytes(source, ".debug_frame") if source is not None else None
-            if debug_frame is not None:
-                sections.append(CfiSection(debug_frame[0], debug_frame[1], for_eh_frame=False))
-                break
-        return sections
 
     def rule_at(self, address: int) -> FrameRule | None:
         """The CFI rule at ELF address `address`, or None (no CFI covers it).
