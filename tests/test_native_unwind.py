@@ -28,11 +28,15 @@ from conftest import REnv
 from conftest import RLauncher
 from conftest import RRun
 from conftest import wait_for
+from elftools.elf.elffile import ELFFile
 
 from sampler.native import NativeStack
 from sampler.native import NativeUnwinder
+from sampler.native.debugfiles import build_id
 from sampler.procmem import LiveMemory
 from sampler.ptrace import Tracer
+from sampler.symbols import open_mapped_file
+from sampler.symbols import read_maps
 
 #: x86-64's system call number of pause().
 _PAUSE = "34"
@@ -251,3 +255,30 @@ def test_busy_compiled_code_matches_gdb(
     finally:
         unwinder.close()
         os.kill(run.pid, signal.SIGCONT)
+
+
+def test_vdso_and_debug_files(r_launcher: RLauncher, r_env: REnv) -> None:
+    """The vDSO (clock_gettime) is read from R's memory; a debug file, where the target's
+    root has one (the host's libc6-dbg), names static functions .dynsym lacks."""
+    run = r_launcher.start("busy.R", env=r_env)
+    unwinder = NativeUnwinder(run.pid)
+    try:
+        modules = {module.name: module for module in unwinder.modules.modules.values()}
+        vdso = modules["[vdso]"]
+        start = vdso.symbols.address_of("__vdso_clock_gettime")
+        assert start is not None and vdso.symbols.address_of("clock_gettime") == start
+        rule = vdso.rule_at(start)
+        # At any function's entry: CFA = rsp + 8, the return address just below it.
+        assert rule is not None and (rule.cfa_register, rule.cfa_offset) == (7, 8)
+        assert rule.rule_for(16) == (0, -8)
+        libc = next(m for name, m in modules.items() if name.startswith(("libc.so", "libc-")))
+        mapping = next(m for m in read_maps(run.pid) if m.path == libc.path and not m.offset)
+        with open_mapped_file(run.pid, mapping)[0] as stream:
+            wanted = build_id(ELFFile(stream))
+        assert wanted is not None
+        debug = _root(r_env) / f"usr/lib/debug/.build-id/{wanted[:2]}/{wanted[2:]}.debug"
+        # _int_malloc is static: only a debug file's .symtab names it.
+        assert (libc.symbols.address_of("_int_malloc") is not None) == debug.exists()
+        assert libc.has_debug_file == debug.exists()
+    finally:
+        unwinder.close()

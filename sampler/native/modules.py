@@ -1,7 +1,8 @@
 """The ELF files a process maps: where each one's code is, its symbols and its CFI.
 
 Files are opened the way `sampler.symbols` opens libR.so (map_files, then the target's
-root), so that a containerised target's own files are read. A module's symbols and CFI
+root), so that a containerised target's own files are read; the kernel's vDSO is copied
+from the target's memory. A module's symbols and CFI
 are read on first use and kept; `ModuleMap.refresh()` re-reads /proc/PID/maps (for
 libraries loaded later) and keeps the modules that are still mapped.
 """
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import io
 import os
+from typing import BinaryIO
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from sampler.errors import SampleError
 from sampler.errors import XrtopError
 from sampler.native.cfi import CfiError
 from sampler.native.cfi import CfiSection
@@ -23,11 +27,15 @@ from sampler.native.cfi import find_rule
 from sampler.native.debugfiles import find_debug_file
 from sampler.native.symtab import SymbolTable
 from sampler.native.symtab import read_symbols
+from sampler.procmem import LiveMemory
 from sampler.symbols import Mapping
 from sampler.symbols import load_bias
 from sampler.symbols import open_mapped_file
 from sampler.symbols import read_maps
 
+#: The kernel's code mapped into every process (clock_gettime and friends): an ELF image
+#: that exists only in memory.
+VDSO = "[vdso]"
 #: A mapped file: its identity in /proc/PID/maps (device, inode, path).
 ModuleKey = tuple[tuple[int, int], int, str]
 
@@ -87,8 +95,8 @@ class Module:
     def _open(self) -> ELFFile | None:
         if self._elf is None and not self.problem:
             try:
-                stream, _ = open_mapped_file(self.pid, self._mapping)
-            except XrtopError as err:
+                stream = self._stream()
+            except (XrtopError, SampleError) as err:
                 self.problem = f"cannot open {self.path}: {err}"
                 return None
             try:
@@ -98,9 +106,19 @@ class Module:
                 stream.close()
                 self.problem = f"{self.path} is not a readable ELF file: {err}"
                 return None
-            with contextlib.suppress(OSError, ELFError, ValueError):
-                self._debug = find_debug_file(self.pid, self.path, self._elf)
+            if self.path != VDSO:
+                with contextlib.suppress(OSError, ELFError, ValueError):
+                    self._debug = find_debug_file(self.pid, self.path, self._elf)
         return self._elf
+
+    def _stream(self) -> BinaryIO:
+        """The file, opened as the target sees it; the vDSO is copied from its memory."""
+        mapping = self._mapping
+        if self.path == VDSO:
+            size = mapping.end - mapping.start
+            image = LiveMemory(self.pid, scratch_size=size).read(mapping.start, size)
+            return io.BytesIO(image)
+        return open_mapped_file(self.pid, mapping)[0]
 
     def elf_address(self, pc: int) -> int:
         """`pc` (a target address in this module) as an address in the ELF file."""
@@ -156,6 +174,11 @@ class Module:
         self.problem = self.problem or "closed"
 
 
+def _is_module(mapping: Mapping) -> bool:
+    """Whether a mapping is (part of) an ELF file: a file, or the kernel's vDSO."""
+    return bool(mapping.inode and mapping.path.startswith("/")) or mapping.path == VDSO
+
+
 def _module_key(mapping: Mapping) -> ModuleKey:
     return (mapping.device, mapping.inode, mapping.path)
 
@@ -176,7 +199,7 @@ class ModuleMap:
         kept: dict[ModuleKey, Module] = {}
         firsts: dict[ModuleKey, Mapping] = {}
         for mapping in maps:
-            if mapping.inode and mapping.path.startswith("/"):
+            if _is_module(mapping):
                 firsts.setdefault(_module_key(mapping), mapping)
         for key, first in firsts.items():
             held = self.modules.get(key)

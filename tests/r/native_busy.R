@@ -1,5 +1,6 @@
 # R busy in compiled code, for the native unwinder's ground truth (a test stops it with
-# SIGSTOP wherever it is). Usage: Rscript native_busy.R sort|grepl|crossprod|forder|fread
+# SIGSTOP wherever it is). Usage: Rscript native_busy.R sort|grepl|crossprod|forder|fread|clock
+# (clock: reads the time over and over, in the kernel's vDSO much of the time)
 args <- commandArgs(trailingOnly = TRUE)
 what <- args[[1]]
 work <- switch(what,
@@ -21,6 +22,7 @@ work <- switch(what,
     d <- data.table(a = sample.int(1e6, 2e6, TRUE), b = runif(2e6))
     function() d[order(a, b)]
   },
+  clock = function() for (i in 1:1000) Sys.time(),
   fread = {
     library(data.table)
     setDTthreads(1)
