@@ -50,7 +50,15 @@ class FrameRule:
     then each register by its rule. A register without a rule keeps its value if callee-saved
     and is unknown otherwise."""
 
-    __slots__ = ("cfa_expression", "cfa_offset", "cfa_register", "registers", "signal_frame")
+    __slots__ = (
+        "cfa_expression",
+        "cfa_offset",
+        "cfa_register",
+        "loads",
+        "others",
+        "registers",
+        "signal_frame",
+    )
 
     def __init__(
         self,
@@ -66,6 +74,16 @@ class FrameRule:
         self.registers = registers
         #: A signal trampoline's frame: its caller's pc is exact, not a return address.
         self.signal_frame = signal_frame
+        #: The common rules apart, for speed: (register, offset) saved at CFA + offset...
+        self.loads = tuple(
+            (number, int(rule[1]))
+            for number, rule in registers
+            if rule[0] == AT_CFA and number <= RIP
+        )
+        #: ...and every other rule of a register the unwinder tracks.
+        self.others = tuple(
+            (number, rule) for number, rule in registers if rule[0] != AT_CFA and number <= RIP
+        )
 
     def rule_for(self, register: int) -> RegisterRule | None:
         """The rule for `register`, or None when the CFI gives none."""

@@ -193,8 +193,11 @@ class ModuleMap:
         self._ranges: list[tuple[int, int, Module]] = []
         self.refresh()
 
-    def refresh(self) -> None:
-        """Re-read /proc/PID/maps; modules still mapped keep what they have read."""
+    def refresh(self) -> bool:
+        """Re-read /proc/PID/maps; modules still mapped keep what they have read.
+
+        Return whether any module came or went.
+        """
         maps = read_maps(self.pid)
         kept: dict[ModuleKey, Module] = {}
         firsts: dict[ModuleKey, Mapping] = {}
@@ -208,9 +211,11 @@ class ModuleMap:
                 kept[key] = held
             else:
                 kept[key] = Module(self.pid, first)
+        changed = kept.keys() != self.modules.keys()
         for key, module in self.modules.items():
             if kept.get(key) is not module:
                 module.close()
+                changed = True
         self.modules = kept
         ranges = [
             (m.start, m.end, kept[_module_key(m)])
@@ -220,6 +225,7 @@ class ModuleMap:
         ranges.sort(key=lambda r: r[0])
         self._ranges = ranges
         self._starts = [r[0] for r in ranges]
+        return changed
 
     def find(self, pc: int) -> Module | None:
         """The module whose code contains `pc`, or None."""

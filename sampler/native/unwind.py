@@ -11,10 +11,10 @@ costs a few dictionary look-ups per frame.
 from __future__ import annotations
 
 import os
+import struct
 
 from sampler.errors import UsageError
 from sampler.errors import XrtopError
-from sampler.native.cfi import AT_CFA
 from sampler.native.cfi import AT_EXPRESSION
 from sampler.native.cfi import IN_REGISTER
 from sampler.native.cfi import IS_CFA
@@ -31,7 +31,6 @@ from sampler.native.frames import NativeFrame
 from sampler.native.frames import NativeStack
 from sampler.native.modules import Module
 from sampler.native.modules import ModuleMap
-from sampler.native.registers import CALLEE_SAVED
 from sampler.native.registers import DWARF_NAMES
 from sampler.native.registers import RBP
 from sampler.native.registers import RIP
@@ -45,6 +44,10 @@ OUTERMOST = frozenset({"main", "_start", "__clone", "__clone3", "clone", "clone3
 #: Bounds on what is cached per unwinder (entries; cleared when full).
 _MAX_CACHED_PCS = 1 << 16
 _MAX_OUTSIDE_PCS = 1 << 12
+_MAX_CACHED_FRAMES = 1 << 16
+_U64 = struct.Struct("<Q")
+_UNKNOWN_7_TO_11 = (None,) * 5
+_UNKNOWN5 = (None,) * 5
 
 
 class _Step:
@@ -101,8 +104,11 @@ class NativeUnwinder:
         self.max_frames = max_frames
         self.modules = ModuleMap(pid)
         self._steps: dict[int, _Step] = {}
-        #: pcs found in no mapped file since the last refresh of the map.
+        self._frames: dict[tuple[int, int, int], NativeFrame] = {}
+        #: pcs found in no mapped file since the map last changed.
         self._outside: set[int] = set()
+        #: Whether this unwind has read the map again already.
+        self._refreshed = False
 
     def close(self) -> None:
         """Close every file the unwinder opened."""
@@ -118,6 +124,7 @@ class NativeUnwinder:
         """
         registers = from_user_regs(regs)
         frames: list[NativeFrame] = []
+        self._refreshed = False
         try:
             self._walk(registers, stack, stack_address, frames)
         except _Stop as stop:
@@ -129,6 +136,7 @@ class NativeUnwinder:
     ) -> None:
         """Append frames until a _Stop says why no more follow."""
         exact = True  # the innermost pc is the instruction itself, not a return address
+        steps = self._steps
         while True:
             pc = registers[RIP]
             if not pc:
@@ -136,7 +144,7 @@ class NativeUnwinder:
             if len(frames) >= self.max_frames:
                 raise _Stop(False, f"more than {self.max_frames} frames")
             address = pc if exact else pc - 1  # a return address may follow a noreturn call
-            step = self._step(address)
+            step = steps.get(address) or self._step(address)
             if step is None:
                 frames.append(NativeFrame(pc, 0, "", None, pc))
                 raise _Stop(False, f"pc {pc:#x} is in no mapped file")
@@ -161,12 +169,22 @@ class NativeUnwinder:
             registers = caller
 
     def _frame(self, step: _Step, pc: int, address: int, cfa: int) -> NativeFrame:
-        """The frame at `pc`, whose step was looked up at `address`."""
+        """The frame at `pc`, whose step was looked up at `address` (frames are immutable:
+        the outer ones of a stack recur sample after sample, and are made once)."""
+        key = (pc, cfa, address)
+        frame = self._frames.get(key)
+        if frame is not None:
+            return frame
         module = step.module
         if step.symbol is not None:
             offset = step.symbol_offset + pc - address
-            return NativeFrame(pc, cfa, module.path, step.symbol, offset)
-        return NativeFrame(pc, cfa, module.path, None, module.elf_address(pc))
+            frame = NativeFrame(pc, cfa, module.path, step.symbol, offset)
+        else:
+            frame = NativeFrame(pc, cfa, module.path, None, module.elf_address(pc))
+        if len(self._frames) >= _MAX_CACHED_FRAMES:
+            self._frames.clear()
+        self._frames[key] = frame
+        return frame
 
     def _step(self, address: int) -> _Step | None:
         """What is known about `address` (cached); None when it is in no mapped file."""
@@ -193,16 +211,20 @@ class NativeUnwinder:
         return step
 
     def _module(self, address: int) -> Module | None:
-        """The module holding `address`, re-reading the map once for an unknown address."""
+        """The module holding `address`; for an address in none, the map is read again
+        (a library loaded since), at most once per unwind and once per such address."""
         module = self.modules.find(address)
-        if module is not None or address in self._outside:
+        if module is not None or address in self._outside or self._refreshed:
             return module
+        self._refreshed = True
         try:
-            self.modules.refresh()
+            changed = self.modules.refresh()
         except XrtopError:
             return None
-        self._steps.clear()
-        self._outside.clear()
+        if changed:
+            self._steps.clear()
+            self._frames.clear()
+            self._outside.clear()
         module = self.modules.find(address)
         if module is None:
             if len(self._outside) >= _MAX_OUTSIDE_PCS:
@@ -228,15 +250,15 @@ class NativeUnwinder:
                 name = DWARF_NAMES[rule.cfa_register] if 0 <= rule.cfa_register < 17 else "?"
                 raise _Stop(False, f"CFA register {name} unknown at {step.module.name}")
             cfa = (value + rule.cfa_offset) & 0xFFFFFFFFFFFFFFFF
-        caller: Registers = [None] * 17
-        for number in CALLEE_SAVED:
-            caller[number] = registers[number]
-        for number, (kind, arg) in rule.registers:
-            if number > RIP:
-                continue
-            if kind == AT_CFA:
-                caller[number] = read_word(stack, base, cfa + arg)  # type: ignore[operator]
-            elif kind == IS_CFA:
+        caller = _callee_saved(registers)
+        limit = len(stack) - 8
+        for number, offset in rule.loads:
+            at = cfa + offset - base
+            if not 0 <= at <= limit:
+                raise StackEnds(cfa + offset)
+            caller[number] = _U64.unpack_from(stack, at)[0]
+        for number, (kind, arg) in rule.others:
+            if kind == IS_CFA:
                 caller[number] = cfa + arg  # type: ignore[operator]
             elif kind == SAME:
                 caller[number] = registers[number]
@@ -267,10 +289,14 @@ class NativeUnwinder:
         if rbp is None or sp is None or rbp < sp or rbp & 7:
             name = step.symbol or step.module.name
             raise _Stop(False, f"no CFI for {name} and no frame pointer to follow")
-        caller: Registers = [None] * 17
-        for number in CALLEE_SAVED:
-            caller[number] = registers[number]
+        caller = _callee_saved(registers)
         caller[RBP] = read_word(stack, base, rbp)
         caller[RIP] = read_word(stack, base, rbp + 8)
         caller[RSP] = rbp + 16
         return rbp + 16, caller
+
+
+def _callee_saved(r: Registers) -> Registers:
+    """The caller's registers as far as the callee leaves them: the callee-saved ones
+    (rbx, rbp, r12-r15) kept, the rest unknown until a rule says otherwise."""
+    return [None, None, None, r[3], None, None, r[6], *_UNKNOWN_7_TO_11, *r[12:16], None]
