@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from sampler.errors import UsageError
+from sampler.native import check_platform
 from sampler.native.cfi import AT_CFA
 from sampler.native.cfi import AT_EXPRESSION
 from sampler.native.cfi import IN_REGISTER
@@ -33,6 +35,7 @@ from sampler.native.modules import read_cfi
 from sampler.native.registers import DWARF_NAMES
 from sampler.native.registers import RIP
 from sampler.native.registers import RSP
+from sampler.native.symtab import SymbolTable
 
 TESTS = Path(__file__).parent
 BLOCKER = TESTS / "r" / "native_block.c"
@@ -194,3 +197,28 @@ def test_expression_deref_outside_the_copy_says_so() -> None:
     with pytest.raises(StackEnds) as ends:
         evaluate(code, registers, copy, 0x1000, ())
     assert ends.value.address == 0x1010
+
+
+def test_other_cpus_get_one_clear_line() -> None:
+    with pytest.raises(UsageError) as refused:
+        check_platform("aarch64")
+    assert str(refused.value).startswith("native frames can be unwound on x86-64 only")
+    check_platform("x86_64")
+
+
+def test_symbols_by_address_respect_sizes_and_prefer_global_names() -> None:
+    func, local, glob = 2, 0x00, 0x10  # STT_FUNC; STB_LOCAL, STB_GLOBAL (<< 4)
+    table = SymbolTable(
+        [
+            ("__libc_pause", 0x1000, 0x20, func | local),
+            ("pause", 0x1000, 0x20, func | glob),
+            ("next_one", 0x1100, 0x10, func | glob),
+            ("data", 0x1200, 0x100, 1 | glob),  # STT_OBJECT: not code
+        ]
+    )
+    assert table.lookup(0x1000) == ("pause", 0x1000)
+    assert table.lookup(0x101F) == ("pause", 0x1000)
+    assert table.lookup(0x1020) is None  # past its size: a static function the table lacks
+    assert table.lookup(0x1105) == ("next_one", 0x1100)
+    assert table.lookup(0x1250) is None
+    assert table.address_of("__libc_pause") == table.address_of("pause") == 0x1000

@@ -12,6 +12,7 @@ must be the pc's address in the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -32,7 +33,10 @@ from elftools.elf.elffile import ELFFile
 
 from sampler.native import NativeStack
 from sampler.native import NativeUnwinder
+from sampler.native.cfi import find_rule
 from sampler.native.debugfiles import build_id
+from sampler.native.modules import read_cfi
+from sampler.native.symtab import read_symbols
 from sampler.procmem import LiveMemory
 from sampler.ptrace import Tracer
 from sampler.symbols import open_mapped_file
@@ -63,34 +67,61 @@ def _need_tool(name: str) -> str:
     return path
 
 
+#: How the blocker library is built: with CFI (as every Debian library), or with none at all
+#: but frame pointers (the unwinder's fallback).
+_BUILDS = {
+    "cfi": ["-O2", "-fno-optimize-sibling-calls"],
+    "fp": [
+        *("-O1", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls"),
+        *("-fno-asynchronous-unwind-tables", "-fno-unwind-tables"),
+    ],
+}
+
+
 @pytest.fixture(scope="session")
-def blocker(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/r/native_block.c built on the host (no R headers: it loads into every R)."""
+def blockers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """tests/r/native_block.c built on the host (no R headers: it loads into every R),
+    each way of _BUILDS."""
     cc = _need_tool("cc")
-    target = tmp_path_factory.mktemp("native") / "native_block.so"
-    source = str(R_SCRIPTS / "native_block.c")
-    flags = ["-O2", "-fno-optimize-sibling-calls", "-shared", "-fPIC"]
-    subprocess.run([cc, *flags, "-o", str(target), source], check=True)
-    return target
+    built = {}
+    for name, flags in _BUILDS.items():
+        target = tmp_path_factory.mktemp("native") / f"native_block_{name}.so"
+        source = str(R_SCRIPTS / "native_block.c")
+        subprocess.run([cc, *flags, "-shared", "-fPIC", "-o", str(target), source], check=True)
+        built[name] = target
+    return built
+
+
+@pytest.fixture
+def blocker(blockers: dict[str, Path]) -> Path:
+    """The blocker library with CFI."""
+    return blockers["cfi"]
 
 
 def _root(env: REnv) -> Path:
     return Path("/") if env.suite == "host" else RLAB_ROOT / env.suite
 
 
+@contextlib.contextmanager
+def _placed(library: Path, env: REnv) -> Iterator[str]:
+    """`library` where `env`'s R can load it; yields its path as R sees it."""
+    if env.suite == "host":
+        yield str(library)
+        return
+    inner = f"/tmp/xrtop-native-{uuid.uuid4().hex[:8]}.so"
+    copy = _root(env) / inner.lstrip("/")
+    shutil.copy(library, copy)
+    try:
+        yield inner
+    finally:
+        copy.unlink()
+
+
 @pytest.fixture
 def placed(blocker: Path, r_env: REnv) -> Iterator[tuple[REnv, str]]:
     """The blocker library where `r_env`'s R can load it: (env, its path as R sees it)."""
-    if r_env.suite == "host":
-        yield r_env, str(blocker)
-        return
-    inner = f"/tmp/xrtop-native-{uuid.uuid4().hex[:8]}.so"
-    copy = _root(r_env) / inner.lstrip("/")
-    shutil.copy(blocker, copy)
-    try:
+    with _placed(blocker, r_env) as inner:
         yield r_env, inner
-    finally:
-        copy.unlink()
 
 
 def _in_pause(pid: int) -> bool:
@@ -164,12 +195,28 @@ def _names(stack: NativeStack) -> list[str]:
     return [frame.label() for frame in stack.frames]
 
 
-@pytest.mark.parametrize("how", ["C", "Call"])
+@pytest.mark.parametrize(("how", "build"), [("C", "cfi"), ("Call", "cfi"), ("C", "fp")])
 def test_blocked_in_c_code_matches_gdb(
-    r_launcher: RLauncher, placed: tuple[REnv, str], how: str, tmp_path: Path
+    r_launcher: RLauncher,
+    blockers: dict[str, Path],
+    r_env: REnv,
+    how: str,
+    build: str,
+    tmp_path: Path,
 ) -> None:
-    env, library = placed
-    run = r_launcher.start("native_block.R", library, how, env=env)
+    """R -> .C / .Call -> our C code, blocked in pause(); with CFI, and without any (there
+    the unwinder follows the frame pointers)."""
+    with open(blockers[build], "rb") as stream:
+        elf = ELFFile(stream)
+        leaf = read_symbols(elf).address_of("xr_leaf")
+        assert leaf is not None
+        assert (find_rule(read_cfi(elf), leaf) is not None) == (build == "cfi")
+    with _placed(blockers[build], r_env) as library:
+        run = r_launcher.start("native_block.R", library, how, env=r_env)
+        _check_blocked(run, how, tmp_path)
+
+
+def _check_blocked(run: RRun, how: str, tmp_path: Path) -> None:
     wait_for(lambda: _in_pause(run.pid), 30, "R to block in pause()")
     unwinder = NativeUnwinder(run.pid)
     try:

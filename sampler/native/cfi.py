@@ -154,6 +154,8 @@ def _run(
     stack: list[_State] = []
     for instruction in instructions:
         op = int(instruction.opcode)
+        if op & 0xC0:  # a primary opcode: pyelftools < 0.33 keeps its operand in the low bits
+            op &= 0xC0
         args = instruction.args
         if op in _ADVANCE or op == _SET_LOC:
             rows.append((pc, dict(state)))

@@ -120,6 +120,14 @@ class Module:
             return io.BytesIO(image)
         return open_mapped_file(self.pid, mapping)[0]
 
+    @property
+    def is_executable(self) -> bool:
+        """Whether this is a program (it names an interpreter), not a shared library."""
+        elf = self._open()
+        return elf is not None and any(
+            segment["p_type"] == "PT_INTERP" for segment in elf.iter_segments()
+        )
+
     def elf_address(self, pc: int) -> int:
         """`pc` (a target address in this module) as an address in the ELF file."""
         self._open()

@@ -39,12 +39,12 @@ from sampler.native.registers import Registers
 from sampler.native.registers import from_user_regs
 
 #: Functions where a thread's stack begins: unwinding ends after them, complete. gdb,
-#: too, stops at main.
+#: too, stops at main (the executable's: a library may have a function of that name).
 OUTERMOST = frozenset({"main", "_start", "__clone", "__clone3", "clone", "clone3", "start_thread"})
 #: Bounds on what is cached per unwinder (entries; cleared when full).
 _MAX_CACHED_PCS = 1 << 16
 _MAX_OUTSIDE_PCS = 1 << 12
-_MAX_CACHED_FRAMES = 1 << 16
+_MAX_CACHED_FRAMES = 1 << 14
 _U64 = struct.Struct("<Q")
 _UNKNOWN_7_TO_11 = (None,) * 5
 _UNKNOWN5 = (None,) * 5
@@ -53,7 +53,7 @@ _UNKNOWN5 = (None,) * 5
 class _Step:
     """What is known about one pc: its module, symbol, and how to find its caller."""
 
-    __slots__ = ("module", "problem", "rule", "symbol", "symbol_offset")
+    __slots__ = ("module", "outermost", "problem", "rule", "symbol", "symbol_offset")
 
     def __init__(
         self,
@@ -69,6 +69,8 @@ class _Step:
         self.rule = rule
         #: Why the rule is unusable ("" when it is fine or absent).
         self.problem = problem
+        #: Whether the thread's stack begins in this function.
+        self.outermost = symbol in OUTERMOST and (symbol != "main" or module.is_executable)
 
 
 class _Stop(Exception):
@@ -158,7 +160,7 @@ class NativeUnwinder:
                 raise _Stop(False, f"in {frames[-1].label()}: {err}") from None
             frame = self._frame(step, pc, address, cfa)
             frames.append(frame)
-            if step.symbol in OUTERMOST:
+            if step.outermost:
                 raise _Stop(True, f"outermost frame ({step.symbol})")
             if caller is None:
                 raise _Stop(True, f"outermost frame ({frame.label()}: return address undefined)")
