@@ -197,8 +197,6 @@ class NativeUnwinder:
         if module is None:
             return None
         elf_address = module.elf_address(address)
-        found = module.symbols.lookup(elf_address)
-        symbol, offset = (found[0], elf_address - found[1]) if found else (None, 0)
         problem = module.problem
         rule = None
         if not problem:
@@ -206,6 +204,12 @@ class NativeUnwinder:
                 rule = module.rule_at(elf_address)
             except CfiError as err:
                 problem = f"unreadable CFI in {module.name}: {err}"
+        found = module.symbols.lookup(elf_address)
+        if rule is not None and rule.signal_frame:
+            # A signal trampoline is entered by a "return" to its first byte: pc - 1 is the
+            # padding its CFI covers (for that reason), but its name starts at pc.
+            found = module.symbols.lookup(elf_address + 1) or found
+        symbol, offset = (found[0], elf_address - found[1]) if found else (None, 0)
         step = _Step(module, symbol, offset, rule, problem)
         if len(self._steps) >= _MAX_CACHED_PCS:
             self._steps.clear()
