@@ -73,6 +73,19 @@ class _Step:
         self.outermost = symbol in OUTERMOST and (symbol != "main" or module.is_executable)
 
 
+class _NoCfa(Exception):
+    """No rule finds this frame's CFA or its caller; the message says why."""
+
+
+def _why(err: Exception, frame: NativeFrame) -> str:
+    """The reason a stack ends at `frame` because of `err`."""
+    if isinstance(err, StackEnds):
+        return f"stack copy ends at {err.address:#x}"
+    if isinstance(err, ExpressionError):
+        return f"in {frame.label()}: {err}"
+    return str(err)
+
+
 class _Stop(Exception):
     """Unwinding ends here: `complete` and the reason."""
 
@@ -151,17 +164,18 @@ class NativeUnwinder:
                 frames.append(NativeFrame(pc, 0, "", None, pc))
                 raise _Stop(False, f"pc {pc:#x} is in no mapped file")
             try:
-                cfa, caller = self._caller(step, registers, stack, base)
-            except StackEnds as ends:
+                cfa = self._cfa(step, registers, stack, base)
+            except (StackEnds, ExpressionError, _NoCfa) as err:
                 frames.append(self._frame(step, pc, address, 0))
-                raise _Stop(False, f"stack copy ends at {ends.address:#x}") from None
-            except ExpressionError as err:
-                frames.append(self._frame(step, pc, address, 0))
-                raise _Stop(False, f"in {frames[-1].label()}: {err}") from None
+                raise _Stop(False, _why(err, frames[-1])) from None
             frame = self._frame(step, pc, address, cfa)
             frames.append(frame)
             if step.outermost:
                 raise _Stop(True, f"outermost frame ({step.symbol})")
+            try:
+                caller = self._caller(step, registers, cfa, stack, base)
+            except (StackEnds, ExpressionError, _NoCfa) as err:
+                raise _Stop(False, _why(err, frame)) from None
             if caller is None:
                 raise _Stop(True, f"outermost frame ({frame.label()}: return address undefined)")
             sp = registers[RSP]
@@ -238,25 +252,41 @@ class NativeUnwinder:
             self._outside.add(address)
         return module
 
-    def _caller(
-        self, step: _Step, registers: Registers, stack: bytes, base: int
-    ) -> tuple[int, Registers | None]:
-        """This frame's CFA and the caller's registers (None: this is the outermost frame).
+    def _cfa(self, step: _Step, registers: Registers, stack: bytes, base: int) -> int:
+        """This frame's CFA: by its CFI rule, else by the frame pointer (rbp + 16).
 
-        Raise StackEnds for a read outside the copy, _Stop where no rule applies.
+        Raise _NoCfa when neither applies, StackEnds or ExpressionError from an expression.
         """
         rule = step.rule
         if rule is None:
-            return self._frame_pointer_caller(step, registers, stack, base)
+            rbp, sp = registers[RBP], registers[RSP]
+            if rbp is None or sp is None or rbp < sp or rbp & 7:
+                why = f" ({step.problem})" if step.problem else ""
+                name = step.symbol or step.module.name
+                raise _NoCfa(f"no CFI for {name}{why} and no frame pointer to follow")
+            return rbp + 16
         if rule.cfa_expression is not None:
-            cfa = evaluate(rule.cfa_expression, registers, stack, base, ())
-        else:
-            value = registers[rule.cfa_register] if rule.cfa_register >= 0 else None
-            if value is None:
-                name = DWARF_NAMES[rule.cfa_register] if 0 <= rule.cfa_register < 17 else "?"
-                raise _Stop(False, f"CFA register {name} unknown at {step.module.name}")
-            cfa = (value + rule.cfa_offset) & 0xFFFFFFFFFFFFFFFF
+            return evaluate(rule.cfa_expression, registers, stack, base, ())
+        value = registers[rule.cfa_register] if 0 <= rule.cfa_register <= RIP else None
+        if value is None:
+            name = DWARF_NAMES[rule.cfa_register] if 0 <= rule.cfa_register <= RIP else "?"
+            raise _NoCfa(f"the CFA register {name} is not known at {step.module.name}")
+        return (value + rule.cfa_offset) & 0xFFFFFFFFFFFFFFFF
+
+    def _caller(
+        self, step: _Step, registers: Registers, cfa: int, stack: bytes, base: int
+    ) -> Registers | None:
+        """The caller's registers (None: this is the outermost frame, by its CFI).
+
+        Raise StackEnds for a read outside the copy, ExpressionError, _NoCfa.
+        """
         caller = _callee_saved(registers)
+        rule = step.rule
+        if rule is None:  # the frame pointer: [rbp] is the caller's rbp, then its pc
+            caller[RBP] = read_word(stack, base, cfa - 16)
+            caller[RIP] = read_word(stack, base, cfa - 8)
+            caller[RSP] = cfa
+            return caller
         limit = len(stack) - 8
         for number, offset in rule.loads:
             at = cfa + offset - base
@@ -273,33 +303,15 @@ class NativeUnwinder:
             elif kind == UNDEFINED:
                 caller[number] = None
                 if number == RIP:
-                    return cfa, None
+                    return None
             elif isinstance(arg, bytes):
                 value = evaluate(arg, registers, stack, base, (cfa,))
                 caller[number] = read_word(stack, base, value) if kind == AT_EXPRESSION else value
                 assert kind in (AT_EXPRESSION, IS_EXPRESSION)
         if caller[RIP] is None:
-            raise _Stop(False, f"no return address rule at {step.module.name}")
+            raise _NoCfa(f"no rule for the return address at {step.module.name}")
         caller[RSP] = cfa
-        return cfa, caller
-
-    def _frame_pointer_caller(
-        self, step: _Step, registers: Registers, stack: bytes, base: int
-    ) -> tuple[int, Registers | None]:
-        """The caller by the frame pointer, for code without CFI: [rbp] is the caller's
-        rbp, [rbp + 8] the return address."""
-        rbp = registers[RBP]
-        sp = registers[RSP]
-        if step.problem:
-            raise _Stop(False, step.problem)
-        if rbp is None or sp is None or rbp < sp or rbp & 7:
-            name = step.symbol or step.module.name
-            raise _Stop(False, f"no CFI for {name} and no frame pointer to follow")
-        caller = _callee_saved(registers)
-        caller[RBP] = read_word(stack, base, rbp)
-        caller[RIP] = read_word(stack, base, rbp + 8)
-        caller[RSP] = rbp + 16
-        return rbp + 16, caller
+        return caller
 
 
 def _callee_saved(r: Registers) -> Registers:
