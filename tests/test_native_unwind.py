@@ -308,9 +308,10 @@ def test_busy_compiled_code_matches_gdb(
         os.kill(run.pid, signal.SIGSTOP)
         wait_for(lambda: _stopped(run), 30, "R to stop")
         stack = unwinder.unwind(*capture(run.pid))
-        assert _stopped(run), "the capture must leave a stopped R stopped"
+        # A stopped R stays stopped (its state passes through the tracer's stop first).
+        wait_for(lambda: _stopped(run), 5, "R to be back in its stop after the capture")
         assert_same_as_gdb(stack, gdb_frames(run.pid, tmp_path), unwinder)
-        assert _stopped(run)
+        wait_for(lambda: _stopped(run), 5, "R to be back in its stop after gdb")
         # The same stack again: caching changes nothing.
         again = unwinder.unwind(*capture(run.pid))
         assert again == stack
