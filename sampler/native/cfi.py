@@ -295,7 +295,6 @@ class CfiSection:
         hdr: bytes | None = None,
         hdr_address: int = 0,
     ) -> None:
-        self.address = address
         self.name = ".eh_frame" if for_eh_frame else ".debug_frame"
         self._info = CallFrameInfo(io.BytesIO(data), len(data), address, _STRUCTS, for_eh_frame)
         self._decoded: dict[int, FdeRules | None] = {}

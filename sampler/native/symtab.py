@@ -41,9 +41,6 @@ class SymbolTable:
         self.ends = array("Q", (start + max(best[start][2], 1) for start in self.starts))
         self.names = [best[start][1] for start in self.starts]
 
-    def __len__(self) -> int:
-        return len(self.names)
-
     def lookup(self, address: int) -> tuple[str, int] | None:
         """The function containing `address` and its start, or None."""
         index = bisect.bisect_right(self.starts, address) - 1
