@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -345,3 +346,32 @@ def test_vdso_and_debug_files(r_launcher: RLauncher, r_env: REnv) -> None:
         assert libc.has_debug_file == debug.exists()
     finally:
         unwinder.close()
+
+
+def test_corrupt_stack_copies_end_with_a_reason(r_launcher: RLauncher, blocker: Path) -> None:
+    """Whatever the copy holds (a torn or overwritten stack), unwinding returns a stack with
+    a reason and never raises or runs away."""
+    run = r_launcher.start("native_block.R", str(blocker), "C")
+    wait_for(lambda: _in_pause(run.pid), 30, "R to block in pause()")
+    unwinder = NativeUnwinder(run.pid, max_frames=64)
+    rng = random.Random(21)
+    try:
+        regs, stack, start = capture(run.pid)
+        whole = unwinder.unwind(regs, stack, start)
+        used = whole.frames[-1].cfa - start
+        endings = set()
+        for _ in range(300):
+            corrupt = bytearray(stack)
+            for _ in range(rng.randint(1, 8)):
+                at = rng.randrange(0, used - 8) & ~7
+                value = rng.choice([0, at + start, rng.getrandbits(64), whole.frames[0].pc])
+                corrupt[at : at + 8] = value.to_bytes(8, "little")
+            stack_ = unwinder.unwind(regs, bytes(corrupt), start)
+            assert stack_.frames and stack_.reason
+            assert len(stack_.frames) <= 64
+            cfas = [f.cfa for f in stack_.frames if f.cfa]
+            assert cfas == sorted(set(cfas)), "CFAs grow strictly outwards"
+            endings.add(stack_.reason.split(" ")[0])
+    finally:
+        unwinder.close()
+    assert len(endings) > 1, endings  # the corruption did change how stacks end
