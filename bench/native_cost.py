@@ -10,8 +10,10 @@ would (the copy's time while R is stopped is reported), then unwinds the copies 
 ran on: the first one with a new unwinder (cold: maps, symbols, CFI read), all of them once
 (every new pc learned), then all again three times (warm: the per-sample cost at a steady
 state, in CPU time of the unwinding thread: on a loaded machine wall time mostly measures
-preemption). Also reports how much stack the deepest complete unwind used, so the sampler's
-window can be chosen. Prints one JSON line.
+preemption). Before that, how long one read of the stack takes while R is stopped, for
+windows of 16 KiB to 1 MiB (a read ends where the stack mapping ends). Also reports how
+much stack the deepest complete unwind used, so the sampler's window can be chosen.
+Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -61,12 +63,36 @@ def copies(pid: int, count: int, window: int) -> tuple[list[Copy], list[float]]:
     return taken, reads
 
 
+def read_times(pid: int, sizes_kib: list[int], count: int = 50) -> dict[str, float]:
+    """Median microseconds of one stack read of each size while R is stopped, by KiB."""
+    tracer = Tracer(pid)
+    memory = LiveMemory(pid, scratch_size=max(sizes_kib) * 1024)
+    times: dict[int, list[float]] = {size: [] for size in sizes_kib}
+    try:
+        for _ in range(count):
+            for size in sizes_kib:
+                tracer.stop()
+                try:
+                    tracer.save_registers()
+                    start = tracer.stack_pointer() - 128
+                    began = time.perf_counter()
+                    memory.read_upto(start, size * 1024)
+                    times[size].append(time.perf_counter() - began)
+                finally:
+                    tracer.resume()
+                time.sleep(0.005)
+    finally:
+        tracer.detach()
+    return {str(size): _us(statistics.median(spent)) for size, spent in times.items()}
+
+
 def _us(seconds: float) -> float:
     return round(seconds * 1e6, 1)
 
 
 def measure(pid: int, count: int, window: int) -> dict[str, object]:
     """The numbers for one R process."""
+    read_by_size = read_times(pid, [16, 64, 256, 1024])
     taken, reads = copies(pid, count, window)
     began = time.perf_counter()
     unwinder = NativeUnwinder(pid)
@@ -100,6 +126,7 @@ def measure(pid: int, count: int, window: int) -> dict[str, object]:
         "incomplete_reasons": reasons,
         "stack_bytes_used_max": max(used, default=0),
         "stack_read_median_us": _us(statistics.median(reads)),
+        "stack_read_median_us_by_kib": read_by_size,
         "new_unwinder_ms": round((opened - began) * 1e3, 2),
         "cold_first_unwind_ms": round((cold - opened) * 1e3, 1),
         "first_pass_mean_us": _us(statistics.mean(first_pass)),
