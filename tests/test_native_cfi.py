@@ -29,6 +29,7 @@ from sampler.native.cfi import IS_EXPRESSION
 from sampler.native.cfi import SAME
 from sampler.native.cfi import CfiSection
 from sampler.native.cfi import FrameRule
+from sampler.native.debugfiles import find_debug_file
 from sampler.native.expression import StackEnds
 from sampler.native.expression import evaluate
 from sampler.native.modules import read_cfi
@@ -36,6 +37,7 @@ from sampler.native.registers import DWARF_NAMES
 from sampler.native.registers import RIP
 from sampler.native.registers import RSP
 from sampler.native.symtab import SymbolTable
+from sampler.native.symtab import read_symbols
 
 TESTS = Path(__file__).parent
 BLOCKER = TESTS / "r" / "native_block.c"
@@ -222,3 +224,27 @@ def test_symbols_by_address_respect_sizes_and_prefer_global_names() -> None:
     assert table.lookup(0x1105) == ("next_one", 0x1100)
     assert table.lookup(0x1250) is None
     assert table.address_of("__libc_pause") == table.address_of("pause") == 0x1000
+
+
+def test_debug_file_by_debuglink_names_static_functions(tmp_path: Path) -> None:
+    """A library stripped of its .symtab, with a .gnu_debuglink to its debug file next to
+    it (CRC checked): the debug file's symbols name its static functions again."""
+    cc, objcopy, strip = _need("cc"), _need("objcopy"), _need("strip")
+    library, debug = tmp_path / "blocker.so", tmp_path / "blocker.debug"
+    subprocess.run([cc, "-O2", "-g", "-shared", "-fPIC", "-o", library, BLOCKER], check=True)
+    subprocess.run([objcopy, "--only-keep-debug", library, debug], check=True)
+    subprocess.run([strip, "--strip-all", library], check=True)
+    subprocess.run([objcopy, f"--add-gnu-debuglink={debug}", library], check=True)
+    with open(library, "rb") as stream:
+        elf = ELFFile(stream)
+        assert read_symbols(elf).address_of("xr_handler") is None  # static: stripped
+        found = find_debug_file(os.getpid(), str(library), elf)
+        assert found is not None
+        try:
+            start = read_symbols(elf, found).address_of("xr_handler")
+        finally:
+            found.stream.close()
+    assert start is not None
+    debug.write_bytes(debug.read_bytes() + b"\0")  # another file: the CRC no longer matches
+    with open(library, "rb") as stream:
+        assert find_debug_file(os.getpid(), str(library), ELFFile(stream)) is None
