@@ -145,6 +145,7 @@ bench: $(STAMP) r
 	$(BIN)/python bench/ui_big.py
 	$(BIN)/python bench/ui_bench.py
 	$(BIN)/python bench/span_cost.py --suite $(SPAN_SUITE)
+	$(BIN)/python bench/native_cost.py
 	$(BIN)/python bench/native_stop_cost.py --workloads loop,varied
 	$(BIN)/python bench/native_stop_cost.py --workloads loop --suite $(SPAN_SUITE)
 

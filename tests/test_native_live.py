@@ -213,7 +213,7 @@ def test_compiled_code_sits_inside_the_r_frame_that_called_it(
 def test_native_cost_bench_runs(tmp_path: Path) -> None:
     """bench/native_stop_cost.py still runs (its numbers are judged in bench/, not here)."""
     out = tmp_path / "rows.json"
-    bench = Path(__file__).parent.parent / "bench" / "native_cost.py"
+    bench = Path(__file__).parent.parent / "bench" / "native_stop_cost.py"
     short = ["--workloads", "loop", "--seconds", "1", "--rounds", "1", "--json", str(out)]
     done = subprocess.run(
         [sys.executable, str(bench), *short],

@@ -50,7 +50,15 @@ class FrameRule:
     then each register by its rule. A register without a rule keeps its value if callee-saved
     and is unknown otherwise."""
 
-    __slots__ = ("cfa_expression", "cfa_offset", "cfa_register", "registers", "signal_frame")
+    __slots__ = (
+        "cfa_expression",
+        "cfa_offset",
+        "cfa_register",
+        "loads",
+        "others",
+        "registers",
+        "signal_frame",
+    )
 
     def __init__(
         self,
@@ -66,6 +74,16 @@ class FrameRule:
         self.registers = registers
         #: A signal trampoline's frame: its caller's pc is exact, not a return address.
         self.signal_frame = signal_frame
+        #: The common rules apart, for speed: (register, offset) saved at CFA + offset...
+        self.loads = tuple(
+            (number, int(rule[1]))
+            for number, rule in registers
+            if rule[0] == AT_CFA and number <= RIP
+        )
+        #: ...and every other rule of a register the unwinder tracks.
+        self.others = tuple(
+            (number, rule) for number, rule in registers if rule[0] != AT_CFA and number <= RIP
+        )
 
     def rule_for(self, register: int) -> RegisterRule | None:
         """The rule for `register`, or None when the CFI gives none."""
@@ -136,6 +154,8 @@ def _run(
     stack: list[_State] = []
     for instruction in instructions:
         op = int(instruction.opcode)
+        if op & 0xC0:  # a primary opcode: pyelftools < 0.33 keeps its operand in the low bits
+            op &= 0xC0
         args = instruction.args
         if op in _ADVANCE or op == _SET_LOC:
             rows.append((pc, dict(state)))
@@ -275,7 +295,7 @@ class CfiSection:
         hdr: bytes | None = None,
         hdr_address: int = 0,
     ) -> None:
-        self.address = address
+        self.name = ".eh_frame" if for_eh_frame else ".debug_frame"
         self._info = CallFrameInfo(io.BytesIO(data), len(data), address, _STRUCTS, for_eh_frame)
         self._decoded: dict[int, FdeRules | None] = {}
         table = _search_table(hdr, hdr_address) if hdr else None

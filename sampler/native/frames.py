@@ -12,7 +12,8 @@ class NativeFrame:
 
     `pc` is the target's address: the exact instruction for the innermost frame (and for a
     frame a signal interrupted), else the return address. `cfa` is the frame's canonical
-    frame address (the caller's stack pointer before the call). `module` is the mapped
+    frame address (the caller's stack pointer before the call; 0 when no rule finds it, on
+    the last frame of an incomplete stack). `module` is the mapped
     file's path as the target sees it ("" when the pc is in no mapped file). `symbol` is
     the function's name when a symbol table names it; `offset` is then pc minus the
     function's start, else pc's address in the file's own ELF address space (what objdump,

@@ -1,7 +1,8 @@
 """The ELF files a process maps: where each one's code is, its symbols and its CFI.
 
 Files are opened the way `sampler.symbols` opens libR.so (map_files, then the target's
-root), so that a containerised target's own files are read. A module's symbols and CFI
+root), so that a containerised target's own files are read; the kernel's vDSO is copied
+from the target's memory. A module's symbols and CFI
 are read on first use and kept; `ModuleMap.refresh()` re-reads /proc/PID/maps (for
 libraries loaded later) and keeps the modules that are still mapped.
 """
@@ -10,23 +11,31 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import io
 import os
+from typing import BinaryIO
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from sampler.errors import SampleError
 from sampler.errors import XrtopError
+from sampler.native.cfi import CfiError
 from sampler.native.cfi import CfiSection
 from sampler.native.cfi import FrameRule
 from sampler.native.cfi import find_rule
 from sampler.native.debugfiles import find_debug_file
 from sampler.native.symtab import SymbolTable
 from sampler.native.symtab import read_symbols
+from sampler.procmem import LiveMemory
 from sampler.symbols import Mapping
 from sampler.symbols import load_bias
 from sampler.symbols import open_mapped_file
 from sampler.symbols import read_maps
 
+#: The kernel's code mapped into every process (clock_gettime and friends): an ELF image
+#: that exists only in memory.
+VDSO = "[vdso]"
 #: A mapped file: its identity in /proc/PID/maps (device, inode, path).
 ModuleKey = tuple[tuple[int, int], int, str]
 
@@ -37,6 +46,33 @@ def _section_bytes(elf: ELFFile, name: str) -> tuple[bytes, int] | None:
     if section is None or section["sh_type"] == "SHT_NOBITS":
         return None
     return section.data(), int(section["sh_addr"])
+
+
+def read_cfi(elf: ELFFile, debug: ELFFile | None = None) -> list[CfiSection]:
+    """The CFI sections of `elf`: .eh_frame (indexed by .eh_frame_hdr when present), then
+    .debug_frame from the file itself or else from its separate debug file `debug`.
+
+    Raise CfiError when a section cannot be read.
+    """
+    sections = []
+    eh_frame = _section_bytes(elf, ".eh_frame")
+    if eh_frame is not None:
+        hdr = _section_bytes(elf, ".eh_frame_hdr")
+        sections.append(
+            CfiSection(
+                eh_frame[0],
+                eh_frame[1],
+                for_eh_frame=True,
+                hdr=hdr[0] if hdr else None,
+                hdr_address=hdr[1] if hdr else 0,
+            )
+        )
+    for source in (elf, debug):
+        debug_frame = _section_bytes(source, ".debug_frame") if source is not None else None
+        if debug_frame is not None:
+            sections.append(CfiSection(debug_frame[0], debug_frame[1], for_eh_frame=False))
+            break
+    return sections
 
 
 class Module:
@@ -51,6 +87,7 @@ class Module:
         self._debug: ELFFile | None = None
         self._symbols: SymbolTable | None = None
         self._cfi: list[CfiSection] | None = None
+        self._cfi_problem = ""
         #: Why this file cannot be read ("" while it can); set on the first failure.
         self.problem = ""
         self.bias = first.start - first.offset  # until the ELF headers say better
@@ -58,8 +95,8 @@ class Module:
     def _open(self) -> ELFFile | None:
         if self._elf is None and not self.problem:
             try:
-                stream, _ = open_mapped_file(self.pid, self._mapping)
-            except XrtopError as err:
+                stream = self._stream()
+            except (XrtopError, SampleError) as err:
                 self.problem = f"cannot open {self.path}: {err}"
                 return None
             try:
@@ -69,9 +106,27 @@ class Module:
                 stream.close()
                 self.problem = f"{self.path} is not a readable ELF file: {err}"
                 return None
-            with contextlib.suppress(OSError, ELFError, ValueError):
-                self._debug = find_debug_file(self.pid, self.path, self._elf)
+            if self.path != VDSO:
+                with contextlib.suppress(OSError, ELFError, ValueError):
+                    self._debug = find_debug_file(self.pid, self.path, self._elf)
         return self._elf
+
+    def _stream(self) -> BinaryIO:
+        """The file, opened as the target sees it; the vDSO is copied from its memory."""
+        mapping = self._mapping
+        if self.path == VDSO:
+            size = mapping.end - mapping.start
+            image = LiveMemory(self.pid, scratch_size=size).read(mapping.start, size)
+            return io.BytesIO(image)
+        return open_mapped_file(self.pid, mapping)[0]
+
+    @property
+    def is_executable(self) -> bool:
+        """Whether this is a program (it names an interpreter), not a shared library."""
+        elf = self._open()
+        return elf is not None and any(
+            segment["p_type"] == "PT_INTERP" for segment in elf.iter_segments()
+        )
 
     def elf_address(self, pc: int) -> int:
         """`pc` (a target address in this module) as an address in the ELF file."""
@@ -101,32 +156,15 @@ class Module:
         Raise CfiError when a section cannot be read.
         """
         if self._cfi is None:
-            self._cfi = []
             elf = self._open()
-            if elf is not None:
-                self._cfi = self._read_cfi(elf)
+            try:
+                self._cfi = read_cfi(elf, self._debug) if elf is not None else []
+            except CfiError as err:
+                self._cfi = []
+                self._cfi_problem = str(err)
+        if self._cfi_problem:
+            raise CfiError(self._cfi_problem)
         return self._cfi
-
-    def _read_cfi(self, elf: ELFFile) -> list[CfiSection]:
-        sections = []
-        eh_frame = _section_bytes(elf, ".eh_frame")
-        if eh_frame is not None:
-            hdr = _section_bytes(elf, ".eh_frame_hdr")
-            sections.append(
-                CfiSection(
-                    eh_frame[0],
-                    eh_frame[1],
-                    for_eh_frame=True,
-                    hdr=hdr[0] if hdr else None,
-                    hdr_address=hdr[1] if hdr else 0,
-                )
-            )
-        for source in (elf, self._debug):
-            debug_frame = _section_bytes(source, ".debug_frame") if source is not None else None
-            if debug_frame is not None:
-                sections.append(CfiSection(debug_frame[0], debug_frame[1], for_eh_frame=False))
-                break
-        return sections
 
     def rule_at(self, address: int) -> FrameRule | None:
         """The CFI rule at ELF address `address`, or None (no CFI covers it).
@@ -144,6 +182,11 @@ class Module:
         self.problem = self.problem or "closed"
 
 
+def _is_module(mapping: Mapping) -> bool:
+    """Whether a mapping is (part of) an ELF file: a file, or the kernel's vDSO."""
+    return bool(mapping.inode and mapping.path.startswith("/")) or mapping.path == VDSO
+
+
 def _module_key(mapping: Mapping) -> ModuleKey:
     return (mapping.device, mapping.inode, mapping.path)
 
@@ -158,13 +201,16 @@ class ModuleMap:
         self._ranges: list[tuple[int, int, Module]] = []
         self.refresh()
 
-    def refresh(self) -> None:
-        """Re-read /proc/PID/maps; modules still mapped keep what they have read."""
+    def refresh(self) -> bool:
+        """Re-read /proc/PID/maps; modules still mapped keep what they have read.
+
+        Return whether any module came or went.
+        """
         maps = read_maps(self.pid)
         kept: dict[ModuleKey, Module] = {}
         firsts: dict[ModuleKey, Mapping] = {}
         for mapping in maps:
-            if mapping.inode and mapping.path.startswith("/"):
+            if _is_module(mapping):
                 firsts.setdefault(_module_key(mapping), mapping)
         for key, first in firsts.items():
             held = self.modules.get(key)
@@ -173,9 +219,11 @@ class ModuleMap:
                 kept[key] = held
             else:
                 kept[key] = Module(self.pid, first)
+        changed = kept.keys() != self.modules.keys()
         for key, module in self.modules.items():
             if kept.get(key) is not module:
                 module.close()
+                changed = True
         self.modules = kept
         ranges = [
             (m.start, m.end, kept[_module_key(m)])
@@ -185,6 +233,7 @@ class ModuleMap:
         ranges.sort(key=lambda r: r[0])
         self._ranges = ranges
         self._starts = [r[0] for r in ranges]
+        return changed
 
     def find(self, pc: int) -> Module | None:
         """The module whose code contains `pc`, or None."""

@@ -15,8 +15,6 @@ USER_REGS = struct.Struct("<27Q")
 _USER_INDEX = (10, 12, 11, 5, 13, 14, 4, 19, 9, 8, 7, 6, 3, 2, 1, 0, 16)
 #: DWARF numbers of the stack pointer, the frame pointer and the return address.
 RSP, RBP, RIP = 7, 6, 16
-#: Registers a callee must preserve (System V x86-64 ABI): rbx, rbp, r12-r15.
-CALLEE_SAVED = (3, 6, 12, 13, 14, 15)
 DWARF_NAMES = (
     "rax",
     "rdx",

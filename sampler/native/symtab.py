@@ -26,9 +26,12 @@ class SymbolTable:
 
     def __init__(self, entries: Iterable[tuple[str, int, int, int]]) -> None:
         best: dict[int, tuple[bool, str, int]] = {}
+        #: Every function name (aliases too) -> its start.
+        self.starts_by_name: dict[str, int] = {}
         for name, value, size, info in entries:
             if info & 0xF not in _CODE_TYPES or not value:
                 continue
+            self.starts_by_name.setdefault(name, value)
             rank = (info >> 4 != _LOCAL, name, size)
             held = best.get(value)
             # The global name over a local alias, then the one that covers more code.
@@ -37,9 +40,6 @@ class SymbolTable:
         self.starts = array("Q", sorted(best))
         self.ends = array("Q", (start + max(best[start][2], 1) for start in self.starts))
         self.names = [best[start][1] for start in self.starts]
-
-    def __len__(self) -> int:
-        return len(self.names)
 
     def lookup(self, address: int) -> tuple[str, int] | None:
         """The function containing `address` and its start, or None."""
@@ -51,11 +51,8 @@ class SymbolTable:
         return None
 
     def address_of(self, name: str) -> int | None:
-        """The start of the function called `name`, or None (linear: for tests and tools)."""
-        for at, held in enumerate(self.names):
-            if held == name:
-                return self.starts[at]
-        return None
+        """The start of the function called `name` (any alias), or None."""
+        return self.starts_by_name.get(name)
 
 
 def read_symbols(*elves: ELFFile) -> SymbolTable:

@@ -11,10 +11,10 @@ costs a few dictionary look-ups per frame.
 from __future__ import annotations
 
 import os
+import struct
 
 from sampler.errors import UsageError
 from sampler.errors import XrtopError
-from sampler.native.cfi import AT_CFA
 from sampler.native.cfi import AT_EXPRESSION
 from sampler.native.cfi import IN_REGISTER
 from sampler.native.cfi import IS_CFA
@@ -31,7 +31,6 @@ from sampler.native.frames import NativeFrame
 from sampler.native.frames import NativeStack
 from sampler.native.modules import Module
 from sampler.native.modules import ModuleMap
-from sampler.native.registers import CALLEE_SAVED
 from sampler.native.registers import DWARF_NAMES
 from sampler.native.registers import RBP
 from sampler.native.registers import RIP
@@ -40,17 +39,21 @@ from sampler.native.registers import Registers
 from sampler.native.registers import from_user_regs
 
 #: Functions where a thread's stack begins: unwinding ends after them, complete. gdb,
-#: too, stops at main.
+#: too, stops at main (the executable's: a library may have a function of that name).
 OUTERMOST = frozenset({"main", "_start", "__clone", "__clone3", "clone", "clone3", "start_thread"})
 #: Bounds on what is cached per unwinder (entries; cleared when full).
 _MAX_CACHED_PCS = 1 << 16
 _MAX_OUTSIDE_PCS = 1 << 12
+_MAX_CACHED_FRAMES = 1 << 14
+_U64 = struct.Struct("<Q")
+_UNKNOWN_7_TO_11 = (None,) * 5
+_UNKNOWN5 = (None,) * 5
 
 
 class _Step:
     """What is known about one pc: its module, symbol, and how to find its caller."""
 
-    __slots__ = ("module", "problem", "rule", "symbol", "symbol_offset")
+    __slots__ = ("module", "outermost", "problem", "rule", "symbol", "symbol_offset")
 
     def __init__(
         self,
@@ -66,6 +69,21 @@ class _Step:
         self.rule = rule
         #: Why the rule is unusable ("" when it is fine or absent).
         self.problem = problem
+        #: Whether the thread's stack begins in this function.
+        self.outermost = symbol in OUTERMOST and (symbol != "main" or module.is_executable)
+
+
+class _NoCfa(Exception):
+    """No rule finds this frame's CFA or its caller; the message says why."""
+
+
+def _why(err: Exception, frame: NativeFrame) -> str:
+    """The reason a stack ends at `frame` because of `err`."""
+    if isinstance(err, StackEnds):
+        return f"stack copy ends at {err.address:#x}"
+    if isinstance(err, ExpressionError):
+        return f"in {frame.label()}: {err}"
+    return str(err)
 
 
 class _Stop(Exception):
@@ -101,8 +119,11 @@ class NativeUnwinder:
         self.max_frames = max_frames
         self.modules = ModuleMap(pid)
         self._steps: dict[int, _Step] = {}
-        #: pcs found in no mapped file since the last refresh of the map.
+        self._frames: dict[tuple[int, int, int], NativeFrame] = {}
+        #: pcs found in no mapped file since the map last changed.
         self._outside: set[int] = set()
+        #: Whether this unwind has read the map again already.
+        self._refreshed = False
 
     def close(self) -> None:
         """Close every file the unwinder opened."""
@@ -118,6 +139,7 @@ class NativeUnwinder:
         """
         registers = from_user_regs(regs)
         frames: list[NativeFrame] = []
+        self._refreshed = False
         try:
             self._walk(registers, stack, stack_address, frames)
         except _Stop as stop:
@@ -129,6 +151,7 @@ class NativeUnwinder:
     ) -> None:
         """Append frames until a _Stop says why no more follow."""
         exact = True  # the innermost pc is the instruction itself, not a return address
+        steps = self._steps
         while True:
             pc = registers[RIP]
             if not pc:
@@ -136,22 +159,23 @@ class NativeUnwinder:
             if len(frames) >= self.max_frames:
                 raise _Stop(False, f"more than {self.max_frames} frames")
             address = pc if exact else pc - 1  # a return address may follow a noreturn call
-            step = self._step(address)
+            step = steps.get(address) or self._step(address)
             if step is None:
                 frames.append(NativeFrame(pc, 0, "", None, pc))
                 raise _Stop(False, f"pc {pc:#x} is in no mapped file")
             try:
-                cfa, caller = self._caller(step, registers, stack, base)
-            except StackEnds as ends:
+                cfa = self._cfa(step, registers, stack, base)
+            except (StackEnds, ExpressionError, _NoCfa) as err:
                 frames.append(self._frame(step, pc, address, 0))
-                raise _Stop(False, f"stack copy ends at {ends.address:#x}") from None
-            except ExpressionError as err:
-                frames.append(self._frame(step, pc, address, 0))
-                raise _Stop(False, f"in {frames[-1].label()}: {err}") from None
+                raise _Stop(False, _why(err, frames[-1])) from None
             frame = self._frame(step, pc, address, cfa)
             frames.append(frame)
-            if step.symbol in OUTERMOST:
+            if step.outermost:
                 raise _Stop(True, f"outermost frame ({step.symbol})")
+            try:
+                caller = self._caller(step, registers, cfa, stack, base)
+            except (StackEnds, ExpressionError, _NoCfa) as err:
+                raise _Stop(False, _why(err, frame)) from None
             if caller is None:
                 raise _Stop(True, f"outermost frame ({frame.label()}: return address undefined)")
             sp = registers[RSP]
@@ -161,12 +185,22 @@ class NativeUnwinder:
             registers = caller
 
     def _frame(self, step: _Step, pc: int, address: int, cfa: int) -> NativeFrame:
-        """The frame at `pc`, whose step was looked up at `address`."""
+        """The frame at `pc`, whose step was looked up at `address` (frames are immutable:
+        the outer ones of a stack recur sample after sample, and are made once)."""
+        key = (pc, cfa, address)
+        frame = self._frames.get(key)
+        if frame is not None:
+            return frame
         module = step.module
         if step.symbol is not None:
             offset = step.symbol_offset + pc - address
-            return NativeFrame(pc, cfa, module.path, step.symbol, offset)
-        return NativeFrame(pc, cfa, module.path, None, module.elf_address(pc))
+            frame = NativeFrame(pc, cfa, module.path, step.symbol, offset)
+        else:
+            frame = NativeFrame(pc, cfa, module.path, None, module.elf_address(pc))
+        if len(self._frames) >= _MAX_CACHED_FRAMES:
+            self._frames.clear()
+        self._frames[key] = frame
+        return frame
 
     def _step(self, address: int) -> _Step | None:
         """What is known about `address` (cached); None when it is in no mapped file."""
@@ -177,8 +211,6 @@ class NativeUnwinder:
         if module is None:
             return None
         elf_address = module.elf_address(address)
-        found = module.symbols.lookup(elf_address)
-        symbol, offset = (found[0], elf_address - found[1]) if found else (None, 0)
         problem = module.problem
         rule = None
         if not problem:
@@ -186,6 +218,12 @@ class NativeUnwinder:
                 rule = module.rule_at(elf_address)
             except CfiError as err:
                 problem = f"unreadable CFI in {module.name}: {err}"
+        found = module.symbols.lookup(elf_address)
+        if rule is not None and rule.signal_frame:
+            # A signal trampoline is entered by a "return" to its first byte: pc - 1 is the
+            # padding its CFI covers (for that reason), but its name starts at pc.
+            found = module.symbols.lookup(elf_address + 1) or found
+        symbol, offset = (found[0], elf_address - found[1]) if found else (None, 0)
         step = _Step(module, symbol, offset, rule, problem)
         if len(self._steps) >= _MAX_CACHED_PCS:
             self._steps.clear()
@@ -193,16 +231,20 @@ class NativeUnwinder:
         return step
 
     def _module(self, address: int) -> Module | None:
-        """The module holding `address`, re-reading the map once for an unknown address."""
+        """The module holding `address`; for an address in none, the map is read again
+        (a library loaded since), at most once per unwind and once per such address."""
         module = self.modules.find(address)
-        if module is not None or address in self._outside:
+        if module is not None or address in self._outside or self._refreshed:
             return module
+        self._refreshed = True
         try:
-            self.modules.refresh()
+            changed = self.modules.refresh()
         except XrtopError:
             return None
-        self._steps.clear()
-        self._outside.clear()
+        if changed:
+            self._steps.clear()
+            self._frames.clear()
+            self._outside.clear()
         module = self.modules.find(address)
         if module is None:
             if len(self._outside) >= _MAX_OUTSIDE_PCS:
@@ -210,33 +252,49 @@ class NativeUnwinder:
             self._outside.add(address)
         return module
 
-    def _caller(
-        self, step: _Step, registers: Registers, stack: bytes, base: int
-    ) -> tuple[int, Registers | None]:
-        """This frame's CFA and the caller's registers (None: this is the outermost frame).
+    def _cfa(self, step: _Step, registers: Registers, stack: bytes, base: int) -> int:
+        """This frame's CFA: by its CFI rule, else by the frame pointer (rbp + 16).
 
-        Raise StackEnds for a read outside the copy, _Stop where no rule applies.
+        Raise _NoCfa when neither applies, StackEnds or ExpressionError from an expression.
         """
         rule = step.rule
         if rule is None:
-            return self._frame_pointer_caller(step, registers, stack, base)
+            rbp, sp = registers[RBP], registers[RSP]
+            if rbp is None or sp is None or rbp < sp or rbp & 7:
+                why = f" ({step.problem})" if step.problem else ""
+                name = step.symbol or step.module.name
+                raise _NoCfa(f"no CFI for {name}{why} and no frame pointer to follow")
+            return rbp + 16
         if rule.cfa_expression is not None:
-            cfa = evaluate(rule.cfa_expression, registers, stack, base, ())
-        else:
-            value = registers[rule.cfa_register] if rule.cfa_register >= 0 else None
-            if value is None:
-                name = DWARF_NAMES[rule.cfa_register] if 0 <= rule.cfa_register < 17 else "?"
-                raise _Stop(False, f"CFA register {name} unknown at {step.module.name}")
-            cfa = (value + rule.cfa_offset) & 0xFFFFFFFFFFFFFFFF
-        caller: Registers = [None] * 17
-        for number in CALLEE_SAVED:
-            caller[number] = registers[number]
-        for number, (kind, arg) in rule.registers:
-            if number > RIP:
-                continue
-            if kind == AT_CFA:
-                caller[number] = read_word(stack, base, cfa + arg)  # type: ignore[operator]
-            elif kind == IS_CFA:
+            return evaluate(rule.cfa_expression, registers, stack, base, ())
+        value = registers[rule.cfa_register] if 0 <= rule.cfa_register <= RIP else None
+        if value is None:
+            name = DWARF_NAMES[rule.cfa_register] if 0 <= rule.cfa_register <= RIP else "?"
+            raise _NoCfa(f"the CFA register {name} is not known at {step.module.name}")
+        return (value + rule.cfa_offset) & 0xFFFFFFFFFFFFFFFF
+
+    def _caller(
+        self, step: _Step, registers: Registers, cfa: int, stack: bytes, base: int
+    ) -> Registers | None:
+        """The caller's registers (None: this is the outermost frame, by its CFI).
+
+        Raise StackEnds for a read outside the copy, ExpressionError, _NoCfa.
+        """
+        caller = _callee_saved(registers)
+        rule = step.rule
+        if rule is None:  # the frame pointer: [rbp] is the caller's rbp, then its pc
+            caller[RBP] = read_word(stack, base, cfa - 16)
+            caller[RIP] = read_word(stack, base, cfa - 8)
+            caller[RSP] = cfa
+            return caller
+        limit = len(stack) - 8
+        for number, offset in rule.loads:
+            at = cfa + offset - base
+            if not 0 <= at <= limit:
+                raise StackEnds(cfa + offset)
+            caller[number] = _U64.unpack_from(stack, at)[0]
+        for number, (kind, arg) in rule.others:
+            if kind == IS_CFA:
                 caller[number] = cfa + arg  # type: ignore[operator]
             elif kind == SAME:
                 caller[number] = registers[number]
@@ -245,32 +303,18 @@ class NativeUnwinder:
             elif kind == UNDEFINED:
                 caller[number] = None
                 if number == RIP:
-                    return cfa, None
+                    return None
             elif isinstance(arg, bytes):
                 value = evaluate(arg, registers, stack, base, (cfa,))
                 caller[number] = read_word(stack, base, value) if kind == AT_EXPRESSION else value
                 assert kind in (AT_EXPRESSION, IS_EXPRESSION)
         if caller[RIP] is None:
-            raise _Stop(False, f"no return address rule at {step.module.name}")
+            raise _NoCfa(f"no rule for the return address at {step.module.name}")
         caller[RSP] = cfa
-        return cfa, caller
+        return caller
 
-    def _frame_pointer_caller(
-        self, step: _Step, registers: Registers, stack: bytes, base: int
-    ) -> tuple[int, Registers | None]:
-        """The caller by the frame pointer, for code without CFI: [rbp] is the caller's
-        rbp, [rbp + 8] the return address."""
-        rbp = registers[RBP]
-        sp = registers[RSP]
-        if step.problem:
-            raise _Stop(False, step.problem)
-        if rbp is None or sp is None or rbp < sp or rbp & 7:
-            name = step.symbol or step.module.name
-            raise _Stop(False, f"no CFI for {name} and no frame pointer to follow")
-        caller: Registers = [None] * 17
-        for number in CALLEE_SAVED:
-            caller[number] = registers[number]
-        caller[RBP] = read_word(stack, base, rbp)
-        caller[RIP] = read_word(stack, base, rbp + 8)
-        caller[RSP] = rbp + 16
-        return rbp + 16, caller
+
+def _callee_saved(r: Registers) -> Registers:
+    """The caller's registers as far as the callee leaves them: the callee-saved ones
+    (rbx, rbp, r12-r15) kept, the rest unknown until a rule says otherwise."""
+    return [None, None, None, r[3], None, None, r[6], *_UNKNOWN_7_TO_11, *r[12:16], None]

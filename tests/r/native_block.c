@@ -1,8 +1,11 @@
 /* Native code for the unwinder's ground-truth tests (tests/test_native_unwind.py): R calls
  * xr_block through .C, and xr_call through .Call, down to xr_leaf, which writes the ready
  * file and then waits in pause() for good, a stable stack for xrtop and gdb to compare.
+ * xr_signal gets there through a signal handler (a signal frame on the stack).
  * Plain C without R's headers, so one build loads into every R version. */
 #include <fcntl.h>
+#include <signal.h>
+#include <string.h>
 #include <unistd.h>
 
 __attribute__((noinline)) void xr_leaf(const char *ready) {
@@ -32,4 +35,22 @@ extern const char *R_CHAR(void *x);
 void *xr_call(void *path) {
   xr_middle(R_CHAR(STRING_ELT(path, 0)));
   return path;
+}
+
+static const char *xr_ready_path;
+
+static void xr_handler(int sig) {
+  (void)sig;
+  xr_leaf(xr_ready_path);
+}
+
+void xr_signal(char **ready) {
+  struct sigaction action;
+  memset(&action, 0, sizeof action);
+  action.sa_handler = xr_handler;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGUSR1, &action, NULL);
+  xr_ready_path = ready[0];
+  raise(SIGUSR1);
+  __asm__ volatile("" ::: "memory");
 }
