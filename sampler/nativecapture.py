@@ -127,9 +127,14 @@ class NativeFrames:
         contexts = [frame.context for frame in raw.frames]
         if len(contexts) != len(r_names):
             contexts = [0] * len(r_names)
+        # CFAs grow outward; the last frame of a cut stack may have none (0): its slice
+        # then ends where its callee's does.
+        cfas: list[Address] = []
+        for frame in native.frames:
+            cfas.append(max(frame.cfa, cfas[-1] if cfas else 0))
         slots = interleave(
             contexts,
-            [frame.cfa for frame in native.frames],
+            cfas,
             names,
             self.c_stack,
             complete=native.complete,
