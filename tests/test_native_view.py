@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from test_view_model import model_of
 
 from sampler.model import Stack
+from sampler.rprof import RprofOptions
+from sampler.rprof import RprofWriter
+from sampler.rprof import read_rprof
 from widgets.hot_table import HotTable
 from widgets.row_table import RowTable
+from xrtop.app import XrtopApp
+from xrtop.sources import FileSource
 
 MIXED = Stack(
     (
@@ -54,3 +61,26 @@ def test_native_rows_are_styled_apart() -> None:
     assert table.row_class("inner_r") == "row-table--row"
     plain = RowTable((), lambda key: ())
     assert plain.row_class("<Native:my_c_fun>") == "row-table--row"
+
+
+async def test_keys_n_and_v_change_what_the_top_view_counts(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.out"
+    with path.open("w") as out:
+        RprofWriter(out, 10000, RprofOptions()).add_all([MIXED] * 5 + [Stack(("f",))] * 2)
+    app = XrtopApp(FileSource(path, read_rprof(path)), refresh_s=60)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert set(app.query_one(HotTable).keys) == {
+            "<Native:my_leaf>",
+            "<Native:my_c_fun>",
+            ".C",
+            "inner_r",
+            "outer_r",
+            "f",
+        }
+        await pilot.press("V")
+        await pilot.pause()
+        assert set(app.query_one(HotTable).keys) == {*MIXED.names, "f"}
+        await pilot.press("N")
+        await pilot.pause()
+        assert set(app.query_one(HotTable).keys) == {".C", "inner_r", "outer_r", "f"}
