@@ -54,6 +54,8 @@ class FrameRule:
         "cfa_expression",
         "cfa_offset",
         "cfa_register",
+        "load_from",
+        "load_words",
         "loads",
         "others",
         "registers",
@@ -74,7 +76,8 @@ class FrameRule:
         self.registers = registers
         #: A signal trampoline's frame: its caller's pc is exact, not a return address.
         self.signal_frame = signal_frame
-        #: The common rules apart, for speed: (register, offset) saved at CFA + offset...
+        #: The common rules apart, for speed: (register, offset) saved at CFA + offset
+        #: (below: the offset as an index into `load_words`)...
         self.loads = tuple(
             (number, int(rule[1]))
             for number, rule in registers
@@ -84,6 +87,16 @@ class FrameRule:
         self.others = tuple(
             (number, rule) for number, rule in registers if rule[0] != AT_CFA and number <= RIP
         )
+        #: The saved registers lie close together (a prologue pushes them): one read with
+        #: `load_words` from CFA + `load_from` gets them all; `loads` then holds indexes.
+        in_order = sorted(self.loads, key=lambda load: load[1])
+        self.load_from = in_order[0][1] if in_order else 0
+        layout, at = "<", self.load_from
+        for _, offset in in_order:
+            layout += f"{offset - at}xQ" if offset > at else "Q"
+            at = offset + 8
+        self.load_words = struct.Struct(layout)
+        self.loads = tuple((number, index) for index, (number, _) in enumerate(in_order))
 
     def rule_for(self, register: int) -> RegisterRule | None:
         """The rule for `register`, or None when the CFI gives none."""

@@ -11,7 +11,6 @@ costs a few dictionary look-ups per frame.
 from __future__ import annotations
 
 import os
-import struct
 
 from sampler.errors import UsageError
 from sampler.errors import XrtopError
@@ -45,7 +44,6 @@ OUTERMOST = frozenset({"main", "_start", "__clone", "__clone3", "clone", "clone3
 _MAX_CACHED_PCS = 1 << 16
 _MAX_OUTSIDE_PCS = 1 << 12
 _MAX_CACHED_FRAMES = 1 << 14
-_U64 = struct.Struct("<Q")
 _UNKNOWN_7_TO_11 = (None,) * 5
 _UNKNOWN5 = (None,) * 5
 
@@ -287,12 +285,16 @@ class NativeUnwinder:
             caller[RIP] = read_word(stack, base, cfa - 8)
             caller[RSP] = cfa
             return caller
-        limit = len(stack) - 8
-        for number, offset in rule.loads:
-            at = cfa + offset - base
-            if not 0 <= at <= limit:
-                raise StackEnds(cfa + offset)
-            caller[number] = _U64.unpack_from(stack, at)[0]
+        if rule.loads:
+            at = cfa + rule.load_from - base
+            words = rule.load_words
+            if at < 0:
+                raise StackEnds(cfa + rule.load_from)
+            if at + words.size > len(stack):
+                raise StackEnds(base + max(at, len(stack)))
+            values = words.unpack_from(stack, at)
+            for number, index in rule.loads:
+                caller[number] = values[index]
         for number, (kind, arg) in rule.others:
             if kind == IS_CFA:
                 caller[number] = cfa + arg  # type: ignore[operator]
