@@ -123,10 +123,11 @@ class NativeFrames:
             self.truncated += 1
         names = [native_name(frame.label()) for frame in native.frames]
         r_names, sites = stack.names, stack.sites
-        # One context per R frame (0: not known, e.g. a frame R has no context for).
+        # One context per R frame (0: none, e.g. a builtin called from byte code). A frame
+        # the stack has beyond `raw.frames` is such a builtin, innermost.
         contexts = [frame.context for frame in raw.frames]
-        if len(contexts) != len(r_names):
-            contexts = [0] * len(r_names)
+        missing = len(r_names) - len(contexts)
+        contexts = [0] * missing + contexts if missing >= 0 else [0] * len(r_names)
         # CFAs grow outward; the last frame of a cut stack may have none (0): its slice
         # then ends where its callee's does.
         cfas: list[Address] = []
