@@ -248,3 +248,29 @@ def test_debug_file_by_debuglink_names_static_functions(tmp_path: Path) -> None:
     debug.write_bytes(debug.read_bytes() + b"\0")  # another file: the CRC no longer matches
     with open(library, "rb") as stream:
         assert find_debug_file(os.getpid(), str(library), ELFFile(stream)) is None
+
+
+@pytest.mark.parametrize("variant", ["o2", "libc"])
+def test_plt_entries_are_named_as_objdump_names_them(
+    compiled: dict[str, Path], variant: str
+) -> None:
+    path = compiled[variant] if variant in compiled else Path("/usr/lib/x86_64-linux-gnu/libc.so.6")
+    if not path.exists():
+        pytest.skip(f"no {path}")
+    text = subprocess.run(
+        [_need("objdump"), "-d", "-j", ".plt", "-j", ".plt.sec", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # Entries without a symbol (IRELATIVE: "*ABS*+0x...@plt") are left unnamed here.
+    expected = {
+        name: int(address, 16)
+        for address, name in re.findall(r"^([0-9a-f]+) <([^*>]+@plt)>:$", text, re.M)
+    }
+    with open(path, "rb") as stream:
+        table = read_symbols(ELFFile(stream))
+    assert len(expected) >= 5
+    assert {name: table.address_of(name) for name in expected} == expected
+    for name, address in expected.items():
+        assert table.lookup(address + 4) == (name, address)
