@@ -146,6 +146,9 @@ bench: $(STAMP) r
 	$(BIN)/python bench/ui_bench.py
 	$(BIN)/python bench/span_cost.py --suite $(SPAN_SUITE)
 	$(BIN)/python bench/subprocesses.py
+	$(BIN)/python bench/native_cost.py
+	$(BIN)/python bench/native_stop_cost.py --workloads loop,varied
+	$(BIN)/python bench/native_stop_cost.py --workloads loop --suite $(SPAN_SUITE)
 
 screenshots: $(STAMP) r
 	$(BIN)/python -m xrtop.screenshots screenshots

@@ -74,7 +74,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.workloads import VARIED  # noqa: E402
+from workloads import VARIED  # noqa: E402
+
 from sampler.idlepoll import CPU_LATENCY_DEVICE  # noqa: E402
 from sampler.idlepoll import IdlePolling  # noqa: E402
 from sampler.rprof import parse_rprof  # noqa: E402

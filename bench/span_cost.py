@@ -41,7 +41,8 @@ RLAB = Path(os.environ.get("XRTOP_LAB", "/work/shared/lab"))
 RLAB_ROOT = Path("/opt/rlab")
 sys.path.insert(0, str(ROOT))
 
-from bench.workloads import VARIED  # noqa: E402
+from workloads import VARIED  # noqa: E402
+
 from sampler.model import SampleLog  # noqa: E402
 from sampler.ptrace import Tracer  # noqa: E402
 from sampler.spans import SpanPlan  # noqa: E402

@@ -20,6 +20,7 @@ import threading
 import time
 from array import array
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from typing import TypeVar
 
 from sampler.errors import TornSampleError
@@ -32,6 +33,9 @@ from sampler.rstack import StackReader
 from sampler.target import Target
 from sampler.target import layout_discriminator
 from sampler.target import verify_layout
+
+if TYPE_CHECKING:
+    from sampler.nativecapture import NativeCopy  # imported by Target.set_native, if asked
 
 _T = TypeVar("_T")
 #: A longer PTRACE_CONT means this thread lost its CPU meanwhile (`while_stopped`);
@@ -87,6 +91,8 @@ class StoppedCapture:
         self._last_contexts = 0
         #: Samples copied as spans (the others by the snapshot plan).
         self.span_samples = 0
+        #: The registers and stack the last stop copied for native frames (`--native`).
+        self._native_copy: NativeCopy | None = None
 
     def sample(self) -> tuple[Stack, float]:
         """One sample, and the seconds the target was stopped for it.
@@ -102,30 +108,55 @@ class StoppedCapture:
         # copies the srcref regions, which a span copy would read one by one), so spans
         # only without lines.
         spans = reader.spans is not None and self._spans_work and reader.lines is None
+        self._native_copy = None
         if spans and not self._plan_holds():
             # The registers come first: the stack pointer bounds the C-stack span.
             regs = True
             self.span_samples += 1
-            (got, raw, have_regs), _, stopped = self.while_stopped(self._span_snapshot, False)
+            span_read = self._with_native(self._span_snapshot, True)
+            (got, raw, have_regs), _, stopped = self.while_stopped(span_read, False)
         else:
             if not tracer.held:  # (stopped already, R has nothing to gain from it)
                 reader.warm()
             # Registers only tell whether R waited in a system call (idle): not worth a
-            # system call in the stop when /proc says R runs right now (`running()`).
-            regs = not tracer.running()
-            (got, raw), have_regs, stopped = self.while_stopped(self._snapshot, regs)
+            # system call in the stop when /proc says R runs right now (`running()`), nor
+            # a second one when the native copy saves them.
+            regs = reader.native is None and not tracer.running()
+            plan_read = self._with_native(self._snapshot, False)
+            (got, raw), have_regs, stopped = self.while_stopped(plan_read, regs)
+            have_regs = have_regs or self._native_copy is not None
             if spans:
                 self._plan_misses = 0.9 * self._plan_misses + (raw is not None)
         if raw is None:
             raw = reader.decode_snapshot(got)
         if raw is None:
             # Only if the check and the decoder disagree (a bug): sample again.
-            captured, have_regs, again = self.while_stopped(reader.capture, regs)
+            captured, have_regs, again = self.while_stopped(
+                self._with_native(reader.capture, False), regs
+            )
+            have_regs = have_regs or self._native_copy is not None
             raw, stopped = captured, stopped + again
         raw.idle = have_regs and tracer.was_in_syscall()
         self._last_contexts = raw.contexts
         self.stop_times.append(stopped)
-        return reader.finish(raw), stopped
+        stack = reader.finish(raw)
+        if reader.native is not None and self._native_copy is not None:
+            stack = reader.native.mixed(stack, raw, self._native_copy)
+        return stack, stopped
+
+    def _with_native(self, read: Callable[[], _T], spans_copied: bool) -> Callable[[], _T]:
+        """`read`, followed by the native copy when native frames are wanted (`--native`):
+        into `_native_copy`, for `NativeFrames.mixed` after resuming."""
+        native = self.reader.native
+        if native is None:
+            return read
+
+        def read_and_copy() -> _T:
+            result = read()
+            self._native_copy = native.copy(self.tracer, spans_copied and self._spans_work)
+            return result
+
+        return read_and_copy
 
     def while_stopped(self, read: Callable[[], _T], regs: bool = True) -> tuple[_T, bool, float]:
         """`read()` while the target is stopped, then (with `regs`) its registers saved:

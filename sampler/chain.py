@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import struct
 from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Optional
@@ -56,8 +57,8 @@ _FRAME_FLAGS = CTXT_FUNCTION | CTXT_BUILTIN
 Bytes = Union[bytes, bytearray, memoryview, "ctypes.Array[ctypes.c_char]"]
 #: Where `size` bytes at an address are: (bytes, offset), or None.
 Finder = Callable[[Address, int], Optional[tuple[Bytes, int]]]
-#: (flag, call, callfun, cloenv) of a function context.
-_FrameContext = tuple[int, Address, Address, Address]
+#: (flag, call, callfun, cloenv, its own address) of a function context.
+_FrameContext = tuple[int, Address, Address, Address, Address]
 
 
 @dataclass
@@ -230,6 +231,7 @@ class ChainDecoder:
                 raise TornSampleError("the context chain loops or is implausibly deep")
             seen.add(address)
             chain.append(address)
+            here = address
             offset = offset_of(address)
             if offset is None:
                 offset = locate(address, size)
@@ -243,7 +245,7 @@ class ChainDecoder:
                 data, offset = extra[address]
                 address, flag, callfun, call, cloenv = unpack(data, offset)
             if flag & _FRAME_FLAGS:
-                frame_contexts.append((flag, call, callfun, cloenv))
+                frame_contexts.append((flag, call, callfun, cloenv, here))
         return chain, frame_contexts
 
     def frames(
@@ -253,10 +255,13 @@ class ChainDecoder:
         frame_calls: list[Address],
         extra: dict[Address, tuple[Bytes, int]],
         live: bool,
+        contexts: Sequence[Address] = (),
     ) -> tuple[list[RawFrame], list[Address]]:
         """The frames of the function contexts whose calls are `frame_calls`, innermost
-        first, and every cell read for them (the calls, then non-symbol heads). With
-        `live`, calls and heads the snapshot lacks are read now; without, a SnapshotMiss."""
+        first, and every cell read for them (the calls, then non-symbol heads); each frame
+        keeps its context's address from `contexts` (parallel to `frame_calls`) if given.
+        With `live`, calls and heads the snapshot lacks are read now; without, a
+        SnapshotMiss."""
         at = self.finder(plan, got, extra)
         # The call objects of frame contexts (they die with their frame: read while stopped).
         missing = sorted({c for c in frame_calls if at(c, CELL_SIZE) is None}) if live else []
@@ -272,7 +277,7 @@ class ChainDecoder:
         cells = list(frame_calls)
         unknown: list[tuple[RawFrame, Address]] = []
         head_of = HEAD.unpack_from
-        for call in frame_calls:
+        for i, call in enumerate(frame_calls):
             offset = offset_of(call)
             if offset is None:
                 offset = locate(call, CELL_SIZE)
@@ -287,7 +292,7 @@ class ChainDecoder:
                 info, head = head_of(hit[0], hit[1])
             if info & TYPE_MASK != LANGSXP:
                 continue  # R writes no frame for a context whose call is not a call
-            frame = RawFrame()
+            frame = RawFrame(context=contexts[i] if contexts else 0)
             frames.append(frame)
             name = names.get(head)  # a symbol's address names it for good
             if name is not None:

@@ -7,6 +7,8 @@
 
 With line information a function is split by the line it was executing: a collapsed frame
 is named `name (file:line)`; a speedscope frame keeps the name and gets `file` and `line`.
+Native frames (`--native`) keep their spelling `<Native:label>` in collapsed stacks; in
+speedscope they are named by their label, their file being their library or "[native]".
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from collections.abc import Sequence
 from typing import IO
 from typing import Union
 
+from sampler.mixed import NATIVE_MAPPING
+from sampler.mixed import is_native
+from sampler.mixed import native_label
+from sampler.mixed import native_library
 from sampler.model import GC_NAME
 from sampler.model import SampleLog
 from sampler.model import SrcLoc
@@ -185,6 +191,10 @@ def _frame_row(
             frame: dict[str, object] = {"name": name}
             if loc is not None:
                 frame["file"], frame["line"] = loc
+            elif is_native(name):
+                # Native code: its label, and as its file the library, or "[native]".
+                label = native_label(name)
+                frame = {"name": label, "file": native_library(label) or NATIVE_MAPPING}
             frames.append(frame)
         row.append(index)
     return row

@@ -39,10 +39,12 @@ _NA_INTEGER = -(2**31)
 
 @dataclass
 class RawFrame:
-    """A frame captured while the target was stopped; `name` or `symbol` is set."""
+    """A frame captured while the target was stopped; `name` or `symbol` is set.
+    `context`: the address of its context (RCNTXT), for placing native frames (0: unknown)."""
 
     name: str | None = None
     symbol: Address = 0
+    context: Address = 0
 
 
 class FrameNamer:

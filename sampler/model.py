@@ -33,6 +33,8 @@ from typing import overload
 SrcLoc = tuple[str, int]
 
 GC_NAME = "<GC>"
+#: How a native frame's name begins (`--native`, see sampler.mixed): `<Native:label>`.
+NATIVE_PREFIX = "<Native:"
 #: Stack objects `SampleLog` recognises by identity (see `SampleLog.intern`).
 _RECENT_STACKS = 64
 
@@ -425,10 +427,14 @@ class Aggregate:
         by_line: bool = False,
         include_idle: bool = False,
         outermost: Callable[[int], FunctionKey] | None = None,
+        frames: Callable[[Stack], Stack] | None = None,
     ) -> None:
-        """Aggregate samples from index `start` on; call `update()` to take in new ones."""
+        """Aggregate samples from index `start` on; call `update()` to take in new ones.
+        `frames`: what of each stack is counted (e.g. without native frames); all of it
+        when None."""
         self.log = log
         self.outermost = outermost
+        self.frames = frames
         self.start = start
         self.by_line = by_line
         self.include_idle = include_idle
@@ -467,6 +473,7 @@ class Aggregate:
             by_line=by_line,
             include_idle=include_idle,
             outermost=self.outermost,
+            frames=self.frames,
         )
         other._count(self._taken)
         other.consumed = self.consumed
@@ -494,8 +501,14 @@ class Aggregate:
         self._flat_due.update(counted)
         self._tree_due.update(counted)
 
+    def _counted(self, sid: int) -> Stack:
+        """What of stack `sid` is counted (`frames`)."""
+        stack = self.log.stacks[sid]
+        return stack if self.frames is None else self.frames(stack)
+
     def _frame_keys(self, stack: Stack) -> list[FunctionKey]:
-        """The keys a sample of `stack` counts, innermost first (never empty)."""
+        """The keys a sample of `stack` (as `_counted` gives it) counts, innermost first
+        (never empty)."""
         keys = frame_keys(stack, self.by_line)
         if self.by_line and stack.sites:
             # One key object per function and line, however many tree nodes hold it.
@@ -537,9 +550,9 @@ class Aggregate:
     def _fold_flat(self, limit: int | None = None) -> None:
         due = self._take_due(self._flat_due, limit)
         self._rows = None
-        stacks, own, total, locations = self.log.stacks, self._own, self._total, self._locations
+        own, total, locations = self._own, self._total, self._locations
         for sid, count in due:
-            stack = stacks[sid]
+            stack = self._counted(sid)
             keys = self._frame_keys(stack)
             own[keys[0]] += count
             if count == 1:
@@ -584,10 +597,9 @@ class Aggregate:
         return self._tree
 
     def _fold_tree(self, limit: int | None) -> None:
-        stacks, tree = self.log.stacks, self._tree
-        outermost = self.outermost
+        tree, outermost = self._tree, self.outermost
         for sid, count in self._take_due(self._tree_due, limit):
-            keys = self._frame_keys(stacks[sid])
+            keys = self._frame_keys(self._counted(sid))
             if outermost is not None:
                 keys.append(outermost(sid))
             tree.add_path(reversed(keys), count)

@@ -28,6 +28,10 @@ from google.protobuf import descriptor_pb2
 from google.protobuf import descriptor_pool
 from google.protobuf import message_factory
 
+from sampler.mixed import NATIVE_MAPPING
+from sampler.mixed import is_native
+from sampler.mixed import native_label
+from sampler.mixed import native_library
 from sampler.model import GC_NAME
 from sampler.model import Stack
 from sampler.rprof import RprofOptions
@@ -153,12 +157,21 @@ def stack_frames(stack: Stack, options: RprofOptions) -> list[Frame]:
     if stack.idle and not options.idle:
         return []
     frames = [
-        Frame(name, *(stack.site(i) or ("", 0))) if options.lines else Frame(name)
+        _native_frame(name)
+        if is_native(name)
+        else (Frame(name, *(stack.site(i) or ("", 0))) if options.lines else Frame(name))
         for i, name in enumerate(stack.names)
     ]
     if stack.gc and options.gc:
         frames.insert(0, Frame(GC_NAME))
     return frames
+
+
+def _native_frame(name: str) -> Frame:
+    """A native frame (`sampler.mixed`): its label, in a mapping of its library where the
+    label names one, else of NATIVE_MAPPING."""
+    label = native_label(name)
+    return Frame(label, kind=FrameKind.NATIVE, library=native_library(label) or NATIVE_MAPPING)
 
 
 @dataclass(frozen=True)

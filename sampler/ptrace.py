@@ -349,6 +349,10 @@ class Tracer:
             return False
         return True
 
+    def registers(self) -> bytes:
+        """A copy of the last saved registers (x86-64 `struct user_regs_struct`)."""
+        return self._regs.raw
+
     def stack_pointer(self) -> int:
         """The stack pointer in the last saved registers."""
         return int(_U64.unpack_from(self._regs, _RSP * 8)[0])

@@ -20,6 +20,8 @@ itself is sampler.capture's):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sampler.builtins import BuiltinReader
 from sampler.builtins import CurrentBuiltin
 from sampler.chain import Bytes
@@ -43,6 +45,9 @@ from sampler.snapplan import SnapshotPlanner
 from sampler.spans import SpanPlan
 from sampler.srcref import SrcrefReader
 from sampler.symbols import RBinary
+
+if TYPE_CHECKING:
+    from sampler.nativecapture import NativeFrames
 
 #: Globals further apart than this are not read as one span.
 _SPAN_LIMIT = 1 << 16
@@ -132,6 +137,9 @@ class StackReader:
         #: for the sample decoded next.
         self.builtins: BuiltinReader | None = None
         self._builtin: CurrentBuiltin | None = None
+        #: Copies and unwinds native frames with each stopped sample (`--native`; set by
+        #: `sampler.target.Target.set_native`); None: R's frames only.
+        self.native: NativeFrames | None = None
 
     def globals_span(self) -> tuple[Address, int]:
         """The span of R's globals a snapshot reads first (R_GlobalContext and the GC flag)."""
@@ -332,7 +340,7 @@ class StackReader:
         if self.validate:
             decoder.check_closures(frame_contexts)
         calls = [context[1] for context in frame_contexts]
-        frames, cells = decoder.frames(plan, got, calls, extra, live)
+        frames, cells = decoder.frames(plan, got, calls, extra, live, _addresses(frame_contexts))
         if self.builtins is not None:
             sample.between = self.builtins.insert_between(frames, at, chain, True)
         sample.frames = frames
@@ -377,7 +385,8 @@ class StackReader:
         if self.validate:
             decoder.check_closures(frame_contexts)
         calls = [context[1] for context in frame_contexts]
-        sample.frames = decoder.frames(spans, got, calls, extra, live)[0]
+        addresses = _addresses(frame_contexts)
+        sample.frames = decoder.frames(spans, got, calls, extra, live, addresses)[0]
         if self.builtins is not None:
             whole = not until and not split  # else the chain's outer part is not walked
             sample.between = self.builtins.insert_between(sample.frames, at, chain, whole)
@@ -390,7 +399,8 @@ class StackReader:
             if self.validate:
                 decoder.check_closures(frame_contexts)
             calls = [context[1] for context in frame_contexts]
-            outer.frames = decoder.frames(spans, got, calls, extra, live)[0]
+            contexts = _addresses(frame_contexts)
+            outer.frames = decoder.frames(spans, got, calls, extra, live, contexts)[0]
             outer.address, outer.identity = split, spans.left_identity
             outer.contexts = len(beyond)
             sample.frames += outer.frames
@@ -443,6 +453,13 @@ def _builtin_sites(
     for index in between:
         placed.insert(index, None)
     return (None, *placed) if innermost else tuple(placed)
+
+
+def _addresses(
+    frame_contexts: list[tuple[int, Address, Address, Address, Address]],
+) -> list[Address]:
+    """The addresses of the function contexts `ChainDecoder.walk` found."""
+    return [context[4] for context in frame_contexts]
 
 
 def _span(addresses: list[Address | None]) -> tuple[Address, int] | None:

@@ -191,6 +191,14 @@ class SpanPlan:
                 return offset + address - start
         return None
 
+    def span_from(self, address: Address) -> tuple[int, int] | None:
+        """Where the copied span holding `address` is in the buffer from there: (offset,
+        length to its end), if a span holds it (the C stack's from the stack pointer)."""
+        for start, end, offset in self._spans:
+            if start <= address < end:
+                return offset + address - start, end - address
+        return None
+
     def read(self) -> int:
         """Not supported: a span copy needs the stack pointer (`copy`)."""
         raise NotImplementedError("a SpanPlan is read with copy(sp)")

@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -19,6 +20,8 @@ from typing import BinaryIO
 from elftools.common.exceptions import ELFError
 from elftools.elf.constants import P_FLAGS
 from elftools.elf.elffile import ELFFile
+from elftools.elf.enums import ENUM_ST_INFO_BIND
+from elftools.elf.enums import ENUM_ST_INFO_TYPE
 from elftools.elf.sections import SymbolTableSection
 
 from sampler.errors import NoSuchProcessError
@@ -181,35 +184,46 @@ class RBinary:
 _ELF64_SYM = struct.Struct("<IBBHQQ")  # st_name, st_info, st_other, st_shndx, st_value, st_size
 
 
-def defined_symbols(elf: ELFFile, section_name: str = ".dynsym") -> dict[str, tuple[int, int]]:
-    """Every defined symbol of a symbol table: name -> (st_value, st_size).
+def symbol_entries(
+    elf: ELFFile, section_name: str = ".dynsym"
+) -> Iterator[tuple[str, int, int, int]]:
+    """Every defined, named symbol of a symbol table: (name, st_value, st_size, st_info).
 
     Parsed with `struct` from the section's bytes: pyelftools parses each of libR.so's
     thousands of symbols through `construct`, which takes most of a second, and attaching
     (and `xrtop dump`) should take well under one.
     """
     section = elf.get_section_by_name(section_name)
-    if not isinstance(section, SymbolTableSection):
-        return {}
-    found: dict[str, tuple[int, int]] = {}
+    if not isinstance(section, SymbolTableSection) or section["sh_type"] == "SHT_NOBITS":
+        return
     if elf.elfclass != 64 or not elf.little_endian:
         for sym in section.iter_symbols():
-            if sym["st_shndx"] != "SHN_UNDEF":
-                found[sym.name] = (int(sym["st_value"]), int(sym["st_size"]))
-        return found
+            if sym["st_shndx"] != "SHN_UNDEF" and sym.name:
+                kind = sym["st_info"]
+                info = ENUM_ST_INFO_BIND[kind["bind"]] << 4 | ENUM_ST_INFO_TYPE[kind["type"]]
+                yield sym.name, int(sym["st_value"]), int(sym["st_size"]), info
+        return
     strtab = elf.get_section(section["sh_link"]).data()
     data = section.data()
     entsize = section["sh_entsize"] or _ELF64_SYM.size
     for offset in range(0, len(data) - _ELF64_SYM.size + 1, entsize):
-        name_at, _, _, shndx, value, size = _ELF64_SYM.unpack_from(data, offset)
+        name_at, info, _, shndx, value, size = _ELF64_SYM.unpack_from(data, offset)
         if shndx == 0 or not name_at:  # SHN_UNDEF, or no name
             continue
         name = strtab[name_at : strtab.find(b"\0", name_at)].decode("utf-8", "replace")
+        yield name, value, size, info
+
+
+def defined_symbols(elf: ELFFile, section_name: str = ".dynsym") -> dict[str, tuple[int, int]]:
+    """Every defined symbol of a symbol table: name -> (st_value, st_size), first one wins."""
+    found: dict[str, tuple[int, int]] = {}
+    for name, value, size, _ in symbol_entries(elf, section_name):
         found.setdefault(name, (value, size))
     return found
 
 
-def _load_bias(elf: ELFFile, mapping_start: int) -> int:
+def load_bias(elf: ELFFile, mapping_start: int) -> int:
+    """What to add to the ELF's addresses to get the target's: from its offset-0 mapping."""
     if elf["e_type"] == "ET_EXEC":
         return 0
     for segment in elf.iter_segments():
@@ -272,7 +286,7 @@ def load_r_binary(pid: int, maps: list[Mapping] | None = None) -> RBinary:
                     f"process {pid} is not an R process ({mapping.path} does not define "
                     "R_GlobalContext)"
                 )
-            bias = _load_bias(elf, mapping.start)
+            bias = load_bias(elf, mapping.start)
             code = {
                 name: _function_bytes(elf, found[name], max(sizes[name], 64))
                 for name in _CODE_SYMBOLS

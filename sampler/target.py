@@ -246,6 +246,17 @@ class Target:
             )
         return reader.lines
 
+    def set_native(self, on: bool, *, evaluator: bool = False) -> None:
+        """Start or stop unwinding native frames with each stopped sample (`--native`),
+        keeping R's evaluator frames with `evaluator`; raise UsageError off x86-64. Call
+        before sampling starts."""
+        from sampler.nativecapture import NativeFrames  # pyelftools' DWARF only when asked
+
+        reader = self.reader
+        if reader.native is not None:
+            reader.native.close()
+        reader.native = NativeFrames(self.pid, reader.spans, evaluator=evaluator) if on else None
+
     @property
     def keeps_source(self) -> bool | None:
         """Whether R's code carries source references (None: unknown, or lines are off)."""

@@ -470,7 +470,9 @@ def test_a_process_that_is_not_r_is_refused(tmp_path: Path) -> None:
         ["record", "-p", "1", "-d", "-1"],
         ["record", "-p", "1", "--format", "perf"],
         ["record", "-p", "one"],
-        ["record", "-m", "-p", "1"],
+        ["record", "-m", "--nonblocking", "-p", "1"],
+        ["record", "--evaluator-frames", "-p", "1"],
+        ["dump", "--native", "--nonblocking", "1"],
     ],
     ids=[
         "nothing",
@@ -479,7 +481,9 @@ def test_a_process_that_is_not_r_is_refused(tmp_path: Path) -> None:
         "negative-duration",
         "format",
         "pid-text",
-        "xrprof-mixed-mode",
+        "native-nonblocking",
+        "evaluator-frames-alone",
+        "dump-native-nonblocking",
     ],
 )
 def test_usage_mistakes_are_one_message_and_exit_2(args: list[str]) -> None:

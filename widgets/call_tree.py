@@ -24,6 +24,7 @@ from widgets.format import TreeLine
 from widgets.format import descendants
 from widgets.format import find_path
 from widgets.format import flatten_tree
+from widgets.format import is_native_key
 from widgets.format import key_path
 from widgets.format import matching_nodes
 from widgets.format import tree_cells
@@ -47,7 +48,13 @@ class CallTreeView(RowTable):
 
     def __init__(self, *, id: str | None = None) -> None:
         """An empty tree view."""
-        super().__init__(TREE_COLUMNS, self._cells, empty_text="  (nothing to show yet)", id=id)
+        super().__init__(
+            TREE_COLUMNS,
+            self._cells,
+            empty_text="  (nothing to show yet)",
+            id=id,
+            native=self._native,
+        )
         self.calltree: CallTree | None = None
         self.whole = 0
         self.expanded: set[int] = set()
@@ -112,6 +119,11 @@ class CallTreeView(RowTable):
             cache = (self.needle, len(tree), matching_nodes(tree, self.needle))
             self._match_cache = cache
         return cache[2]
+
+    def _native(self, key: Hashable) -> bool:
+        """Whether the node `key` is a native frame's."""
+        tree = self.calltree
+        return tree is not None and isinstance(key, int) and is_native_key(tree.key[key])
 
     def _cells(self, key: Hashable) -> tuple[str, ...]:
         line = self._lines.get(key)  # type: ignore[call-overload]

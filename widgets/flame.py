@@ -42,6 +42,7 @@ from sampler.model import key_name
 from sampler.model import signed_points
 from widgets.format import find_path
 from widgets.format import fmt_pct
+from widgets.format import is_native_key
 from widgets.format import key_label
 from widgets.format import key_path
 from widgets.format import pct
@@ -157,9 +158,17 @@ def _warm(name: str) -> RGB:
     return (205 + h % 51, 80 + (h >> 8) % 150, (h >> 16) % 56)
 
 
+def _cool(name: str) -> RGB:
+    """Blues for native frames, varied by the name (stable between runs)."""
+    h = _stable(name)
+    return (90 + h % 50, 150 + (h >> 8) % 60, 215 + (h >> 16) % 40)
+
+
 def package_colour(key: FunctionKey) -> RGB:
     """A frame's colour by package (see `package_of`); frames without a package get warm
-    colours that vary with the name."""
+    colours that vary with the name, native frames (`--native`) cool ones."""
+    if is_native_key(key):
+        return _cool(key_name(key))
     group = package_of(key)
     if group == "<special>":
         return SPECIAL

@@ -17,11 +17,13 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sampler.model import NATIVE_PREFIX
 from sampler.model import CallTree
 from sampler.model import FunctionKey
 from sampler.model import FunctionRow
 from sampler.model import SrcLoc
 from sampler.model import Stack
+from sampler.model import key_name
 
 # -- numbers -----------------------------------------------------------------------------------
 
@@ -73,6 +75,11 @@ def fmt_loc(loc: SrcLoc | None) -> str:
     if loc is None:
         return ""
     return f"{os.path.basename(loc[0]) or loc[0]}:{loc[1]}"
+
+
+def is_native_key(key: FunctionKey) -> bool:
+    """Whether `key` is a native frame's (`<Native:label>`, `--native`)."""
+    return key_name(key).startswith(NATIVE_PREFIX)
 
 
 def key_label(key: FunctionKey) -> str:

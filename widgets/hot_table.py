@@ -18,6 +18,7 @@ from sampler.model import FunctionKey
 from sampler.model import FunctionRow
 from widgets.format import TOP_COLUMNS
 from widgets.format import default_descending
+from widgets.format import is_native_key
 from widgets.format import row_matches
 from widgets.format import sort_rows
 from widgets.format import top_cells
@@ -38,7 +39,13 @@ class HotTable(RowTable):
 
     def __init__(self, *, id: str | None = None) -> None:
         """An empty table sorted by own time, hottest first."""
-        super().__init__(TOP_COLUMNS, self._cells, empty_text="  (nothing to show yet)", id=id)
+        super().__init__(
+            TOP_COLUMNS,
+            self._cells,
+            empty_text="  (nothing to show yet)",
+            id=id,
+            native=lambda key: isinstance(key, (str, tuple)) and is_native_key(key),
+        )
         self.rows: Sequence[FunctionRow] = ()
         self.samples = 0
         self.seconds_per_sample = 0.0

@@ -10,6 +10,7 @@ from textual.widgets import Static
 
 from sampler.model import Stack
 from widgets.format import NOW_COLUMNS
+from widgets.format import is_native_key
 from widgets.format import now_caption
 from widgets.format import now_rows
 from widgets.row_table import RowTable
@@ -28,7 +29,13 @@ class NowView(Vertical):
         super().__init__(id=id)
         self.stack: Stack | None = None
         self._rows: list[tuple[str, str, str]] = []
-        self.table = RowTable(NOW_COLUMNS, self._cells, empty_text="  (no frames)", id="now-table")
+        self.table = RowTable(
+            NOW_COLUMNS,
+            self._cells,
+            empty_text="  (no frames)",
+            id="now-table",
+            native=self._native,
+        )
         self.caption = Static(now_caption(None), id="now-caption", markup=False)
 
     def compose(self) -> ComposeResult:
@@ -44,6 +51,9 @@ class NowView(Vertical):
         self._rows = now_rows(stack)
         self.caption.update(now_caption(stack))
         self.table.set_rows(list(range(len(self._rows))))
+
+    def _native(self, key: Hashable) -> bool:
+        return isinstance(key, int) and key < len(self._rows) and is_native_key(self._rows[key][1])
 
     def _cells(self, key: Hashable) -> tuple[str, ...]:
         assert isinstance(key, int)

@@ -76,6 +76,7 @@ class RowTable(ScrollView, can_focus=True):
         "row-table--header",
         "row-table--cursor",
         "row-table--row",
+        "row-table--native",
     }
     DEFAULT_CSS = """
     RowTable {
@@ -88,6 +89,7 @@ class RowTable(ScrollView, can_focus=True):
     RowTable > .row-table--cursor { background: $primary 40%; }
     RowTable:focus > .row-table--cursor { background: $primary; color: $text; }
     RowTable > .row-table--row { }
+    RowTable > .row-table--native { color: $accent; text-style: italic; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up,k", "cursor(-1)", "Up", show=False),
@@ -132,11 +134,14 @@ class RowTable(ScrollView, can_focus=True):
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
+        native: Callable[[Hashable], bool] | None = None,
     ) -> None:
-        """A table with `columns`; `cells(key)` gives the strings of one row."""
+        """A table with `columns`; `cells(key)` gives the strings of one row, `native(key)`
+        whether it is a native frame's (`--native`: styled apart)."""
         super().__init__(name=name, id=id, classes=classes)
         self.columns: tuple[Column, ...] = tuple(columns)
         self.cells = cells
+        self.native = native
         self.empty_text = empty_text
         self.keys: list[Hashable] = []
         self.cursor = 0
@@ -268,8 +273,14 @@ class RowTable(ScrollView, can_focus=True):
             return Strip.blank(width, self.rich_style)
         cells = self.cells(self.keys[index])
         text = format_line(self.columns, widths, cells)
-        cls = "row-table--cursor" if index == self.cursor else "row-table--row"
+        key = self.keys[index]
+        cls = "row-table--cursor" if index == self.cursor else self.row_class(key)
         return self._strip(text, width, cls)
+
+    def row_class(self, key: Hashable) -> str:
+        """The component class of the row of `key` when not under the cursor."""
+        native = self.native
+        return "row-table--native" if native is not None and native(key) else "row-table--row"
 
     def _strip(self, text: str, width: int, component: str) -> Strip:
         style: Style = self.rich_style + self.get_component_rich_style(component)

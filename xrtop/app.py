@@ -114,7 +114,8 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("i", "idle samples (R waiting) in or out of the percentages"),
     ("w", "window: cumulative, last 10 s, last 60 s"),
     ("p", "pick another R process (detaches from this one)"),
-    ("?", "this help"),
+    ("N / V", "native frames (--native) / R's evaluator's among them: show, hide"),
+    ("? / ctrl+p", "this help / the command palette"),
     ("q / ctrl+c", "quit; the target runs on, untraced"),
     ("Top view", "sort: click a heading, or < > to move the sort"),
     ("", "I inverts; o own, t total, n name"),
@@ -124,7 +125,6 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("Flame view", "arrows move, enter zooms in, backspace zooms out"),
     ("", "c colours by package or own share (or change)"),
     ("Procs view", "enter shows that process (or all), a shows all"),
-    ("ctrl+p", "command palette"),
 )
 
 #: + and - share one footer entry.
@@ -160,6 +160,8 @@ class XrtopApp(App[int]):
         Binding("tab", "next_view", "Next view", show=False, priority=True),
         Binding("p", "show_picker", "Pick", show=False),
         Binding("a", "show_process", "All processes", show=False),
+        Binding("N", "frames('native')", "Native", show=False),
+        Binding("V", "frames('evaluator')", "Evaluator", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
     #: The views this app shows, in tab order (a view key of another view does nothing).
@@ -184,6 +186,7 @@ class XrtopApp(App[int]):
         self.refresh_s = refresh_s
         idle = (source.options if source is not None else self.sampling.options).idle
         self.model = ViewModel(source, include_idle=idle)
+        self.model.view_state.evaluator = self.sampling.evaluator_frames  # V, at first
         self.saved_count = 0  # files saved with `s` since this source was shown
         self.saved_files: list[str] = []
 
@@ -421,11 +424,10 @@ class XrtopApp(App[int]):
 
     def action_reset(self) -> None:
         """Count from now on (and save from now on)."""
-        if self.source is None:
-            return
-        self.model.reset()
-        self.refresh_data()
-        self.notify("Reset: counting from now.")
+        if self.source is not None:
+            self.model.reset()
+            self.refresh_data()
+            self.notify("Reset: counting from now.")
 
     def action_rate(self, step: int) -> None:
         """Step the sampling rate up (1) or down (-1) the RATES ladder."""
@@ -440,15 +442,13 @@ class XrtopApp(App[int]):
     def action_by_line(self) -> None:
         """Aggregate by function, or by function and source line."""
         self.model.toggle_by_line()
-        source = self.source
-        if self.model.view_state.by_line and isinstance(source, LiveSource):
+        source, by_line = self.source, self.model.view_state.by_line
+        if by_line and isinstance(source, LiveSource):
             # The sampler reads lines only when asked: from now on (safe from any thread).
             # Whether R keeps source references shows after a few samples: refresh_data
             # says so then.
             source.session.target.set_lines(True)
-        elif (
-            self.model.view_state.by_line and source and not any(s.sites for s in source.log.stacks)
-        ):
+        elif by_line and source and not any(s.sites for s in source.log.stacks):
             self.notify(
                 "These samples carry no line information: rows stay per function.",
                 severity="warning",
@@ -459,6 +459,11 @@ class XrtopApp(App[int]):
         """Count idle samples (R waiting) in the percentages, or leave them out."""
         if self.model.toggle_idle():
             self.refresh_data()
+
+    def action_frames(self, which: str) -> None:
+        """Show or hide native frames ("native") or R's evaluator's ("evaluator")."""
+        getattr(self.model, f"toggle_{which}")()
+        self.refresh_data()
 
     def action_window(self) -> None:
         """Cycle cumulative → last 10 s → last 60 s."""

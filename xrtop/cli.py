@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 from typing import Any
@@ -32,6 +33,7 @@ from sampler.diff import PRINT_LIMIT
 from sampler.errors import EXIT_INTERNAL
 from sampler.errors import UsageError
 from sampler.errors import XrtopError
+from sampler.mixed import is_native
 from sampler.pprof import ProfileInfo
 from sampler.rprof import RprofOptions
 from sampler.target import Target
@@ -123,6 +125,21 @@ def _subprocesses_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _native_flags(parser: argparse.ArgumentParser, *names: str) -> None:
+    parser.add_argument(
+        *names,
+        "--native",
+        dest="native",
+        action="store_true",
+        help="show native (C, C++, Fortran) frames among R's, in call order (x86-64)",
+    )
+    parser.add_argument(
+        "--evaluator-frames",
+        action="store_true",
+        help="with --native, keep the frames of R's own evaluator (Rf_eval, bcEval, ...)",
+    )
+
+
 def _file_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gc", action="store_true", help='mark samples taken in GC "<GC>"')
     parser.add_argument("--idle", action="store_true", help="keep samples where R waits")
@@ -153,8 +170,7 @@ def _record_parser() -> argparse.ArgumentParser:
         "-o", "--output", metavar="FILE", help="write to FILE (default: standard output)"
     )
     record.add_argument("-v", "--verbose", action="store_true", help="say what happens")
-    # xrprof's -m (mixed R + native stacks) has no xrtop equivalent: refuse it by name.
-    record.add_argument("-m", dest="mixed", action="store_true", help=argparse.SUPPRESS)
+    _native_flags(record, "-m")  # xrprof's -m: mixed R + native stacks
     names = list(FORMATS)
     record.add_argument(
         "--format",
@@ -183,6 +199,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     live.add_argument("pid", nargs="?", help="the R process to watch")
     live.add_argument("-p", "--pid", dest="pid_flag", metavar="PID", help="same as PID")
     _sampling_flags(live)
+    _native_flags(live)
     _file_flags(live)
     live.add_argument("-o", "--output", metavar="FILE", help="also stream samples to FILE")
     live.add_argument("--version", action="version", version=f"xrtop {__version__}")
@@ -195,6 +212,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     dump.add_argument("--nonblocking", action="store_true", help="do not stop the target")
     dump.add_argument("--force-version", metavar="X.Y")
     _subprocesses_flag(dump)
+    _native_flags(dump)
 
     view = _Parser(prog="xrtop view", description="Open an Rprof.out file in the live view.")
     view.add_argument("file", help="an Rprof.out file (xrtop's or R's own)")
@@ -230,6 +248,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
 def _sampling(args: argparse.Namespace) -> SamplingOptions:
     if args.force_version is not None:
         parse_version(args.force_version)  # a malformed X.Y is a usage error, found first
+    _check_native(args)
     return SamplingOptions(
         rate_hz=args.rate,
         blocking=not args.nonblocking,
@@ -241,7 +260,20 @@ def _sampling(args: argparse.Namespace) -> SamplingOptions:
             gc=getattr(args, "gc", False),
             idle=getattr(args, "idle", False),
         ),
+        native=args.native,
+        evaluator_frames=args.evaluator_frames,
     )
+
+
+def _check_native(args: argparse.Namespace) -> None:
+    """--native needs the target stopped (its registers), and is what --evaluator-frames
+    refines."""
+    if args.native and args.nonblocking:
+        raise UsageError(
+            "--native needs R stopped for each sample (its registers): drop --nonblocking"
+        )
+    if args.evaluator_frames and not args.native:
+        raise UsageError("--evaluator-frames goes with --native")
 
 
 @contextlib.contextmanager
@@ -364,11 +396,6 @@ def _sample_into(
 
 def cmd_record(args: argparse.Namespace, command: list[str] | None) -> int:
     """`xrtop record`: sample until the duration ends, the target exits, or a signal."""
-    if args.mixed:
-        raise UsageError(
-            "-m (xrprof's mixed R + native stacks) is not supported by xrtop record",
-            "Drop -m: xrtop records R-level stacks, as R's own Rprof does.",
-        )
     sampling = _sampling(args)
     duration = check_duration(args.duration)
     if command is not None and args.pid:
@@ -564,19 +591,20 @@ def cmd_dump(args: argparse.Namespace) -> int:
     pid = parse_pid(args.pid)
     if args.force_version is not None:
         parse_version(args.force_version)
+    _check_native(args)
     try:
         target = attach(pid, force_version=args.force_version)
     except XrtopError as err:
         if type(err).__name__ == "NotRProcessError":
             err.hint = r_children_hint(pid)
         raise
-    dumps = [_dump_one(target, "target", 0, args.nonblocking)]
+    dumps = [_dump_one(target, "target", 0, args)]
     if args.subprocesses:
         names = {pid: tuple(f["name"] for f in dumps[0]["frames"])}
         for child, forked, found in attach_descendants(target):
             role = role_of(found.cmdline, forked, names.get(found.parent_pid, ()))
             with contextlib.suppress(XrtopError):  # ended meanwhile: nothing to show
-                dumps.append(_dump_one(child, role, found.parent_pid, args.nonblocking))
+                dumps.append(_dump_one(child, role, found.parent_pid, args))
                 names[child.pid] = tuple(f["name"] for f in dumps[-1]["frames"])
     if args.json:
         json.dump(dumps if args.subprocesses else dumps[0], sys.stdout, indent=2)
@@ -587,12 +615,19 @@ def cmd_dump(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dump_one(target: Target, role: str, parent: int, nonblocking: bool) -> dict[str, Any]:
-    """One process's stack now, as `xrtop dump --json` prints it."""
+def _dump_one(target: Target, role: str, parent: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One process's stack now, as `xrtop dump --json` prints it (`args`: dump's flags)."""
     target.set_lines(True)  # one sample: where each frame is, when R keeps source references
-    stack = sample_once(target, blocking=not nonblocking)
+    if args.native:
+        target.set_native(True, evaluator=args.evaluator_frames)
+    stack = sample_once(target, blocking=not args.nonblocking)
     frames = [
-        {"name": name, "file": loc[0] if loc else None, "line": loc[1] if loc else None}
+        {
+            "name": name,
+            "file": loc[0] if loc else None,
+            "line": loc[1] if loc else None,
+            "native": is_native(name),
+        }
         for name, loc in ((n, stack.site(i)) for i, n in enumerate(stack.names))
     ]
     dump: dict[str, Any] = {
@@ -643,7 +678,7 @@ def cmd_live(args: argparse.Namespace, command: list[str] | None) -> int:
     from xrtop.live import run_live  # Textual loads only for the live view
 
     pid_text = args.pid or args.pid_flag
-    sampling = _sampling(args)
+    sampling = replace(_sampling(args), keep_evaluator_frames=True)  # V shows them
     if pid_text and command is not None:
         raise UsageError("give either a PID or a command after --, not both")
     return run_live(

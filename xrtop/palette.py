@@ -30,6 +30,16 @@ def palette_commands(app: XrtopApp) -> Iterator[SystemCommand]:
             "Count the samples where R waits in the percentages, or not",
             app.action_toggle_idle,
         )
+    yield SystemCommand(
+        "Toggle native frames",
+        "C, C++ and Fortran frames (--native)",
+        lambda: app.action_frames("native"),
+    )
+    yield SystemCommand(
+        "Toggle evaluator frames",
+        "R's own Rf_eval, bcEval... among the native frames",
+        lambda: app.action_frames("evaluator"),
+    )
     yield SystemCommand("Cycle window", "Cumulative, 10 s, 60 s", app.action_window)
     for tab in app.TABS:
         yield SystemCommand(

@@ -20,6 +20,12 @@ started and forked, so that R's start-up is not in them:
 
     Rscript xrtop/demo/parallel.R 14 & sleep 2.5
     xrtop record --subprocesses -F 100 -d 8 -p $! -o xrtop/demo/demo-procs.out
+
+The `--native` screens (docs/native.md) show xrtop/demo/demo-native.out, `xrtop record -m`
+of xrtop/demo/native.R once its data are made (R 4.2.2); re-record it with:
+
+    Rscript xrtop/demo/native.R 12 & sleep 3
+    xrtop record -m -F 100 -d 6 -p $(pgrep -n -f native.R) -o xrtop/demo/demo-native.out
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ DEMO_PROFILE = DEMO / "demo-xrtop.out"
 DIFF_PROFILES = (DEMO / "diff-before.out", DEMO / "diff-after.out")
 #: A recording of xrtop/demo/parallel.R with --subprocesses (its children's files beside it).
 PROCS_PROFILE = DEMO / "demo-procs.out"
+#: `xrtop record -m` of xrtop/demo/native.R, shipped too.
+NATIVE_PROFILE = DEMO / "demo-native.out"
 SIZE = (120, 36)
 
 #: file name -> (keys pressed before the shot, title)
@@ -64,6 +72,11 @@ SHOTS: dict[str, tuple[list[str], str]] = {
 PROCS_SHOTS: dict[str, tuple[list[str], str]] = {
     "procs.svg": (["5"], "xrtop --subprocesses: Procs view"),
     "procs-tree.svg": (["2"], "xrtop --subprocesses: Tree view of every process"),
+}
+#: The same for NATIVE_PROFILE (native frames among R's).
+NATIVE_SHOTS: dict[str, tuple[list[str], str]] = {
+    "native-tree.svg": (["2", "E"], "xrtop --native: Tree view"),
+    "native-flame.svg": (["4"], "xrtop --native: Flame view"),
 }
 #: The same for `xrtop diff` of DIFF_PROFILES.
 DIFF_SHOTS: dict[str, tuple[list[str], str]] = {
@@ -128,6 +141,7 @@ async def render(profile_path: Path, out_dir: Path) -> list[Path]:
     profile = read_rprof(profile_path)
     base_path, new_path = DIFF_PROFILES
     base, new = read_rprof(base_path), read_rprof(new_path)
+    native = read_rprof(NATIVE_PROFILE)
     written = []
     shots: list[tuple[str, tuple[list[str], str], Callable[[], XrtopApp]]] = [
         (name, shot, lambda: XrtopApp(ReplaySource(profile_path, profile), refresh_s=3600))
@@ -140,6 +154,14 @@ async def render(profile_path: Path, out_dir: Path) -> list[Path]:
     shots += [
         (name, shot, lambda: DiffApp(base_path, base, new_path, new))
         for name, shot in DIFF_SHOTS.items()
+    ]
+    shots += [
+        (
+            name,
+            shot,
+            lambda: XrtopApp(ReplaySource(NATIVE_PROFILE, native, "native.R"), refresh_s=3600),
+        )
+        for name, shot in NATIVE_SHOTS.items()
     ]
     for name, (keys, title), make_app in shots:
         app = make_app()

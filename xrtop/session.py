@@ -93,6 +93,12 @@ class SamplingOptions:
     options: RprofOptions = field(default_factory=RprofOptions)
     #: Sample every R process descended from the target too (`Session.processes`).
     subprocesses: bool = False
+    #: Native frames among R's (`--native`); with `evaluator_frames`, R's evaluator's too.
+    native: bool = False
+    evaluator_frames: bool = False
+    #: Stacks keep R's evaluator frames whatever `evaluator_frames` says (the live view,
+    #: where V shows or hides them).
+    keep_evaluator_frames: bool = False
 
     def __post_init__(self) -> None:
         """Reject rates xrtop cannot deliver."""
@@ -419,6 +425,9 @@ class Session:
         self._wakeup: Wakeup | None = None
         # Lines cost reads per sample: read them only when the output wants them.
         target.set_lines(sampling.options.lines)
+        if sampling.native:
+            keep = sampling.evaluator_frames or sampling.keep_evaluator_frames
+            target.set_native(True, evaluator=keep)
         #: Every R process of the session, the target first (with --subprocesses; else None).
         self.processes: ProcessSet | None = None
         #: The children's streamed files (with --subprocesses and a streamed file).

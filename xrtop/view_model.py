@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sampler.mixed import FrameChoice
+from sampler.mixed import is_native
 from sampler.model import Aggregate
 from sampler.model import FunctionKey
 from sampler.model import ProcessRow
@@ -24,6 +26,7 @@ from widgets.format import Status
 from xrtop.heap import HeapSettler
 from xrtop.processes_view import ProcessesView
 from xrtop.processes_view import ProcessPart
+from xrtop.sources import LiveSource
 from xrtop.sources import ProfileSource
 
 #: The "last N seconds" windows `w` cycles through (None = cumulative).
@@ -58,6 +61,9 @@ class ViewState:
     by_line: bool = False
     include_idle: bool = False
     needle: str = ""
+    #: Native frames (`--native` stacks hold them): shown; R's evaluator's among them too.
+    native: bool = True
+    evaluator: bool = False
 
 
 class ViewModel:
@@ -86,6 +92,8 @@ class ViewModel:
         self._reset_marks: dict[int | None, int] = {}
         #: The tree's process level of the aggregates (None: one process shown).
         self._outermost: Callable[[int], FunctionKey] | None = None
+        #: (log, stacks scanned, a native frame found) for `_may_hold_native`.
+        self._native_scan: tuple[SampleLog | None, int, bool] = (None, 0, False)
         self.agg = self._new_aggregate()
         #: The same samples counted the other ways a toggle (by-line, idle) leads to, by
         #: (by_line, include_idle): a toggle shows one at once. They are kept up to date
@@ -129,7 +137,30 @@ class ViewModel:
             by_line=vs.by_line,
             include_idle=vs.include_idle,
             outermost=self._outermost,
+            frames=self._frames(),
         )
+
+    def _frames(self) -> FrameChoice | None:
+        """Which frames of each stack are counted (None: all)."""
+        vs = self.view_state
+        if (vs.native and vs.evaluator) or not self._may_hold_native():
+            return None  # no stack to filter: spare every aggregate a pass over each stack
+        return FrameChoice(vs.native, vs.evaluator)
+
+    def _may_hold_native(self) -> bool:
+        """Whether the samples shown may hold native frames: a live `--native` session, or
+        samples that hold one (the stacks are scanned once, as they come)."""
+        source = self.source
+        if isinstance(source, LiveSource) and source.session.sampling.native:
+            return True
+        log, scanned, found = self._native_scan
+        stacks = self.log.stacks
+        if log is not self.log:
+            scanned, found = 0, False
+        if not found:
+            found = any(is_native(n) for stack in stacks[scanned:] for n in stack.names)
+        self._native_scan = (self.log, len(stacks), found)
+        return found
 
     def rebuild(self, same_log: bool = True) -> None:
         """Start aggregating again (reset, new source or process).
@@ -213,6 +244,7 @@ class ViewModel:
             by_line=vs.by_line,
             include_idle=vs.include_idle,
             outermost=self._outermost,
+            frames=self._frames(),
         )
         window.update(n)
         self._window_agg = self._windows[vs.window] = window
@@ -255,11 +287,14 @@ class ViewModel:
         if self.source is None:
             return None
         if self.view_state.paused and self.agg.consumed:
-            return self.agg.log.stack_at(self.agg.consumed - 1)
-        if self.processes is not None:
+            stack: Stack | None = self.agg.log.stack_at(self.agg.consumed - 1)
+        elif self.processes is not None:
             log = self.log
-            return log.stack_at(len(log) - 1) if len(log) else None
-        return self.source.last_stack()
+            stack = log.stack_at(len(log) - 1) if len(log) else None
+        else:
+            stack = self.source.last_stack()
+        frames = self._frames()
+        return frames(stack) if frames is not None and stack is not None else stack
 
     def process_list(self) -> tuple[list[ProcessRow], int | None]:
         """The process list, and the PID shown (None: all; no list without several
@@ -321,6 +356,16 @@ class ViewModel:
         self._recount()
         self.tree_reset = False
         return True
+
+    def toggle_native(self) -> None:
+        """Show native frames (`--native`), or R's frames only."""
+        self.view_state.native = not self.view_state.native
+        self.rebuild()
+
+    def toggle_evaluator(self) -> None:
+        """Show R's evaluator's native frames (Rf_eval, bcEval, ...), or hide them."""
+        self.view_state.evaluator = not self.view_state.evaluator
+        self.rebuild()
 
     def cycle_window(self) -> None:
         """Cumulative -> last 10 s -> last 60 s -> cumulative."""

@@ -1,0 +1,322 @@
+"""Unwinding x86-64 native stacks from a copy of the registers and of the stack.
+
+The copy is taken while the thread is stopped (PTRACE_GETREGS and one read of the stack
+from sp); `NativeUnwinder.unwind` runs later, on the copy alone, while the target runs on.
+Each frame is found with the DWARF CFI of the module its pc is in (.eh_frame, else
+.debug_frame), or by following the frame pointer (rbp) where no CFI covers the pc.
+Everything learned about a pc (module, symbol, rule) is cached, so a stack seen before
+costs a few dictionary look-ups per frame.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sampler.errors import UsageError
+from sampler.errors import XrtopError
+from sampler.native.cfi import AT_EXPRESSION
+from sampler.native.cfi import IN_REGISTER
+from sampler.native.cfi import IS_CFA
+from sampler.native.cfi import IS_EXPRESSION
+from sampler.native.cfi import SAME
+from sampler.native.cfi import UNDEFINED
+from sampler.native.cfi import CfiError
+from sampler.native.cfi import FrameRule
+from sampler.native.expression import ExpressionError
+from sampler.native.expression import StackEnds
+from sampler.native.expression import evaluate
+from sampler.native.expression import read_word
+from sampler.native.frames import NativeFrame
+from sampler.native.frames import NativeStack
+from sampler.native.modules import Module
+from sampler.native.modules import ModuleMap
+from sampler.native.registers import DWARF_NAMES
+from sampler.native.registers import RBP
+from sampler.native.registers import RIP
+from sampler.native.registers import RSP
+from sampler.native.registers import Registers
+from sampler.native.registers import from_user_regs
+
+#: Functions where a thread's stack begins: unwinding ends after them, complete. gdb,
+#: too, stops at main (the executable's: a library may have a function of that name).
+OUTERMOST = frozenset({"main", "_start", "__clone", "__clone3", "clone", "clone3", "start_thread"})
+#: Bounds on what is cached per unwinder (entries; cleared when full).
+_MAX_CACHED_PCS = 1 << 16
+_MAX_OUTSIDE_PCS = 1 << 12
+_MAX_CACHED_FRAMES = 1 << 14
+_UNKNOWN_7_TO_11 = (None,) * 5
+_UNKNOWN5 = (None,) * 5
+
+
+class _Step:
+    """What is known about one pc: its module, symbol, and how to find its caller."""
+
+    __slots__ = ("module", "outermost", "problem", "rule", "symbol", "symbol_offset")
+
+    def __init__(
+        self,
+        module: Module,
+        symbol: str | None,
+        symbol_offset: int,
+        rule: FrameRule | None,
+        problem: str,
+    ) -> None:
+        self.module = module
+        self.symbol = symbol
+        self.symbol_offset = symbol_offset
+        self.rule = rule
+        #: Why the rule is unusable ("" when it is fine or absent).
+        self.problem = problem
+        #: Whether the thread's stack begins in this function.
+        self.outermost = symbol in OUTERMOST and (symbol != "main" or module.is_executable)
+
+
+class _NoCfa(Exception):
+    """No rule finds this frame's CFA or its caller; the message says why."""
+
+
+def _why(err: Exception, frame: NativeFrame) -> str:
+    """The reason a stack ends at `frame` because of `err`."""
+    if isinstance(err, StackEnds):
+        return f"stack copy ends at {err.address:#x}"
+    if isinstance(err, ExpressionError):
+        return f"in {frame.label()}: {err}"
+    return str(err)
+
+
+class _Stop(Exception):
+    """Unwinding ends here: `complete` and the reason."""
+
+    def __init__(self, complete: bool, reason: str) -> None:
+        super().__init__(reason)
+        self.complete = complete
+        self.reason = reason
+
+
+def check_platform(machine: str | None = None) -> None:
+    """Raise UsageError unless native unwinding works on this machine (x86-64 only)."""
+    machine = machine or os.uname().machine
+    if machine != "x86_64":
+        raise UsageError(
+            f"native frames can be unwound on x86-64 only, not on {machine}",
+            "Profile without --native on this machine.",
+        )
+
+
+class NativeUnwinder:
+    """Unwinds the native stacks of process `pid` (x86-64), one sample at a time.
+
+    Not thread-safe: one unwinder per sampling thread. Call `close()` when done.
+    """
+
+    def __init__(self, pid: int, *, max_frames: int = 512) -> None:
+        """Read the target's memory map; raise UsageError off x86-64, or the errors of
+        `sampler.symbols.read_maps` (no such process, no permission)."""
+        check_platform()
+        self.pid = pid
+        self.max_frames = max_frames
+        self.modules = ModuleMap(pid)
+        self._steps: dict[int, _Step] = {}
+        self._frames: dict[tuple[int, int, int], NativeFrame] = {}
+        #: pcs found in no mapped file since the map last changed.
+        self._outside: set[int] = set()
+        #: Whether this unwind has read the map again already.
+        self._refreshed = False
+
+    def close(self) -> None:
+        """Close every file the unwinder opened."""
+        self.modules.close()
+
+    def unwind(self, regs: bytes, stack: bytes, stack_address: int) -> NativeStack:
+        """The native stack of a stopped thread, from copies of its registers and stack.
+
+        `regs`: `struct user_regs_struct` as PTRACE_GETREGS returns it (Tracer.registers());
+        `stack`: the thread's stack from `stack_address` (at most sp; sp - 128 takes the
+        red zone too) up to wherever the copy ends. Never raises for what it finds in the
+        copy: where unwinding gives up, the stack says why.
+        """
+        registers = from_user_regs(regs)
+        frames: list[NativeFrame] = []
+        self._refreshed = False
+        try:
+            self._walk(registers, stack, stack_address, frames)
+        except _Stop as stop:
+            return NativeStack(tuple(frames), stop.complete, stop.reason)
+        raise AssertionError("the walk ends with _Stop")  # pragma: no cover
+
+    def _walk(
+        self, registers: Registers, stack: bytes, base: int, frames: list[NativeFrame]
+    ) -> None:
+        """Append frames until a _Stop says why no more follow."""
+        exact = True  # the innermost pc is the instruction itself, not a return address
+        steps = self._steps
+        while True:
+            pc = registers[RIP]
+            if not pc:
+                raise _Stop(True, "outermost frame (return address 0)")
+            if len(frames) >= self.max_frames:
+                raise _Stop(False, f"more than {self.max_frames} frames")
+            address = pc if exact else pc - 1  # a return address may follow a noreturn call
+            step = steps.get(address) or self._step(address)
+            if step is None:
+                frames.append(NativeFrame(pc, 0, "", None, pc))
+                raise _Stop(False, f"pc {pc:#x} is in no mapped file")
+            try:
+                cfa = self._cfa(step, registers, stack, base)
+            except (StackEnds, ExpressionError, _NoCfa) as err:
+                frames.append(self._frame(step, pc, address, 0))
+                raise _Stop(False, _why(err, frames[-1])) from None
+            frame = self._frame(step, pc, address, cfa)
+            frames.append(frame)
+            if step.outermost:
+                raise _Stop(True, f"outermost frame ({step.symbol})")
+            try:
+                caller = self._caller(step, registers, cfa, stack, base)
+            except (StackEnds, ExpressionError, _NoCfa) as err:
+                raise _Stop(False, _why(err, frame)) from None
+            if caller is None:
+                raise _Stop(True, f"outermost frame ({frame.label()}: return address undefined)")
+            sp = registers[RSP]
+            if sp is not None and cfa <= sp:
+                raise _Stop(False, f"stack does not grow at {frame.label()} (a loop?)")
+            exact = step.rule is not None and step.rule.signal_frame
+            registers = caller
+
+    def _frame(self, step: _Step, pc: int, address: int, cfa: int) -> NativeFrame:
+        """The frame at `pc`, whose step was looked up at `address` (frames are immutable:
+        the outer ones of a stack recur sample after sample, and are made once)."""
+        key = (pc, cfa, address)
+        frame = self._frames.get(key)
+        if frame is not None:
+            return frame
+        module = step.module
+        if step.symbol is not None:
+            offset = step.symbol_offset + pc - address
+            frame = NativeFrame(pc, cfa, module.path, step.symbol, offset)
+        else:
+            frame = NativeFrame(pc, cfa, module.path, None, module.elf_address(pc))
+        if len(self._frames) >= _MAX_CACHED_FRAMES:
+            self._frames.clear()
+        self._frames[key] = frame
+        return frame
+
+    def _step(self, address: int) -> _Step | None:
+        """What is known about `address` (cached); None when it is in no mapped file."""
+        step = self._steps.get(address)
+        if step is not None:
+            return step
+        module = self._module(address)
+        if module is None:
+            return None
+        elf_address = module.elf_address(address)
+        problem = module.problem
+        rule = None
+        if not problem:
+            try:
+                rule = module.rule_at(elf_address)
+            except CfiError as err:
+                problem = f"unreadable CFI in {module.name}: {err}"
+        found = module.symbols.lookup(elf_address)
+        if rule is not None and rule.signal_frame:
+            # A signal trampoline is entered by a "return" to its first byte: pc - 1 is the
+            # padding its CFI covers (for that reason), but its name starts at pc.
+            found = module.symbols.lookup(elf_address + 1) or found
+        symbol, offset = (found[0], elf_address - found[1]) if found else (None, 0)
+        step = _Step(module, symbol, offset, rule, problem)
+        if len(self._steps) >= _MAX_CACHED_PCS:
+            self._steps.clear()
+        self._steps[address] = step
+        return step
+
+    def _module(self, address: int) -> Module | None:
+        """The module holding `address`; for an address in none, the map is read again
+        (a library loaded since), at most once per unwind and once per such address."""
+        module = self.modules.find(address)
+        if module is not None or address in self._outside or self._refreshed:
+            return module
+        self._refreshed = True
+        try:
+            changed = self.modules.refresh()
+        except XrtopError:
+            return None
+        if changed:
+            self._steps.clear()
+            self._frames.clear()
+            self._outside.clear()
+        module = self.modules.find(address)
+        if module is None:
+            if len(self._outside) >= _MAX_OUTSIDE_PCS:
+                self._outside.clear()
+            self._outside.add(address)
+        return module
+
+    def _cfa(self, step: _Step, registers: Registers, stack: bytes, base: int) -> int:
+        """This frame's CFA: by its CFI rule, else by the frame pointer (rbp + 16).
+
+        Raise _NoCfa when neither applies, StackEnds or ExpressionError from an expression.
+        """
+        rule = step.rule
+        if rule is None:
+            rbp, sp = registers[RBP], registers[RSP]
+            if rbp is None or sp is None or rbp < sp or rbp & 7:
+                why = f" ({step.problem})" if step.problem else ""
+                name = step.symbol or step.module.name
+                raise _NoCfa(f"no CFI for {name}{why} and no frame pointer to follow")
+            return rbp + 16
+        if rule.cfa_expression is not None:
+            return evaluate(rule.cfa_expression, registers, stack, base, ())
+        value = registers[rule.cfa_register] if 0 <= rule.cfa_register <= RIP else None
+        if value is None:
+            name = DWARF_NAMES[rule.cfa_register] if 0 <= rule.cfa_register <= RIP else "?"
+            raise _NoCfa(f"the CFA register {name} is not known at {step.module.name}")
+        return (value + rule.cfa_offset) & 0xFFFFFFFFFFFFFFFF
+
+    def _caller(
+        self, step: _Step, registers: Registers, cfa: int, stack: bytes, base: int
+    ) -> Registers | None:
+        """The caller's registers (None: this is the outermost frame, by its CFI).
+
+        Raise StackEnds for a read outside the copy, ExpressionError, _NoCfa.
+        """
+        caller = _callee_saved(registers)
+        rule = step.rule
+        if rule is None:  # the frame pointer: [rbp] is the caller's rbp, then its pc
+            caller[RBP] = read_word(stack, base, cfa - 16)
+            caller[RIP] = read_word(stack, base, cfa - 8)
+            caller[RSP] = cfa
+            return caller
+        if rule.loads:
+            at = cfa + rule.load_from - base
+            words = rule.load_words
+            if at < 0:
+                raise StackEnds(cfa + rule.load_from)
+            if at + words.size > len(stack):
+                raise StackEnds(base + max(at, len(stack)))
+            values = words.unpack_from(stack, at)
+            for number, index in rule.loads:
+                caller[number] = values[index]
+        for number, (kind, arg) in rule.others:
+            if kind == IS_CFA:
+                caller[number] = cfa + arg  # type: ignore[operator]
+            elif kind == SAME:
+                caller[number] = registers[number]
+            elif kind == IN_REGISTER:
+                caller[number] = registers[arg] if isinstance(arg, int) and arg <= RIP else None
+            elif kind == UNDEFINED:
+                caller[number] = None
+                if number == RIP:
+                    return None
+            elif isinstance(arg, bytes):
+                value = evaluate(arg, registers, stack, base, (cfa,))
+                caller[number] = read_word(stack, base, value) if kind == AT_EXPRESSION else value
+                assert kind in (AT_EXPRESSION, IS_EXPRESSION)
+        if caller[RIP] is None:
+            raise _NoCfa(f"no rule for the return address at {step.module.name}")
+        caller[RSP] = cfa
+        return caller
+
+
+def _callee_saved(r: Registers) -> Registers:
+    """The caller's registers as far as the callee leaves them: the callee-saved ones
+    (rbx, rbp, r12-r15) kept, the rest unknown until a rule says otherwise."""
+    return [None, None, None, r[3], None, None, r[6], *_UNKNOWN_7_TO_11, *r[12:16], None]
