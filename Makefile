@@ -31,7 +31,8 @@ r:
 
 # Programs the tests drive: tmux (end-to-end), littler (embedded R), profvis (reads our
 # files), podman with runc and debootstrap (the container image), go (go tool pprof reads our
-# pprof files), when running as root.
+# pprof files), gdb (native frames' ground truth), a C compiler with make and binutils (the
+# tests' C code: R CMD SHLIB, unwind tables), when running as root.
 tools: r
 	@missing=""; command -v tmux >/dev/null 2>&1 || missing="$$missing tmux"; \
 	command -v r >/dev/null 2>&1 || missing="$$missing r-cran-littler"; \
@@ -39,6 +40,8 @@ tools: r
 	command -v podman >/dev/null 2>&1 || missing="$$missing podman runc"; \
 	command -v debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
 	command -v go >/dev/null 2>&1 || missing="$$missing golang-go"; \
+	command -v gdb >/dev/null 2>&1 || missing="$$missing gdb"; \
+	for tool in cc make objcopy readelf; do command -v $$tool >/dev/null 2>&1 || { missing="$$missing gcc make binutils"; break; }; done; \
 	Rscript -e 'quit(status = !all(sapply(c($(R_PACKAGES_Q)), requireNamespace, quietly = TRUE)))' >/dev/null 2>&1 || missing="$$missing $(R_PACKAGES)"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 	  echo "xrtop: installing$$missing with apt-get"; \
