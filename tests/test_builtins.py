@@ -152,10 +152,17 @@ def test_builtin_frames_match_rprof(
     assert ("sum", "use_sum", "nested", "round_of_builtins", "run_for") in ours
     assert (".C", "use_c", "round_of_builtins", "run_for") in ours
     assert (".C", "ast_c", "round_of_builtins", "run_for") in ours
+
     # AND the builtin that called R code sits between the frames (R >= 4.4): R writes
     # `length` twice there, its builtin context and DispatchOrEval's context.
-    dispatched = [s for s in ours if "length.spinning" in s]
-    assert dispatched and [s for s in dispatched if s not in theirs] == [], dispatched
+    # Compared from the method outward: what runs inside it (spin_r, or nothing yet in the
+    # instant before it calls spin_r) is the sampling's luck, not the builtin's place.
+    def from_method(stack: tuple[str, ...]) -> tuple[str, ...]:
+        return stack[stack.index("length.spinning") :]
+
+    dispatched = {from_method(s) for s in ours if "length.spinning" in s}
+    r_dispatched = {from_method(s) for s in theirs if "length.spinning" in s}
+    assert dispatched and dispatched <= r_dispatched, (dispatched, r_dispatched)
 
 
 def test_builtin_frames_alongside_rprof_are_not_doubled(
