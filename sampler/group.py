@@ -384,6 +384,7 @@ class GroupSampler(SamplerThread):
             entry.role = role
             self.processes.set_state(entry, entry.state)
         try:
+            self._follow_native(target)
             member = self._add(entry, target, verify=verify, stop_times=array("f"), listed=listed)
         except (TargetGoneError, NoSuchProcessError):
             self._refuse(found, "", entry if listed else None)  # ended before its sample
@@ -399,10 +400,25 @@ class GroupSampler(SamplerThread):
             member.on_sample = self.on_process(entry)
         return member
 
+    def _follow_native(self, target: Target) -> None:
+        """Give a descendant native frames when the target has them (`--native`): its own
+        unwinder (a fork maps what its parent maps only until it loads or execs something,
+        so the parent's module map is not shared); raise XrtopError if its map is unreadable."""
+        native = self.target.reader.native
+        if native is not None:
+            target.set_native(True, evaluator=native.evaluator)
+
+    def _close(self, member: _Member) -> None:
+        """Detach `member`; close a descendant's native unwinder (the target's is its
+        owner's to close)."""
+        member.close()
+        if member.target is not self.target and member.target.reader.native is not None:
+            member.target.set_native(False)
+
     def _exec_seen(self, member: _Member) -> None:
         """`member`, read as a fork, has exec'd since: stop reading it as its parent's R and
         locate the R it runs now (it goes on in the same row), if it is R."""
-        member.close()
+        self._close(member)
         self._members.remove(member)
         process = member.process
         cmdline = read_cmdline(process.pid)
@@ -434,7 +450,7 @@ class GroupSampler(SamplerThread):
 
     def _end_member(self, member: _Member) -> None:
         """`member` has exited: stop sampling it, keep its samples."""
-        member.close()
+        self._close(member)
         self._record_exit(member)
         self._members.remove(member)
         self.processes.set_state(member.process, ENDED)

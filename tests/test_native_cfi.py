@@ -8,6 +8,7 @@ finds at that address.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from sampler.errors import UsageError
+from sampler.native import NativeUnwinder
 from sampler.native import check_platform
 from sampler.native.cfi import AT_CFA
 from sampler.native.cfi import AT_EXPRESSION
@@ -36,6 +38,7 @@ from sampler.native.modules import read_cfi
 from sampler.native.registers import DWARF_NAMES
 from sampler.native.registers import RIP
 from sampler.native.registers import RSP
+from sampler.native.registers import USER_REGS
 from sampler.native.symtab import SymbolTable
 from sampler.native.symtab import read_symbols
 
@@ -274,3 +277,59 @@ def test_plt_entries_are_named_as_objdump_names_them(
     assert {name: table.address_of(name) for name in expected} == expected
     for name, address in expected.items():
         assert table.lookup(address + 4) == (name, address)
+
+
+_UNNAMED_SOURCE = """
+static __attribute__((noinline)) long xr_static(long n) {
+    long total = 0;
+    for (long i = 0; i < n; i++) total += i * i ^ (total >> 3);
+    return total;
+}
+long xr_entry(long n) { return xr_static(n) + 1; }
+"""
+
+
+def test_unnamed_function_is_labelled_by_its_fde_start(tmp_path: Path) -> None:
+    """A static function of a stripped library has no symbol: every pc in it is labelled
+    `library+<its FDE's start>` (readelf -wF's pc=START..), which is the function's start
+    (its symbol's address before stripping). The library is loaded into this process and
+    unwound from made-up registers: no R."""
+    cc, strip = _need("cc"), _need("strip")
+    source, library = tmp_path / "unnamed.c", tmp_path / "libunnamed.so"
+    source.write_text(_UNNAMED_SOURCE)
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", library, source], check=True)
+    with open(library, "rb") as stream:
+        symtab = ELFFile(stream).get_section_by_name(".symtab")
+        static = symtab.get_symbol_by_name("xr_static")[0]
+        start, size = int(static["st_value"]), int(static["st_size"])
+    subprocess.run([strip, "--strip-all", library], check=True)
+    text = subprocess.run(
+        [_need("readelf"), "-wF", str(library)], capture_output=True, text=True, check=True
+    ).stdout
+    fdes = [
+        (int(lo, 16), int(hi, 16)) for lo, hi in re.findall(r"FDE cie=\S+ pc=(\w+)\.\.(\w+)", text)
+    ]
+    fde_start = next(lo for lo, hi in fdes if lo <= start + size // 2 < hi)
+    assert fde_start == start
+    with open(library, "rb") as stream:
+        elf = ELFFile(stream)
+        assert read_symbols(elf).lookup(start) is None  # stripped: no symbol covers it
+        entry = read_symbols(elf).address_of("xr_entry")
+    assert entry is not None
+    loaded = ctypes.CDLL(str(library))
+    loaded_entry = ctypes.cast(loaded.xr_entry, ctypes.c_void_p).value
+    assert loaded_entry is not None
+    bias = loaded_entry - entry
+    unwinder = NativeUnwinder(os.getpid())
+    labels = set()
+    try:
+        for pc in (start, start + size // 2, start + size - 1):
+            raw = [0] * 27
+            raw[16], raw[19] = bias + pc, 0x7FFC0000  # rip, rsp
+            # A zeroed stack: whatever the CFA, the return address read there is 0.
+            stack = unwinder.unwind(USER_REGS.pack(*raw), bytes(256), 0x7FFC0000)
+            assert stack.frames[0].pc == bias + pc and stack.frames[0].symbol is None
+            labels.add(stack.frames[0].label())
+    finally:
+        unwinder.close()
+    assert labels == {f"libunnamed.so+{fde_start:#x}"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -28,6 +29,7 @@ from conftest import RLauncher
 from conftest import RRun
 from conftest import rscript
 from conftest import sample
+from conftest import wait_for
 from test_profvis import XRTOP
 from test_profvis import need_profvis
 from test_record import summary_rprof
@@ -170,6 +172,50 @@ def test_native_frames_match_gdb_and_r_frames_match_rprof(
     between = names[at["inner_r"] + 1 : at["outer_r"]]
     assert between and all(is_native(name) for name in between), names
     assert "<Native:main>" in names[at["outer_r"] :] and UNWIND_STOPPED not in names
+
+
+def _spinning_samples(path: Path) -> list[list[str]]:
+    """The samples of an Rprof.out that spin in my_leaf (complete lines only: the file is
+    still being written), each as its frame names."""
+    text = path.read_text() if path.exists() else ""
+    lines = text.split("\n")[1:-1]  # the header; the last line may be cut
+    samples = [re.findall(r'"([^"]*)"', line) for line in lines]
+    return [names for names in samples if "<Native:my_leaf>" in names]
+
+
+def test_forked_workers_get_native_frames(
+    r_launcher: RLauncher, r_env: REnv, native_so: Path, placed: list[Placed], tmp_path: Path
+) -> None:
+    """`record --subprocesses --native`: mclapply's workers (forks of the target) are
+    unwound too, each in its own file: the C code they spin in, innermost, under the R
+    frames that called it through .C."""
+    library = Placed(native_so, r_env, ".so")
+    placed.append(library)
+    run = r_launcher.start("native.R", "forkC", library.inside, env=r_env)
+    out = tmp_path / "prof.out"
+    command = ["record", "--subprocesses", "--native", "-p", str(run.pid), "-o", str(out)]
+    proc = subprocess.Popen([*XRTOP, *command], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(
+            lambda: (
+                len(files := sorted(tmp_path.glob("prof.*.out"))) == 2
+                and all(len(_spinning_samples(f)) >= 20 for f in files)
+            ),
+            90,
+            "both workers' files to hold 20 samples in my_leaf",
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    for child in sorted(tmp_path.glob("prof.*.out")):
+        # Once in my_leaf a worker stays there: its last samples all show it.
+        for names in _spinning_samples(child)[-20:]:
+            assert names[:2] == ["<Native:my_leaf>", "<Native:my_c_fun>"], (child, names)
+            at = {name: names.index(name) for name in (".C", "inner_r", "outer_r")}
+            assert 1 < at[".C"] < at["inner_r"] < at["outer_r"], (child, names)
+            assert UNWIND_STOPPED not in names, (child, names)
+    assert "<Native:my_leaf>" not in out.read_text()  # the parent only waits for them
 
 
 #: Per workload: what the innermost native frames must show, and the R frame that runs them.

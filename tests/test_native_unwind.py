@@ -7,7 +7,7 @@ with SIGSTOP). xrtop takes its copy of the registers and the stack the way the s
 stopped, process. Both must find the same frames (every pc, down to main) and, where gdb
 names a function, the same name or an alias of it. Libraries are stripped in Debian, so
 many of libR's frames are unnamed to both: xrtop writes those as libR.so+offset, which
-must be the pc's address in the file.
+must be the address in the file where the function that holds the pc starts (its FDE's).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from elftools.elf.elffile import ELFFile
 
 from sampler.native import NativeStack
 from sampler.native import NativeUnwinder
-from sampler.native.cfi import find_rule
+from sampler.native.cfi import find_fde
 from sampler.native.debugfiles import build_id
 from sampler.native.modules import read_cfi
 from sampler.native.symtab import read_symbols
@@ -184,10 +184,15 @@ def assert_same_as_gdb(
     assert stack.complete, f"{stack.reason}\nxrtop: {ours}\ngdb: {theirs}"
     assert [f.pc for f in stack.frames] == [pc for pc, _ in gdb], f"\n{ours}\n{theirs}"
     for index, (frame, (_, name)) in enumerate(zip(stack.frames, gdb)):
-        module = unwinder.modules.find(frame.pc if index == 0 else frame.pc - 1)
+        address = frame.pc if index == 0 else frame.pc - 1
+        module = unwinder.modules.find(address)
         assert module is not None and module.path == frame.module
         if frame.symbol is None:
-            assert frame.label() == f"{module.name}+{frame.pc - module.bias:#x}"
+            # The start of the function that holds the pc, where its CFI says (else the pc).
+            fde = module.fde_at(address - module.bias)
+            assert fde is None or fde.start <= address - module.bias < fde.end
+            start = fde.start if fde is not None else frame.pc - module.bias
+            assert frame.label() == f"{module.name}+{start:#x}"
             assert name is None, f"gdb names {name} at {frame.pc:#x}, xrtop: {frame.label()}"
         elif name is not None and name != frame.symbol:
             alias = module.symbols.address_of(name)
@@ -217,7 +222,7 @@ def test_blocked_in_c_code_matches_gdb(
         elf = ELFFile(stream)
         leaf = read_symbols(elf).address_of("xr_leaf")
         assert leaf is not None
-        assert (find_rule(read_cfi(elf), leaf) is not None) == (build == "cfi")
+        assert (find_fde(read_cfi(elf), leaf) is not None) == (build == "cfi")
     with _placed(blockers[build], r_env) as library:
         run = r_launcher.start("native_block.R", library, how, env=r_env)
         _check_blocked(run, how, tmp_path)
@@ -331,7 +336,9 @@ def test_vdso_and_debug_files(r_launcher: RLauncher, r_env: REnv) -> None:
         vdso = modules["[vdso]"]
         start = vdso.symbols.address_of("__vdso_clock_gettime")
         assert start is not None and vdso.symbols.address_of("clock_gettime") == start
-        rule = vdso.rule_at(start)
+        fde = vdso.fde_at(start)
+        assert fde is not None and fde.start == start  # an FDE starts where its function does
+        rule = fde.rule_at(start)
         # At any function's entry: CFA = rsp + 8, the return address just below it.
         assert rule is not None and (rule.cfa_register, rule.cfa_offset) == (7, 8)
         assert rule.rule_for(16) == (0, -8)

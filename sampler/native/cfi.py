@@ -355,10 +355,11 @@ class CfiSection:
         return rules.rule_at(address) if rules is not None else None
 
 
-def find_rule(sections: Sequence[CfiSection], address: int) -> FrameRule | None:
-    """The first rule any of `sections` has for `address`."""
+def find_fde(sections: Sequence[CfiSection], address: int) -> FdeRules | None:
+    """The first FDE any of `sections` has for `address`, decoded (its `start` is the
+    function's start: the FDE's initial location)."""
     for section in sections:
-        rule = section.rule_at(address)
-        if rule is not None:
-            return rule
+        rules = section.fde_rules(address)
+        if rules is not None:
+            return rules
     return None

@@ -16,8 +16,10 @@ class NativeFrame:
     the last frame of an incomplete stack). `module` is the mapped
     file's path as the target sees it ("" when the pc is in no mapped file). `symbol` is
     the function's name when a symbol table names it; `offset` is then pc minus the
-    function's start, else pc's address in the file's own ELF address space (what objdump,
-    addr2line and gdb's `info symbol` use).
+    function's start. Without a symbol, `offset` is an address in the file's own ELF address
+    space (what objdump, addr2line and gdb use): the start of the function that holds pc,
+    as its CFI's FDE gives it (its initial location), so that every pc of one unnamed
+    function has one label; pc's own address where no FDE covers pc.
     """
 
     pc: int
@@ -27,7 +29,7 @@ class NativeFrame:
     offset: int
 
     def label(self) -> str:
-        """The function's name, else "libR.so+0x1a2b" (never a bare address)."""
+        """The function's name, else "libR.so+0x1d54e0" (`offset`; never a bare address)."""
         if self.symbol is not None:
             return self.symbol
         return f"{os.path.basename(self.module) or '[unknown]'}+{self.offset:#x}"

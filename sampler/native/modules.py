@@ -22,8 +22,8 @@ from sampler.errors import SampleError
 from sampler.errors import XrtopError
 from sampler.native.cfi import CfiError
 from sampler.native.cfi import CfiSection
-from sampler.native.cfi import FrameRule
-from sampler.native.cfi import find_rule
+from sampler.native.cfi import FdeRules
+from sampler.native.cfi import find_fde
 from sampler.native.debugfiles import find_debug_file
 from sampler.native.symtab import SymbolTable
 from sampler.native.symtab import read_symbols
@@ -166,12 +166,12 @@ class Module:
             raise CfiError(self._cfi_problem)
         return self._cfi
 
-    def rule_at(self, address: int) -> FrameRule | None:
-        """The CFI rule at ELF address `address`, or None (no CFI covers it).
+    def fde_at(self, address: int) -> FdeRules | None:
+        """The decoded FDE covering ELF address `address`, or None (no CFI covers it).
 
         Raise CfiError when the CFI is there but cannot be read or run.
         """
-        return find_rule(self.cfi_sections(), address)
+        return find_fde(self.cfi_sections(), address)
 
     def close(self) -> None:
         """Close the files; the module can no longer read anything new."""

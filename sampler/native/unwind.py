@@ -51,7 +51,15 @@ _UNKNOWN5 = (None,) * 5
 class _Step:
     """What is known about one pc: its module, symbol, and how to find its caller."""
 
-    __slots__ = ("module", "outermost", "problem", "rule", "symbol", "symbol_offset")
+    __slots__ = (
+        "function_start",
+        "module",
+        "outermost",
+        "problem",
+        "rule",
+        "symbol",
+        "symbol_offset",
+    )
 
     def __init__(
         self,
@@ -59,12 +67,15 @@ class _Step:
         symbol: str | None,
         symbol_offset: int,
         rule: FrameRule | None,
+        function_start: int | None,
         problem: str,
     ) -> None:
         self.module = module
         self.symbol = symbol
         self.symbol_offset = symbol_offset
         self.rule = rule
+        #: The start (ELF address) of the FDE that covers the pc, None without one.
+        self.function_start = function_start
         #: Why the rule is unusable ("" when it is fine or absent).
         self.problem = problem
         #: Whether the thread's stack begins in this function.
@@ -193,6 +204,8 @@ class NativeUnwinder:
         if step.symbol is not None:
             offset = step.symbol_offset + pc - address
             frame = NativeFrame(pc, cfa, module.path, step.symbol, offset)
+        elif step.function_start is not None:  # all pcs of an unnamed function: one label
+            frame = NativeFrame(pc, cfa, module.path, None, step.function_start)
         else:
             frame = NativeFrame(pc, cfa, module.path, None, module.elf_address(pc))
         if len(self._frames) >= _MAX_CACHED_FRAMES:
@@ -210,19 +223,20 @@ class NativeUnwinder:
             return None
         elf_address = module.elf_address(address)
         problem = module.problem
-        rule = None
+        fde = None
         if not problem:
             try:
-                rule = module.rule_at(elf_address)
+                fde = module.fde_at(elf_address)
             except CfiError as err:
                 problem = f"unreadable CFI in {module.name}: {err}"
+        rule = fde.rule_at(elf_address) if fde is not None else None
         found = module.symbols.lookup(elf_address)
         if rule is not None and rule.signal_frame:
             # A signal trampoline is entered by a "return" to its first byte: pc - 1 is the
             # padding its CFI covers (for that reason), but its name starts at pc.
             found = module.symbols.lookup(elf_address + 1) or found
         symbol, offset = (found[0], elf_address - found[1]) if found else (None, 0)
-        step = _Step(module, symbol, offset, rule, problem)
+        step = _Step(module, symbol, offset, rule, fde.start if fde is not None else None, problem)
         if len(self._steps) >= _MAX_CACHED_PCS:
             self._steps.clear()
         self._steps[address] = step

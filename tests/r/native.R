@@ -2,6 +2,7 @@
 # Usage: Rscript native.R MODE [SO] [RPROF_FILE]
 #   MODE dotC / dotCall: outer_r -> inner_r -> .C("my_c_fun") / .Call("my_call_fun") of SO,
 #   which spins in my_leaf; with RPROF_FILE, a short run under R's Rprof first.
+#   MODE forkC: two mclapply workers (forks) each run dotC's outer_r; the parent waits.
 #   MODE crossprod, sort, grepl, fread, forder: that work in a loop, under work_MODE.
 args <- commandArgs(trailingOnly = TRUE)
 mode <- args[[1]]
@@ -11,13 +12,13 @@ ready <- function() {
   path <- Sys.getenv("XRTOP_READY")
   if (nzchar(path)) writeLines(as.character(Sys.getpid()), path)
 }
-if (mode %in% c("dotC", "dotCall")) {
+if (mode %in% c("dotC", "dotCall", "forkC")) {
   # Not compiled to byte code: R then opens a context for .C / .Call even without Rprof,
   # so that R's own profile and xrtop's name the same frames.
   invisible(compiler::enableJIT(0))
   dyn.load(so)
   inner_r <- function(n) {
-    if (mode == "dotC") .C("my_c_fun", as.integer(n)) else .Call("my_call_fun", as.integer(n))
+    if (mode == "dotCall") .Call("my_call_fun", as.integer(n)) else .C("my_c_fun", as.integer(n))
   }
   outer_r <- function(n) inner_r(n)
   if (nzchar(prof)) {
@@ -26,7 +27,11 @@ if (mode %in% c("dotC", "dotCall")) {
     Rprof(NULL)
   }
   ready()
-  outer_r(2000000L)  # hours in my_leaf
+  if (mode == "forkC") {
+    invisible(parallel::mclapply(1:2, function(i) outer_r(2000000L), mc.cores = 2))
+  } else {
+    outer_r(2000000L)  # hours in my_leaf
+  }
 } else {
   set.seed(1)
   m <- matrix(runif(400 * 400), 400)
