@@ -70,7 +70,6 @@ from sampler.target import attach
 from sampler.target import attach_clone
 from sampler.target import maps_r_at
 from sampler.target import verify_layout
-from sampler.thread import LONGEST_SLEEP
 from sampler.thread import SamplerThread
 from sampler.thread import State
 from sampler.thread import count_sample
@@ -384,7 +383,7 @@ class GroupSampler(SamplerThread):
             entry.role = role
             self.processes.set_state(entry, entry.state)
         try:
-            self._follow_native(target)
+            _follow_native(self.target, target)
             member = self._add(entry, target, verify=verify, stop_times=array("f"), listed=listed)
         except (TargetGoneError, NoSuchProcessError):
             self._refuse(found, "", entry if listed else None)  # ended before its sample
@@ -400,25 +399,10 @@ class GroupSampler(SamplerThread):
             member.on_sample = self.on_process(entry)
         return member
 
-    def _follow_native(self, target: Target) -> None:
-        """Give a descendant native frames when the target has them (`--native`): its own
-        unwinder (a fork maps what its parent maps only until it loads or execs something,
-        so the parent's module map is not shared); raise XrtopError if its map is unreadable."""
-        native = self.target.reader.native
-        if native is not None:
-            target.set_native(True, evaluator=native.evaluator)
-
-    def _close(self, member: _Member) -> None:
-        """Detach `member`; close a descendant's native unwinder (the target's is its
-        owner's to close)."""
-        member.close()
-        if member.target is not self.target and member.target.reader.native is not None:
-            member.target.set_native(False)
-
     def _exec_seen(self, member: _Member) -> None:
         """`member`, read as a fork, has exec'd since: stop reading it as its parent's R and
         locate the R it runs now (it goes on in the same row), if it is R."""
-        self._close(member)
+        _close(member, self.target)
         self._members.remove(member)
         process = member.process
         cmdline = read_cmdline(process.pid)
@@ -450,7 +434,7 @@ class GroupSampler(SamplerThread):
 
     def _end_member(self, member: _Member) -> None:
         """`member` has exited: stop sampling it, keep its samples."""
-        self._close(member)
+        _close(member, self.target)
         self._record_exit(member)
         self._members.remove(member)
         self.processes.set_state(member.process, ENDED)
@@ -515,20 +499,10 @@ class GroupSampler(SamplerThread):
             if wait > 0:
                 if deadline_end is not None:
                     wait = min(wait, deadline_end - now)
-                if sleeper is not None:
-                    sleeper.sleep(min(wait, LONGEST_SLEEP))
-                elif wait > 0.02:
-                    self._stop_event.wait(wait)
-                else:
-                    time.sleep(wait)
+                self._wait(wait, sleeper.sleep if sleeper is not None else None)
                 continue
-            period = self._period
-            if now - next_due > period:
-                with self._lock:
-                    stats.late += 1
-                next_due = now
-            next_due += period
-            self._round(now + period)
+            next_due = self._next_due(now, next_due)
+            self._round(now + self._period)
         return State.DETACHED
 
     def _round(self, until: float) -> None:
@@ -644,3 +618,21 @@ def _same_process(found: Found) -> bool:
     except OSError:
         return True  # there, but not readable
     return stat is not None and stat.start == found.start_ticks and stat.state not in "ZX"
+
+
+def _follow_native(session_target: Target, target: Target) -> None:
+    """Give a descendant native frames when the session's target has them (`--native`):
+    its own unwinder (a fork maps what its parent maps only until it loads or execs
+    something, so the parent's module map is not shared); raise XrtopError if its map is
+    unreadable."""
+    native = session_target.reader.native
+    if native is not None:
+        target.set_native(True, evaluator=native.evaluator)
+
+
+def _close(member: _Member, session_target: Target) -> None:
+    """Detach `member`; close a descendant's native unwinder (the session's target's is its
+    owner's to close)."""
+    member.close()
+    if member.target is not session_target and member.target.reader.native is not None:
+        member.target.set_native(False)

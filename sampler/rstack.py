@@ -75,21 +75,9 @@ class StackReader:
         syms = binary.symbols
         self.global_context: Address = syms["R_GlobalContext"]
         self.gc_flag = gc_flag
-        values = [
-            U64.unpack(memory.read(syms[name], 8))[0] if syms.get(name) else 0
-            for name in (
-                "R_NilValue",
-                "R_DoubleColonSymbol",
-                "R_TripleColonSymbol",
-                "R_DollarSymbol",
-                "R_Bracket2Symbol",
-            )
-        ]
-        self.nil = values[0]
-        operators = {values[1]: "::", values[2]: ":::", values[3]: "$"}
-        operators.pop(0, None)
+        self.nil, operators, bracket2 = _constant_symbols(memory, binary)
         self.namer = FrameNamer(
-            memory, version, nil=self.nil, operators=operators, bracket2=values[4]
+            memory, version, nil=self.nil, operators=operators, bracket2=bracket2
         )
         self._globals_span = _span([self.global_context, gc_flag])
         # Where R_GlobalContext and the GC flag sit in a read of the globals' span.
@@ -460,6 +448,27 @@ def _addresses(
 ) -> list[Address]:
     """The addresses of the function contexts `ChainDecoder.walk` found."""
     return [context[4] for context in frame_contexts]
+
+
+def _constant_symbols(
+    memory: ProcessMemory, binary: RBinary
+) -> tuple[Address, dict[Address, str], Address]:
+    """R_NilValue, the operator symbols by address (`::`, `:::`, `$`) and `[[`'s symbol, read
+    once (R never moves them); 0 for any this R does not export."""
+    syms = binary.symbols
+    nil, double_colon, triple_colon, dollar, bracket2 = (
+        U64.unpack(memory.read(syms[name], 8))[0] if syms.get(name) else 0
+        for name in (
+            "R_NilValue",
+            "R_DoubleColonSymbol",
+            "R_TripleColonSymbol",
+            "R_DollarSymbol",
+            "R_Bracket2Symbol",
+        )
+    )
+    operators = {double_colon: "::", triple_colon: ":::", dollar: "$"}
+    operators.pop(0, None)
+    return nil, operators, bracket2
 
 
 def _span(addresses: list[Address | None]) -> tuple[Address, int] | None:

@@ -168,6 +168,27 @@ class SamplerThread(threading.Thread):
 
     # -- the sampling loop ---------------------------------------------------------------
 
+    def _wait(self, wait: float, sleep: Callable[[float], None] | None) -> None:
+        """Wait `wait` seconds for the next sample: through `sleep` when given (a tracer's,
+        which wakes for the target's signals), else short waits sleep (precise) and long
+        ones wait on the stop event (stoppable)."""
+        if sleep is not None:
+            sleep(min(wait, LONGEST_SLEEP))
+        elif wait > 0.02:
+            self._stop_event.wait(wait)
+        else:
+            time.sleep(wait)
+
+    def _next_due(self, now: float, due: float) -> float:
+        """When the sample after the one `due` (taken at `now`) is due: a period on, or a
+        period from now when this one came more than a period late (counted as late)."""
+        period = self._period
+        if now - due > period:
+            with self._lock:
+                self._stats.late += 1
+            due = now
+        return due + period
+
     def _sample_running(self) -> tuple[Stack, float]:
         """One sample without stopping the target (and 0 seconds stopped)."""
         reader = self.target.reader
@@ -273,19 +294,9 @@ class SamplerThread(threading.Thread):
                         tracer.pass_signals()
                     except TargetGoneError:
                         return State.EXITED
-                    tracer.sleep(min(wait, LONGEST_SLEEP))
-                # Short waits sleep (precise); long ones wait on the event (stoppable).
-                elif wait > 0.02:
-                    self._stop_event.wait(wait)
-                else:
-                    time.sleep(wait)
+                self._wait(wait, tracer.sleep if tracer is not None else None)
                 continue
-            period = self._period
-            if now - next_due > period:
-                with lock:
-                    stats.late += 1
-                next_due = now
-            next_due += period
+            next_due = self._next_due(now, next_due)
             try:
                 stack, stopped = sample()
             except TargetGoneError:
