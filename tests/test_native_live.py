@@ -10,7 +10,9 @@ data.table (fread, forder) is checked for where its frames sit among R's.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -207,6 +209,11 @@ def test_forked_workers_get_native_frames(
     finally:
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
+        # The workers spin in C and outlive the parent the harness stops: stop them too,
+        # by the PIDs their files are named after (else they load every later test).
+        for child in tmp_path.glob("prof.*.out"):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(child.name.split(".")[1]), signal.SIGKILL)
     assert proc.returncode == 0, stderr
     for child in sorted(tmp_path.glob("prof.*.out")):
         # Once in my_leaf a worker stays there: its last samples all show it.
