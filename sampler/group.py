@@ -474,7 +474,7 @@ class GroupSampler(SamplerThread):
         stats = self._stats
         started = stats.started_at
         deadline_end = started + self.duration if self.duration else None
-        next_due = started
+        next_due = self._schedule.start(started)
         # The first look comes after the first samples: a child running already is named
         # after what its parent runs (`role_of`).
         next_scan = next_liveness = started + _SCAN_EVERY
@@ -502,7 +502,7 @@ class GroupSampler(SamplerThread):
                 self._wait(wait, sleeper.sleep if sleeper is not None else None)
                 continue
             next_due = self._next_due(now, next_due)
-            self._round(now + self._period)
+            self._round(next_due)
         return State.DETACHED
 
     def _round(self, until: float) -> None:

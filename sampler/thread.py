@@ -1,9 +1,10 @@
 """The sampler thread: samples a `Target` at a steady rate into a `SampleLog`.
 
 A plain `threading.Thread` (no UI toolkit), used by the live view and headless alike.
-Samples follow a deadline schedule (sample k is due at start + k/rate), so the rate does not
-drift by the time each sample takes; a sample more than one interval late is counted as late
-and the schedule skips ahead rather than bursting.
+Samples follow `sampler.schedule`: one per period, each at a random instant of its own period
+(so that a workload's own rhythm cannot bias the shares), on a grid that does not drift by
+the time samples take; a sample more than a period late is counted as late and the grid
+starts over rather than bursting.
 
 In blocking mode (the default) the thread seizes R's main thread with ptrace and stops it
 only while a sample is copied. Everything about ptrace happens on this thread, as Linux
@@ -31,6 +32,7 @@ from sampler.model import SamplerStats
 from sampler.model import Stack
 from sampler.procstat import SleepProbe
 from sampler.ptrace import Tracer
+from sampler.schedule import Schedule
 from sampler.target import Target
 from sampler.target import verify_layout
 
@@ -113,7 +115,7 @@ class SamplerThread(threading.Thread):
         self._lock = threading.Lock()
         #: Seconds the target was stopped, per sample (blocking mode).
         self.stop_times = array("f")
-        self._period = 1.0 / rate_hz
+        self._schedule = Schedule(1.0 / rate_hz)
         self._sleep_probe = SleepProbe(target.pid)
         self.last_stack: Stack | None = None
         #: The target's wait status when this thread reaped its exit (the tracer's waitpid
@@ -125,7 +127,7 @@ class SamplerThread(threading.Thread):
     @property
     def rate_hz(self) -> float:
         """The requested sampling rate."""
-        return 1.0 / self._period
+        return 1.0 / self._schedule.period
 
     @property
     def shares_one_cpu(self) -> bool:
@@ -142,7 +144,7 @@ class SamplerThread(threading.Thread):
     def set_rate(self, hz: float) -> None:
         """Change the sampling rate; takes effect from the next sample."""
         hz = min(max(hz, MIN_HZ), MAX_HZ)
-        self._period = 1.0 / hz
+        self._schedule.period = 1.0 / hz
         with self._lock:
             self._stats.requested_hz = hz
 
@@ -180,14 +182,13 @@ class SamplerThread(threading.Thread):
             time.sleep(wait)
 
     def _next_due(self, now: float, due: float) -> float:
-        """When the sample after the one `due` (taken at `now`) is due: a period on, or a
-        period from now when this one came more than a period late (counted as late)."""
-        period = self._period
-        if now - due > period:
+        """When the sample after the one `due` (taken at `now`) is due (`Schedule.next`);
+        counts that one as late when it was."""
+        next_due, late = self._schedule.next(now, due)
+        if late:
             with self._lock:
                 self._stats.late += 1
-            due = now
-        return due + period
+        return next_due
 
     def _sample_running(self) -> tuple[Stack, float]:
         """One sample without stopping the target (and 0 seconds stopped)."""
@@ -256,7 +257,7 @@ class SamplerThread(threading.Thread):
         stats = self._stats
         started = stats.started_at
         deadline_end = started + self.duration if self.duration else None
-        next_due = started
+        next_due = self._schedule.start(started)
         next_liveness = started + _LIVENESS_EVERY
         log, lock, monotonic = self.log, self._lock, time.monotonic
         # One sample, and the seconds the target was stopped for it.
@@ -281,7 +282,7 @@ class SamplerThread(threading.Thread):
                     return State.EXITED
                 if tracer.user_stopped:
                     tracer.sleep(LONGEST_SLEEP)
-                next_due = time.monotonic()
+                next_due = self._schedule.start(time.monotonic())
                 continue
             wait = next_due - now - lead
             if wait > 0:
