@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import FrameType
@@ -29,6 +26,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from workloads import loop_running  # noqa: E402
 
 from sampler.capture import StoppedCapture  # noqa: E402
 from sampler.model import SampleLog  # noqa: E402
@@ -109,33 +108,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=150, help="recognised samples to trace")
     parser.add_argument("--pid", type=int, default=None)
     args = parser.parse_args()
-    workload: subprocess.Popen[bytes] | None = None
-    with tempfile.TemporaryDirectory() as tmp:
-        pid = args.pid
-        if pid is None:
-            ready, stop = Path(tmp) / "ready", Path(tmp) / "stop"
-            script = str(ROOT / "bench" / "workload.R")
-            workload = subprocess.Popen(
-                ["Rscript", script, str(args.depth), "600", str(Path(tmp) / "result"), str(stop)],
-                env={**os.environ, "XRTOP_READY": str(ready)},
-            )
-            deadline = time.monotonic() + 60
-            while not (ready.exists() and ready.read_text().strip()):
-                if time.monotonic() > deadline or workload.poll() is not None:
-                    raise SystemExit("sample_cost: the workload did not start")
-                time.sleep(0.1)
-            pid = int(ready.read_text())
-        try:
-            result = {"depth": args.depth, **stop_times(pid, args.seconds, args.hz)}
-            result.update(bytecodes(pid, args.count))
-        finally:
-            if workload is not None:
-                (Path(tmp) / "stop").touch()
-                try:
-                    workload.wait(30)
-                except subprocess.TimeoutExpired:
-                    workload.kill()
-                    workload.wait()
+    with loop_running(args.depth, args.pid, "sample_cost") as pid:
+        result = {"depth": args.depth, **stop_times(pid, args.seconds, args.hz)}
+        result.update(bytecodes(pid, args.count))
     print(json.dumps(result))
     return 0
 

@@ -8,8 +8,14 @@ has arguments of its own: see bench/run.py.)
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
+import subprocess
+import tempfile
+import time
 from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,3 +77,34 @@ VARIED = {
         ),
     )
 }
+
+
+@contextlib.contextmanager
+def loop_running(depth: int, pid: int | None, bench: str) -> Iterator[int]:
+    """The PID of bench/workload.R looping at `depth` frames on the host's R, started here
+    and stopped on leaving (or `pid`, a workload of the caller's, left alone); `bench`
+    names the caller in the error line when the workload does not start."""
+    if pid is not None:
+        yield pid
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        ready, stop = Path(tmp) / "ready", Path(tmp) / "stop"
+        script = str(ROOT / "bench" / "workload.R")
+        workload = subprocess.Popen(
+            ["Rscript", script, str(depth), "600", str(Path(tmp) / "result"), str(stop)],
+            env={**os.environ, "XRTOP_READY": str(ready)},
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not (ready.exists() and ready.read_text().strip()):
+                if time.monotonic() > deadline or workload.poll() is not None:
+                    raise SystemExit(f"{bench}: the workload did not start")
+                time.sleep(0.1)
+            yield int(ready.read_text())
+        finally:
+            stop.touch()
+            try:
+                workload.wait(30)
+            except subprocess.TimeoutExpired:
+                workload.kill()
+                workload.wait()

@@ -111,6 +111,15 @@ def need(env: REnv) -> None:
         pytest.skip(f"{env.id}: {why}")
 
 
+def tracer_of(pid: int) -> int:
+    """The PID (a thread's ID) tracing process `pid` (0: none, or it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(status.split("TracerPid:")[1].split()[0])
+
+
 @dataclass
 class RRun:
     """A running R workload."""
@@ -136,9 +145,8 @@ class RRun:
             return f.read().rsplit(")", 1)[1].split()[0]
 
     def tracer(self) -> int:
-        """The PID tracing this process (0: not traced)."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        return int(status.split("TracerPid:")[1].split()[0])
+        """The PID tracing this process (0: not traced, or gone)."""
+        return tracer_of(self.pid)
 
 
 class RLauncher:

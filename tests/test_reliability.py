@@ -22,6 +22,7 @@ from conftest import R_SCRIPTS
 from conftest import RLauncher
 from conftest import RRun
 from conftest import rscript
+from conftest import tracer_of
 from conftest import wait_for
 from test_idle_polling import latency_limit
 from test_idle_polling import latency_reader
@@ -97,14 +98,6 @@ def wait_sampling(out: Path, proc: subprocess.Popen[str], timeout: float = 20) -
 
 #: The target PID of each output file (set by `start_record`).
 out_pid: dict[Path, int] = {}
-
-
-def tracer_of(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    return int(status.split("TracerPid:")[1].split()[0])
 
 
 def assert_untouched(run: RRun) -> None:

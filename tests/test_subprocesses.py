@@ -23,6 +23,7 @@ from conftest import RLauncher
 from conftest import RRun
 from conftest import rscript
 from conftest import traced_by_another_program
+from conftest import tracer_of
 from conftest import wait_for
 from test_profvis import need_profvis
 
@@ -59,15 +60,6 @@ def busy(process: TracedProcess) -> bool:
 def busy_workers(processes: ProcessSet, role: str) -> list[TracedProcess]:
     """The sampled processes of `role` that were seen at work."""
     return [p for p in processes.sampled()[1:] if p.role == role and busy(p)]
-
-
-def tracer_of(pid: int) -> int:
-    """The PID tracing `pid` (0: none, or it is gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    return int(status.split("TracerPid:")[1].split()[0])
 
 
 def same_process(process: TracedProcess) -> bool:
