@@ -544,21 +544,7 @@ def _record_launched(
                     session = None
                     out = open_output(path, args.format)
             if session is None:
-                # R ended (or never started) before it could be sampled: an empty profile.
-                empty = Profile(
-                    [],
-                    sampling.interval_us,
-                    sampling.options,
-                    shlex.join(command),
-                    ProfileInfo(start_ns=time.time_ns(), duration_ns=0),
-                )
-                write_profile(out, args.format, empty)
-                out.close()
-                print(
-                    f"xrtop: {shlex.join(command)} ended before its R could be sampled: "
-                    "the profile has no samples.",
-                    file=sys.stderr,
-                )
+                _write_empty(out, args.format, sampling, command)
                 ok = True
             else:
                 launched.adopt_status(session.target.pid, session.thread.exit_status)
@@ -570,19 +556,45 @@ def _record_launched(
             if rotation is not None and rotation.closed:
                 path = ", ".join(name for name, _ in rotation.closed)
             print(f"xrtop: profile written to {path}", file=sys.stderr)
-        # The command ends on its own; until then, signals xrtop gets go on to it.
-        forwarded = 0
-        while True:
-            while forwarded < len(received):
-                launched.send(received[forwarded])
-                forwarded += 1
-            try:
-                launched.process.wait(0.1)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        _forward_until_exit(launched, received)
     code = launched.wait()
     return code if ok or code else 1
+
+
+def _write_empty(
+    out: IO[Any], file_format: str, sampling: SamplingOptions, command: list[str]
+) -> None:
+    """Write and close the profile of a command whose R ended (or never started) before it
+    could be sampled: no samples; say so."""
+    empty = Profile(
+        [],
+        sampling.interval_us,
+        sampling.options,
+        shlex.join(command),
+        ProfileInfo(start_ns=time.time_ns(), duration_ns=0),
+    )
+    write_profile(out, file_format, empty)
+    out.close()
+    print(
+        f"xrtop: {shlex.join(command)} ended before its R could be sampled: "
+        "the profile has no samples.",
+        file=sys.stderr,
+    )
+
+
+def _forward_until_exit(launched: Launched, received: list[int]) -> None:
+    """Wait for the launched command to end on its own, passing on the signals xrtop gets
+    meanwhile (`received` grows as they come)."""
+    forwarded = 0
+    while True:
+        while forwarded < len(received):
+            launched.send(received[forwarded])
+            forwarded += 1
+        try:
+            launched.process.wait(0.1)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
