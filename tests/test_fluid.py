@@ -128,3 +128,17 @@ def test_an_aggregate_is_freed_without_the_cyclic_collector() -> None:
         assert whole() is None and tree() is None, "a reference cycle keeps it alive"
     finally:
         gc.enable()
+
+
+async def test_footer_shows_keys_it_has_at_once_when_the_focus_moves() -> None:
+    app = file_app()
+    async with app.run_test(size=(160, 30)) as pilot:
+        footer = app.query_one(KeysFooter)
+        await pilot.press("2", "1")  # the Tree view's keys are mounted (and hidden again)
+        await pilot.pause()
+        assert "E" not in footer_keys(footer)
+        # WHEN the focus moves to the tree and the footer is told (as a view switch does)
+        app.screen.set_focus(app.tree_view)
+        footer.bindings_changed(app.screen)
+        # THEN its keys show at once, in the layout of the same frame (no refresh between)
+        assert footer_keys(footer)[:3] == ["E", "C", "f"]

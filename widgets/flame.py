@@ -291,6 +291,7 @@ class FlameView(Widget, can_focus=True):
         # size only when first drawn.
         self._laid_out_for = (0, 0)
         self._layout: tuple[object, ...] = ()  # what `rows` were laid out from
+        self._drawn: tuple[object, ...] = ()  # what the lines on screen were drawn from
 
     # -- data ----------------------------------------------------------------------------
 
@@ -340,23 +341,32 @@ class FlameView(Widget, can_focus=True):
         depth = self._depth(self.selected)
         if depth is None:
             self.selected, depth = self.zoom, 0
-        rows = self._visible_rows()
+        width, rows = self.size.width, self._visible_rows()
+        if not width:  # hidden (another view's tab): laid out for the size it had
+            width, rows = self._laid_out_for
         self.top_depth = max(0, min(self.top_depth, depth))
         if rows and depth >= self.top_depth + rows:
             self.top_depth = depth - rows + 1
         # The cells change only with the zoomed node's samples (they only grow), new nodes,
         # the zoom or the size: a view switch or a filter key lays out nothing again.
         depth = self.top_depth + rows
-        layout = (tree, len(tree), tree.total[self.zoom], self.zoom, self.size.width, depth)
+        layout = (tree, len(tree), tree.total[self.zoom], self.zoom, width, depth)
         if layout != self._layout:
-            self.rows = flame_rows(tree, self.zoom, self.size.width, depth)
+            self.rows = flame_rows(tree, self.zoom, width, depth)
             self._layout = layout
-        self._laid_out_for = (self.size.width, rows)
+        self._laid_out_for = (width, rows)
         # The selection may have grown too narrow to draw: its nearest drawn caller instead.
         while self._cell(self.selected) is None and self.selected != self.zoom:
             self.selected = tree.parent[self.selected]
-        self._matched = None
-        self.refresh()
+        # Drawn again only when something drawn changed: a view switch (show, then the
+        # resize of a shown tab) keeps the lines drawn before (#27). The zoomed node's
+        # samples and `whole` grow with every sample shown.
+        drawn: tuple[object, ...] = (layout, self.whole, self.top_depth, self.selected)
+        drawn += (self.needle, self.mode, self.change)
+        if drawn != self._drawn:
+            self._drawn = drawn
+            self._matched = None
+            self.refresh()
 
     def _depth(self, node: int) -> int | None:
         """How far `node` is below the zoomed node, or None when it is not under it."""
@@ -589,7 +599,7 @@ class FlameView(Widget, can_focus=True):
         return segments
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=4096)
 def _fill(rgb: RGB) -> Style:
     """Black or white text on `rgb` (made once per colour: every cell of every line needs
     one)."""

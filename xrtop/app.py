@@ -406,7 +406,11 @@ class XrtopApp(App[int]):
 
     def _focus_view(self) -> None:
         focus = next((t.focus for t in self.TABS if t.id == self.active_view), "#top-table")
-        self.query_one(focus).focus()
+        # Focused now, not after a refresh, and the footer told at once: its keys change in
+        # the frame that shows the view, not in two more frames (#27).
+        widget = self.query_one(focus)
+        widget.screen.set_focus(widget)
+        self.query_one(KeysFooter).bindings_changed(widget.screen)
 
     @on(ProcessList.RowSelected, "#procs-table")
     def _process_chosen(self, event: ProcessList.RowSelected) -> None:
