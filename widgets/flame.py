@@ -32,6 +32,7 @@ from textual import events
 from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.binding import BindingType
+from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -292,6 +293,8 @@ class FlameView(Widget, can_focus=True):
         self._laid_out_for = (0, 0)
         self._layout: tuple[object, ...] = ()  # what `rows` were laid out from
         self._drawn: tuple[object, ...] = ()  # what the lines on screen were drawn from
+        #: The widget's own style during a `render_lines` pass (None: outside one).
+        self._pass_style: Style | None = None
 
     # -- data ----------------------------------------------------------------------------
 
@@ -539,7 +542,7 @@ class FlameView(Widget, can_focus=True):
 
     def legend_strip(self, width: int) -> Strip:
         """The legend: one swatch per colour, as many as fit."""
-        base = self.rich_style
+        base = self._pass_style or self.rich_style
         title = {"own": "own share:", "change": "change, pp:", "package": "package:"}[self.mode]
         segments = [Segment(f" {title}", base)]
         used = cell_len(title) + 1
@@ -553,22 +556,31 @@ class FlameView(Widget, can_focus=True):
         segments.append(Segment(" " * max(0, width - used), base))
         return Strip(segments, width).crop(0, width)
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The lines in `crop`; the widget's style is worked out once for all of them
+        (`rich_style` walks every ancestor)."""
+        self._pass_style = self.rich_style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._pass_style = None
+
     def render_line(self, y: int) -> Strip:
         """The graph's rows, then the selected cell's line, then the legend."""
         width = self.size.width
         rows = self._visible_rows()
         if self._laid_out_for != (width, rows):
             self._relayout()
+        blank = self._pass_style or self.rich_style
         if y == rows:
-            return Strip([Segment(fit(self.info_line(), width, right=False), self.rich_style)])
+            return Strip([Segment(fit(self.info_line(), width, right=False), blank)])
         if y == rows + 1:
             return self.legend_strip(width)
         depth = self.top_depth + y
         if y > rows or depth >= len(self.rows) or self.calltree is None:
-            return Strip.blank(width, self.rich_style)
+            return Strip.blank(width, blank)
         segments: list[Segment] = []
         x = 0
-        blank = self.rich_style
         for cell in self.rows[depth]:
             if cell.x > x:
                 segments.append(Segment(" " * (cell.x - x), blank))
@@ -580,7 +592,7 @@ class FlameView(Widget, can_focus=True):
 
     def _cell_segments(self, cell: Cell, blank: Style) -> list[Segment]:
         """A cell: its name cut to fit on its colour, and one blank column (in `blank`, the
-        widget's own style, worked out once per line: it walks every ancestor) at its right
+        widget's own style, worked out once per pass: it walks every ancestor) at its right
         edge when it is wide enough, so that neighbours of one colour stay apart."""
         tree = self.calltree
         assert tree is not None
