@@ -150,3 +150,17 @@ async def test_footer_changes_its_keys_at_once_when_the_focus_moves() -> None:
             assert footer_keys(footer) == top_keys
             await pilot.pause()
             assert footer_keys(footer) == top_keys
+
+
+async def test_a_view_key_shows_and_focuses_the_view_at_once() -> None:
+    app = file_app()
+    async with app.run_test(size=(160, 30)) as pilot:
+        footer = app.query_one(KeysFooter)
+        await pilot.pause()
+        # WHEN the Tree view's key is handled (no message handled after it yet)
+        app.action_view("tree")
+        # THEN the tree is listed, focused and its keys in the footer, for the next frame
+        assert app.tree_view.keys and app.screen.focused is app.tree_view
+        assert footer_keys(footer)[:3] == ["E", "C", "f"]
+        await pilot.pause()
+        assert app.active_view == "tree" and app.screen.focused is app.tree_view

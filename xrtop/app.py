@@ -392,6 +392,7 @@ class XrtopApp(App[int]):
         """Show the view `name` if it is one of TABS."""
         if any(tab.id == name for tab in self.TABS):
             self.query_one(TabbedContent).active = name
+            self._view_changed()  # now, not when TabActivated comes: in the switch's frame
 
     def action_next_view(self) -> None:
         """Show the next view."""
@@ -399,7 +400,7 @@ class XrtopApp(App[int]):
         self.action_view(views[(views.index(self.active_view) + 1) % len(views)])
 
     @on(TabbedContent.TabActivated)
-    def _view_changed(self, event: TabbedContent.TabActivated) -> None:
+    def _view_changed(self) -> None:
         self.model.dirty = True
         self._show_view()
         self._focus_view()
