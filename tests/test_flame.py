@@ -234,6 +234,49 @@ async def test_cells_are_laid_out_again_only_when_the_samples_under_the_zoom_cha
         assert view.rows[2][1].width == 80 - 80 * 30 // 41  # c: from 30/41 to the end
 
 
+class CountingFlame(FlameView):
+    """A FlameView that counts the times it asked to be drawn again."""
+
+    refreshes = 0
+
+    def refresh(self, *args: object, **kwargs: object) -> CountingFlame:
+        self.refreshes += 1
+        return super().refresh(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_the_flame_is_drawn_again_only_when_what_it_draws_changed() -> None:
+    log = SampleLog.from_stacks([Stack(("b", "main"))] * 30 + [Stack(("c", "main"))] * 10, 10_000)
+    agg = Aggregate(log)
+    agg.update()
+    view = CountingFlame()
+    async with Harness(view).run_test(size=(80, 10)) as pilot:
+        view.show(agg.tree, agg.samples)
+        await pilot.pause()
+        drawn = view.refreshes
+        view.show(agg.tree, agg.samples)  # a view switch, a redraw
+        assert view.refreshes == drawn
+        # WHEN hidden (another view shown: no size) and samples arrive
+        view.display = False
+        await pilot.pause()
+        assert view.size.width == 0
+        rows = view.rows
+        drawn = view.refreshes
+        view.show(agg.tree, agg.samples)
+        assert view.rows is rows and view.refreshes == drawn, "nothing changed while hidden"
+        log.add(Stack(("c", "main")), 1.0)
+        agg.update()
+        view.show(agg.tree, agg.samples)
+        # THEN it is laid out again for the width it had, and drawn again
+        assert view.rows is not rows and view.refreshes > drawn
+        assert view.rows[2][1].width == 80 - 80 * 30 // 41
+        view.display = True
+        await pilot.pause()
+        assert "(41)" in screen_text(view)[-2]
+        drawn = view.refreshes
+        view.show(agg.tree, agg.samples, needle="c")  # the filter: drawn again
+        assert view.refreshes > drawn
+
+
 async def test_colour_key_cycles_and_a_diff_starts_coloured_by_change() -> None:
     tree = tree_of((("b", "a"), 10), (("c",), 10))
     base_share = [100.0, 50.0, TreeChange.ABSENT, 50.0]  # root, a, b (new), c

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from test_app import file_app
+from textual.widgets import Input
 from textual.widgets._footer import FooterKey
 
 from sampler.model import Aggregate
@@ -128,3 +129,38 @@ def test_an_aggregate_is_freed_without_the_cyclic_collector() -> None:
         assert whole() is None and tree() is None, "a reference cycle keeps it alive"
     finally:
         gc.enable()
+
+
+async def test_footer_changes_its_keys_at_once_when_the_focus_moves() -> None:
+    app = file_app()
+    async with app.run_test(size=(160, 30)) as pilot:
+        footer = app.query_one(KeysFooter)
+        await pilot.pause()
+        top_keys = footer_keys(footer)
+        box = app.query_one("#filter", Input)
+        box.display = True
+        for _ in range(2):  # the filter line's keys mounted, then mounted already
+            # WHEN the focus moves and the footer is told (as a view switch does)
+            app.screen.set_focus(box)
+            footer.bindings_changed(app.screen)
+            # THEN the keys change at once, laid out in the same frame (no refresh between)
+            assert "q" not in footer_keys(footer) and "slash" in footer_keys(footer)
+            app.screen.set_focus(app.hot)
+            footer.bindings_changed(app.screen)
+            assert footer_keys(footer) == top_keys
+            await pilot.pause()
+            assert footer_keys(footer) == top_keys
+
+
+async def test_a_view_key_shows_and_focuses_the_view_at_once() -> None:
+    app = file_app()
+    async with app.run_test(size=(160, 30)) as pilot:
+        footer = app.query_one(KeysFooter)
+        await pilot.pause()
+        # WHEN the Tree view's key is handled (no message handled after it yet)
+        app.action_view("tree")
+        # THEN the tree is listed, focused and its keys in the footer, for the next frame
+        assert app.tree_view.keys and app.screen.focused is app.tree_view
+        assert footer_keys(footer)[:3] == ["E", "C", "f"]
+        await pilot.pause()
+        assert app.active_view == "tree" and app.screen.focused is app.tree_view

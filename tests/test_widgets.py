@@ -365,6 +365,28 @@ async def test_call_tree_opens_hottest_path_and_toggles() -> None:
         assert view.cursor_key == f and view.keys[0] == main
 
 
+async def test_call_tree_shown_the_same_samples_again_lists_nothing_again() -> None:
+    tree = sample_tree()
+    view = CallTreeView()
+    async with Harness(view).run_test(size=(80, 15)):
+        view.show(tree, 12)
+        keys = view.keys
+        view.show(tree, 12)  # a view switch or a redraw
+        assert view.keys is keys
+        # WHEN samples arrive in the same tree (counted in place): other is now hottest
+        tree.add_path(["other"], 20)
+        view.show(tree, 32)
+        # THEN the lines are listed again, hottest first
+        assert view.keys is not keys and view.keys[0] == tree.children[0]["other"]
+        keys = view.keys
+        view.show(tree, 32, needle="g")  # the filter changed
+        main = tree.children[0]["main"]
+        f = tree.children[main]["f"]
+        assert view.keys == [main, f, tree.children[f]["g"]]
+        view.show(tree, 32, needle="g", reset=True)  # a new aggregate: always afresh
+        assert view.expanded == set(tree.hottest_path()[1:])
+
+
 async def test_call_tree_carries_expansion_to_a_rebuilt_tree() -> None:
     view = CallTreeView()
     async with Harness(view).run_test(size=(80, 15)) as pilot:

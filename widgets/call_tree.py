@@ -63,9 +63,18 @@ class CallTreeView(RowTable):
         self.needle = ""
         self._lines: dict[int, TreeLine] = {}
         self._match_cache: tuple[str, int, set[int]] | None = None
+        #: What the lines listed were listed from (see `show`).
+        self._listed: tuple[object, ...] = ()
 
     def show(self, tree: CallTree, whole: int, needle: str = "", reset: bool = False) -> None:
         """Show `tree` (shares of `whole` samples); `reset` forgets expansion and focus."""
+        # The same tree with the same samples (its counts only grow) and filter: the lines
+        # listed stand (a view switch, a redraw), as do expansion and focus, which only
+        # the keys here change (and list again).
+        listed = (tree, len(tree), tree.total[CallTree.ROOT], whole, needle)
+        if not reset and listed == self._listed:
+            return
+        self._listed = listed
         if reset:
             self.expanded = set()
             self.root = CallTree.ROOT

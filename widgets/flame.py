@@ -32,6 +32,7 @@ from textual import events
 from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.binding import BindingType
+from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -291,6 +292,9 @@ class FlameView(Widget, can_focus=True):
         # size only when first drawn.
         self._laid_out_for = (0, 0)
         self._layout: tuple[object, ...] = ()  # what `rows` were laid out from
+        self._drawn: tuple[object, ...] = ()  # what the lines on screen were drawn from
+        #: The widget's own style during a `render_lines` pass (None: outside one).
+        self._pass_style: Style | None = None
 
     # -- data ----------------------------------------------------------------------------
 
@@ -340,23 +344,32 @@ class FlameView(Widget, can_focus=True):
         depth = self._depth(self.selected)
         if depth is None:
             self.selected, depth = self.zoom, 0
-        rows = self._visible_rows()
+        width, rows = self.size.width, self._visible_rows()
+        if not width:  # hidden (another view's tab): laid out for the size it had
+            width, rows = self._laid_out_for
         self.top_depth = max(0, min(self.top_depth, depth))
         if rows and depth >= self.top_depth + rows:
             self.top_depth = depth - rows + 1
         # The cells change only with the zoomed node's samples (they only grow), new nodes,
         # the zoom or the size: a view switch or a filter key lays out nothing again.
         depth = self.top_depth + rows
-        layout = (tree, len(tree), tree.total[self.zoom], self.zoom, self.size.width, depth)
+        layout = (tree, len(tree), tree.total[self.zoom], self.zoom, width, depth)
         if layout != self._layout:
-            self.rows = flame_rows(tree, self.zoom, self.size.width, depth)
+            self.rows = flame_rows(tree, self.zoom, width, depth)
             self._layout = layout
-        self._laid_out_for = (self.size.width, rows)
+        self._laid_out_for = (width, rows)
         # The selection may have grown too narrow to draw: its nearest drawn caller instead.
         while self._cell(self.selected) is None and self.selected != self.zoom:
             self.selected = tree.parent[self.selected]
-        self._matched = None
-        self.refresh()
+        # Drawn again only when something drawn changed: a view switch (show, then the
+        # resize of a shown tab) keeps the lines drawn before (#27). The zoomed node's
+        # samples and `whole` grow with every sample shown.
+        drawn: tuple[object, ...] = (layout, self.whole, self.top_depth, self.selected)
+        drawn += (self.needle, self.mode, self.change)
+        if drawn != self._drawn:
+            self._drawn = drawn
+            self._matched = None
+            self.refresh()
 
     def _depth(self, node: int) -> int | None:
         """How far `node` is below the zoomed node, or None when it is not under it."""
@@ -529,7 +542,7 @@ class FlameView(Widget, can_focus=True):
 
     def legend_strip(self, width: int) -> Strip:
         """The legend: one swatch per colour, as many as fit."""
-        base = self.rich_style
+        base = self._pass_style or self.rich_style
         title = {"own": "own share:", "change": "change, pp:", "package": "package:"}[self.mode]
         segments = [Segment(f" {title}", base)]
         used = cell_len(title) + 1
@@ -543,22 +556,31 @@ class FlameView(Widget, can_focus=True):
         segments.append(Segment(" " * max(0, width - used), base))
         return Strip(segments, width).crop(0, width)
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The lines in `crop`; the widget's style is worked out once for all of them
+        (`rich_style` walks every ancestor)."""
+        self._pass_style = self.rich_style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._pass_style = None
+
     def render_line(self, y: int) -> Strip:
         """The graph's rows, then the selected cell's line, then the legend."""
         width = self.size.width
         rows = self._visible_rows()
         if self._laid_out_for != (width, rows):
             self._relayout()
+        blank = self._pass_style or self.rich_style
         if y == rows:
-            return Strip([Segment(fit(self.info_line(), width, right=False), self.rich_style)])
+            return Strip([Segment(fit(self.info_line(), width, right=False), blank)])
         if y == rows + 1:
             return self.legend_strip(width)
         depth = self.top_depth + y
         if y > rows or depth >= len(self.rows) or self.calltree is None:
-            return Strip.blank(width, self.rich_style)
+            return Strip.blank(width, blank)
         segments: list[Segment] = []
         x = 0
-        blank = self.rich_style
         for cell in self.rows[depth]:
             if cell.x > x:
                 segments.append(Segment(" " * (cell.x - x), blank))
@@ -570,7 +592,7 @@ class FlameView(Widget, can_focus=True):
 
     def _cell_segments(self, cell: Cell, blank: Style) -> list[Segment]:
         """A cell: its name cut to fit on its colour, and one blank column (in `blank`, the
-        widget's own style, worked out once per line: it walks every ancestor) at its right
+        widget's own style, worked out once per pass: it walks every ancestor) at its right
         edge when it is wide enough, so that neighbours of one colour stay apart."""
         tree = self.calltree
         assert tree is not None
@@ -589,7 +611,7 @@ class FlameView(Widget, can_focus=True):
         return segments
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=4096)
 def _fill(rgb: RGB) -> Style:
     """Black or white text on `rgb` (made once per colour: every cell of every line needs
     one)."""

@@ -7,7 +7,9 @@ keys of the view itself; the filter line hides most keys while it has the focus.
 recompose and the layout passes it caused were more than half of the time a view switch
 took with a big profile (#27). This footer skips the rebuild when the keys shown are the
 same; otherwise it hides the items no longer shown (for when they come back), shows those
-it has, and mounts only the new ones.
+it has, and mounts only the new ones. When it has every item needed, the change is made at
+once (`bindings_changed` may be called right after the focus moved), so that it is laid out
+with the view switch that caused it rather than two frames later.
 """
 
 from __future__ import annotations
@@ -76,29 +78,39 @@ class KeysFooter(Footer):
             return
         if self.is_attached and screen is self.screen:
             self._shown = shown  # the update is due and will show these
-            self.call_after_refresh(self._update_items)
+            fresh = self._compose_items()
+            places = placement([sig for sig, _ in self._items], [sig for sig, _ in fresh])
+            hidden = sum(1 for _, item in self._items if not item.display)
+            if places is None or hidden > self.KEEP_HIDDEN:
+                self.call_after_refresh(self._remount)
+                return
+            # Shown, hidden and mounted now: laid out with the change that moved the focus
+            # (a view switch), not one more frame later (a mount is not waited for).
+            self._mount_missing(fresh, places)
+            self._show_only({sig for sig, _ in fresh})
 
-    async def _update_items(self) -> None:
-        """Show the items the keys now need, mounting those not mounted yet; hide the rest."""
+    async def _remount(self) -> None:
+        """Remove every item and mount those the keys now need (in another order, or too
+        many hidden)."""
         if not self.is_attached:
             return
-        fresh = [(item_signature(item), item) for item in compose(self)]
-        wanted = [sig for sig, _ in fresh]
-        hidden = sum(1 for _, item in self._items if not item.display)
-        places = placement([sig for sig, _ in self._items], wanted)
+        fresh = self._compose_items()
         async with self.batch():
-            if places is None or hidden > self.KEEP_HIDDEN:
-                await self.remove_children([item for _, item in self._items])
-                self._items = []
-                places = [-1] * len(fresh)
-            await self._mount_missing(fresh, places)
-            keep = set(wanted)
-            for sig, item in self._items:
-                item.display = sig in keep
+            await self.remove_children([item for _, item in self._items])
+            self._items = []
+            self._mount_missing(fresh, [-1] * len(fresh))
 
-    async def _mount_missing(
-        self, fresh: list[tuple[Signature, Widget]], places: list[int]
-    ) -> None:
+    def _compose_items(self) -> list[tuple[Signature, Widget]]:
+        """The items the keys now need (not mounted), with what each shows."""
+        with self._context():  # composed as by the footer itself, whoever calls
+            return [(item_signature(item), item) for item in compose(self)]
+
+    def _show_only(self, wanted: set[Signature]) -> None:
+        """Show the mounted items of the `wanted` signatures, hide the others."""
+        for sig, item in self._items:
+            item.display = sig in wanted
+
+    def _mount_missing(self, fresh: list[tuple[Signature, Widget]], places: list[int]) -> None:
         """Mount the `fresh` items not mounted (place -1) before the next one that is."""
         mounted = self._items
         before: Widget | None = None
@@ -106,20 +118,20 @@ class KeysFooter(Footer):
         for (sig, item), place in reversed(list(zip(fresh, places))):
             if place >= 0:
                 if items:
-                    await self._mount_run(items, before)
+                    self._mount_run(items, before)
                     items = []
                 before = mounted[place][1]
             else:
                 items.insert(0, (sig, item))
         if items:
-            await self._mount_run(items, before)
+            self._mount_run(items, before)
 
-    async def _mount_run(self, run: list[tuple[Signature, Widget]], before: Widget | None) -> None:
+    def _mount_run(self, run: list[tuple[Signature, Widget]], before: Widget | None) -> None:
         widgets = [item for _, item in run]
         if before is None:
-            await self.mount_all(widgets)
+            self.mount_all(widgets)
             self._items.extend(run)
         else:
-            await self.mount_all(widgets, before=before)
+            self.mount_all(widgets, before=before)
             at = next(i for i, (_, item) in enumerate(self._items) if item is before)
             self._items[at:at] = run

@@ -147,6 +147,8 @@ class RowTable(ScrollView, can_focus=True):
         self.cursor = 0
         self.sort_column = ""
         self.descending = True
+        #: The style of each component class, worked out once per `render_lines` pass.
+        self._styles: dict[str, Style] = {}
 
     # -- data ----------------------------------------------------------------------------
 
@@ -258,6 +260,11 @@ class RowTable(ScrollView, can_focus=True):
 
     # -- rendering -----------------------------------------------------------------------
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The lines in `crop`, each component's style worked out afresh for them."""
+        self._styles = {}
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
         """Line 0 is the header (never scrolls); the rest are rows from the scroll offset."""
         width = self.scrollable_content_region.width
@@ -283,5 +290,8 @@ class RowTable(ScrollView, can_focus=True):
         return "row-table--native" if native is not None and native(key) else "row-table--row"
 
     def _strip(self, text: str, width: int, component: str) -> Strip:
-        style: Style = self.rich_style + self.get_component_rich_style(component)
+        style = self._styles.get(component)
+        if style is None:  # `rich_style` walks every ancestor: once per pass, not per line
+            style = self.rich_style + self.get_component_rich_style(component)
+            self._styles[component] = style
         return Strip([Segment(fit(text, width, right=False), style)], width)

@@ -392,6 +392,7 @@ class XrtopApp(App[int]):
         """Show the view `name` if it is one of TABS."""
         if any(tab.id == name for tab in self.TABS):
             self.query_one(TabbedContent).active = name
+            self._view_changed()  # now, not when TabActivated comes: in the switch's frame
 
     def action_next_view(self) -> None:
         """Show the next view."""
@@ -399,14 +400,18 @@ class XrtopApp(App[int]):
         self.action_view(views[(views.index(self.active_view) + 1) % len(views)])
 
     @on(TabbedContent.TabActivated)
-    def _view_changed(self, event: TabbedContent.TabActivated) -> None:
+    def _view_changed(self) -> None:
         self.model.dirty = True
         self._show_view()
         self._focus_view()
 
     def _focus_view(self) -> None:
         focus = next((t.focus for t in self.TABS if t.id == self.active_view), "#top-table")
-        self.query_one(focus).focus()
+        # Focused now, not after a refresh, and the footer told at once: its keys change in
+        # the frame that shows the view, not in two more frames (#27).
+        widget = self.query_one(focus)
+        widget.screen.set_focus(widget)
+        self.query_one(KeysFooter).bindings_changed(widget.screen)
 
     @on(ProcessList.RowSelected, "#procs-table")
     def _process_chosen(self, event: ProcessList.RowSelected) -> None:
