@@ -29,9 +29,16 @@ for (name in c("use_sum", "use_c", "use_call", "use_call_named", "use_external",
                "use_internal", "nested", "spin_r", "length.spinning", "use_dispatch")) {
   assign(name, compiler::cmpfun(get(name)))
 }
+# Each round calls them in a new random order: a round repeats in a near constant time,
+# and calls in a fixed order would put the same call at the same moments of every round,
+# where a profiler sampling at a steady rate (R's own, or xrtop's) could meet it round
+# after round, or never. Each call is written out, so its frame is named as before.
+set.seed(7)
 round_of_builtins <- compiler::cmpfun(function() {
-  use_sum(); use_c(); use_call(); use_call_named(); use_external(); use_internal()
-  nested(); use_dispatch(); ast_c()
+  for (k in sample.int(9L)) {
+    switch(k, use_sum(), use_c(), use_call(), use_call_named(), use_external(),
+           use_internal(), nested(), use_dispatch(), ast_c())
+  }
 })
 
 run_for <- function(seconds) {
