@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from sampler.chain import Bytes
 from sampler.chain import Finder
 from sampler.decode import HiddenGlobals
 from sampler.errors import SampleError
@@ -375,7 +376,7 @@ class BuiltinReader:
         sites = self._frame_sites(at, chain)
         if sites is None or len(sites) != len(frames):
             return []
-        links = self._code_links({body for _, _, body, pc in sites if body and pc > 0})
+        links = self._code_links({body for _, _, body, pc in sites if body and pc > 0}, at)
         if self.layout.relpc is None:  # absolute pcs: to offsets, as R 4.4 keeps them
             sites = [
                 (flag, call, body, instruction_offset(pc, links[body][0]) if body in links else -1)
@@ -435,18 +436,27 @@ class BuiltinReader:
             self.pc_words.need(words)
         return sites
 
-    def _code_links(self, bodies: set[Address]) -> dict[Address, tuple[Address, Address]]:
-        """The (code, constants) of each byte-code body of `bodies`, read now."""
-        if not bodies:
-            return {}
-        ordered = sorted(bodies)
-        cells = self.memory.read_many([(body, CELL_SIZE) for body in ordered])
+    def _code_links(
+        self, bodies: set[Address], at: Finder
+    ) -> dict[Address, tuple[Address, Address]]:
+        """The (code, constants) of each byte-code body of `bodies`: from `at`'s copy when
+        it holds the body (a snapshot plan with lines does), else read now."""
+        cells: list[tuple[Address, Bytes, int]] = []
+        unread: list[Address] = []
+        for body in bodies:
+            hit = at(body, CELL_SIZE)
+            if hit is None:
+                unread.append(body)
+            else:
+                cells.append((body, *hit))
+        if unread:
+            read = self.memory.read_many([(body, CELL_SIZE) for body in unread])
+            cells += [(body, cell, 0) for body, cell in zip(unread, read) if cell is not None]
         links = {}
-        for body, cell in zip(ordered, cells):
-            if cell is not None:
-                info, code, consts = _BODY.unpack_from(cell)
-                if info & TYPE_MASK == BCODESXP:
-                    links[body] = (code, consts)
+        for body, data, offset in cells:
+            info, code, consts = _BODY.unpack_from(data, offset)
+            if info & TYPE_MASK == BCODESXP:
+                links[body] = (code, consts)
         return links
 
     def _builtins_at(

@@ -125,7 +125,7 @@ def _between(
             return copy[address], 0
         if size == 8:  # a pc word: only those the sample's copy holds
             return (PC_WORDS[address], 0) if address in PC_WORDS else None
-        return calls[address], 0
+        return (calls[address], 0) if address in calls else None  # bodies are read
 
     frames = [RawFrame(name=f"f{i}") for i in range(len(contexts))]
     inserted = _reader(layout, _memory()).insert_between(frames, at, list(copy), whole)
