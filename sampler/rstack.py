@@ -187,9 +187,9 @@ class StackReader:
     def _take_builtin(self, at: Finder, chain: list[Address]) -> RawFrame | None:
         """The builtin frame `read_builtin` found for this sample of `chain`, if any."""
         current, self._builtin = self._builtin, None
-        if current is None or self.builtins is None:
+        if current is None or self._builtins is None:
             return None
-        return self.builtins.frame(current, at, chain)
+        return self._builtins.frame(current, at, chain)
 
     def warm(self) -> None:
         """Run `snapshot()` and `snapshot_complete()` once while the target runs, discarding
