@@ -178,3 +178,34 @@ def test_an_instruction_address_becomes_its_offset_in_the_code() -> None:
     # Not an instruction of this code: before its start, or inside an instruction word.
     assert instruction_offset(start - 8, CODE) == -1
     assert instruction_offset(start + 8 * 7 + 4, CODE) == -1
+
+
+def test_before_r_4_4_the_plan_learns_every_pc_word_the_frames_needed() -> None:
+    layout = layout_for((4, 2), "EM_X86_64")
+    method = _context(layout, CTXT_FUNCTION, BODY, PC_UNCOPIED, 0, CALL_M)
+    caller = _context(layout, CTXT_FUNCTION, OTHER_BODY, PC_AT_OTHER, 0, CALL_G)
+    copy = {0x1000: method, 0x2000: caller}
+    calls = {CALL_M: cell(LANGSXP, 0x50), CALL_G: cell(LANGSXP, 0x50)}
+
+    def at(address: int, size: int) -> tuple[bytes, int] | None:
+        if size == layout.size:
+            return copy[address], 0
+        found = PC_WORDS.get(address) if size == 8 else calls.get(address)
+        return (found, 0) if found is not None else None
+
+    reader = _reader(layout, _memory())
+    assert reader.pc_words is not None
+    frames = [RawFrame(name="f0"), RawFrame(name="f1")]
+    reader.insert_between(frames, at, list(copy), True)
+    # A word the copy lacked: the frames may lack a builtin (the sample is not kept to
+    # recognise its stack by), and the next plans copy it, as the one it held.
+    assert reader.missed_word
+    assert sorted(reader.pc_words.regions()) == [(PC_AT_OTHER, 8), (PC_UNCOPIED, 8)]
+    assert reader.pc_words.dirty
+    reader.pc_words.dirty = False  # taken by a plan
+    copy[0x1000] = _context(layout, CTXT_FUNCTION, BODY, PC_AT_CALLBUILTIN, 0, CALL_M)
+    reader.insert_between(frames, at, list(copy), True)
+    assert not reader.missed_word
+    assert reader.pc_words.dirty  # a new word
+    # From R 4.4 contexts keep the pc: no words.
+    assert _reader(layout_for((4, 5), "EM_X86_64")).pc_words is None
