@@ -98,8 +98,9 @@ class SnapshotPlanner:
         when the stack grows by recursion, addresses a fixed stride below the innermost.
         Calls and non-symbol heads: those of the last few samples (a call object is part of
         its function's body, so every call of `f(x)` in one body is the same object).
-        `lines`' regions too, when lines are read. Regions known to have been readable come
-        first and guesses last, because a read stops at the first unmapped region.
+        `lines`' regions too, when lines are read, and the builtin reader's pc words (R < 4.4,
+        `pc_words`). Regions known to have been readable come first and guesses last,
+        because a read stops at the first unmapped region.
 
         The plan recognises stacks whose contexts all lie on `chain`: by default the chain
         of the plan before, while the plan still reads all of it (a loop's chain outlives
