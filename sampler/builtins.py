@@ -33,23 +33,31 @@ this very instruction: Rprof's own context (Rprof running inside R) or a closure
 called (dispatch, callbacks), whose frame then lies inside the builtin's.
 
 A builtin that called R code is not innermost: its frame lies between two frames (S3
-dispatch from `length` or `c`, S4's `standardGeneric`, `.External` callbacks). From R 4.4
-each context keeps the offset of the instruction that was running when it was opened
-(`relpc`), so `insert_between` finds those builtins in the bodies, which do not change while
-their frames live. Before 4.4 a context keeps only a pointer to its bcEval's `currentpc`,
-which would need reading while R is stopped for every frame: not done, those builtins are
-missing there.
+dispatch from `length` or `c`, S4's `standardGeneric`, `.External` callbacks).
+`insert_between` finds them from the instruction that was running in each frame's caller
+when its context was opened, in the bodies, which do not change while their frames live.
+From R 4.4 the context keeps that instruction's offset (`relpc`). Before, it keeps only
+`bcpc`, the address of its caller bcEval's `currentpc` (context.c `begincontext`), a word on
+the C stack that still holds that instruction's address while the frame lives (the caller
+is suspended in that instruction until the frame returns), but changes as soon as the frame
+returns: it is taken only from the sample's stopped copy. The span copy of the C stack
+(sampler.spans) holds it unless the stack was deeper than the copy; a snapshot plan holds
+the words the last samples' frames pointed at (`PcWords`), so a call path met first in a
+plan's copy has none: its frames get no builtin between them then, and the sample is not
+kept to recognise the stack by (sampler.knownstacks).
 """
 
 from __future__ import annotations
 
 import ctypes
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from sampler.chain import Bytes
 from sampler.chain import Finder
 from sampler.decode import HiddenGlobals
 from sampler.errors import SampleError
@@ -68,10 +76,11 @@ from sampler.libc import process_vm_readv
 from sampler.procmem import Address
 from sampler.procmem import LiveMemory
 from sampler.procmem import ProcessMemory
+from sampler.sexp import BCODE_SIZE
+from sampler.sexp import instruction_offset
 from sampler.symbols import RBinary
 
 _FRAME_FLAGS = CTXT_FUNCTION | CTXT_BUILTIN
-_BCODE_SIZE = 8  # sizeof(BCODE) with threaded code
 _OPINFO_ENTRY = struct.Struct("<QiiQ")  # label address, operand count, (padding), name
 _MAX_OPCODES = 256  # R 4.6 has 129
 _READ_CHUNK = 1 << 19
@@ -83,6 +92,8 @@ _WORDS = struct.Struct("<QQQ")
 _BODY = struct.Struct("<Q24xQQ")  # a body's sxpinfo, CAR (code) and CDR (constants)
 _I64 = struct.Struct("<q")
 _I32 = struct.Struct("<i")
+#: Pc words of earlier samples a snapshot plan keeps copying beyond the last sample's.
+_RECENT_WORDS = 16
 
 
 def opcode_labels(memory: ProcessMemory, binary: RBinary) -> dict[str, Address]:
@@ -174,6 +185,32 @@ class CurrentBuiltin:
     relpc: int
 
 
+class PcWords:
+    """The pc words (R < 4.4: each frame context's `*bcpc`) the last samples needed, for the
+    snapshot plan to copy (`sampler.snapplan`); `dirty` says they changed since taken."""
+
+    def __init__(self) -> None:
+        """None needed yet."""
+        self._recent: OrderedDict[Address, None] = OrderedDict()
+        self.dirty = False
+
+    def regions(self) -> list[tuple[Address, int]]:
+        """The words as regions, most recently needed first."""
+        return [(word, 8) for word in reversed(self._recent)]
+
+    def need(self, words: list[Address]) -> None:
+        """Remember the words one sample needed (and forget the oldest beyond a few)."""
+        recent = self._recent
+        for word in words:
+            if word not in recent:
+                self.dirty = True
+            recent[word] = None
+            recent.move_to_end(word)
+        while len(recent) > len(words) + _RECENT_WORDS:
+            recent.popitem(last=False)
+            self.dirty = True
+
+
 class BuiltinReader:
     """Recovers the builtin frame R's Rprof would write innermost (see the module's text)."""
 
@@ -208,6 +245,10 @@ class BuiltinReader:
         self._sites: dict[tuple[Address, Address, Address, int], tuple[Address, Address]] = {}
         #: Samples that found R calling a builtin from byte code.
         self.found = 0
+        #: The pc words for a snapshot plan to copy (None from R 4.4: contexts keep relpc).
+        self.pc_words = PcWords() if layout.relpc is None else None
+        #: Whether the last `insert_between` lacked a pc word: its frames may lack builtins.
+        self.missed_word = False
 
     def for_fork(self, memory: LiveMemory) -> BuiltinReader:
         """The reader of a fork of this process (`memory` is the fork's): R and its opcode
@@ -245,10 +286,9 @@ class BuiltinReader:
         if label != self.callbuiltin:
             return None
         info, code, consts = _BODY.unpack_from(buffer, 16)
-        delta = pc - (code + VECTOR_DATA)
-        if info & TYPE_MASK != BCODESXP or delta < 0 or delta % _BCODE_SIZE:
+        relpc = instruction_offset(pc, code)
+        if info & TYPE_MASK != BCODESXP or relpc < 0:
             return None
-        relpc = delta // _BCODE_SIZE
         key = (body, code, consts, relpc)
         site = self._sites.get(key)
         if site is None:
@@ -317,40 +357,32 @@ class BuiltinReader:
         """Insert into `frames` (those of `chain`'s contexts, innermost first, found with
         `at`) the builtin frames R's Rprof writes between two of them: a builtin that called
         R code (S4's standardGeneric, S3 dispatch from length or c, .External callbacks).
-        Return their indices in `frames`, ascending; nothing unless contexts keep their pc
-        (`relpc`, R >= 4.4). With `whole` false, the chain's outer part is not in `chain`.
+        Return their indices in `frames`, ascending. With `whole` false, the chain's outer
+        part is not in `chain`.
 
-        A context's `bcbody` and `relpc` say which instruction of its caller was running
-        when it was opened; when that is a CALLBUILTIN of a true builtin, the builtin's
-        frame lies just outside the outermost of the consecutive frames opened there, unless
-        that one is R's own context for the builtin (Rprof runs). Reads bodies and their
-        code and constant pools, which do not change while their frames live, so this may
-        run after R resumed (as source lines are read; a body freed since has other links).
+        A context's `bcbody` and pc (`_frame_sites`) say which instruction of its caller was
+        running when it was opened; when that is a CALLBUILTIN of a true builtin, the
+        builtin's frame lies just outside the outermost of the consecutive frames opened
+        there, unless that one is R's own context for the builtin (Rprof runs). Before R 4.4
+        a context whose `*bcpc` is not in `at`'s copy gets none (`missed_word`): a snapshot
+        plan copies the words the last samples needed (`pc_words`), a span copy all. Reads
+        bodies and their code and constant pools, which do not change while their frames
+        live, so this may run after R resumed (as source lines are read; a body freed since
+        has other links).
         """
-        layout = self.layout
-        relpc_at = layout.relpc
-        if relpc_at is None or len(frames) < 2:
+        self.missed_word = False
+        if len(frames) < 2:
             return []
-        sites: list[tuple[int, Address, Address, int]] = []  # flag, call, body, relpc
-        for address in chain:
-            hit = at(address, layout.size)
-            if hit is None:
-                return []
-            data, offset = hit
-            flag = _I32.unpack_from(data, offset + layout.callflag)[0]
-            if not flag & _FRAME_FLAGS:
-                continue
-            call = _U64.unpack_from(data, offset + layout.call)[0]
-            cell = at(call, CELL_SIZE)
-            if cell is None:
-                return []
-            if _U64.unpack_from(cell[0], cell[1])[0] & TYPE_MASK != LANGSXP:
-                continue  # no frame (as in `sampler.chain`)
-            body = _U64.unpack_from(data, offset + layout.bcbody)[0]
-            sites.append((flag, call, body, _I64.unpack_from(data, offset + relpc_at)[0]))
-        if len(sites) != len(frames):
+        sites = self._frame_sites(at, chain)
+        if sites is None or len(sites) != len(frames):
             return []
-        builtins = self._builtins_at([(body, relpc) for _, _, body, relpc in sites])
+        links = self._code_links({body for _, _, body, pc in sites if body and pc > 0}, at)
+        if self.layout.relpc is None:  # absolute pcs: to offsets, as R 4.4 keeps them
+            sites = [
+                (flag, call, body, instruction_offset(pc, links[body][0]) if body in links else -1)
+                for flag, call, body, pc in sites
+            ]
+        builtins = self._builtins_at([(body, relpc) for _, _, body, relpc in sites], links)
         inserted: list[int] = []
         last = len(sites) - 1 if whole else len(sites) - 2
         for i in range(last, -1, -1):  # outermost first, so that indices stay right
@@ -365,20 +397,75 @@ class BuiltinReader:
             inserted = [i + 1] + [k + 1 for k in inserted]
         return inserted
 
-    def _builtins_at(
-        self, places: list[tuple[Address, int]]
-    ) -> dict[tuple[Address, int], tuple[Address, Address]]:
-        """The true builtins called at (body, relpc) `places`: (head symbol, call) by place."""
-        bodies = sorted({body for body, relpc in places if body and relpc > 0})
-        if not bodies:
-            return {}
-        cells = self.memory.read_many([(body, CELL_SIZE) for body in bodies])
+    def _frame_sites(
+        self, at: Finder, chain: list[Address]
+    ) -> list[tuple[int, Address, Address, int]] | None:
+        """(flag, call, bcbody, caller's pc) of each frame context of `chain`, innermost
+        first, the pc as the context keeps it (`relpc`, R >= 4.4) or, before, `*bcpc` if
+        `at`'s copy holds it (an instruction's address; else 0, and `missed_word` is set);
+        None when `at` lacks a context or call."""
+        layout = self.layout
+        relpc_at = layout.relpc
+        sites: list[tuple[int, Address, Address, int]] = []
+        words: list[Address] = []
+        for address in chain:
+            hit = at(address, layout.size)
+            if hit is None:
+                return None
+            data, offset = hit
+            flag = _I32.unpack_from(data, offset + layout.callflag)[0]
+            if not flag & _FRAME_FLAGS:
+                continue
+            call = _U64.unpack_from(data, offset + layout.call)[0]
+            cell = at(call, CELL_SIZE)
+            if cell is None:
+                return None
+            if _U64.unpack_from(cell[0], cell[1])[0] & TYPE_MASK != LANGSXP:
+                continue  # no frame (as in `sampler.chain`)
+            body = _U64.unpack_from(data, offset + layout.bcbody)[0]
+            if relpc_at is not None:
+                sites.append((flag, call, body, _I64.unpack_from(data, offset + relpc_at)[0]))
+                continue
+            word = _U64.unpack_from(data, offset + layout.bcpc)[0]
+            pc = at(word, 8) if word else None
+            if word:
+                words.append(word)
+                self.missed_word = self.missed_word or pc is None
+            sites.append((flag, call, body, _U64.unpack_from(*pc)[0] if pc is not None else 0))
+        if self.pc_words is not None:
+            self.pc_words.need(words)
+        return sites
+
+    def _code_links(
+        self, bodies: set[Address], at: Finder
+    ) -> dict[Address, tuple[Address, Address]]:
+        """The (code, constants) of each byte-code body of `bodies`: from `at`'s copy when
+        it holds the body (a snapshot plan with lines does), else read now."""
+        cells: list[tuple[Address, Bytes, int]] = []
+        unread: list[Address] = []
+        for body in bodies:
+            hit = at(body, CELL_SIZE)
+            if hit is None:
+                unread.append(body)
+            else:
+                cells.append((body, *hit))
+        if unread:
+            read = self.memory.read_many([(body, CELL_SIZE) for body in unread])
+            cells += [(body, cell, 0) for body, cell in zip(unread, read) if cell is not None]
         links = {}
-        for body, cell in zip(bodies, cells):
-            if cell is not None:
-                info, code, consts = _BODY.unpack_from(cell)
-                if info & TYPE_MASK == BCODESXP:
-                    links[body] = (code, consts)
+        for body, data, offset in cells:
+            info, code, consts = _BODY.unpack_from(data, offset)
+            if info & TYPE_MASK == BCODESXP:
+                links[body] = (code, consts)
+        return links
+
+    def _builtins_at(
+        self,
+        places: list[tuple[Address, int]],
+        links: dict[Address, tuple[Address, Address]],
+    ) -> dict[tuple[Address, int], tuple[Address, Address]]:
+        """The true builtins called at (body, relpc) `places`, bodies with `links`: (head
+        symbol, call) by place."""
         found: dict[tuple[Address, int], tuple[Address, Address]] = {}
         for body, relpc in places:
             if body not in links or relpc <= 0:
@@ -394,7 +481,7 @@ class BuiltinReader:
 
     def _site_at(self, code: Address, consts: Address, relpc: int) -> tuple[Address, Address]:
         """`_head_symbol` of the instruction `relpc` of `code`, if it is a CALLBUILTIN."""
-        word = self.memory.read_many([(code + VECTOR_DATA + _BCODE_SIZE * relpc, 16)])[0]
+        word = self.memory.read_many([(code + VECTOR_DATA + BCODE_SIZE * relpc, 16)])[0]
         if word is None:
             return (0, 0)
         label, operand = _TWO.unpack(word)

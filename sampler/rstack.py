@@ -120,14 +120,25 @@ class StackReader:
         #: Copies a stopped sample as spans of R's stacks (`snapshot_at`); None: R does not
         #: say where they are (set by `sampler.target.attach`).
         self.spans: SpanPlan | None = None
-        #: Recovers the builtin byte code calls (`sampler.builtins`; set by
-        #: `sampler.target.attach`); None: not in this R. `read_builtin` keeps its find
-        #: for the sample decoded next.
-        self.builtins: BuiltinReader | None = None
+        self._builtins: BuiltinReader | None = None
         self._builtin: CurrentBuiltin | None = None
         #: Copies and unwinds native frames with each stopped sample (`--native`; set by
         #: `sampler.target.Target.set_native`); None: R's frames only.
         self.native: NativeFrames | None = None
+
+    @property
+    def builtins(self) -> BuiltinReader | None:
+        """Recovers the builtin byte code calls (`sampler.builtins`; set by
+        `sampler.target.attach`); None: not in this R. `read_builtin` keeps its find for the
+        sample decoded next."""
+        return self._builtins
+
+    @builtins.setter
+    def builtins(self, reader: BuiltinReader | None) -> None:
+        """Use `reader`; the snapshot plan copies the pc words it needs (R < 4.4)."""
+        self._builtins = reader
+        self._planner.pc_words = reader.pc_words if reader is not None else None
+        self._planner.plan = None
 
     def globals_span(self) -> tuple[Address, int]:
         """The span of R's globals a snapshot reads first (R_GlobalContext and the GC flag)."""
@@ -171,14 +182,14 @@ class StackReader:
     def read_builtin(self) -> None:
         """Copy which builtin R's byte code calls now, for the sample decoded next (see
         `sampler.builtins`). Call while stopped, after the snapshot."""
-        self._builtin = self.builtins.capture() if self.builtins is not None else None
+        self._builtin = self._builtins.capture() if self._builtins is not None else None
 
     def _take_builtin(self, at: Finder, chain: list[Address]) -> RawFrame | None:
         """The builtin frame `read_builtin` found for this sample of `chain`, if any."""
         current, self._builtin = self._builtin, None
-        if current is None or self.builtins is None:
+        if current is None or self._builtins is None:
             return None
-        return self.builtins.frame(current, at, chain)
+        return self._builtins.frame(current, at, chain)
 
     def warm(self) -> None:
         """Run `snapshot()` and `snapshot_complete()` once while the target runs, discarding
@@ -329,12 +340,13 @@ class StackReader:
             decoder.check_closures(frame_contexts)
         calls = [context[1] for context in frame_contexts]
         frames, cells = decoder.frames(plan, got, calls, extra, live, _addresses(frame_contexts))
-        if self.builtins is not None:
-            sample.between = self.builtins.insert_between(frames, at, chain, True)
+        builtins = self._builtins
+        if builtins is not None:
+            sample.between = builtins.insert_between(frames, at, chain, True)
         sample.frames = frames
         if lines is not None:
             sample.lines = decoder.capture_lines(lines, chain, at, live)
-        else:
+        elif builtins is None or not builtins.missed_word:  # else frames may lack a builtin
             sample.known = self._known.keep(
                 plan,
                 got,

@@ -41,6 +41,8 @@ HEAD = struct.Struct("<Q24xQ")
 #: Where a node's header, CAR and CDR are, as struct fields after its start, and their span:
 #: what identifies an expression (`sampler.knownstacks`).
 CELL_LINK_FIELDS, CELL_LINK_SPAN = "Q24xQQ", 48
+#: sizeof(BCODE) with threaded code (a union of a label address and an int).
+BCODE_SIZE = 8
 
 
 def links(data: bytes) -> tuple[int, int, int, int]:
@@ -58,6 +60,14 @@ def read_node(memory: ProcessMemory, address: Address) -> tuple[int, int, int, i
     """(sxpinfo, attrib, CAR, CDR, TAG) of the node at `address`."""
     info, attrib, car, cdr, tag = NODE.unpack(memory.read(address, CELL_SIZE))
     return info, attrib, car, cdr, tag
+
+
+def instruction_offset(pc: Address, code: Address) -> int:
+    """The offset, in instructions, of the instruction at address `pc` from the start of
+    the byte code vector `code` (as bcEval's `pc - BCCODE(body)`; 0 is the code's version
+    word); -1 when `pc` is no instruction word of it."""
+    delta = pc - (code + VECTOR_DATA)
+    return -1 if delta < 0 or delta % BCODE_SIZE else delta // BCODE_SIZE
 
 
 def is_plain_vector(info: int, kind: int) -> bool:

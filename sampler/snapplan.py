@@ -12,6 +12,7 @@ never a wrong frame.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 from sampler.knownstacks import KnownStack
 from sampler.knownstacks import KnownStacks
@@ -21,6 +22,9 @@ from sampler.procmem import Address
 from sampler.procmem import ProcessMemory
 from sampler.procmem import ScatterPlan
 from sampler.srcref import SrcrefReader
+
+if TYPE_CHECKING:
+    from sampler.builtins import PcWords
 
 #: The snapshot plan keeps the addresses the last this many samples needed. Each region
 #: costs the kernel ~0.4 us per stop (more when cold), so the plan holds only what the
@@ -58,6 +62,8 @@ class SnapshotPlanner:
         self.links_readable = links_readable
         #: Whether every snapshot reads the globals again at its end (`StackReader.snapshot_torn`).
         self.recheck_head = False
+        #: The pc words the builtin reader needs (R < 4.4, `sampler.builtins`); None: none.
+        self.pc_words: PcWords | None = None
         #: The plan of the next snapshot (None: make one).
         self.plan: ScatterPlan | None = None
         #: The chain whose links each plan's known stacks are recognised by (the loop's:
@@ -92,8 +98,9 @@ class SnapshotPlanner:
         when the stack grows by recursion, addresses a fixed stride below the innermost.
         Calls and non-symbol heads: those of the last few samples (a call object is part of
         its function's body, so every call of `f(x)` in one body is the same object).
-        `lines`' regions too, when lines are read. Regions known to have been readable come
-        first and guesses last, because a read stops at the first unmapped region.
+        `lines`' regions too, when lines are read, and the builtin reader's pc words (R < 4.4,
+        `pc_words`). Regions known to have been readable come first and guesses last,
+        because a read stops at the first unmapped region.
 
         The plan recognises stacks whose contexts all lie on `chain`: by default the chain
         of the plan before, while the plan still reads all of it (a loop's chain outlives
@@ -116,6 +123,9 @@ class SnapshotPlanner:
         regions += [(c, CELL_SIZE) for c in reversed(by_recency)]
         if lines is not None:
             regions += lines.plan_regions()  # srcref nodes, bodies, pc words (sampler.srcref)
+        if self.pc_words is not None:
+            self.pc_words.dirty = False
+            regions += self.pc_words.regions()
         guesses = []
         prev = self.prev_chain
         # Guesses cost the kernel one iovec each (~0.4 us), so they are made only while the
@@ -159,6 +169,8 @@ class SnapshotPlanner:
         if lines is not None and lines.plan_dirty:
             lines.plan_dirty = False
             self.plan = None  # made again below, with the line reader's new regions
+        if self.pc_words is not None and self.pc_words.dirty:
+            self.plan = None  # likewise, with the builtin reader's
         if chain == self.prev_chain and cells == self.prev_cells and self.plan is not None:
             self.remember_same(lines)
             return

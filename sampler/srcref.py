@@ -53,6 +53,7 @@ from sampler.model import SrcLoc
 from sampler.procmem import Address
 from sampler.procmem import ProcessMemory
 from sampler.sexp import NODE
+from sampler.sexp import instruction_offset
 from sampler.sexp import is_plain_vector
 from sampler.sexp import read_charsxp
 from sampler.sexp import read_node
@@ -69,7 +70,6 @@ _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 _I32 = struct.Struct("<i")
 _NODE = VECTOR_DATA + 8  # a srcref's header and its first two integers
-_BCODE_SIZE = 8  # sizeof(BCODE) with threaded code (a union of a pointer and an int)
 _MAX_POOL = 1 << 20  # constant pools and location tables longer than this are corrupt
 _MAX_CHAIN = 256  # bindings walked in one environment frame or hash bucket
 _ACTIVE_BINDING = 1 << (8 + 15)  # gp bit 15 of sxpinfo
@@ -108,7 +108,6 @@ class RawLines:
 class _Body:
     """A byte-code body's location table and constant pool (immutable while it lives)."""
 
-    codebase: Address
     table: array[int]
     consts: array[int]
     resolved: dict[int, SrcLoc | None] = field(default_factory=dict)
@@ -337,10 +336,7 @@ class SrcrefReader:
         else:
             if not site.pc:
                 return None
-            delta = site.pc - body.codebase
-            if delta % _BCODE_SIZE:
-                return None
-            relpc = delta // _BCODE_SIZE
+            relpc = instruction_offset(site.pc, code)
         if not 0 <= relpc < len(body.table):
             return None
         index = body.table[relpc]
@@ -462,7 +458,7 @@ class SrcrefReader:
         table_bytes = self._vector(table, INTSXP, 4)
         if table_bytes is None:
             return None
-        return _Body(code + VECTOR_DATA, array("i", table_bytes), pool)
+        return _Body(array("i", table_bytes), pool)
 
     def _find_table(self, pool: array[int]) -> Address | None:
         """The last INTSXP of class "srcrefsIndex" in a constant pool (eval.c findLocTable).

@@ -80,12 +80,7 @@ def workload_files(r_env: REnv, spin_library: Path) -> Iterator[tuple[str, str]]
 def _profile(
     r_env: REnv, r_launcher: RLauncher, files: tuple[str, str], mode: str
 ) -> tuple[_Stacks, _Stacks]:
-    """Run tests/r/builtins.R in `mode` while xrtop samples it: (xrtop's stacks, R's).
-
-    Before R 4.4 contexts do not keep the pc they were opened at, so a builtin that called
-    R code (`length` dispatching to `length.spinning`) is not recovered between frames
-    (sampler.builtins): R's stacks are compared without it there when Rprof ran before
-    (while it runs, its contexts exist for xrtop too)."""
+    """Run tests/r/builtins.R in `mode` while xrtop samples it: (xrtop's stacks, R's)."""
     library, rprof = files
     seconds = 6
     extra = {"XRTOP_SPIN_SO": library, "XRTOP_RPROF": rprof}
@@ -98,21 +93,7 @@ def _profile(
     time.sleep(0.2)
     ours = Counter(s.names for s in log.iter_stacks() if s.names)
     theirs = Counter(s.names for s in read_rprof(_root(r_env) / rprof.lstrip("/")).stacks)
-    if mode == "before" and target.version < (4, 4):
-        merged: _Stacks = Counter()
-        for stack, n in theirs.items():
-            merged[_without_dispatching_length(stack)] += n
-        theirs = merged
     return ours, theirs
-
-
-def _without_dispatching_length(stack: tuple[str, ...]) -> tuple[str, ...]:
-    """`stack` with one `length` frame fewer after the method `length.spinning`."""
-    return tuple(
-        name
-        for i, name in enumerate(stack)
-        if not (name == "length" and i and stack[i - 1] == "length.spinning")
-    )
 
 
 def _innermost_shares(stacks: _Stacks) -> dict[str, float]:
@@ -153,8 +134,8 @@ def test_builtin_frames_match_rprof(
     assert (".C", "use_c", "round_of_builtins", "run_for") in ours
     assert (".C", "ast_c", "round_of_builtins", "run_for") in ours
 
-    # AND the builtin that called R code sits between the frames (R >= 4.4): R writes
-    # `length` twice there, its builtin context and DispatchOrEval's context.
+    # AND the builtin that called R code sits between the frames: R writes `length` twice
+    # there, its builtin context and DispatchOrEval's context.
     # Compared from the method outward: what runs inside it (spin_r, or nothing yet in the
     # instant before it calls spin_r) is the sampling's luck, not the builtin's place.
     def from_method(stack: tuple[str, ...]) -> tuple[str, ...]:
