@@ -29,7 +29,6 @@ from __future__ import annotations
 import bisect
 import ctypes
 import struct
-from collections import deque
 
 from sampler.libc import IoVec
 from sampler.libc import process_vm_readv
@@ -53,7 +52,6 @@ RECENT = 8
 _RED_ZONE = 128
 #: The kernel's limit on pieces per read (UIO_MAXIOV); one is the inner window's.
 _MAX_PIECES = 1024
-_PIECE = struct.Struct("<QQ")
 
 
 class StackCopy:
@@ -72,8 +70,8 @@ class StackCopy:
         self._remote = (IoVec * _MAX_PIECES)()
         self._starts: list[Address] = []
         self._ends: list[Address] = []
-        #: The pieces each of the last unwindings read (merged).
-        self._recent: deque[list[list[Address]]] = deque(maxlen=RECENT)
+        #: The pieces each of the last unwindings read (merged), each once, oldest first.
+        self._recent: dict[tuple[tuple[Address, Address], ...], None] = {}
         #: What the last copy holds: the inner window, and the ranges from `_first` on
         #: (those before `_last`, the ones read whole); (0, 0) after a whole copy.
         self._window = (0, 0)
@@ -145,8 +143,16 @@ class StackCopy:
         """Guess the next sparse copy's ranges from the reads of the last unwinding and of
         the RECENT - 1 before it."""
         recent = self._recent
-        recent.append(_merged([(start, end) for start, end, _ in reads]))
-        pieces = _merged([(start, end) for read in recent for start, end in read])
+        read = tuple(_merged([(start, end) for start, end, _ in reads]))
+        seen = read in recent
+        if seen:
+            del recent[read]  # (and in again, as the most recent)
+        recent[read] = None
+        if seen and self._starts:
+            return  # a stack's reads seen lately (a loop's): the guess stays as it is
+        while len(recent) > RECENT:
+            del recent[next(iter(recent))]
+        pieces = _merged([piece for read in recent for piece in read])
         pieces = [piece for piece in pieces if self.base <= piece[0] and piece[1] <= self.top]
         if not pieces or len(pieces) >= _MAX_PIECES:
             self.forget()
@@ -157,21 +163,24 @@ class StackCopy:
         remote = [field for start, end in pieces for field in (start, end - start)]
         local = list(remote)
         local[0::2] = [self._address + start - self.base for start, _ in pieces]
-        size = _PIECE.size
-        struct.pack_into(f"<{2 * count}Q", self._remote, size, *remote)
-        struct.pack_into(f"<{2 * count}Q", self._local, size, *local)
+        slot = ctypes.sizeof(IoVec)  # (slot 0 is the window's)
+        struct.pack_into(f"<{2 * count}Q", self._remote, slot, *remote)
+        struct.pack_into(f"<{2 * count}Q", self._local, slot, *local)
 
     def forget(self) -> None:
         """Copy the whole stack next time (what earlier unwindings read stays known)."""
         self._starts, self._ends = [], []
 
 
-def _merged(ranges: list[tuple[Address, Address]]) -> list[list[Address]]:
-    """`ranges` as [start, end] pieces in address order, those less than MERGE apart as one."""
-    pieces: list[list[Address]] = []
+def _merged(ranges: list[tuple[Address, Address]]) -> list[tuple[Address, Address]]:
+    """`ranges` as (start, end) pieces in address order, those less than MERGE apart as one."""
+    pieces: list[tuple[Address, Address]] = []
+    last_start = last_end = -MERGE
     for start, end in sorted(ranges):
-        if pieces and start - pieces[-1][1] < MERGE:
-            pieces[-1][1] = max(pieces[-1][1], end)
+        if start - last_end < MERGE:
+            last_end = max(last_end, end)
+            pieces[-1] = (last_start, last_end)
         else:
-            pieces.append([start, end])
+            last_start, last_end = start, end
+            pieces.append((start, end))
     return pieces
