@@ -110,7 +110,7 @@ class NativeFrames:
 
     def unwound(self, copy: NativeCopy) -> NativeStack:
         """The native stack of `copy`: cut where it read what a sparse copy lacked (then
-        the next copy is whole), and the stack copy guided by its reads."""
+        the next copy is whole); the next sparse copy is guided by its reads."""
         unwinder, copier = self.unwinder, self.stack_copy
         native = unwinder.unwind(copy.registers, copy.stack(), copy.address)
         self.samples += 1
@@ -122,7 +122,13 @@ class NativeFrames:
                     native.frames[:frames], False, f"stack copy ends at {address:#x}"
                 )
             self.sparse += 1
-        copier.plan(unwinder.reads)
+        if copy.buffer is copier.buffer:
+            copier.plan(unwinder.reads)
+        else:
+            # A span copy held the stack (stacks that vary): a sparse copy's guess would be
+            # made from stacks unlike the next one, at a cost for each; the next copy that
+            # is not a span copy is whole.
+            copier.forget()
         return native
 
     def mixed(self, stack: Stack, raw: RawSample, copy: NativeCopy) -> Stack:

@@ -70,6 +70,41 @@ def pairs(pid: int, count: int) -> list[Pair]:
     return found
 
 
+def test_the_unwinder_notes_every_byte_it_reads(r_launcher: RLauncher, r_env: REnv) -> None:
+    """A whole copy with every byte the unwinder did not note as read scrambled unwinds
+    to the same stack: `NativeUnwinder.reads`, which sparse copies are checked against,
+    misses nothing."""
+    run = r_launcher.start("native_window.R", "inner", env=r_env)
+    target = attach(run.pid)
+    target.set_native(True, evaluator=True)
+    native = target.reader.native
+    assert native is not None
+    whole = StackCopy(run.pid, native.c_stack[1])
+    tracer = Tracer(run.pid)
+    try:
+        for _ in range(10):
+            time.sleep(0.01)
+            tracer.stop()
+            try:
+                assert tracer.save_registers()
+                registers = tracer.registers()
+                taken = NativeCopy(registers, whole.buffer, *whole.copy(tracer.stack_pointer()))
+            finally:
+                tracer.resume()
+            copied = taken.stack()
+            stack = native.unwinder.unwind(registers, copied, taken.address)
+            assert stack.complete, stack.reason
+            scrambled = bytearray(b"\x5a" * taken.length)
+            for start, end, _ in native.unwinder.reads:
+                at = start - taken.address
+                scrambled[at : at + end - start] = copied[at : at + end - start]
+            again = native.unwinder.unwind(registers, bytes(scrambled), taken.address)
+            assert again == stack
+    finally:
+        tracer.detach()
+        native.close()
+
+
 def check_sound(found: list[Pair]) -> None:
     """Every sampled stack is the whole copy's, or a prefix of it cut for want of bytes;
     every whole copy reaches main."""

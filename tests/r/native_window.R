@@ -5,7 +5,7 @@
 #     run) under which the inner part changes sample after sample (work_a, work_b at
 #     different depths, in C much of the time).
 #   MODE outer: the outer part changes too: the same work under `outer` of a random depth
-#     (20-100 calls), or under lapply's frames, anew every few milliseconds.
+#     (20-70 calls), or under lapply's frames, anew every few milliseconds.
 # Not compiled to byte code: each R call then takes C stack on every R version (from R 4.4
 # byte code keeps closure calls off it), so the stack outgrows a sparse copy's inner window.
 args <- commandArgs(trailingOnly = TRUE)
@@ -35,7 +35,7 @@ if (mode == "inner") {
 } else {
   ready()
   repeat {
-    depth <- sample(20:100, 1)
+    depth <- sample(20:70, 1)
     if (depth %% 2L == 0L) {
       outer(depth, work)
     } else {
