@@ -1,14 +1,15 @@
 """`--native`: what a stopped sample copies for native frames, and the mixed stack made of it.
 
-While R is stopped (`NativeFrames.copy`): its registers, and a bounded window of its C stack
-from the stack pointer. On R >= 4.4, when the sample copied spans of R's stacks
-(sampler.spans), that copy already holds the C stack from the stack pointer up to R's
-outermost context on it, and is used as it is; otherwise one `process_vm_readv` copies
-`window` bytes (from the red zone below the stack pointer; less where the stack ends).
-After R runs on (`NativeFrames.mixed`): the copy is unwound (sampler.native) and the native
-frames are placed among R's frames by the addresses of R's contexts (sampler.mixed).
+While R is stopped (`NativeFrames.copy`): its registers, and its C stack from the stack
+pointer. When the sample copied spans of R's stacks (sampler.spans), that copy already
+holds the C stack from the stack pointer up to R's outermost context on it, and is used as
+it is; otherwise one `process_vm_readv` copies the stack, whole (up to
+`sampler.nativewindow.CAP`) or, once a whole copy was unwound, only what the unwinder will
+read there (`sampler.nativewindow`: checked after unwinding). After R runs on
+(`NativeFrames.mixed`): the copy is unwound (sampler.native) and the native frames are
+placed among R's frames by the addresses of R's contexts (sampler.mixed).
 
-A window too short for the whole stack ends the unwinding early: the stack then shows
+A copy too short for the whole stack ends the unwinding early: the stack then shows
 `<Native:[unwinding stopped]>` where it ends, R's outer frames after it.
 """
 
@@ -18,8 +19,6 @@ import ctypes
 from dataclasses import dataclass
 
 from sampler.chain import RawSample
-from sampler.libc import IoVec
-from sampler.libc import process_vm_readv
 from sampler.mixed import UNWIND_STOPPED
 from sampler.mixed import interleave
 from sampler.mixed import native_name
@@ -27,16 +26,11 @@ from sampler.mixed import shown
 from sampler.model import Stack
 from sampler.native import NativeStack
 from sampler.native import NativeUnwinder
+from sampler.nativewindow import StackCopy
 from sampler.procmem import Address
 from sampler.ptrace import Tracer
 from sampler.spans import SpanPlan
 from sampler.symbols import read_maps
-
-#: The C stack copied per sample where no span copy holds it. 20 R calls take 120-400 KB
-#: of C stack before R 4.4; under 4 KB from 4.4 (closure calls from byte code stay off it).
-WINDOW = 256 << 10
-#: x86-64's red zone: a leaf function may keep data this far below the stack pointer.
-_RED_ZONE = 128
 
 
 @dataclass
@@ -48,6 +42,8 @@ class NativeCopy:
     offset: int
     length: int
     address: Address
+    #: Whether the copy holds only what the unwinder is expected to read (`StackCopy`).
+    sparse: bool = False
 
     def stack(self) -> bytes:
         """The stack copy's bytes (take them before the buffer's next copy)."""
@@ -66,7 +62,6 @@ class NativeFrames:
         spans: SpanPlan | None,
         *,
         evaluator: bool = False,
-        window: int = WINDOW,
     ) -> None:
         """Unwind process `pid`'s main thread (raise UsageError off x86-64); `spans`: its
         span copier, whose copies hold the C stack (None: R does not say where it is).
@@ -75,17 +70,19 @@ class NativeFrames:
         self.evaluator = evaluator
         self.pid = pid
         self.spans = spans
-        self.window = window
         if spans is not None:
             self.c_stack = (spans.bounds.stack.start, spans.bounds.stack_top)
         else:
             stack = next(m for m in read_maps(pid) if m.path == "[stack]")
             self.c_stack = (stack.start, stack.end)
-        self._buffer = ctypes.create_string_buffer(window)
-        self._local = IoVec(ctypes.addressof(self._buffer), 0)
-        self._remote = IoVec(0, 0)
-        #: Samples whose stack copy ended before the unwinding did.
+        self.stack_copy = StackCopy(pid, self.c_stack[1])
+        #: Samples unwound; those copied sparse whose copy held every read (`StackCopy`);
+        #: those whose stack copy ended before the unwinding did; the stack bytes copied
+        #: while R was stopped (0 for a span copy that held the C stack).
+        self.samples = 0
+        self.sparse = 0
         self.truncated = 0
+        self.copied = 0
         #: The native stack of the last sample (its frames' addresses, why it ended).
         self.last: NativeStack | None = None
 
@@ -106,19 +103,38 @@ class NativeFrames:
             if held is not None:
                 offset, length = held
                 return NativeCopy(tracer.registers(), spans.buffer, offset, length, sp & ~7)
-        low = sp - _RED_ZONE
-        length = max(0, min(self.window, self.c_stack[1] - low))
-        self._local.len = self._remote.len = length
-        self._remote.base = low
-        got = process_vm_readv(
-            self.pid, ctypes.byref(self._local), 1, ctypes.byref(self._remote), 1, 0
-        )
-        return NativeCopy(tracer.registers(), self._buffer, 0, max(got, 0), low)
+        copier = self.stack_copy
+        offset, length, address, sparse = copier.copy(sp)
+        self.copied += copier.copied
+        return NativeCopy(tracer.registers(), copier.buffer, offset, length, address, sparse)
+
+    def unwound(self, copy: NativeCopy) -> NativeStack:
+        """The native stack of `copy`: cut where it read what a sparse copy lacked (then
+        the next copy is whole); the next sparse copy is guided by its reads."""
+        unwinder, copier = self.unwinder, self.stack_copy
+        native = unwinder.unwind(copy.registers, copy.stack(), copy.address)
+        self.samples += 1
+        if copy.sparse:
+            missed = copier.check(unwinder.reads)
+            if missed is not None:
+                frames, address = missed
+                return NativeStack(
+                    native.frames[:frames], False, f"stack copy ends at {address:#x}"
+                )
+            self.sparse += 1
+        if copy.buffer is copier.buffer:
+            copier.plan(unwinder.reads)
+        else:
+            # A span copy held the stack (stacks that vary): a sparse copy's guess would be
+            # made from stacks unlike the next one, at a cost for each; the next copy that
+            # is not a span copy is whole.
+            copier.forget()
+        return native
 
     def mixed(self, stack: Stack, raw: RawSample, copy: NativeCopy) -> Stack:
         """`stack` (R's frames, named from `raw`) with the native frames of `copy` in call
         order. Call after the target resumed, before the next sample's copy."""
-        native = self.last = self.unwinder.unwind(copy.registers, copy.stack(), copy.address)
+        native = self.last = self.unwound(copy)
         if not native.complete and native.reason.startswith("stack copy ends"):
             self.truncated += 1
         names = [native_name(frame.label()) for frame in native.frames]

@@ -98,8 +98,10 @@ def evaluate(
     stack: bytes,
     base: int,
     initial: Sequence[int],
+    reads: list[int] | None = None,
 ) -> int:
-    """Run `code` with `initial` pushed first; return the value on top of the stack.
+    """Run `code` with `initial` pushed first; return the value on top of the stack. The
+    address of each word a `deref` reads is appended to `reads`, if given.
 
     Raise ExpressionError (an unknown operation, an unknown register, an empty stack) or
     StackEnds (a `deref` outside the stack copy).
@@ -135,7 +137,10 @@ def evaluate(
                 value, at = _uleb(code, at)
                 values.append((values.pop() + value) & _MASK)
             elif op == 0x06:  # DW_OP_deref
-                values.append(read_word(stack, base, values.pop()))
+                address = values.pop()
+                if reads is not None:
+                    reads.append(address)
+                values.append(read_word(stack, base, address))
             elif op == 0x12:  # DW_OP_dup
                 values.append(values[-1])
             elif op == 0x13:  # DW_OP_drop

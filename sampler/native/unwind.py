@@ -133,6 +133,11 @@ class NativeUnwinder:
         self._outside: set[int] = set()
         #: Whether this unwind has read the map again already.
         self._refreshed = False
+        #: The stack the last unwind read, in the order read: (start, end, frames), where
+        #: `frames` is how many of its frames stand if those bytes were not the stack's
+        #: (the frame whose caller they gave, and the inner ones).
+        self.reads: list[tuple[int, int, int]] = []
+        self._derefs: list[int] = []
 
     def close(self) -> None:
         """Close every file the unwinder opened."""
@@ -149,6 +154,7 @@ class NativeUnwinder:
         registers = from_user_regs(regs)
         frames: list[NativeFrame] = []
         self._refreshed = False
+        self.reads = []
         try:
             self._walk(registers, stack, stack_address, frames)
         except _Stop as stop:
@@ -173,7 +179,7 @@ class NativeUnwinder:
                 frames.append(NativeFrame(pc, 0, "", None, pc))
                 raise _Stop(False, f"pc {pc:#x} is in no mapped file")
             try:
-                cfa = self._cfa(step, registers, stack, base)
+                cfa = self._cfa(step, registers, stack, base, len(frames))
             except (StackEnds, ExpressionError, _NoCfa) as err:
                 frames.append(self._frame(step, pc, address, 0))
                 raise _Stop(False, _why(err, frames[-1])) from None
@@ -182,7 +188,7 @@ class NativeUnwinder:
             if step.outermost:
                 raise _Stop(True, f"outermost frame ({step.symbol})")
             try:
-                caller = self._caller(step, registers, cfa, stack, base)
+                caller = self._caller(step, registers, cfa, stack, base, len(frames))
             except (StackEnds, ExpressionError, _NoCfa) as err:
                 raise _Stop(False, _why(err, frame)) from None
             if caller is None:
@@ -264,8 +270,9 @@ class NativeUnwinder:
             self._outside.add(address)
         return module
 
-    def _cfa(self, step: _Step, registers: Registers, stack: bytes, base: int) -> int:
-        """This frame's CFA: by its CFI rule, else by the frame pointer (rbp + 16).
+    def _cfa(self, step: _Step, registers: Registers, stack: bytes, base: int, frames: int) -> int:
+        """This frame's CFA: by its CFI rule, else by the frame pointer (rbp + 16). Stack
+        words an expression reads go to `reads`, with `frames` (the frames found so far).
 
         Raise _NoCfa when neither applies, StackEnds or ExpressionError from an expression.
         """
@@ -278,7 +285,7 @@ class NativeUnwinder:
                 raise _NoCfa(f"no CFI for {name}{why} and no frame pointer to follow")
             return rbp + 16
         if rule.cfa_expression is not None:
-            return evaluate(rule.cfa_expression, registers, stack, base, ())
+            return self._evaluate(rule.cfa_expression, registers, stack, base, (), frames)
         value = registers[rule.cfa_register] if 0 <= rule.cfa_register <= RIP else None
         if value is None:
             name = DWARF_NAMES[rule.cfa_register] if 0 <= rule.cfa_register <= RIP else "?"
@@ -286,15 +293,17 @@ class NativeUnwinder:
         return (value + rule.cfa_offset) & 0xFFFFFFFFFFFFFFFF
 
     def _caller(
-        self, step: _Step, registers: Registers, cfa: int, stack: bytes, base: int
+        self, step: _Step, registers: Registers, cfa: int, stack: bytes, base: int, frames: int
     ) -> Registers | None:
-        """The caller's registers (None: this is the outermost frame, by its CFI).
+        """The caller's registers (None: this is the outermost frame, by its CFI). The stack
+        it reads goes to `reads`, with `frames` (the frames found so far, this one too).
 
         Raise StackEnds for a read outside the copy, ExpressionError, _NoCfa.
         """
         caller = _callee_saved(registers)
         rule = step.rule
         if rule is None:  # the frame pointer: [rbp] is the caller's rbp, then its pc
+            self.reads.append((cfa - 16, cfa, frames))
             caller[RBP] = read_word(stack, base, cfa - 16)
             caller[RIP] = read_word(stack, base, cfa - 8)
             caller[RSP] = cfa
@@ -302,6 +311,7 @@ class NativeUnwinder:
         if rule.loads:
             at = cfa + rule.load_from - base
             words = rule.load_words
+            self.reads.append((at + base, at + base + words.size, frames))
             if at < 0:
                 raise StackEnds(cfa + rule.load_from)
             if at + words.size > len(stack):
@@ -321,13 +331,33 @@ class NativeUnwinder:
                 if number == RIP:
                     return None
             elif isinstance(arg, bytes):
-                value = evaluate(arg, registers, stack, base, (cfa,))
-                caller[number] = read_word(stack, base, value) if kind == AT_EXPRESSION else value
+                value = self._evaluate(arg, registers, stack, base, (cfa,), frames)
+                if kind == AT_EXPRESSION:
+                    self.reads.append((value, value + 8, frames))
+                    value = read_word(stack, base, value)
+                caller[number] = value
                 assert kind in (AT_EXPRESSION, IS_EXPRESSION)
         if caller[RIP] is None:
             raise _NoCfa(f"no rule for the return address at {step.module.name}")
         caller[RSP] = cfa
         return caller
+
+    def _evaluate(
+        self,
+        code: bytes,
+        registers: Registers,
+        stack: bytes,
+        base: int,
+        initial: tuple[int, ...],
+        frames: int,
+    ) -> int:
+        """`evaluate`, the words it reads noted in `reads` with `frames`."""
+        derefs = self._derefs
+        derefs.clear()
+        try:
+            return evaluate(code, registers, stack, base, initial, derefs)
+        finally:
+            self.reads += [(address, address + 8, frames) for address in derefs]
 
 
 def _callee_saved(r: Registers) -> Registers:
