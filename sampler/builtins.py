@@ -76,6 +76,7 @@ from sampler.libc import process_vm_readv
 from sampler.procmem import Address
 from sampler.procmem import LiveMemory
 from sampler.procmem import ProcessMemory
+from sampler.procmem import note_recent
 from sampler.sexp import BCODE_SIZE
 from sampler.sexp import instruction_offset
 from sampler.symbols import RBinary
@@ -200,14 +201,7 @@ class PcWords:
 
     def need(self, words: list[Address]) -> None:
         """Remember the words one sample needed (and forget the oldest beyond a few)."""
-        recent = self._recent
-        for word in words:
-            if word not in recent:
-                self.dirty = True
-            recent[word] = None
-            recent.move_to_end(word)
-        while len(recent) > len(words) + _RECENT_WORDS:
-            recent.popitem(last=False)
+        if note_recent(self._recent, words, len(words) + _RECENT_WORDS):
             self.dirty = True
 
 

@@ -11,8 +11,12 @@ import ctypes
 import errno
 import os
 from array import array
+from collections import OrderedDict
+from collections.abc import Hashable
+from collections.abc import Iterable
 from collections.abc import Sequence
 from typing import Protocol
+from typing import TypeVar
 
 from sampler.errors import BadAddressError
 from sampler.errors import ReadPermissionError
@@ -22,6 +26,7 @@ from sampler.libc import IoVec as _IoVec
 from sampler.libc import process_vm_readv as _process_vm_readv
 
 Address = int
+_K = TypeVar("_K", bound=Hashable)
 
 
 class ProcessMemory(Protocol):
@@ -342,3 +347,19 @@ class LivePlan:
                 raise _error_for(code, memory.pid, self._remote[0].base or 0)
             return 0  # the first region is unreadable: nothing valid
         return got
+
+
+def note_recent(recent: OrderedDict[_K, None], needed: Iterable[_K], limit: int) -> bool:
+    """Mark `needed` as what a sample needed last in `recent` (regions a snapshot plan
+    copies, oldest first) and forget the oldest beyond `limit`; whether `recent` changed
+    (something new, or forgotten), so that the plan is made again."""
+    changed = False
+    for item in needed:
+        if item not in recent:
+            changed = True
+        recent[item] = None
+        recent.move_to_end(item)
+    while len(recent) > limit:
+        recent.popitem(last=False)
+        changed = True
+    return changed

@@ -52,6 +52,7 @@ from sampler.layouts import ContextLayout
 from sampler.model import SrcLoc
 from sampler.procmem import Address
 from sampler.procmem import ProcessMemory
+from sampler.procmem import note_recent
 from sampler.sexp import NODE
 from sampler.sexp import instruction_offset
 from sampler.sexp import is_plain_vector
@@ -221,17 +222,11 @@ class SrcrefReader:
         """Remember the regions this sample read (and forget unreadable ones)."""
         recent = self._recent
         for region, data in zip(regions, got):
-            if data is None:
-                if region in recent:
-                    del recent[region]
-                    self.plan_dirty = True
-                continue
-            if region not in recent:
+            if data is None and region in recent:
+                del recent[region]
                 self.plan_dirty = True
-            recent[region] = None
-            recent.move_to_end(region)
-        while len(recent) > len(regions) + _RECENT:
-            recent.popitem(last=False)
+        readable = [region for region, data in zip(regions, got) if data is not None]
+        if note_recent(recent, readable, len(regions) + _RECENT):
             self.plan_dirty = True
 
     def capture(self, contexts: Sequence[tuple[Blob, int]], fetch: Fetch | None = None) -> RawLines:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections import OrderedDict
 
 from sampler.procmem import LiveMemory
+from sampler.procmem import note_recent
 
 
 def _region(content: bytes) -> tuple[ctypes.Array[ctypes.c_char], int]:
@@ -82,3 +84,16 @@ def test_an_unreadable_guess_does_not_cut_off_the_trailing_copy() -> None:
     assert got >= plan.trailing_offsets[0] + 8
     assert plan.buffer.raw[plan.trailing_offsets[0]] == 0x33
     del buffer
+
+
+def test_note_recent_keeps_the_last_needed_and_says_when_the_plan_changes() -> None:
+    recent: OrderedDict[int, None] = OrderedDict()
+    # Something new changes the plan; the same again does not
+    assert note_recent(recent, [1, 2, 3], limit=4)
+    assert not note_recent(recent, [2, 3], limit=4)
+    # Needed again makes it the most recent, so the oldest goes first beyond the limit
+    assert note_recent(recent, [1, 4, 5], limit=4)
+    assert list(recent) == [3, 1, 4, 5]
+    # Forgetting alone changes the plan too
+    assert note_recent(recent, [5], limit=2)
+    assert list(recent) == [4, 5]
