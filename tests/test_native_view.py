@@ -54,7 +54,8 @@ def test_native_frames_are_shown_and_the_evaluators_hidden_until_asked() -> None
     assert model.now_stack() == Stack((".C", "inner_r", "outer_r"))
 
 
-def test_native_rows_are_styled_apart() -> None:
+async def test_native_rows_are_styled_apart() -> None:
+    # (async: on Python 3.9 a widget needs an event loop to be made)
     table = HotTable()
     assert table.row_class("<Native:my_c_fun>") == "row-table--native"
     assert table.row_class(("<Native:my_c_fun>", "f.c", 3)) == "row-table--native"
