@@ -126,10 +126,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy $(SOURCES)
 
 pytest: $(STAMP) r tools lab
-	XRTOP_LAB=$(LAB) $(BIN)/pytest
+	XRTOP_LAB=$(LAB) $(BIN)/pytest --durations=25
 
-# Every other Python from 3.9 to 3.13 the machine has: an install, the pure-logic tests and
-# a real-R smoke test each (tests/other-pythons).
+# Python 3.9 and 3.13 (the oldest and newest supported) when the machine has them: an
+# install, the pure-logic tests and a real-R smoke test each (tests/other-pythons).
 pythons: $(STAMP) r tools
 	tests/other-pythons
 
