@@ -127,6 +127,23 @@ def find_libr_mapping(maps: list[Mapping]) -> Mapping | None:
     return None
 
 
+def needs_libr(path: str) -> bool:
+    """Whether the ELF file at `path` names libR.so among the libraries it needs (an R
+    binary built with libR: R only once the dynamic loader has mapped it); False when it
+    cannot be read."""
+    try:
+        with open(path, "rb") as stream:
+            dynamic = ELFFile(stream).get_section_by_name(".dynamic")
+            if dynamic is None:
+                return False
+            return any(
+                tag.entry.d_tag == "DT_NEEDED" and tag.needed == "libR.so"
+                for tag in dynamic.iter_tags()
+            )
+    except (OSError, ELFError):
+        return False
+
+
 def _matches(fd: int, mapping: Mapping) -> bool:
     st = os.fstat(fd)
     return (

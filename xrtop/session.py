@@ -43,6 +43,7 @@ from sampler.ptrace import Tracer
 from sampler.rprof import RprofOptions
 from sampler.rprof import RprofWriter
 from sampler.symbols import find_libr_mapping
+from sampler.symbols import needs_libr
 from sampler.symbols import read_maps
 from sampler.target import Target
 from sampler.target import attach
@@ -205,8 +206,10 @@ def find_r_descendant(root: int) -> int | None:
 
     The executable counts, not the process name: R's shell front end `bin/R` is also
     named "R" while the shell runs it, just before it execs the real interpreter. Right
-    after that exec the dynamic loader has not mapped libR.so yet; R's binary needs libR
-    before libc, so an R binary with libc mapped but no libR is a static R.
+    after that exec the dynamic loader has not mapped libR.so yet, and libc may show in
+    R's maps before libR does (seen in CI: the launch then attached to an R without
+    R_GlobalContext), so an R binary counts without libR only when it needs none (a
+    static R, built without libR.so).
     """
     try:
         procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
@@ -217,8 +220,10 @@ def find_r_descendant(root: int) -> int | None:
             maps = read_maps(proc.pid)
             if find_libr_mapping(maps) is not None:
                 return proc.pid
-            if os.path.basename(proc.exe()) == "R" and any(
-                os.path.basename(m.path).startswith(("libc.so", "libc-")) for m in maps
+            if (
+                os.path.basename(proc.exe()) == "R"
+                and any(os.path.basename(m.path).startswith(("libc.so", "libc-")) for m in maps)
+                and not needs_libr(f"/proc/{proc.pid}/exe")
             ):
                 return proc.pid
         except (XrtopError, psutil.Error, OSError):
