@@ -75,6 +75,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from workloads import VARIED  # noqa: E402
+from workloads import loop_running  # noqa: E402
 
 from sampler.idlepoll import CPU_LATENCY_DEVICE  # noqa: E402
 from sampler.idlepoll import IdlePolling  # noqa: E402
@@ -607,29 +608,19 @@ def stop_perf(perf: subprocess.Popen[bytes], data: Path, pid: int) -> tuple[list
     return stops, to_wakeup
 
 
-def dump_latency(tmp: Path, repeats: int) -> list[float]:
+def dump_latency(repeats: int) -> list[float]:
     """Seconds from starting `xrtop dump PID` to its exit with the stack printed."""
-    ready, result, stop_file = tmp / "dump.ready", tmp / "dump.result", tmp / "dump.stop"
-    argv = ["Rscript", str(WORKLOAD), "13", "120", str(result), str(stop_file)]
-    target = subprocess.Popen(argv, env={**os.environ, "XRTOP_READY": str(ready)})
     times = []
-    try:
-        pid = wait_for_file(ready, 60, target)
+    with loop_running(13, None, "bench") as pid:
         time.sleep(SETTLE)
         for _ in range(repeats):
             began = time.perf_counter()
             done = subprocess.run(
-                [*xrtop_command(), "dump", pid], capture_output=True, text=True, check=False
+                [*xrtop_command(), "dump", str(pid)], capture_output=True, text=True, check=False
             )
             times.append(time.perf_counter() - began)
             if done.returncode != 0 or "run" not in done.stdout.split():
                 raise RuntimeError(f"xrtop dump failed: {done.stderr.strip()}")
-    finally:
-        stop_file.touch()
-        try:
-            target.wait(60)
-        except subprocess.TimeoutExpired:
-            target.kill()
     return times
 
 
@@ -980,7 +971,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(failed)
         print("bench: xrtop dump latency", file=sys.stderr)
         try:
-            dump = dump_latency(tmp, repeats)
+            dump = dump_latency(repeats)
         except RuntimeError as err:
             print(f"bench:   failed: {err}", file=sys.stderr)
             dump = []
