@@ -13,7 +13,9 @@ from test_app import FIB
 from test_app import LOOP
 from test_app import SLEEP
 from test_app import FakeLive
+from test_model import counts_of
 
+from sampler.model import Aggregate
 from sampler.model import Stack
 from sampler.rprof import read_rprof
 from sampler.thread import MAX_HZ
@@ -135,6 +137,21 @@ def test_the_ways_a_toggle_leads_to_are_counted_ahead() -> None:
     assert not model.agg.fold_due(1, tree=False), "and those of the idle toggle"
     model.take_in_new()
     assert model.current().samples == 12 and model.current().total["nap"] == 4
+
+
+def test_the_key_right_after_a_toggle_finds_its_aggregate_built() -> None:
+    source, model = model_of((FIB, 6), (SLEEP, 4), (LOOP, 3))
+    while model.fold_ahead():
+        pass
+    # No work ahead between the toggles: each finds the way it leads to counted, with its
+    # function counts and its tree, the same as counting every sample that way.
+    for toggle in ("by_line", "idle", "by_line", "idle", "idle"):
+        getattr(model, f"toggle_{toggle}")()
+        shown = model.agg
+        assert not shown.due, f"after {toggle}: built ahead"
+        fresh = Aggregate(source.log, by_line=shown.by_line, include_idle=shown.include_idle)
+        fresh.update()
+        assert counts_of(shown) == counts_of(fresh)
 
 
 def test_window_aggregates_are_reused_while_they_hold_the_same_samples() -> None:

@@ -95,10 +95,10 @@ class ViewModel:
         #: (log, stacks scanned, a native frame found) for `_may_hold_native`.
         self._native_scan: tuple[SampleLog | None, int, bool] = (None, 0, False)
         self.agg = self._new_aggregate()
-        #: The same samples counted the other ways a toggle (by-line, idle) leads to, by
-        #: (by_line, include_idle): a toggle shows one at once. They are kept up to date
-        #: and their function counts built by `fold_ahead`; the one shown before a toggle
-        #: is one of them.
+        #: The same samples counted every other way the toggles (by-line, idle) lead to,
+        #: by (by_line, include_idle): a toggle shows one at once, and the key after it
+        #: finds the next ones ready too. `fold_ahead` keeps them up to date and builds
+        #: their function counts and trees; the one shown before a toggle is one of them.
         self._others: dict[tuple[bool, bool], Aggregate] = {}
         self._window_agg: Aggregate | None = None
         #: Window aggregates by length, reused while they cover the same samples (`w`
@@ -172,11 +172,12 @@ class ViewModel:
         self._others = {}
 
     def _ways(self) -> list[tuple[bool, bool]]:
-        """The ways of counting (by_line, include_idle) one toggle away from the shown one."""
+        """The ways of counting (by_line, include_idle) other than the shown one, those one
+        toggle away first: every way a toggle may lead to, now or right after."""
         vs = self.view_state
         ways = [(not vs.by_line, vs.include_idle)]
         if self.source is not None and self.source.idle_known:
-            ways.append((vs.by_line, not vs.include_idle))
+            ways += [(vs.by_line, not vs.include_idle), (not vs.by_line, not vs.include_idle)]
         return ways
 
     def _recount(self) -> None:
@@ -251,24 +252,26 @@ class ViewModel:
 
     def fold_ahead(self) -> bool:
         """Do a slice of the work the aggregates left for when they are read (the function
-        counts, the tree), the shown one first, then count the samples the ways a toggle
-        leads to (their function counts; a tree is built once shown), so that a key finds
-        it done; whether some remains. Called on a timer: a slice is short, and keys are
-        handled between."""
+        counts, the tree), the shown one first, then count the samples every other way a
+        toggle leads to (their function counts, then their trees), so that a key finds it
+        done, also right after a toggle; whether some remains. Called on a timer: a slice
+        is short, and keys are handled between."""
         ends = time.perf_counter() + FOLD_AHEAD_SLICE_S
         for agg in (self._window_agg, self.agg):
             while agg is not None and agg.fold_due(FOLD_AHEAD_STACKS):
                 if time.perf_counter() >= ends:
                     return True
-        for by_line, include_idle in self._ways():
-            other = self._others.get((by_line, include_idle))
-            if other is None:
-                other = self.agg.recounted(by_line=by_line, include_idle=include_idle)
-                self._others[(by_line, include_idle)] = other
-            other.update(self.agg.consumed)
-            while other.fold_due(FOLD_AHEAD_STACKS, tree=False):
-                if time.perf_counter() >= ends:
-                    return True
+        ways = self._ways()
+        for tree in (False, True):  # every way's function counts before any way's tree
+            for by_line, include_idle in ways:
+                other = self._others.get((by_line, include_idle))
+                if other is None:
+                    other = self.agg.recounted(by_line=by_line, include_idle=include_idle)
+                    self._others[(by_line, include_idle)] = other
+                other.update(self.agg.consumed)
+                while other.fold_due(FOLD_AHEAD_STACKS, tree=tree):
+                    if time.perf_counter() >= ends:
+                        return True
         self._heap.tidy()
         return False
 
