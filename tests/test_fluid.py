@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 from test_app import file_app
+from textual.geometry import Size
+from textual.screen import Screen
 from textual.widgets import Input
 from textual.widgets._footer import FooterKey
 
@@ -22,6 +24,7 @@ from sampler.model import Stack
 from widgets.footer import KeysFooter
 from widgets.footer import placement
 from xrtop import heap
+from xrtop.app import XrtopApp
 from xrtop.heap import FREEZE_FROM_STACKS
 from xrtop.heap import REFREEZE_STACKS
 from xrtop.heap import HeapSettler
@@ -164,3 +167,32 @@ async def test_a_view_key_shows_and_focuses_the_view_at_once() -> None:
         assert footer_keys(footer)[:3] == ["E", "C", "f"]
         await pilot.pause()
         assert app.active_view == "tree" and app.screen.focused is app.tree_view
+
+
+async def test_a_view_key_draws_its_view_once_and_lays_the_screen_out_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = file_app()
+    passes: list[str] = []
+    lay_out = Screen._refresh_layout
+
+    def counted(screen: Screen[object], size: Size | None = None, scroll: bool = False) -> None:
+        passes.append("layout")
+        lay_out(screen, size, scroll)
+
+    monkeypatch.setattr(Screen, "_refresh_layout", counted)
+    draw_tree = XrtopApp._show_tree
+    monkeypatch.setattr(XrtopApp, "_show_tree", lambda app: [passes.append("tree"), draw_tree(app)])
+    async with app.run_test(size=(160, 30)) as pilot:
+        for key in ("2", "3", "4", "1"):  # each view drawn (and sized) once
+            await pilot.press(key)
+        # WHEN a key switches the view, and the keys in the footer change with it
+        for key in ("2", "1", "4", "2", "3", "1", "2"):
+            await pilot.pause()
+            passes.clear()
+            await pilot.press(key)
+            await pilot.pause()
+            # THEN the screen is laid out once, the footer with the views (not in a
+            # frame of its own after them), and the view switched to is drawn once
+            assert passes.count("layout") == 1, (key, passes)
+            assert passes.count("tree") == (key == "2"), (key, passes)

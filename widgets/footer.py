@@ -102,6 +102,12 @@ class KeysFooter(Footer):
 
     def _compose_items(self) -> list[tuple[Signature, Widget]]:
         """The items the keys now need (not mounted), with what each shows."""
+        # Textual's footer sets its grid's column count (one per action) as it composes,
+        # and a new count lays every item out again, one more layout pass after the view
+        # switch that changed the keys (#27). The footer is laid out horizontally, so the
+        # count is unused: set quietly first, it is no change.
+        actions = {b.action for _, b, _, _ in self.screen.active_bindings.values() if b.show}
+        self.styles.set_rule("grid_size_columns", len(actions))
         with self._context():  # composed as by the footer itself, whoever calls
             return [(item_signature(item), item) for item in compose(self)]
 

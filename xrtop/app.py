@@ -10,7 +10,7 @@ blocks the sampler. Attaching, launching and tearing down happen outside the app
 Where things are: what is shown and why is `xrtop.view_model`; the sources are
 `xrtop.sources`; the modal screens `xrtop.screens`; file names and formats for `s` and
 `e` are `xrtop.saving`; the picker is `xrtop.picker`. A new view is one entry in
-`VIEW_TABS` and its drawing method in `_show_view`; `xrtop.diff_app` shows other tabs.
+`VIEW_TABS` and its drawing method `_show_<id>`; `xrtop.diff_app` shows other tabs.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from widgets.status import StatusHeader
 from xrtop.formats import FORMATS
 from xrtop.formats import RPROF
 from xrtop.formats import open_output
+from xrtop.keys import key_available
 from xrtop.palette import palette_commands
 from xrtop.picker import PickerScreen
 from xrtop.saving import write_samples
@@ -189,6 +190,7 @@ class XrtopApp(App[int]):
         self.model.view_state.evaluator = self.sampling.evaluator_frames  # V, at first
         self.saved_count = 0  # files saved with `s` since this source was shown
         self.saved_files: list[str] = []
+        self._drawn_view = ""  # the view last switched to (and drawn)
 
     @property
     def source(self) -> ProfileSource | None:
@@ -271,14 +273,7 @@ class XrtopApp(App[int]):
 
     def _show_view(self) -> None:
         self.model.dirty = False
-        show: dict[str, Callable[[], None]] = {
-            "top": self._show_top,
-            "tree": self._show_tree,
-            "now": self._show_now,
-            "flame": self._show_flame,
-            "procs": self._show_procs,
-        }
-        show[self.active_view]()
+        getattr(self, f"_show_{self.active_view}")()  # `_show_top` for the tab "top"
 
     def _show_top(self) -> None:
         agg = self.model.current()
@@ -371,26 +366,15 @@ class XrtopApp(App[int]):
     # -- keys ------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Live-only keys (reset, rate, pick) are hidden for a file."""
-        source = self.source
-        live = source is not None and source.live
-        if action == "reset":
-            return live
-        if action == "rate":  # only while there is something to sample
-            return live and source is not None and source.state() is State.RUNNING
-        if action in ("save", "export", "pause", "by_line", "window"):
-            return source is not None
-        if action == "toggle_idle":  # a file marks no sample idle: nothing to toggle
-            return source is not None and source.idle_known
-        if action == "show_picker":
-            return source is None or live
-        if action == "show_process":
-            return self.model.processes is not None
-        return True
+        """Live-only keys (reset, rate, pick) are hidden for a file (`key_available`)."""
+        return key_available(action, self.source, self.model.processes is not None)
 
     def action_view(self, name: str) -> None:
         """Show the view `name` if it is one of TABS."""
         if any(tab.id == name for tab in self.TABS):
+            # The focus and the footer's keys first: the footer's layout then reaches the
+            # screen before the panes' does, and both are laid out in one pass (#27).
+            self._focus_view(name)
             self.query_one(TabbedContent).active = name
             self._view_changed()  # now, not when TabActivated comes: in the switch's frame
 
@@ -400,16 +384,24 @@ class XrtopApp(App[int]):
         self.action_view(views[(views.index(self.active_view) + 1) % len(views)])
 
     @on(TabbedContent.TabActivated)
+    def _tab_activated(self) -> None:
+        if self.active_view != self._drawn_view:  # a tab clicked (a key drew it already)
+            self._view_changed()
+
     def _view_changed(self) -> None:
+        self._drawn_view = self.active_view
         self.model.dirty = True
         self._show_view()
         self._focus_view()
 
-    def _focus_view(self) -> None:
-        focus = next((t.focus for t in self.TABS if t.id == self.active_view), "#top-table")
+    def _focus_view(self, view: str | None = None) -> None:
+        """Focus the widget of `view` (None: the active one) and show its keys."""
+        view = view or self.active_view
+        self._focus(self.query_one(next(t.focus for t in self.TABS if t.id == view)))
+
+    def _focus(self, widget: Widget) -> None:
         # Focused now, not after a refresh, and the footer told at once: its keys change in
         # the frame that shows the view, not in two more frames (#27).
-        widget = self.query_one(focus)
         widget.screen.set_focus(widget)
         self.query_one(KeysFooter).bindings_changed(widget.screen)
 
@@ -478,8 +470,8 @@ class XrtopApp(App[int]):
     def action_filter(self) -> None:
         """Open the filter line."""
         box = self.query_one("#filter", Input)
+        self._focus(box)  # first: see `action_view`
         box.display = True
-        box.focus()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -490,18 +482,18 @@ class XrtopApp(App[int]):
     @on(Input.Submitted, "#filter")
     def _filter_done(self, event: Input.Submitted) -> None:
         box = self.query_one("#filter", Input)
+        self._focus_view()  # first: see `action_view`
         box.display = bool(box.value)
-        self._focus_view()
 
     def action_clear_filter(self) -> None:
         """Clear the filter and close its line."""
         box = self.query_one("#filter", Input)
         if box.value or box.display:
+            self._focus_view()  # first: see `action_view`
             box.value = ""
             box.display = False
             self.model.set_filter("")
             self._redraw()
-            self._focus_view()
 
     def action_help(self) -> None:
         """Show every key."""
