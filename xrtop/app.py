@@ -372,9 +372,6 @@ class XrtopApp(App[int]):
     def action_view(self, name: str) -> None:
         """Show the view `name` if it is one of TABS."""
         if any(tab.id == name for tab in self.TABS):
-            # The focus and the footer's keys first: the footer's layout then reaches the
-            # screen before the panes' does, and both are laid out in one pass (#27).
-            self._focus_view(name)
             self.query_one(TabbedContent).active = name
             self._view_changed()  # now, not when TabActivated comes: in the switch's frame
 
@@ -394,14 +391,11 @@ class XrtopApp(App[int]):
         self._show_view()
         self._focus_view()
 
-    def _focus_view(self, view: str | None = None) -> None:
-        """Focus the widget of `view` (None: the active one) and show its keys."""
-        view = view or self.active_view
-        self._focus(self.query_one(next(t.focus for t in self.TABS if t.id == view)))
-
-    def _focus(self, widget: Widget) -> None:
+    def _focus_view(self) -> None:
+        focus = next((t.focus for t in self.TABS if t.id == self.active_view), "#top-table")
         # Focused now, not after a refresh, and the footer told at once: its keys change in
         # the frame that shows the view, not in two more frames (#27).
+        widget = self.query_one(focus)
         widget.screen.set_focus(widget)
         self.query_one(KeysFooter).bindings_changed(widget.screen)
 
@@ -470,8 +464,8 @@ class XrtopApp(App[int]):
     def action_filter(self) -> None:
         """Open the filter line."""
         box = self.query_one("#filter", Input)
-        self._focus(box)  # first: see `action_view`
         box.display = True
+        box.focus()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -482,18 +476,18 @@ class XrtopApp(App[int]):
     @on(Input.Submitted, "#filter")
     def _filter_done(self, event: Input.Submitted) -> None:
         box = self.query_one("#filter", Input)
-        self._focus_view()  # first: see `action_view`
         box.display = bool(box.value)
+        self._focus_view()
 
     def action_clear_filter(self) -> None:
         """Clear the filter and close its line."""
         box = self.query_one("#filter", Input)
         if box.value or box.display:
-            self._focus_view()  # first: see `action_view`
             box.value = ""
             box.display = False
             self.model.set_filter("")
             self._redraw()
+            self._focus_view()
 
     def action_help(self) -> None:
         """Show every key."""
