@@ -100,13 +100,15 @@ async def main(args: argparse.Namespace) -> int:
             app._driver.send_message(events.Key(key, key))
 
         async def right_after(toggle: str, *keys: str) -> None:
+            """Each of `keys` pressed as soon as the `toggle` before it was drawn."""
             group = "a key right after l or i (2 1 o w i l)"
             for key in keys:
                 await settled()
                 before = frames[0]
                 send(toggle)
-                while frames[0] == before:  # the toggle drawn, its work ahead not done
-                    await asyncio.sleep(0.001)
+                drawn_by = time.perf_counter() + 1.0  # (a toggle that changes nothing seen)
+                while frames[0] == before and time.perf_counter() < drawn_by:
+                    await asyncio.sleep(0.001)  # until the toggle is drawn
                 began, cpu = time.perf_counter(), time.process_time()
                 send(key)
                 await pilot.pause()

@@ -52,7 +52,8 @@ def test_ui_big_bench_runs_on_a_tiny_profile() -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    for key in ("switch view", "sort the Top view", "filter, per key typed", "window"):
+    keys = ("switch view", "sort the Top view", "filter, per key typed", "window")
+    for key in (*keys, "a key right after l or i"):
         assert re.search(rf"^{key}.* \d+\.\d +\d+\.\d", out.stdout, re.MULTILINE), out.stdout
     assert "Goal of issue #27" in out.stdout
 
