@@ -45,9 +45,10 @@ class NativeCopy:
     #: Whether the copy holds only what the unwinder is expected to read (`StackCopy`).
     sparse: bool = False
 
-    def stack(self) -> bytes:
-        """The stack copy's bytes (take them before the buffer's next copy)."""
-        return ctypes.string_at(ctypes.addressof(self.buffer) + self.offset, self.length)
+    def stack(self) -> memoryview:
+        """The stack copy's bytes, in the buffer itself (unwind them before the buffer's
+        next copy): copying out a span copy's hundreds of KB cost 60 us a sample."""
+        return memoryview(self.buffer).cast("B")[self.offset : self.offset + self.length]
 
 
 class NativeFrames:

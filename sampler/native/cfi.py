@@ -95,7 +95,7 @@ class FrameRule:
         for _, offset in in_order:
             layout += f"{offset - at}xQ" if offset > at else "Q"
             at = offset + 8
-        self.load_words = struct.Struct(layout)
+        self.load_words = _struct_for(layout)
         self.loads = tuple((number, index) for index, (number, _) in enumerate(in_order))
 
     def rule_for(self, register: int) -> RegisterRule | None:
@@ -112,6 +112,21 @@ class FrameRule:
             else f"r{self.cfa_register}{self.cfa_offset:+d}"
         )
         return f"FrameRule(cfa={cfa}, registers={self.registers})"
+
+
+_STRUCTS_BY_LAYOUT: dict[str, struct.Struct] = {}
+_MAX_LAYOUTS = 1 << 10
+
+
+def _struct_for(layout: str) -> struct.Struct:
+    """One `struct.Struct` per layout: FDEs' rows repeat a few dozen layouts thousands of
+    times (the first _MAX_LAYOUTS are kept)."""
+    found = _STRUCTS_BY_LAYOUT.get(layout)
+    if found is None:
+        found = struct.Struct(layout)
+        if len(_STRUCTS_BY_LAYOUT) < _MAX_LAYOUTS:
+            _STRUCTS_BY_LAYOUT[layout] = found
+    return found
 
 
 class FdeRules:

@@ -23,6 +23,7 @@ from sampler.native.cfi import UNDEFINED
 from sampler.native.cfi import CfiError
 from sampler.native.cfi import FrameRule
 from sampler.native.expression import ExpressionError
+from sampler.native.expression import StackBytes
 from sampler.native.expression import StackEnds
 from sampler.native.expression import evaluate
 from sampler.native.expression import read_word
@@ -143,7 +144,7 @@ class NativeUnwinder:
         """Close every file the unwinder opened."""
         self.modules.close()
 
-    def unwind(self, regs: bytes, stack: bytes, stack_address: int) -> NativeStack:
+    def unwind(self, regs: bytes, stack: StackBytes, stack_address: int) -> NativeStack:
         """The native stack of a stopped thread, from copies of its registers and stack.
 
         `regs`: `struct user_regs_struct` as PTRACE_GETREGS returns it (Tracer.registers());
@@ -162,7 +163,7 @@ class NativeUnwinder:
         raise AssertionError("the walk ends with _Stop")  # pragma: no cover
 
     def _walk(
-        self, registers: Registers, stack: bytes, base: int, frames: list[NativeFrame]
+        self, registers: Registers, stack: StackBytes, base: int, frames: list[NativeFrame]
     ) -> None:
         """Append frames until a _Stop says why no more follow."""
         exact = True  # the innermost pc is the instruction itself, not a return address
@@ -270,7 +271,7 @@ class NativeUnwinder:
             self._outside.add(address)
         return module
 
-    def _cfa(self, step: _Step, registers: Registers, stack: bytes, base: int, frames: int) -> int:
+    def _cfa(self, step: _Step, registers: Registers, stack: StackBytes, base: int, frames: int) -> int:
         """This frame's CFA: by its CFI rule, else by the frame pointer (rbp + 16). Stack
         words an expression reads go to `reads`, with `frames` (the frames found so far).
 
@@ -293,7 +294,7 @@ class NativeUnwinder:
         return (value + rule.cfa_offset) & 0xFFFFFFFFFFFFFFFF
 
     def _caller(
-        self, step: _Step, registers: Registers, cfa: int, stack: bytes, base: int, frames: int
+        self, step: _Step, registers: Registers, cfa: int, stack: StackBytes, base: int, frames: int
     ) -> Registers | None:
         """The caller's registers (None: this is the outermost frame, by its CFI). The stack
         it reads goes to `reads`, with `frames` (the frames found so far, this one too).
@@ -346,7 +347,7 @@ class NativeUnwinder:
         self,
         code: bytes,
         registers: Registers,
-        stack: bytes,
+        stack: StackBytes,
         base: int,
         initial: tuple[int, ...],
         frames: int,
