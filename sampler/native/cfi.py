@@ -58,6 +58,7 @@ class FrameRule:
         "load_words",
         "loads",
         "others",
+        "plain",
         "registers",
         "signal_frame",
     )
@@ -97,6 +98,15 @@ class FrameRule:
             at = offset + 8
         self.load_words = _struct_for(layout)
         self.loads = tuple((number, index) for index, (number, _) in enumerate(in_order))
+        #: Whether the rule is what most frames have, which the unwinder runs inline: the
+        #: CFA a tracked register + offset, every rule a load from CFA + offset, one of them
+        #: the return address's.
+        self.plain = (
+            cfa_expression is None
+            and 0 <= cfa_register <= RIP
+            and not self.others
+            and any(number == RIP for number, _ in self.loads)
+        )
 
     def rule_for(self, register: int) -> RegisterRule | None:
         """The rule for `register`, or None when the CFI gives none."""
