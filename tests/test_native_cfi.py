@@ -12,6 +12,7 @@ import ctypes
 import os
 import re
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,9 @@ from elftools.elf.elffile import ELFFile
 
 from sampler.errors import UsageError
 from sampler.native import NativeUnwinder
+from sampler.native import cfi
 from sampler.native import check_platform
+from sampler.native import unwind
 from sampler.native.cfi import AT_CFA
 from sampler.native.cfi import AT_EXPRESSION
 from sampler.native.cfi import IN_REGISTER
@@ -36,6 +39,7 @@ from sampler.native.expression import StackEnds
 from sampler.native.expression import evaluate
 from sampler.native.modules import read_cfi
 from sampler.native.registers import DWARF_NAMES
+from sampler.native.registers import RBP
 from sampler.native.registers import RIP
 from sampler.native.registers import RSP
 from sampler.native.registers import USER_REGS
@@ -333,3 +337,54 @@ def test_unnamed_function_is_labelled_by_its_fde_start(tmp_path: Path) -> None:
     finally:
         unwinder.close()
     assert labels == {f"libunnamed.so+{fde_start:#x}"}
+
+
+def test_plain_rules_are_the_ones_the_walk_runs_inline() -> None:
+    """`FrameRule.plain`: a CFA of a register + offset and only loads near it, the return
+    address among them; anything else goes the general way."""
+    saved = ((6, (AT_CFA, -16)), (RIP, (AT_CFA, -8)))
+    assert FrameRule(RSP, 16, None, saved, False).plain
+    assert not FrameRule(-1, 0, b"\x77\x08", saved, False).plain  # an expression's CFA
+    assert not FrameRule(RSP, 16, None, ((3, (SAME, 0)), *saved), False).plain
+    assert not FrameRule(RSP, 16, None, ((6, (AT_CFA, -16)),), False).plain  # no return
+    assert not FrameRule(RIP + 1, 16, None, saved, False).plain  # a register not tracked
+
+
+def test_rules_of_one_layout_share_its_struct_up_to_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One `struct.Struct` per layout of saved registers, kept for the first layouts only;
+    past the bound a rule still reads its registers right."""
+    first = FrameRule(RSP, 16, None, ((6, (AT_CFA, -16)), (RIP, (AT_CFA, -8))), False)
+    second = FrameRule(RBP, 16, None, ((6, (AT_CFA, -16)), (RIP, (AT_CFA, -8))), False)
+    assert first.load_words is second.load_words
+    monkeypatch.setattr(cfi, "_STRUCTS_BY_LAYOUT", {})
+    monkeypatch.setattr(cfi, "_MAX_LAYOUTS", 1)
+    kept = FrameRule(RSP, 24, None, ((3, (AT_CFA, -24)), (RIP, (AT_CFA, -8))), False)
+    past = FrameRule(RSP, 32, None, ((12, (AT_CFA, -32)), (RIP, (AT_CFA, -8))), False)
+    assert list(cfi._STRUCTS_BY_LAYOUT.values()) == [kept.load_words]
+    words = struct.pack("<4Q", 0x12, 0x34, 0x56, 0x78)
+    assert past.load_words.unpack_from(words) == (0x12, 0x78)  # at CFA - 32, CFA - 8
+
+
+def test_labels_come_with_the_frames_whatever_the_frame_cache_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`NativeUnwinder.labels` are the frames' labels, whether a frame is made anew or
+    taken from the cache of frames, which never holds more than its bound."""
+    monkeypatch.setattr(unwind, "_MAX_CACHED_FRAMES", 2)
+    libc = ctypes.CDLL(None)
+    functions = [libc.getpid, libc.getppid, libc.strlen, libc.abs, libc.getpid]
+    unwinder = NativeUnwinder(os.getpid())
+    try:
+        for function in functions * 2:
+            raw = [0] * 27
+            raw[16] = ctypes.cast(function, ctypes.c_void_p).value or 0
+            raw[19] = 0x7FFC0000
+            # A zeroed stack: the return address read is 0, the stack ends there.
+            stack = unwinder.unwind(USER_REGS.pack(*raw), bytes(256), 0x7FFC0000)
+            assert len(stack.frames) == 1 and stack.frames[0].symbol is not None
+            assert unwinder.labels == [frame.label() for frame in stack.frames]
+            assert len(unwinder._frames) <= 2
+    finally:
+        unwinder.close()
