@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import operator
 import struct
 from array import array
 from collections.abc import Sequence
@@ -20,7 +21,9 @@ from elftools.dwarf.callframe import FDE
 from elftools.dwarf.callframe import CallFrameInfo
 from elftools.dwarf.structs import DWARFStructs
 
+from sampler.native.registers import CALLEE_SAVED
 from sampler.native.registers import RIP
+from sampler.native.registers import RSP
 
 # How a register of the caller is found (DWARF 5, 6.4.1), in `FrameRule.registers`.
 #: The value is saved at CFA + arg.
@@ -45,6 +48,10 @@ class CfiError(Exception):
     """CFI that cannot be read or run; the message says what (for the stack's reason)."""
 
 
+#: Where `FrameRule.pick` finds None, the CFA and the loaded values after the registers.
+_PICKED_NONE, _PICKED_CFA, _PICKED_FROM = RIP + 1, RIP + 2, RIP + 3
+
+
 class FrameRule:
     """How to find the caller's frame at one pc: CFA = register + offset (or an expression),
     then each register by its rule. A register without a rule keeps its value if callee-saved
@@ -58,6 +65,7 @@ class FrameRule:
         "load_words",
         "loads",
         "others",
+        "pick",
         "plain",
         "registers",
         "signal_frame",
@@ -106,6 +114,21 @@ class FrameRule:
             and 0 <= cfa_register <= RIP
             and not self.others
             and any(number == RIP for number, _ in self.loads)
+        )
+        #: A plain rule's caller's registers in one step: `pick((*registers, None, cfa,
+        #: *load_words' values))` (loaded, else kept if callee-saved, rsp the CFA, else None).
+        loaded = dict(self.loads)
+        self.pick = operator.itemgetter(
+            *(
+                _PICKED_FROM + loaded[number]
+                if number in loaded
+                else number
+                if number in CALLEE_SAVED
+                else _PICKED_CFA
+                if number == RSP
+                else _PICKED_NONE
+                for number in range(RIP + 1)
+            )
         )
 
     def rule_for(self, register: int) -> RegisterRule | None:

@@ -209,11 +209,7 @@ class NativeUnwinder:
             if at < 0 or at + words.size > size:
                 ends = StackEnds(base + (at if at < 0 else max(at, size)))
                 raise _Stop(False, _why(ends, frame))
-            values = words.unpack_from(stack, at)
-            caller = _callee_saved(registers)
-            for number, index in rule.loads:
-                caller[number] = values[index]
-            caller[RSP] = cfa
+            caller = rule.pick((*registers, None, cfa, *words.unpack_from(stack, at)))
             sp = registers[RSP]
             if sp is not None and cfa <= sp:
                 raise _Stop(False, f"stack does not grow at {label} (a loop?)")
@@ -418,7 +414,7 @@ class NativeUnwinder:
             self.reads += [(address, address + 8, frames) for address in derefs]
 
 
-def _callee_saved(r: Registers) -> Registers:
+def _callee_saved(r: Registers) -> list[int | None]:
     """The caller's registers as far as the callee leaves them: the callee-saved ones
     (rbx, rbp, r12-r15) kept, the rest unknown until a rule says otherwise."""
     return [None, None, None, r[3], None, None, r[6], *_UNKNOWN_7_TO_11, *r[12:16], None]
