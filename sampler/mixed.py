@@ -262,14 +262,33 @@ def interleave(
         inner = loops[-1] if loops else outer
         placed.extend([inner] * (end - k))
         k = end
+    # Each R frame goes just inside the native frame that runs it (`placed` ascends); the
+    # native frames between, by slices of `_native_slots`: a stack has ~40-140 of them.
+    natives = _native_slots(count)
     slots: list[Slot] = []
-    k = 0
-    for i in range(count + 1):
-        if i == count and not complete:
-            slots.append((True, -1))
-        while k < len(placed) and placed[k] == i:
-            slots.append((False, k))
-            k += 1
-        if i < count:
-            slots.append((True, i))
+    done = 0
+    marked = complete
+    for k, runs_it in enumerate(placed):
+        if runs_it > done:
+            slots += natives[done:runs_it]
+            done = runs_it
+        if done == count and not marked:
+            slots.append(_MARKER)
+            marked = True
+        slots.append((False, k))
+    slots += natives[done:]
+    if not marked:
+        slots.append(_MARKER)
     return slots
+
+
+_MARKER: Slot = (True, -1)
+#: `(True, i)` for each native frame i seen so far (as many as the deepest stack has).
+_NATIVE_SLOTS: list[Slot] = []
+
+
+def _native_slots(count: int) -> list[Slot]:
+    """`[(True, 0), ..., (True, count - 1)]`."""
+    if len(_NATIVE_SLOTS) < count:
+        _NATIVE_SLOTS.extend((True, i) for i in range(len(_NATIVE_SLOTS), count))
+    return _NATIVE_SLOTS[:count]
