@@ -148,20 +148,43 @@ def shown(names: Sequence[str], *, native: bool, evaluator: bool) -> list[int]:
     """
     if native and evaluator:
         return list(range(len(names)))
+    kinds = [_KINDS.get(name) or _kind(name) for name in names]
     if not native:
-        return [i for i, name in enumerate(names) if not is_native(name)]
-    first_r = next((i for i, name in enumerate(names) if not is_native(name)), len(names))
+        return [i for i, kind in enumerate(kinds) if kind == _R_FRAME]
+    first_r = kinds.index(_R_FRAME) if _R_FRAME in kinds else len(names)
     last = len(names) - 1
-    keep = []
-    for i, name in enumerate(names):
-        if is_native(name):
-            label = native_label(name)
-            if label in EVALUATOR_FUNCTIONS or (i == last and name == UNWIND_STOPPED):
-                continue
-            if i > first_r and label.startswith(_R_LIBRARY):
-                continue
-        keep.append(i)
-    return keep
+    return [
+        i
+        for i, kind in enumerate(kinds)
+        if kind <= _OTHER_NATIVE
+        or (kind == _R_UNNAMED and i < first_r)
+        or (kind == _STOPPED and i != last)
+    ]
+
+
+#: What `shown` needs to know of a frame name (never 0: `_KINDS.get(name) or ...`).
+_R_FRAME, _OTHER_NATIVE, _EVALUATOR, _R_UNNAMED, _STOPPED = range(1, 6)
+#: Each name's kind, as `_kind` found it (the names of a session recur in every sample).
+_KINDS: dict[str, int] = {}
+_MAX_KINDS = 1 << 16
+
+
+def _kind(name: str) -> int:
+    """The kind of frame `name` is, for `shown` (remembered in `_KINDS`)."""
+    if not is_native(name):
+        kind = _R_FRAME
+    elif native_label(name) in EVALUATOR_FUNCTIONS:
+        kind = _EVALUATOR
+    elif name == UNWIND_STOPPED:
+        kind = _STOPPED
+    elif native_label(name).startswith(_R_LIBRARY):
+        kind = _R_UNNAMED
+    else:
+        kind = _OTHER_NATIVE
+    if len(_KINDS) >= _MAX_KINDS:
+        _KINDS.clear()
+    _KINDS[name] = kind
+    return kind
 
 
 @dataclass(frozen=True)
@@ -239,14 +262,33 @@ def interleave(
         inner = loops[-1] if loops else outer
         placed.extend([inner] * (end - k))
         k = end
+    # Each R frame goes just inside the native frame that runs it (`placed` ascends); the
+    # native frames between, by slices of `_native_slots`: a stack has ~40-140 of them.
+    natives = _native_slots(count)
     slots: list[Slot] = []
-    k = 0
-    for i in range(count + 1):
-        if i == count and not complete:
-            slots.append((True, -1))
-        while k < len(placed) and placed[k] == i:
-            slots.append((False, k))
-            k += 1
-        if i < count:
-            slots.append((True, i))
+    done = 0
+    marked = complete
+    for k, runs_it in enumerate(placed):
+        if runs_it > done:
+            slots += natives[done:runs_it]
+            done = runs_it
+        if done == count and not marked:
+            slots.append(_MARKER)
+            marked = True
+        slots.append((False, k))
+    slots += natives[done:]
+    if not marked:
+        slots.append(_MARKER)
     return slots
+
+
+_MARKER: Slot = (True, -1)
+#: `(True, i)` for each native frame i seen so far (as many as the deepest stack has).
+_NATIVE_SLOTS: list[Slot] = []
+
+
+def _native_slots(count: int) -> list[Slot]:
+    """`[(True, 0), ..., (True, count - 1)]`."""
+    if len(_NATIVE_SLOTS) < count:
+        _NATIVE_SLOTS.extend((True, i) for i in range(len(_NATIVE_SLOTS), count))
+    return _NATIVE_SLOTS[:count]

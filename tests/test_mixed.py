@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sampler import mixed
 from sampler.mixed import UNWIND_STOPPED
 from sampler.mixed import interleave
 from sampler.mixed import is_evaluator
@@ -157,3 +159,54 @@ def test_interleaving_keeps_both_orders_and_every_frame(
     assert [i for native, i in slots if native and i >= 0] == list(range(len(cfas)))
     assert [k for native, k in slots if not native] == list(range(len(contexts)))
     assert ((True, -1) in slots) is not complete
+
+
+def _shown_plainly(names: list[str], native: bool, evaluator: bool) -> list[int]:
+    """`shown`'s rule, name by name, with nothing remembered (the oracle below)."""
+    if native and evaluator:
+        return list(range(len(names)))
+    first_r = next((i for i, name in enumerate(names) if not is_native(name)), len(names))
+    keep = []
+    for i, name in enumerate(names):
+        if is_native(name):
+            if not native or is_evaluator(name):
+                continue
+            if name == UNWIND_STOPPED and i == len(names) - 1:
+                continue
+            if i > first_r and native_label(name).startswith("libR.so+"):
+                continue
+        keep.append(i)
+    return keep
+
+
+_NAME_POOL = [
+    "f",
+    "g",
+    "<Native:leaf>",
+    "<Native:Rf_eval>",
+    "<Native:bcEval>",
+    "<Native:libR.so+0x159602>",
+    "<Native:libother.so+0x10>",
+    UNWIND_STOPPED,
+]
+
+
+@given(
+    st.lists(st.sampled_from(_NAME_POOL), max_size=12),
+    st.booleans(),
+    st.booleans(),
+    st.integers(1, 4),
+)
+def test_shown_gives_what_the_rule_gives_name_by_name_whatever_it_remembers(
+    names: list[str], native: bool, evaluator: bool, bound: int
+) -> None:
+    """`shown` remembers each name's kind (sampler.mixed._KINDS, bounded): with any bound,
+    it keeps the frames the rule keeps, and never holds more kinds than the bound."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mixed, "_MAX_KINDS", bound)
+        patch.setattr(mixed, "_KINDS", {})
+        for _ in range(2):  # forgotten, then (some) remembered
+            assert shown(names, native=native, evaluator=evaluator) == _shown_plainly(
+                names, native, evaluator
+            )
+            assert len(mixed._KINDS) <= bound

@@ -12,17 +12,22 @@ import ctypes
 import os
 import re
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from elftools.dwarf.callframe import FDE
 from elftools.elf.elffile import ELFFile
 
 from sampler.errors import UsageError
 from sampler.native import NativeUnwinder
+from sampler.native import cfi
+from sampler.native import cfientries
 from sampler.native import check_platform
+from sampler.native import unwind
 from sampler.native.cfi import AT_CFA
 from sampler.native.cfi import AT_EXPRESSION
 from sampler.native.cfi import IN_REGISTER
@@ -36,6 +41,7 @@ from sampler.native.expression import StackEnds
 from sampler.native.expression import evaluate
 from sampler.native.modules import read_cfi
 from sampler.native.registers import DWARF_NAMES
+from sampler.native.registers import RBP
 from sampler.native.registers import RIP
 from sampler.native.registers import RSP
 from sampler.native.registers import USER_REGS
@@ -333,3 +339,98 @@ def test_unnamed_function_is_labelled_by_its_fde_start(tmp_path: Path) -> None:
     finally:
         unwinder.close()
     assert labels == {f"libunnamed.so+{fde_start:#x}"}
+
+
+def test_plain_rules_are_the_ones_the_walk_runs_inline() -> None:
+    """`FrameRule.plain`: a CFA of a register + offset and only loads near it, the return
+    address among them; anything else goes the general way."""
+    saved = ((6, (AT_CFA, -16)), (RIP, (AT_CFA, -8)))
+    assert FrameRule(RSP, 16, None, saved, False).plain
+    assert not FrameRule(-1, 0, b"\x77\x08", saved, False).plain  # an expression's CFA
+    assert not FrameRule(RSP, 16, None, ((3, (SAME, 0)), *saved), False).plain
+    assert not FrameRule(RSP, 16, None, ((6, (AT_CFA, -16)),), False).plain  # no return
+    assert not FrameRule(RIP + 1, 16, None, saved, False).plain  # a register not tracked
+
+
+def test_rules_of_one_layout_share_its_struct_up_to_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One `struct.Struct` per layout of saved registers, kept for the first layouts only;
+    past the bound a rule still reads its registers right."""
+    first = FrameRule(RSP, 16, None, ((6, (AT_CFA, -16)), (RIP, (AT_CFA, -8))), False)
+    second = FrameRule(RBP, 16, None, ((6, (AT_CFA, -16)), (RIP, (AT_CFA, -8))), False)
+    assert first.load_words is second.load_words
+    monkeypatch.setattr(cfi, "_STRUCTS_BY_LAYOUT", {})
+    monkeypatch.setattr(cfi, "_MAX_LAYOUTS", 1)
+    kept = FrameRule(RSP, 24, None, ((3, (AT_CFA, -24)), (RIP, (AT_CFA, -8))), False)
+    past = FrameRule(RSP, 32, None, ((12, (AT_CFA, -32)), (RIP, (AT_CFA, -8))), False)
+    assert list(cfi._STRUCTS_BY_LAYOUT.values()) == [kept.load_words]
+    words = struct.pack("<4Q", 0x12, 0x34, 0x56, 0x78)
+    assert past.load_words.unpack_from(words) == (0x12, 0x78)  # at CFA - 32, CFA - 8
+
+
+def test_labels_come_with_the_frames_whatever_the_frame_cache_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`NativeUnwinder.labels` are the frames' labels, whether a frame is made anew or
+    taken from the cache of frames, which never holds more than its bound."""
+    monkeypatch.setattr(unwind, "_MAX_CACHED_FRAMES", 2)
+    libc = ctypes.CDLL(None)
+    functions = [libc.getpid, libc.getppid, libc.strlen, libc.abs, libc.getpid]
+    unwinder = NativeUnwinder(os.getpid())
+    try:
+        for function in functions * 2:
+            raw = [0] * 27
+            raw[16] = ctypes.cast(function, ctypes.c_void_p).value or 0
+            raw[19] = 0x7FFC0000
+            # A zeroed stack: the return address read is 0, the stack ends there.
+            stack = unwinder.unwind(USER_REGS.pack(*raw), bytes(256), 0x7FFC0000)
+            assert len(stack.frames) == 1 and stack.frames[0].symbol is not None
+            assert unwinder.labels == [frame.label() for frame in stack.frames]
+            assert len(unwinder._frames) <= 2
+    finally:
+        unwinder.close()
+
+
+@pytest.mark.parametrize("variant", ["o2", "debug_frame"])
+def test_entries_parse_as_pyelftools_parses_them(compiled: dict[str, Path], variant: str) -> None:
+    """`cfientries.parse_fde` (struct) reads every FDE, and its CIE, as pyelftools does:
+    range, factors, return-address register, signal flag and instructions."""
+    with open(compiled[variant], "rb") as stream:
+        elf = ELFFile(stream)
+        for_eh_frame = variant != "debug_frame"
+        name = ".eh_frame" if for_eh_frame else ".debug_frame"
+        section = elf.get_section_by_name(name)
+        data, address = section.data(), int(section["sh_addr"])
+        info = elf.get_dwarf_info().EH_CFI_entries() if for_eh_frame else None
+        if info is None:
+            info = elf.get_dwarf_info().CFI_entries()
+        cies: dict[int, cfientries.Cie] = {}
+        checked = 0
+        for entry in info:
+            if not isinstance(entry, FDE):
+                continue
+            ours = cfientries.parse_fde(data, entry.offset, for_eh_frame, address, cies)
+            assert ours is not None
+            cie = entry.cie
+            assert (ours.start, ours.size) == (entry["initial_location"], entry["address_range"])
+            assert (ours.cie.code_align, ours.cie.data_align) == (
+                cie["code_alignment_factor"],
+                cie["data_alignment_factor"],
+            )
+            assert ours.cie.return_address_register == cie["return_address_register"]
+            for got, theirs in ((ours.instructions, entry), (ours.cie.instructions, cie)):
+                assert [(i.opcode, list(i.args)) for i in got] == [
+                    (
+                        _primary(int(i.opcode)),
+                        [bytes(a) if isinstance(a, list) else a for a in i.args],
+                    )
+                    for i in theirs.instructions
+                ]
+            checked += 1
+    assert checked >= 5  # (the blocker library's functions)
+
+
+def _primary(opcode: int) -> int:
+    """pyelftools < 0.33 keeps a primary opcode's operand in its low bits."""
+    return opcode & 0xC0 if opcode & 0xC0 else opcode

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import operator
 import struct
 from array import array
 from collections.abc import Sequence
@@ -20,7 +21,14 @@ from elftools.dwarf.callframe import FDE
 from elftools.dwarf.callframe import CallFrameInfo
 from elftools.dwarf.structs import DWARFStructs
 
+from sampler.native.cfientries import Cie
+from sampler.native.cfientries import EntryError
+from sampler.native.cfientries import Fde
+from sampler.native.cfientries import parse_fde
+from sampler.native.cfientries import read_pointer
+from sampler.native.registers import CALLEE_SAVED
 from sampler.native.registers import RIP
+from sampler.native.registers import RSP
 
 # How a register of the caller is found (DWARF 5, 6.4.1), in `FrameRule.registers`.
 #: The value is saved at CFA + arg.
@@ -45,6 +53,10 @@ class CfiError(Exception):
     """CFI that cannot be read or run; the message says what (for the stack's reason)."""
 
 
+#: Where `FrameRule.pick` finds None, the CFA and the loaded values after the registers.
+_PICKED_NONE, _PICKED_CFA, _PICKED_FROM = RIP + 1, RIP + 2, RIP + 3
+
+
 class FrameRule:
     """How to find the caller's frame at one pc: CFA = register + offset (or an expression),
     then each register by its rule. A register without a rule keeps its value if callee-saved
@@ -58,6 +70,8 @@ class FrameRule:
         "load_words",
         "loads",
         "others",
+        "pick",
+        "plain",
         "registers",
         "signal_frame",
     )
@@ -95,8 +109,32 @@ class FrameRule:
         for _, offset in in_order:
             layout += f"{offset - at}xQ" if offset > at else "Q"
             at = offset + 8
-        self.load_words = struct.Struct(layout)
+        self.load_words = _struct_for(layout)
         self.loads = tuple((number, index) for index, (number, _) in enumerate(in_order))
+        #: Whether the rule is what most frames have, which the unwinder runs inline: the
+        #: CFA a tracked register + offset, every rule a load from CFA + offset, one of them
+        #: the return address's.
+        self.plain = (
+            cfa_expression is None
+            and 0 <= cfa_register <= RIP
+            and not self.others
+            and any(number == RIP for number, _ in self.loads)
+        )
+        #: A plain rule's caller's registers in one step: `pick((*registers, None, cfa,
+        #: *load_words' values))` (loaded, else kept if callee-saved, rsp the CFA, else None).
+        loaded = dict(self.loads)
+        self.pick = operator.itemgetter(
+            *(
+                _PICKED_FROM + loaded[number]
+                if number in loaded
+                else number
+                if number in CALLEE_SAVED
+                else _PICKED_CFA
+                if number == RSP
+                else _PICKED_NONE
+                for number in range(RIP + 1)
+            )
+        )
 
     def rule_for(self, register: int) -> RegisterRule | None:
         """The rule for `register`, or None when the CFI gives none."""
@@ -112,6 +150,21 @@ class FrameRule:
             else f"r{self.cfa_register}{self.cfa_offset:+d}"
         )
         return f"FrameRule(cfa={cfa}, registers={self.registers})"
+
+
+_STRUCTS_BY_LAYOUT: dict[str, struct.Struct] = {}
+_MAX_LAYOUTS = 1 << 10
+
+
+def _struct_for(layout: str) -> struct.Struct:
+    """One `struct.Struct` per layout: FDEs' rows repeat a few dozen layouts thousands of
+    times (the first _MAX_LAYOUTS are kept)."""
+    found = _STRUCTS_BY_LAYOUT.get(layout)
+    if found is None:
+        found = struct.Struct(layout)
+        if len(_STRUCTS_BY_LAYOUT) < _MAX_LAYOUTS:
+            _STRUCTS_BY_LAYOUT[layout] = found
+    return found
 
 
 class FdeRules:
@@ -216,16 +269,13 @@ def _run(
     return state
 
 
-def decode_fde(fde: FDE) -> FdeRules:
+def decode_fde(fde: Fde) -> FdeRules:
     """The rows of `fde` (CIE's initial instructions first) as compact rules."""
     cie = fde.cie
-    code_align = int(cie["code_alignment_factor"])
-    data_align = int(cie["data_alignment_factor"])
-    ra_register = int(cie["return_address_register"])
-    augmentation = cie.header.get("augmentation", b"") or b""
-    signal_frame = b"S" in bytes(augmentation)
-    start = int(fde["initial_location"])
-    end = start + int(fde["address_range"])
+    code_align, data_align = cie.code_align, cie.data_align
+    ra_register, signal_frame = cie.return_address_register, cie.signal_frame
+    start = fde.start
+    end = start + fde.size
     scratch: list[tuple[int, _State]] = []
     initial = _run(cie.instructions, {"cfa": (-1, 0, None)}, {}, start, 1, data_align, scratch)
     rows: list[tuple[int, _State]] = []
@@ -241,30 +291,26 @@ def decode_fde(fde: FDE) -> FdeRules:
             state[RIP] = state.pop(ra_register)
         registers = tuple(sorted(state.items()))
         pcs.append(pc)
-        rules.append(FrameRule(cfa_register, cfa_offset, cfa_expression, registers, signal_frame))
+        key = (cfa_register, cfa_offset, cfa_expression, registers, signal_frame)
+        rule = _RULES.get(key)
+        if rule is None:
+            rule = FrameRule(*key)
+            if len(_RULES) < _MAX_RULES:
+                _RULES[key] = rule
+        rules.append(rule)
     return FdeRules(start, end, pcs, rules)
 
 
+#: FrameRules made so far, by what defines them: most rows of most FDEs are the same few
+#: hundred rules (a prologue's pushes), and making one takes longer than parsing its FDE.
+#: Rules are never changed once made, so FDEs share them; the first _MAX_RULES are kept.
+_RULES: dict[tuple[int, int, bytes | None, tuple[tuple[int, RegisterRule], ...], bool], FrameRule]
+_RULES = {}
+_MAX_RULES = 1 << 14
+
+
 _STRUCTS = DWARFStructs(little_endian=True, dwarf_format=32, address_size=8)
-_POINTER_FORMATS = {
-    0x00: struct.Struct("<Q"),
-    0x02: struct.Struct("<H"),
-    0x03: struct.Struct("<I"),
-    0x04: struct.Struct("<Q"),
-    0x0A: struct.Struct("<h"),
-    0x0B: struct.Struct("<i"),
-    0x0C: struct.Struct("<q"),
-}
 _DW_EH_PE_omit = 0xFF
-
-
-def _read_pointer(data: bytes, at: int, encoding: int, address: int) -> tuple[int, int]:
-    """An .eh_frame_hdr pointer at `at`: (value, next position). `address`: the section's."""
-    form = _POINTER_FORMATS.get(encoding & 0x0F)
-    base = {0x00: 0, 0x10: address + at, 0x30: address}.get(encoding & 0x70)
-    if form is None or base is None:
-        raise CfiError(f".eh_frame_hdr pointer encoding {encoding:#x} is not supported")
-    return (base + form.unpack_from(data, at)[0]) & 0xFFFFFFFFFFFFFFFF, at + form.size
 
 
 def _search_table(hdr: bytes, hdr_address: int) -> tuple[array[int], array[int]] | None:
@@ -276,8 +322,8 @@ def _search_table(hdr: bytes, hdr_address: int) -> tuple[array[int], array[int]]
         return None
     if table_encoding == _DW_EH_PE_omit:
         return None
-    _, at = _read_pointer(hdr, 4, ptr_encoding, hdr_address)
-    count, at = _read_pointer(hdr, at, count_encoding, hdr_address)
+    _, at = read_pointer(hdr, 4, ptr_encoding, hdr_address)
+    count, at = read_pointer(hdr, at, count_encoding, hdr_address)
     starts = array("Q")
     fdes = array("Q")
     if table_encoding == 0x3B:  # datarel | sdata4: what binutils and lld write
@@ -286,8 +332,8 @@ def _search_table(hdr: bytes, hdr_address: int) -> tuple[array[int], array[int]]
         fdes.extend((hdr_address + v) & 0xFFFFFFFFFFFFFFFF for v in values[1::2])
         return starts, fdes
     for _ in range(count):
-        start, at = _read_pointer(hdr, at, table_encoding, hdr_address)
-        fde, at = _read_pointer(hdr, at, table_encoding, hdr_address)
+        start, at = read_pointer(hdr, at, table_encoding, hdr_address)
+        fde, at = read_pointer(hdr, at, table_encoding, hdr_address)
         starts.append(start)
         fdes.append(fde)
     return starts, fdes
@@ -311,7 +357,12 @@ class CfiSection:
         self.name = ".eh_frame" if for_eh_frame else ".debug_frame"
         self._info = CallFrameInfo(io.BytesIO(data), len(data), address, _STRUCTS, for_eh_frame)
         self._decoded: dict[int, FdeRules | None] = {}
-        table = _search_table(hdr, hdr_address) if hdr else None
+        self._data, self._address, self._for_eh_frame = data, address, for_eh_frame
+        self._cies: dict[int, Cie] = {}
+        try:
+            table = _search_table(hdr, hdr_address) if hdr else None
+        except EntryError as err:
+            raise CfiError(f"cannot read .eh_frame_hdr: {err}") from None
         if table is not None:
             self._starts, fde_addresses = table
             self._offsets = array("Q", (a - address for a in fde_addresses))
@@ -340,10 +391,10 @@ class CfiSection:
         offset = self._offsets[index]
         if offset not in self._decoded:
             try:
-                entry = self._info._parse_entry_at(offset)  # one FDE; pyelftools has no API
-            except Exception as err:  # pyelftools raises many kinds on malformed CFI
+                entry = parse_fde(self._data, offset, self._for_eh_frame, self._address, self._cies)
+            except EntryError as err:
                 raise CfiError(f"cannot parse the FDE at {offset:#x}: {err}") from None
-            self._decoded[offset] = decode_fde(entry) if isinstance(entry, FDE) else None
+            self._decoded[offset] = decode_fde(entry) if entry is not None else None
         rules = self._decoded[offset]
         if rules is None or not rules.start <= address < rules.end:
             return None

@@ -10,7 +10,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from collections.abc import Sequence
+from typing import Union
 
+#: A copy of a stack: bytes, or a view of the buffer the copy was read into.
+StackBytes = Union[bytes, bytearray, memoryview]
 _U64 = struct.Struct("<Q")
 _MASK = 0xFFFFFFFFFFFFFFFF
 
@@ -27,7 +30,7 @@ class ExpressionError(Exception):
     """A DWARF expression that cannot be run here."""
 
 
-def read_word(stack: bytes, base: int, address: int) -> int:
+def read_word(stack: StackBytes, base: int, address: int) -> int:
     """The 8 bytes at target `address` in `stack` (a copy from `base`); raise StackEnds."""
     at = address - base
     if at < 0 or at + 8 > len(stack):
@@ -95,7 +98,7 @@ def _signed(value: int) -> int:
 def evaluate(
     code: bytes,
     registers: Sequence[int | None],
-    stack: bytes,
+    stack: StackBytes,
     base: int,
     initial: Sequence[int],
     reads: list[int] | None = None,

@@ -23,6 +23,7 @@ from sampler.native.cfi import UNDEFINED
 from sampler.native.cfi import CfiError
 from sampler.native.cfi import FrameRule
 from sampler.native.expression import ExpressionError
+from sampler.native.expression import StackBytes
 from sampler.native.expression import StackEnds
 from sampler.native.expression import evaluate
 from sampler.native.expression import read_word
@@ -45,6 +46,7 @@ _MAX_CACHED_PCS = 1 << 16
 _MAX_OUTSIDE_PCS = 1 << 12
 _MAX_CACHED_FRAMES = 1 << 14
 _UNKNOWN_7_TO_11 = (None,) * 5
+_MASK = 0xFFFFFFFFFFFFFFFF
 _UNKNOWN5 = (None,) * 5
 
 
@@ -128,7 +130,8 @@ class NativeUnwinder:
         self.max_frames = max_frames
         self.modules = ModuleMap(pid)
         self._steps: dict[int, _Step] = {}
-        self._frames: dict[tuple[int, int, int], NativeFrame] = {}
+        #: Frames made, and their labels, by (pc, cfa, the address its step was found at).
+        self._frames: dict[tuple[int, int, int], tuple[NativeFrame, str]] = {}
         #: pcs found in no mapped file since the map last changed.
         self._outside: set[int] = set()
         #: Whether this unwind has read the map again already.
@@ -137,13 +140,15 @@ class NativeUnwinder:
         #: `frames` is how many of its frames stand if those bytes were not the stack's
         #: (the frame whose caller they gave, and the inner ones).
         self.reads: list[tuple[int, int, int]] = []
+        #: The labels (`NativeFrame.label`) of the frames the last unwind found, in order.
+        self.labels: list[str] = []
         self._derefs: list[int] = []
 
     def close(self) -> None:
         """Close every file the unwinder opened."""
         self.modules.close()
 
-    def unwind(self, regs: bytes, stack: bytes, stack_address: int) -> NativeStack:
+    def unwind(self, regs: bytes, stack: StackBytes, stack_address: int) -> NativeStack:
         """The native stack of a stopped thread, from copies of its registers and stack.
 
         `regs`: `struct user_regs_struct` as PTRACE_GETREGS returns it (Tracer.registers());
@@ -155,6 +160,7 @@ class NativeUnwinder:
         frames: list[NativeFrame] = []
         self._refreshed = False
         self.reads = []
+        self.labels = []
         try:
             self._walk(registers, stack, stack_address, frames)
         except _Stop as stop:
@@ -162,50 +168,96 @@ class NativeUnwinder:
         raise AssertionError("the walk ends with _Stop")  # pragma: no cover
 
     def _walk(
-        self, registers: Registers, stack: bytes, base: int, frames: list[NativeFrame]
+        self, registers: Registers, stack: StackBytes, base: int, frames: list[NativeFrame]
     ) -> None:
-        """Append frames until a _Stop says why no more follow."""
+        """Append frames (their labels to `labels`) until a _Stop says why no more follow.
+
+        A frame of a plain rule (`FrameRule.plain`: most frames) is unwound here, written
+        out: this loop runs for each of a sample's 40-140 native frames; others by
+        `_general`.
+        """
         exact = True  # the innermost pc is the instruction itself, not a return address
-        steps = self._steps
+        steps, known, reads, labels = self._steps, self._frames, self.reads, self.labels
+        size, max_frames = len(stack), self.max_frames
         while True:
             pc = registers[RIP]
             if not pc:
                 raise _Stop(True, "outermost frame (return address 0)")
-            if len(frames) >= self.max_frames:
-                raise _Stop(False, f"more than {self.max_frames} frames")
+            if len(frames) >= max_frames:
+                raise _Stop(False, f"more than {max_frames} frames")
             address = pc if exact else pc - 1  # a return address may follow a noreturn call
             step = steps.get(address) or self._step(address)
             if step is None:
                 frames.append(NativeFrame(pc, 0, "", None, pc))
+                labels.append(frames[-1].label())
                 raise _Stop(False, f"pc {pc:#x} is in no mapped file")
-            try:
-                cfa = self._cfa(step, registers, stack, base, len(frames))
-            except (StackEnds, ExpressionError, _NoCfa) as err:
-                frames.append(self._frame(step, pc, address, 0))
-                raise _Stop(False, _why(err, frames[-1])) from None
-            frame = self._frame(step, pc, address, cfa)
+            rule = step.rule
+            value = registers[rule.cfa_register] if rule is not None and rule.plain else None
+            if rule is None or value is None:
+                registers = self._general(step, pc, address, registers, stack, base, frames)
+                exact = rule is not None and rule.signal_frame
+                continue
+            cfa = (value + rule.cfa_offset) & _MASK
+            frame, label = known.get((pc, cfa, address)) or self._frame(step, pc, address, cfa)
             frames.append(frame)
+            labels.append(label)
             if step.outermost:
                 raise _Stop(True, f"outermost frame ({step.symbol})")
-            try:
-                caller = self._caller(step, registers, cfa, stack, base, len(frames))
-            except (StackEnds, ExpressionError, _NoCfa) as err:
-                raise _Stop(False, _why(err, frame)) from None
-            if caller is None:
-                raise _Stop(True, f"outermost frame ({frame.label()}: return address undefined)")
+            words = rule.load_words
+            at = cfa + rule.load_from - base
+            reads.append((base + at, base + at + words.size, len(frames)))
+            if at < 0 or at + words.size > size:
+                ends = StackEnds(base + (at if at < 0 else max(at, size)))
+                raise _Stop(False, _why(ends, frame))
+            caller = rule.pick((*registers, None, cfa, *words.unpack_from(stack, at)))
             sp = registers[RSP]
             if sp is not None and cfa <= sp:
-                raise _Stop(False, f"stack does not grow at {frame.label()} (a loop?)")
-            exact = step.rule is not None and step.rule.signal_frame
+                raise _Stop(False, f"stack does not grow at {label} (a loop?)")
+            exact = rule.signal_frame
             registers = caller
 
-    def _frame(self, step: _Step, pc: int, address: int, cfa: int) -> NativeFrame:
-        """The frame at `pc`, whose step was looked up at `address` (frames are immutable:
-        the outer ones of a stack recur sample after sample, and are made once)."""
+    def _general(
+        self,
+        step: _Step,
+        pc: int,
+        address: int,
+        registers: Registers,
+        stack: StackBytes,
+        base: int,
+        frames: list[NativeFrame],
+    ) -> Registers:
+        """Append the frame at `pc` found by any rule, or by the frame pointer; return its
+        caller's registers, or raise _Stop where unwinding ends."""
+        try:
+            cfa = self._cfa(step, registers, stack, base, len(frames))
+        except (StackEnds, ExpressionError, _NoCfa) as err:
+            frame, label = self._frame(step, pc, address, 0)
+            frames.append(frame)
+            self.labels.append(label)
+            raise _Stop(False, _why(err, frame)) from None
+        frame, label = self._frame(step, pc, address, cfa)
+        frames.append(frame)
+        self.labels.append(label)
+        if step.outermost:
+            raise _Stop(True, f"outermost frame ({step.symbol})")
+        try:
+            caller = self._caller(step, registers, cfa, stack, base, len(frames))
+        except (StackEnds, ExpressionError, _NoCfa) as err:
+            raise _Stop(False, _why(err, frame)) from None
+        if caller is None:
+            raise _Stop(True, f"outermost frame ({label}: return address undefined)")
+        sp = registers[RSP]
+        if sp is not None and cfa <= sp:
+            raise _Stop(False, f"stack does not grow at {label} (a loop?)")
+        return caller
+
+    def _frame(self, step: _Step, pc: int, address: int, cfa: int) -> tuple[NativeFrame, str]:
+        """The frame at `pc`, whose step was looked up at `address`, and its label (frames
+        are immutable: the outer ones of a stack recur sample after sample, made once)."""
         key = (pc, cfa, address)
-        frame = self._frames.get(key)
-        if frame is not None:
-            return frame
+        known = self._frames.get(key)
+        if known is not None:
+            return known
         module = step.module
         if step.symbol is not None:
             offset = step.symbol_offset + pc - address
@@ -216,8 +268,8 @@ class NativeUnwinder:
             frame = NativeFrame(pc, cfa, module.path, None, module.elf_address(pc))
         if len(self._frames) >= _MAX_CACHED_FRAMES:
             self._frames.clear()
-        self._frames[key] = frame
-        return frame
+        known = self._frames[key] = (frame, frame.label())
+        return known
 
     def _step(self, address: int) -> _Step | None:
         """What is known about `address` (cached); None when it is in no mapped file."""
@@ -270,7 +322,9 @@ class NativeUnwinder:
             self._outside.add(address)
         return module
 
-    def _cfa(self, step: _Step, registers: Registers, stack: bytes, base: int, frames: int) -> int:
+    def _cfa(
+        self, step: _Step, registers: Registers, stack: StackBytes, base: int, frames: int
+    ) -> int:
         """This frame's CFA: by its CFI rule, else by the frame pointer (rbp + 16). Stack
         words an expression reads go to `reads`, with `frames` (the frames found so far).
 
@@ -293,7 +347,7 @@ class NativeUnwinder:
         return (value + rule.cfa_offset) & 0xFFFFFFFFFFFFFFFF
 
     def _caller(
-        self, step: _Step, registers: Registers, cfa: int, stack: bytes, base: int, frames: int
+        self, step: _Step, registers: Registers, cfa: int, stack: StackBytes, base: int, frames: int
     ) -> Registers | None:
         """The caller's registers (None: this is the outermost frame, by its CFI). The stack
         it reads goes to `reads`, with `frames` (the frames found so far, this one too).
@@ -346,7 +400,7 @@ class NativeUnwinder:
         self,
         code: bytes,
         registers: Registers,
-        stack: bytes,
+        stack: StackBytes,
         base: int,
         initial: tuple[int, ...],
         frames: int,
@@ -360,7 +414,7 @@ class NativeUnwinder:
             self.reads += [(address, address + 8, frames) for address in derefs]
 
 
-def _callee_saved(r: Registers) -> Registers:
+def _callee_saved(r: Registers) -> list[int | None]:
     """The caller's registers as far as the callee leaves them: the callee-saved ones
     (rbx, rbp, r12-r15) kept, the rest unknown until a rule says otherwise."""
     return [None, None, None, r[3], None, None, r[6], *_UNKNOWN_7_TO_11, *r[12:16], None]
