@@ -125,8 +125,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(SOURCES)
 
+# The pure-logic tests on every CPU (pytest-xdist), then the live ones alone: those time R.
 pytest: $(STAMP) r tools lab
-	XRTOP_LAB=$(LAB) $(BIN)/pytest --durations=25
+	$(BIN)/pytest -n auto -m "not live"
+	XRTOP_LAB=$(LAB) $(BIN)/pytest -m live --durations=25
 
 # Python 3.9 and 3.13 (the oldest and newest supported) when the machine has them: an
 # install, the pure-logic tests and a real-R smoke test each (tests/other-pythons).
@@ -135,9 +137,9 @@ pythons: $(STAMP) r tools
 
 test: lint typecheck pytest pythons
 
-# The pure-logic tests alone (no R needed; ~30 s of CPU): pytest -m "not live".
+# The pure-logic tests alone (no R needed; ~30 s of CPU), on every CPU: pytest -m "not live".
 test-quick: $(STAMP)
-	$(BIN)/pytest -m "not live"
+	$(BIN)/pytest -n auto -m "not live"
 
 # The span A/B runs on the newest lab R when there is one (spans are used from R 4.4).
 SPAN_SUITE ?= $(if $(wildcard /opt/rlab/sid/usr/lib/R/bin/exec/R),sid,host)

@@ -39,6 +39,7 @@ sys.path.insert(0, str(BENCH))
 
 from span_cost import start  # noqa: E402
 from span_cost import units  # noqa: E402
+from span_cost import wait_ended  # noqa: E402
 from workloads import VARIED  # noqa: E402
 
 from sampler.model import SampleLog  # noqa: E402
@@ -154,9 +155,7 @@ def main() -> int:
                     results[arm].append(window(target, use, hz, args.seconds))
             native.close()
             stop.touch()  # the loop writes its rounds as it ends
-            deadline = time.time() + 60
-            while psutil.pid_exists(pid) and time.time() < deadline:
-                time.sleep(0.1)
+            wait_ended(pid)
             rate = {
                 arm: [units(progress, w.began, w.ended) / (w.ended - w.began) for w in ws]
                 for arm, ws in results.items()

@@ -85,6 +85,20 @@ def start(suite: str, workload: str, seconds: float) -> tuple[int, Path, Path]:
     return int(ready.read_text().split()[0]), files["progress"], files["stop"]
 
 
+def wait_ended(pid: int, timeout: float = 60) -> None:
+    """Return once the workload `pid` has ended, or after `timeout` seconds. On the host R is
+    this process's child (Rscript execs R), a zombie until Python exits: that counts as ended.
+    """
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.1)
+
+
 def units(progress: Path, began: float, ended: float) -> float:
     """Work the workload finished between two times (its lines: END_TIME UNITS ...)."""
     done = 0.0
@@ -128,9 +142,7 @@ def compare_windows(
             use = spans if arm[0] == "spans" else None
             results[arm].append(window(target, use, arm[1], args.seconds))
     stop.touch()
-    deadline = time.time() + 60
-    while psutil.pid_exists(target.pid) and time.time() < deadline:
-        time.sleep(0.1)
+    wait_ended(target.pid)
     rate = {
         a: [
             units(progress, w["began"], w["ended"]) / (w["ended"] - w["began"])  # type: ignore[operator,arg-type]

@@ -148,6 +148,16 @@ class RRun:
         """The PID tracing this process (0: not traced, or gone)."""
         return tracer_of(self.pid)
 
+    def is_lab_r(self) -> bool:
+        """Whether the PID still runs its lab suite's R binary (as rlab-stop checks it, by
+        device and inode): not a zombie, and not a process that reused the PID."""
+        try:
+            exe = os.stat(f"/proc/{self.pid}/exe")
+        except OSError:
+            return False
+        binary = (self.root / "usr/lib/R/bin/exec/R").stat()
+        return (exe.st_dev, exe.st_ino) == (binary.st_dev, binary.st_ino)
+
 
 class RLauncher:
     """Starts R workloads and stops every one of them at the end of the test."""
@@ -219,10 +229,14 @@ class RLauncher:
                     os.kill(run.pid, signal.SIGKILL)
             run.handle.wait(10)
         else:
-            subprocess.run([str(LAB / "rlab-stop"), str(run.pid)], capture_output=True, check=False)
-            if run.alive():
+            # Killed here first: R is not our child, and its zombie waits for init, which
+            # reaps about every 2 s on some machines; rlab-stop waits for it to go, so left to
+            # itself it took 2 s per run. Then it finds R gone and forgets the run.
+            if run.is_lab_r():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(run.pid, signal.SIGKILL)
+                wait_for(lambda: not run.alive(), 10, f"R {run.pid} to end")
+            subprocess.run([str(LAB / "rlab-stop"), str(run.pid)], capture_output=True, check=False)
 
     def stop_all(self) -> None:
         for run in self.runs:

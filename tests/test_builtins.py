@@ -2,9 +2,10 @@
 
 R opens a context for a builtin call only while Rprof runs (and, in AST code, for the
 foreign builtins), so xrtop recovers them from the byte-code instruction R runs
-(sampler.builtins). Ground truth is R's own Rprof on the same workload (tests/r/builtins.R):
-recorded first, then xrtop samples the same code with Rprof off (nothing but the recovery
-gives builtin frames then); and both at once (R's contexts exist, no frame may be doubled).
+(sampler.builtins). Ground truth is R's own Rprof on the same workload (tests/r/builtins.R),
+in the first half of its run, while xrtop samples it too (R's contexts exist then: no frame
+may be doubled); xrtop samples the second half again, with Rprof off (nothing but the
+recovery gives builtin frames then).
 The .C/.Call/.External code is tests/r/spin.c, built once here with the host's compiler
 (it needs no library, so the same file loads in every lab R).
 """
@@ -14,13 +15,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import ALL_ENVS
 from conftest import IN_CI
 from conftest import R_SCRIPTS
 from conftest import RLAB_ROOT
@@ -29,6 +30,7 @@ from conftest import RLauncher
 from conftest import sample
 from conftest import wait_for
 
+from sampler.model import SampleLog
 from sampler.rprof import read_rprof
 from sampler.target import attach
 
@@ -38,7 +40,7 @@ BUILTINS = ("sum", ".C", ".Call", ".External")
 #: without builtin frames fails the comparison by far.
 _SIZABLE = {"sum": 0.08, ".C": 0.2, ".External": 0.04}
 #: Largest difference between xrtop's and R's share of samples with one builtin innermost:
-#: a few hundred samples each, of two different runs of the same loop.
+#: a few hundred samples each, of two stretches of the same loop.
 _SHARE_TOLERANCE = 0.1
 _Stacks = Counter[tuple[str, ...]]
 
@@ -63,37 +65,50 @@ def _root(env: REnv) -> Path:
     return Path("/") if env.suite == "host" else RLAB_ROOT / env.suite
 
 
-@pytest.fixture
-def workload_files(r_env: REnv, spin_library: Path) -> Iterator[tuple[str, str]]:
-    """(the library's path, an Rprof file's path) as R inside `r_env` sees them."""
+@dataclass(frozen=True)
+class Profiles:
+    """One run of tests/r/builtins.R sampled by xrtop: while R's Rprof records (R has
+    builtin contexts then), after it stopped (R has none: only the recovery gives builtin
+    frames), and what R's Rprof recorded."""
+
+    during: _Stacks
+    after: _Stacks
+    theirs: _Stacks
+
+
+@pytest.fixture(scope="module", params=ALL_ENVS, ids=lambda e: e.id)
+def profiles(
+    request: pytest.FixtureRequest, spin_library: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Profiles:
+    """tests/r/builtins.R in one R of every environment, sampled by xrtop in both of its
+    halves (one run serves both tests that read it)."""
+    env: REnv = request.param
+    root = _root(env)
     token = uuid.uuid4().hex[:8]
-    library, rprof = f"/tmp/xrtop-spin-{token}.so", f"/tmp/xrtop-builtins-{token}.out"
-    root = _root(r_env)
+    library, rprof, off = (f"/tmp/xrtop-{n}-{token}" for n in ("spin.so", "rprof.out", "off"))
     shutil.copyfile(spin_library, root / library.lstrip("/"))
+    launcher = RLauncher(tmp_path_factory.mktemp("builtins"))
     try:
-        yield library, rprof
+        seconds = 6
+        extra = {"XRTOP_SPIN_SO": library, "XRTOP_RPROF": rprof, "XRTOP_RPROF_OFF": off}
+        run = launcher.start(
+            "builtins.R", str(seconds), env=env, extra_env=extra, timeout=seconds + 60
+        )
+        target = attach(run.pid)
+        during = sample(target, seconds - 1, rate=100)
+        # (R closed its Rprof file before it wrote this one)
+        wait_for((root / off.lstrip("/")).exists, 30, "R's Rprof to stop")
+        after = sample(target, seconds - 1, rate=100)
+        theirs = Counter(s.names for s in read_rprof(root / rprof.lstrip("/")).stacks)
     finally:
-        for inner in (library, rprof):
+        launcher.stop_all()
+        for inner in (library, rprof, off):
             (root / inner.lstrip("/")).unlink(missing_ok=True)
+    return Profiles(_counted(during), _counted(after), theirs)
 
 
-def _profile(
-    r_env: REnv, r_launcher: RLauncher, files: tuple[str, str], mode: str
-) -> tuple[_Stacks, _Stacks]:
-    """Run tests/r/builtins.R in `mode` while xrtop samples it: (xrtop's stacks, R's)."""
-    library, rprof = files
-    seconds = 6
-    extra = {"XRTOP_SPIN_SO": library, "XRTOP_RPROF": rprof}
-    run = r_launcher.start(
-        "builtins.R", str(seconds), mode, env=r_env, extra_env=extra, timeout=seconds + 60
-    )
-    target = attach(run.pid)
-    log = sample(target, seconds - 1, rate=100)
-    wait_for(lambda: not run.alive(), 60, "the workload to finish")
-    time.sleep(0.2)
-    ours = Counter(s.names for s in log.iter_stacks() if s.names)
-    theirs = Counter(s.names for s in read_rprof(_root(r_env) / rprof.lstrip("/")).stacks)
-    return ours, theirs
+def _counted(log: SampleLog) -> _Stacks:
+    return Counter(s.names for s in log.iter_stacks() if s.names)
 
 
 def _innermost_shares(stacks: _Stacks) -> dict[str, float]:
@@ -122,12 +137,11 @@ def _assert_same_profile(ours: _Stacks, theirs: _Stacks) -> None:
     assert not [s for s in ours if s[1:2] == ("mean.default",) and s[0] in BUILTINS]
 
 
-def test_builtin_frames_match_rprof(
-    r_env: REnv, r_launcher: RLauncher, workload_files: tuple[str, str]
-) -> None:
+@pytest.mark.live
+def test_builtin_frames_match_rprof(profiles: Profiles) -> None:
     # GIVEN builtin-heavy code, byte-compiled and not, that R's Rprof recorded for a while
     # WHEN xrtop samples the same code right after, with Rprof off (no builtin contexts)
-    ours, theirs = _profile(r_env, r_launcher, workload_files, "before")
+    ours, theirs = profiles.after, profiles.theirs
     # THEN xrtop writes the builtin frames R writes, as often, on the same stacks
     _assert_same_profile(ours, theirs)
     assert ("sum", "use_sum", "nested", "round_of_builtins", "run_for") in ours
@@ -146,12 +160,11 @@ def test_builtin_frames_match_rprof(
     assert dispatched and dispatched <= r_dispatched, (dispatched, r_dispatched)
 
 
-def test_builtin_frames_alongside_rprof_are_not_doubled(
-    r_env: REnv, r_launcher: RLauncher, workload_files: tuple[str, str]
-) -> None:
+@pytest.mark.live
+def test_builtin_frames_alongside_rprof_are_not_doubled(profiles: Profiles) -> None:
     # GIVEN the same code while R's Rprof runs, so R opens a context for each builtin
     # WHEN xrtop samples it at the same time
-    ours, theirs = _profile(r_env, r_launcher, workload_files, "during")
+    ours, theirs = profiles.during, profiles.theirs
     # THEN each builtin frame appears once, and the profiles agree as before
     assert not [s for s in ours if len(s) > 1 and s[0] in BUILTINS and s[0] == s[1]]
     _assert_same_profile(ours, theirs)

@@ -62,10 +62,11 @@ def shares(counts: Counter[tuple[str, int]]) -> dict[tuple[str, int], float]:
     return {key: n / per_function[key[0]] for key, n in counts.items()}
 
 
-def r_own_profile(
+def start_r_own_profile(
     launcher: RLauncher, env: REnv, extra: dict[str, str], seconds: float = 3.0
-) -> Path:
-    """Run lines.R under R's own line profiling; return the Rprof.out it wrote."""
+) -> tuple[RRun, Path]:
+    """Start lines.R under R's own line profiling, for `seconds`; return its run and the
+    Rprof.out it writes (see `finished_r_own_profile`)."""
     name = f"xrtop-rprof-{uuid.uuid4().hex[:10]}.out"
     if env.suite == "host":
         inside = outside = launcher.tmp / name
@@ -75,11 +76,16 @@ def r_own_profile(
     run = launcher.start(
         "lines.R", str(seconds), env=env, extra_env={**extra, "XRTOP_RPROF": str(inside)}
     )
+    return run, outside
+
+
+def finished_r_own_profile(run: RRun, path: Path) -> Path:
+    """The Rprof.out of a run `start_r_own_profile` started, once it finished."""
     wait_for(lambda: not run.alive(), 60, "R's own profile to finish")
     if run.handle is not None:
         run.handle.wait(10)
-    wait_for(outside.exists, 10, "R's Rprof.out")
-    return outside
+    wait_for(path.exists, 10, "R's Rprof.out")
+    return path
 
 
 def script_path(run: RRun) -> str:
@@ -96,12 +102,10 @@ def test_line_tokens_match_r_line_profiling(
     r_env: REnv, r_launcher: RLauncher, tmp_path: Path, jit: str
 ) -> None:
     extra = {"R_ENABLE_JIT": "0"} if jit == "nojit" else {}
-    # GIVEN R's own line profile of the sourced script (the ground truth)
-    reference_path = r_own_profile(r_launcher, r_env, extra)
-    reference = read_rprof(reference_path)
-    assert reference.options.lines
-    expected = shares(line_counts(reference.stacks))
-    assert {name for name, _ in expected} == set(FUNCTIONS), expected
+    # GIVEN R's own line profile of the sourced script (the ground truth), taken by another
+    # R at the same time as xrtop's (R's Rprof counts CPU time, and an R preempted is
+    # sampled on whatever line it waits: sharing the CPUs changes neither's shares)
+    reference_run, reference_file = start_r_own_profile(r_launcher, r_env, extra)
     # WHEN xrtop samples the same script with lines on
     run = r_launcher.start("lines.R", "60", env=r_env, extra_env=extra)
     target = attach(run.pid)
@@ -109,6 +113,11 @@ def test_line_tokens_match_r_line_profiling(
     # inside byte code is known.
     assert target.hidden.bc_globals is not None
     log = sample_lines(target, 2.0)
+    reference_path = finished_r_own_profile(reference_run, reference_file)
+    reference = read_rprof(reference_path)
+    assert reference.options.lines
+    expected = shares(line_counts(reference.stacks))
+    assert {name for name, _ in expected} == set(FUNCTIONS), expected
     stacks = list(log.iter_stacks())
     ours = line_counts(stacks)
     got = shares(ours)

@@ -55,16 +55,14 @@ def cpu_latency_limit() -> int | None:
         return None
 
 
-def run_unprofiled(tmp: Path, script: str, *args: str, timeout: float = 120) -> int:
-    """Run an R workload without xrtop (its reference behaviour); return its exit code."""
-    proc = subprocess.run(
+def start_unprofiled(tmp: Path, script: str, *args: str) -> subprocess.Popen[bytes]:
+    """Start an R workload without xrtop (its reference behaviour)."""
+    return subprocess.Popen(
         ["Rscript", str(R_SCRIPTS / script), *args],
         cwd=tmp,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    return proc.returncode
 
 
 def start_record(pid: int, out: Path, *extra: str) -> subprocess.Popen[str]:
@@ -132,38 +130,45 @@ def r_wait(run: RRun, timeout: float = 120) -> int:
 def test_sigkill_of_xrtop_at_random_moments_leaves_the_target_running(
     r_launcher: RLauncher, tmp_path: Path
 ) -> None:
-    # GIVEN the checksum an unprofiled run of a deterministic workload writes
+    # GIVEN the checksum an unprofiled run of a deterministic workload writes (in another
+    # R, at the same time)
     steps = "100000"
     reference = tmp_path / "reference.txt"
-    assert run_unprofiled(tmp_path, "checksum.R", steps, str(reference)) == 0
+    unprofiled = start_unprofiled(tmp_path, "checksum.R", steps, str(reference))
     # WHEN the same workload runs while xrtop (1000 Hz) is killed with SIGKILL again and
     # again, at random moments from its start-up through its sampling
     profiled = tmp_path / "profiled.txt"
-    run = r_launcher.start("checksum.R", steps, str(profiled))
-    rng = random.Random(8)
-    kills = 0
-    # (xrtop asks idle CPUs to poll around each stop, where it may: see IdlePolling)
-    limit_before = cpu_latency_limit()
-    while kills < 25 and run.alive():
-        out = tmp_path / f"kill-{kills}.out"
-        proc = start_record(run.pid, out, "-F", "1000")
-        time.sleep(rng.uniform(0.1, 0.9))
-        proc.kill()
-        proc.wait(10)
-        kills += 1
-        if not run.alive():
-            break
-        # THEN after each kill the target is neither stopped nor traced
-        assert_untouched(run)
-        # AND no request to keep CPUs polling outlives xrtop
-        assert cpu_latency_limit() == limit_before
-        # AND the streamed file, if any, holds whole samples only
-        text = out.read_text() if out.exists() else ""
-        if text:
-            assert parse_rprof(text, str(out)).warnings == ()  # no line cut off
-    assert kills >= 8, "the workload ended too soon to test much"
-    # AND the workload finished normally with the same result as without xrtop
-    assert r_wait(run) == 0
+    try:
+        run = r_launcher.start("checksum.R", steps, str(profiled))
+        rng = random.Random(8)
+        kills = 0
+        # (xrtop asks idle CPUs to poll around each stop, where it may: see IdlePolling)
+        limit_before = cpu_latency_limit()
+        while kills < 25 and run.alive():
+            out = tmp_path / f"kill-{kills}.out"
+            proc = start_record(run.pid, out, "-F", "1000")
+            time.sleep(rng.uniform(0.1, 0.9))
+            proc.kill()
+            proc.wait(10)
+            kills += 1
+            if not run.alive():
+                break
+            # THEN after each kill the target is neither stopped nor traced
+            assert_untouched(run)
+            # AND no request to keep CPUs polling outlives xrtop
+            assert cpu_latency_limit() == limit_before
+            # AND the streamed file, if any, holds whole samples only
+            text = out.read_text() if out.exists() else ""
+            if text:
+                assert parse_rprof(text, str(out)).warnings == ()  # no line cut off
+        assert kills >= 8, "the workload ended too soon to test much"
+        # AND the workload finished normally with the same result as without xrtop
+        assert r_wait(run) == 0
+        assert unprofiled.wait(120) == 0
+    finally:
+        if unprofiled.poll() is None:
+            unprofiled.kill()
+            unprofiled.wait()
     assert profiled.read_text() == reference.read_text()
 
 

@@ -1,11 +1,11 @@
 # Builtin-heavy code, byte-compiled and not: sum, mean, .C, .Call, .External, .Internal.
-# Usage: Rscript builtins.R SECONDS [MODE], with XRTOP_SPIN_SO the built tests/r/spin.c and
-# XRTOP_RPROF a file for R's own Rprof. MODE "before" (default): Rprof records SECONDS of the
-# workload, stops, then the workload runs SECONDS more for an outside profiler (no builtin
-# contexts exist then); "during": Rprof records while the outside profiler samples.
+# Usage: Rscript builtins.R SECONDS, with XRTOP_SPIN_SO the built tests/r/spin.c,
+# XRTOP_RPROF a file for R's own Rprof and XRTOP_RPROF_OFF a file to write once it stopped.
+# R's Rprof records the first SECONDS of the workload (R opens builtin contexts then), from
+# the moment the PID is written to XRTOP_READY; then it stops, the XRTOP_RPROF_OFF file is
+# written, and the workload runs SECONDS more (no builtin contexts exist then).
 args <- commandArgs(trailingOnly = TRUE)
 seconds <- if (length(args)) as.numeric(args[[1]]) else 60
-mode <- if (length(args) > 1) args[[2]] else "before"
 invisible(compiler::enableJIT(0))  # byte code only where compiled below
 spin <- dyn.load(Sys.getenv("XRTOP_SPIN_SO"))[["name"]]
 x <- runif(2e5)  # not a compact sequence: ALTREP would sum those at once
@@ -49,15 +49,9 @@ interval <- if (getRversion() >= "4.3.0") 0.01 else 0.002
 rprof <- Sys.getenv("XRTOP_RPROF")
 invisible(round_of_builtins())
 path <- Sys.getenv("XRTOP_READY")
-if (mode == "before") {
-  Rprof(rprof, interval = interval)
-  run_for(seconds)
-  Rprof(NULL)
-  writeLines(as.character(Sys.getpid()), path)
-  run_for(seconds)
-} else {
-  Rprof(rprof, interval = interval)
-  writeLines(as.character(Sys.getpid()), path)
-  run_for(seconds)
-  Rprof(NULL)
-}
+Rprof(rprof, interval = interval)
+writeLines(as.character(Sys.getpid()), path)
+run_for(seconds)
+Rprof(NULL)
+writeLines("off", Sys.getenv("XRTOP_RPROF_OFF"))
+run_for(seconds)
