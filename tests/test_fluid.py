@@ -204,7 +204,12 @@ async def test_a_view_key_draws_the_view_once(monkeypatch: pytest.MonkeyPatch) -
     app = file_app()
     drawn: list[str] = []
     draw_tree = XrtopApp._show_tree
-    monkeypatch.setattr(XrtopApp, "_show_tree", lambda app: [drawn.append("tree"), draw_tree(app)])
+
+    def counted_draw(app: XrtopApp) -> None:
+        drawn.append("tree")
+        draw_tree(app)
+
+    monkeypatch.setattr(XrtopApp, "_show_tree", counted_draw)
     async with app.run_test(size=(160, 30)) as pilot:
         for key in ("2", "1", "2"):
             await pilot.pause()
