@@ -39,6 +39,8 @@ from sampler.native.cfi import FrameRule
 from sampler.native.debugfiles import find_debug_file
 from sampler.native.expression import StackEnds
 from sampler.native.expression import evaluate
+from sampler.native.leb128 import read_sleb
+from sampler.native.leb128 import read_uleb
 from sampler.native.modules import read_cfi
 from sampler.native.registers import DWARF_NAMES
 from sampler.native.registers import RBP
@@ -434,3 +436,26 @@ def test_entries_parse_as_pyelftools_parses_them(compiled: dict[str, Path], vari
 def _primary(opcode: int) -> int:
     """pyelftools < 0.33 keeps a primary opcode's operand in its low bits."""
     return opcode & 0xC0 if opcode & 0xC0 else opcode
+
+
+@pytest.mark.parametrize(
+    ("encoded", "unsigned", "signed"),
+    [
+        # The DWARF standard's own examples (section 7.6), with a byte after each number
+        (b"\x02", 2, 2),
+        (b"\x7f", 127, -1),
+        (b"\x80\x01", 128, 128),
+        (b"\x81\x01", 129, 129),
+        (b"\x82\x01", 130, 130),
+        (b"\xb9\x64", 12857, 12857 - (1 << 14)),
+        (b"\x7e", 126, -2),
+        (b"\x81\x7f", 16257, -127),
+        (b"\x80\x7f", 16256, -128),
+    ],
+)
+def test_leb128_numbers_read_as_dwarf_defines_them(
+    encoded: bytes, unsigned: int, signed: int
+) -> None:
+    data = b"\x55" + encoded + b"\xff"
+    assert read_uleb(data, 1) == (unsigned, 1 + len(encoded))
+    assert read_sleb(data, 1) == (signed, 1 + len(encoded))

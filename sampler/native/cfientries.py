@@ -11,6 +11,9 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from sampler.native.leb128 import read_sleb
+from sampler.native.leb128 import read_uleb
+
 _U8, _U16, _U32, _U64 = (struct.Struct(f) for f in ("<B", "<H", "<I", "<Q"))
 _POINTERS = {
     0x00: _U64,
@@ -55,23 +58,6 @@ class Fde(NamedTuple):
     size: int
     cie: Cie
     instructions: list[Instruction]
-
-
-def _uleb(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, at
-
-
-def _sleb(data: bytes, at: int) -> tuple[int, int]:
-    value, end = _uleb(data, at)
-    bits = 7 * (end - at)
-    return (value - (1 << bits) if value >> (bits - 1) & 1 else value), end
 
 
 def read_pointer(data: bytes, at: int, encoding: int, address: int) -> tuple[int, int]:
@@ -124,7 +110,7 @@ def instructions(data: bytes, at: int, end: int) -> list[Instruction]:
         at += 1
         primary = opcode & 0xC0
         if primary == 0x80:  # DW_CFA_offset: register, factored offset
-            offset, at = _uleb(data, at)
+            offset, at = read_uleb(data, at)
             found.append(Instruction(primary, (opcode & 0x3F, offset)))
             continue
         if primary:  # DW_CFA_advance_loc, DW_CFA_restore
@@ -136,13 +122,13 @@ def instructions(data: bytes, at: int, end: int) -> list[Instruction]:
         args: list[int | bytes] = []
         for kind in layout:
             if kind == "u":
-                value, at = _uleb(data, at)
+                value, at = read_uleb(data, at)
                 args.append(value)
             elif kind == "s":
-                value, at = _sleb(data, at)
+                value, at = read_sleb(data, at)
                 args.append(value)
             elif kind == "b":
-                size, at = _uleb(data, at)
+                size, at = read_uleb(data, at)
                 args.append(bytes(data[at : at + size]))
                 at += size
             else:
@@ -184,16 +170,16 @@ def parse_cie(data: bytes, offset: int, for_eh_frame: bool, address: int) -> Cie
     at = nul + 1
     if not for_eh_frame and version >= 4:
         at += 2  # address_size, segment_selector_size
-    code_align, at = _uleb(data, at)
-    data_align, at = _sleb(data, at)
+    code_align, at = read_uleb(data, at)
+    data_align, at = read_sleb(data, at)
     if version == 1:
         return_address, at = data[at], at + 1
     else:
-        return_address, at = _uleb(data, at)
+        return_address, at = read_uleb(data, at)
     encoding = 0
     augmented = augmentation.startswith(b"z")
     if augmented:
-        size, at = _uleb(data, at)
+        size, at = read_uleb(data, at)
         after, field = at + size, at
         for letter in augmentation[1:]:
             if letter == ord("R"):
@@ -239,7 +225,7 @@ def parse_fde(
                 at + 16,
             )
         if cie.augmented:
-            skip, at = _uleb(data, at)
+            skip, at = read_uleb(data, at)
             at += skip
         return Fde(start, size, cie, instructions(data, at, end))
     except (IndexError, ValueError, struct.error) as err:

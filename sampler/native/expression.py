@@ -12,6 +12,9 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Union
 
+from sampler.native.leb128 import read_sleb
+from sampler.native.leb128 import read_uleb
+
 #: A copy of a stack: bytes, or a view of the buffer the copy was read into.
 StackBytes = Union[bytes, bytearray, memoryview]
 _U64 = struct.Struct("<Q")
@@ -36,30 +39,6 @@ def read_word(stack: StackBytes, base: int, address: int) -> int:
     if at < 0 or at + 8 > len(stack):
         raise StackEnds(address)
     return int(_U64.unpack_from(stack, at)[0])
-
-
-def _uleb(code: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = code[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, at
-
-
-def _sleb(code: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = code[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            if byte & 0x40:
-                value -= 1 << shift
-            return value, at
 
 
 _FIXED = {
@@ -120,8 +99,8 @@ def evaluate(
             elif 0x70 <= op <= 0x8F or op == 0x92:  # DW_OP_breg0..31, DW_OP_bregx
                 number = op - 0x70
                 if op == 0x92:
-                    number, at = _uleb(code, at)
-                offset, at = _sleb(code, at)
+                    number, at = read_uleb(code, at)
+                offset, at = read_sleb(code, at)
                 value = registers[number] if number < len(registers) else None
                 if value is None:
                     raise ExpressionError(f"expression needs register {number}, unknown here")
@@ -131,13 +110,13 @@ def evaluate(
                 values.append(form.unpack_from(code, at)[0] & _MASK)
                 at += form.size
             elif op == 0x10:  # DW_OP_constu
-                value, at = _uleb(code, at)
+                value, at = read_uleb(code, at)
                 values.append(value & _MASK)
             elif op == 0x11:  # DW_OP_consts
-                value, at = _sleb(code, at)
+                value, at = read_sleb(code, at)
                 values.append(value & _MASK)
             elif op == 0x23:  # DW_OP_plus_uconst
-                value, at = _uleb(code, at)
+                value, at = read_uleb(code, at)
                 values.append((values.pop() + value) & _MASK)
             elif op == 0x06:  # DW_OP_deref
                 address = values.pop()
