@@ -397,7 +397,8 @@ def test_labels_come_with_the_frames_whatever_the_frame_cache_holds(
 @pytest.mark.parametrize("variant", ["o2", "debug_frame"])
 def test_entries_parse_as_pyelftools_parses_them(compiled: dict[str, Path], variant: str) -> None:
     """`cfientries.parse_fde` (struct) reads every FDE, and its CIE, as pyelftools does:
-    range, factors, return-address register, signal flag and instructions."""
+    range, factors, return-address register, signal flag and instructions; `fde_starts`
+    finds the same FDEs."""
     with open(compiled[variant], "rb") as stream:
         elf = ELFFile(stream)
         for_eh_frame = variant != "debug_frame"
@@ -408,6 +409,9 @@ def test_entries_parse_as_pyelftools_parses_them(compiled: dict[str, Path], vari
         if info is None:
             info = elf.get_dwarf_info().CFI_entries()
         cies: dict[int, cfientries.Cie] = {}
+        # AND the index of a section without .eh_frame_hdr finds the FDEs pyelftools finds
+        fdes = [(e["initial_location"], e.offset) for e in info if isinstance(e, FDE)]
+        assert cfientries.fde_starts(data, for_eh_frame, address, {}) == fdes
         checked = 0
         for entry in info:
             if not isinstance(entry, FDE):

@@ -1,7 +1,7 @@
 """DWARF call frame information (.eh_frame, .debug_frame) as compact per-pc rules.
 
-pyelftools parses one FDE (and its CIE) at a time, found through .eh_frame_hdr's binary
-search table when the file has one (else the whole section is indexed once); its
+One FDE (and its CIE) is parsed at a time (`cfientries`), found through .eh_frame_hdr's
+binary search table when the file has one (else the entries' starts are indexed once); its
 instructions are run here into rows of `FrameRule`, cached per FDE. Only what an x86-64
 unwinder needs is kept: how to find the CFA, the return address and the registers.
 """
@@ -9,7 +9,6 @@ unwinder needs is kept: how to find the CFA, the return address and the register
 from __future__ import annotations
 
 import bisect
-import io
 import operator
 import struct
 from array import array
@@ -17,13 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 from typing import Union
 
-from elftools.dwarf.callframe import FDE
-from elftools.dwarf.callframe import CallFrameInfo
-from elftools.dwarf.structs import DWARFStructs
-
 from sampler.native.cfientries import Cie
 from sampler.native.cfientries import EntryError
 from sampler.native.cfientries import Fde
+from sampler.native.cfientries import fde_starts
 from sampler.native.cfientries import parse_fde
 from sampler.native.cfientries import read_pointer
 from sampler.native.registers import CALLEE_SAVED
@@ -309,7 +305,6 @@ _RULES = {}
 _MAX_RULES = 1 << 14
 
 
-_STRUCTS = DWARFStructs(little_endian=True, dwarf_format=32, address_size=8)
 _DW_EH_PE_omit = 0xFF
 
 
@@ -355,7 +350,6 @@ class CfiSection:
         hdr_address: int = 0,
     ) -> None:
         self.name = ".eh_frame" if for_eh_frame else ".debug_frame"
-        self._info = CallFrameInfo(io.BytesIO(data), len(data), address, _STRUCTS, for_eh_frame)
         self._decoded: dict[int, FdeRules | None] = {}
         self._data, self._address, self._for_eh_frame = data, address, for_eh_frame
         self._cies: dict[int, Cie] = {}
@@ -371,14 +365,10 @@ class CfiSection:
 
     def _index_all(self) -> None:
         """Index every FDE of the section (no .eh_frame_hdr, or .debug_frame)."""
-        found = []
         try:
-            entries = self._info.get_entries()
-        except Exception as err:  # pyelftools raises many kinds on malformed CFI
+            found = fde_starts(self._data, self._for_eh_frame, self._address, self._cies)
+        except EntryError as err:
             raise CfiError(f"cannot parse the CFI section: {err}") from None
-        for entry in entries:
-            if isinstance(entry, FDE):
-                found.append((int(entry["initial_location"]), entry.offset))
         found.sort()
         self._starts = array("Q", (start for start, _ in found))
         self._offsets = array("Q", (offset for _, offset in found))

@@ -203,6 +203,21 @@ def parse_cie(data: bytes, offset: int, for_eh_frame: bool, address: int) -> Cie
     )
 
 
+def _fde_range(
+    data: bytes, at: int, pointer: int, for_eh_frame: bool, address: int, cies: dict[int, Cie]
+) -> tuple[Cie, int, int, int]:
+    """An FDE's CIE (from `cies` by offset, or parsed into it), start, size and the position
+    after them; `at` is just past the FDE's CIE pointer, `pointer` the CIE's offset."""
+    cie = cies.get(pointer)
+    if cie is None:
+        cie = cies[pointer] = parse_cie(data, pointer, for_eh_frame, address)
+    if for_eh_frame:
+        start, at = read_pointer(data, at, cie.pointer_encoding, address)
+        size, at = read_pointer(data, at, cie.pointer_encoding & 0x0F, address)
+        return cie, start, size, at
+    return cie, _U64.unpack_from(data, at)[0], _U64.unpack_from(data, at + 8)[0], at + 16
+
+
 def parse_fde(
     data: bytes, offset: int, for_eh_frame: bool, address: int, cies: dict[int, Cie]
 ) -> Fde | None:
@@ -212,21 +227,30 @@ def parse_fde(
         end, pointer, at, is_cie = _header(data, offset, for_eh_frame)
         if is_cie:
             return None
-        cie = cies.get(pointer)
-        if cie is None:
-            cie = cies[pointer] = parse_cie(data, pointer, for_eh_frame, address)
-        if for_eh_frame:
-            start, at = read_pointer(data, at, cie.pointer_encoding, address)
-            size, at = read_pointer(data, at, cie.pointer_encoding & 0x0F, address)
-        else:
-            start, size, at = (
-                _U64.unpack_from(data, at)[0],
-                _U64.unpack_from(data, at + 8)[0],
-                at + 16,
-            )
+        cie, start, size, at = _fde_range(data, at, pointer, for_eh_frame, address, cies)
         if cie.augmented:
             skip, at = read_uleb(data, at)
             at += skip
         return Fde(start, size, cie, instructions(data, at, end))
     except (IndexError, ValueError, struct.error) as err:
         raise EntryError(f"the entry at {offset:#x} is cut short: {err}") from None
+
+
+def fde_starts(
+    data: bytes, for_eh_frame: bool, address: int, cies: dict[int, Cie]
+) -> list[tuple[int, int]]:
+    """(start, offset) of every FDE of a section at `address`, in section order, without
+    parsing their instructions (for a section no .eh_frame_hdr indexes). Raise EntryError."""
+    found = []
+    offset = 0
+    try:
+        # .eh_frame ends with a zero length; .debug_frame at the section's end
+        while offset + 4 <= len(data) and _U32.unpack_from(data, offset)[0] != 0:
+            end, pointer, at, is_cie = _header(data, offset, for_eh_frame)
+            if not is_cie:
+                _, start, _, _ = _fde_range(data, at, pointer, for_eh_frame, address, cies)
+                found.append((start, offset))
+            offset = end
+    except (IndexError, ValueError, struct.error) as err:
+        raise EntryError(f"the entry at {offset:#x} is cut short: {err}") from None
+    return found
